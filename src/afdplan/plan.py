@@ -1,0 +1,176 @@
+"""Workload + step times + batch → one A/F recommendation (theory side).
+
+Puts DESIGN.md §2–4 together: θ and v from the workload, v1's and the θ-based
+closed-form r*, the barrier-aware expected cycle time at every integer r up to r_max,
+and the integer recommendation (the best of those by the weighted objective).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from afdplan.errors import InputError, require
+from afdplan.theory import (
+    Deployment,
+    RatioRow,
+    RuleResult,
+    best_row,
+    evaluate_ratios,
+    optimal_ratio,
+)
+from afdplan.theory.memory import max_feasible_batch
+from afdplan.timing import LinearStepTimes
+from afdplan.workload import LoadStats, Workload
+
+DEFAULT_WORKLOAD = (
+    "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=16384,"
+    "decode_median=128,decode_sigma=0.9,decode_max=2048"
+)
+DEFAULT_BATCH_NO_CAPACITY = 256
+KV_HEADROOM_SIGMAS = 3.0
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """Everything ``afdplan plan`` reports; ``to_dict`` is its JSON form."""
+
+    workload: str
+    stats: LoadStats
+    deployment: Deployment
+    rule: RuleResult  # θ-based mean field
+    rule_v1: RuleResult  # v1: load μ_P + μ_D
+    rows: list[RatioRow]
+    recommended: RatioRow  # barrier-aware integer optimum
+    r_recommended_mean_field: int  # best of ⌊r*⌋, ⌈r*⌉ under the mean-field cycle time
+    max_feasible_batch: int | None
+
+    @property
+    def times(self) -> LinearStepTimes:
+        return self.deployment.times
+
+    def throughput_per_gpu(self, row: RatioRow) -> float:
+        """r·B / ((r·g_A + g_F)·E[τ]) with the set's GPUs per instance (tokens/time/GPU)."""
+        t = self.times
+        r = row.point.r
+        return (
+            r * self.deployment.batch / ((r * t.gpus_attention + t.gpus_ffn) * row.point.cycle_time)
+        )
+
+    def row_dict(self, row: RatioRow) -> dict:
+        p = row.point
+        return {
+            "r": p.r,
+            "step_time_s": p.cycle_time,
+            "step_time_mean_field_s": p.cycle_time_mean_field,
+            "throughput_per_instance": row.throughput_per_instance,
+            "throughput_per_weight": row.throughput_per_weight,
+            "throughput_per_gpu": self.throughput_per_gpu(row),
+            "idle_attention": p.idle_attention,
+            "idle_ffn": p.idle_ffn,
+            "binding": p.binding,
+        }
+
+    def to_dict(self) -> dict:
+        d, t, s = self.deployment, self.times, self.stats
+        return {
+            "workload": self.workload,
+            "theta": s.theta,
+            "theta_se": s.theta_se,
+            "v": s.v,
+            "mu_prefill": s.mu_prefill,
+            "mu_decode": s.mu_decode,
+            "load_v1": s.load_v1,
+            "n_requests": s.n_requests,
+            "batch": d.batch,
+            "mode": d.mode,
+            "comm_scope": t.comm_scope,
+            "w_attention": d.w_attention,
+            "w_ffn": d.w_ffn,
+            "coeffs": t.name,
+            "time_unit": t.time_unit,
+            "r_star": self.rule.r_star,
+            "regime": self.rule.regime,
+            "breakpoints": asdict(self.rule.breakpoints),
+            "r_star_v1": self.rule_v1.r_star,
+            "regime_v1": self.rule_v1.regime,
+            "r_recommended": self.recommended.point.r,
+            "r_recommended_mean_field": self.r_recommended_mean_field,
+            "recommended": self.row_dict(self.recommended),
+            "kv_capacity_tokens": t.kv_capacity_tokens,
+            "max_feasible_batch": self.max_feasible_batch,
+            "rows": [self.row_dict(row) for row in self.rows],
+        }
+
+
+def default_r_max(*r_stars: float) -> int:
+    """Enough integers to show the optimum and the fall-off past it."""
+    return max(8, math.ceil(2 * max(r_stars)) + 2)
+
+
+def resolve_batch(
+    times: LinearStepTimes, stats: LoadStats, batch: int | None
+) -> tuple[int, int | None]:
+    """(B to use, largest feasible B or None); refuses B that the KV cache cannot hold."""
+    cap = times.kv_capacity_tokens
+    b_max = (
+        None if cap is None else max_feasible_batch(cap, stats.theta, stats.v, KV_HEADROOM_SIGMAS)
+    )
+    if batch is None:
+        if b_max is None:
+            return DEFAULT_BATCH_NO_CAPACITY, None
+        require(
+            b_max >= 1,
+            f"one request of this workload (θ = {stats.theta:.0f} tokens) does "
+            f"not fit the KV capacity of {cap} tokens",
+        )
+        return b_max, b_max
+    require(batch >= 1, f"batch B must be >= 1, got {batch}")
+    if b_max is not None and batch > b_max:
+        raise InputError(
+            f"B = {batch} does not fit the KV cache: {batch} × θ {stats.theta:.0f} + "
+            f"{KV_HEADROOM_SIGMAS:g}σ exceeds {cap} tokens per Attention worker; "
+            f"largest feasible B is {b_max}"
+        )
+    return batch, b_max
+
+
+def make_plan(
+    workload: Workload,
+    times: LinearStepTimes,
+    batch: int | None = None,
+    *,
+    mode: str = "overlap",
+    r_max: int | None = None,
+    w_attention: float = 1.0,
+    w_ffn: float = 1.0,
+    stats: LoadStats | None = None,
+) -> PlanResult:
+    """The full theory-side recommendation for one workload and step-time model."""
+    stats = stats or workload.stats()
+    batch, b_max = resolve_batch(times, stats, batch)
+    dep = Deployment(times, batch, mode, w_attention, w_ffn)  # type: ignore[arg-type]
+    rule = optimal_ratio(dep, stats.theta)
+    rule_v1 = optimal_ratio(dep, stats.load_v1)
+    if r_max is None:
+        r_max = default_r_max(rule.r_star, rule_v1.r_star)
+    require(r_max >= 1, f"r-max must be >= 1, got {r_max}")
+    rows = evaluate_ratios(dep, stats.theta, stats.v, list(range(1, r_max + 1)))
+    mean_field_int = _best_integer_mean_field(dep, stats.theta, rule.r_star)
+    return PlanResult(
+        workload=workload.describe(),
+        stats=stats,
+        deployment=dep,
+        rule=rule,
+        rule_v1=rule_v1,
+        rows=rows,
+        recommended=best_row(rows),
+        r_recommended_mean_field=mean_field_int,
+        max_feasible_batch=b_max,
+    )
+
+
+def _best_integer_mean_field(dep: Deployment, theta: float, r_star: float) -> int:
+    candidates = sorted({max(1, math.floor(r_star)), max(1, math.ceil(r_star))})
+    rows = evaluate_ratios(dep, theta, 0.0, candidates)
+    return best_row(rows).point.r

@@ -1,0 +1,51 @@
+"""Theory: the closed-form A/F rule and its barrier-aware refinement (DESIGN.md §3–4)."""
+
+from afdplan.theory.barrier import (
+    BarrierPoint,
+    RatioRow,
+    barrier_point,
+    best_row,
+    evaluate_ratios,
+    excess_integral,
+    expected_max_normal,
+)
+from afdplan.theory.paper import v1_finite_horizon_load
+from afdplan.theory.rule import (
+    MODES,
+    Breakpoints,
+    Deployment,
+    Mode,
+    RuleResult,
+    StageLine,
+    breakpoints,
+    mean_attention_time,
+    mean_field_cycle_time,
+    optimal_ratio,
+    stage_lines,
+    throughput_per_instance,
+    weighted_throughput,
+)
+
+__all__ = [
+    "MODES",
+    "BarrierPoint",
+    "Breakpoints",
+    "Deployment",
+    "Mode",
+    "RatioRow",
+    "RuleResult",
+    "StageLine",
+    "barrier_point",
+    "best_row",
+    "breakpoints",
+    "evaluate_ratios",
+    "excess_integral",
+    "expected_max_normal",
+    "mean_attention_time",
+    "mean_field_cycle_time",
+    "optimal_ratio",
+    "stage_lines",
+    "throughput_per_instance",
+    "v1_finite_horizon_load",
+    "weighted_throughput",
+]

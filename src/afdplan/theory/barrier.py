@@ -1,0 +1,166 @@
+"""Barrier-aware expected cycle time (DESIGN.md §4) and the integer recommendation.
+
+The r Attention workers synchronise every step, so a step waits for the slowest one.
+With per-worker loads T_i ≈ N(B·θ, B·v) i.i.d., μ = t̄_A, σ = α_A·√(B·v) and
+G = max{t_C, t_F(rB)}:
+
+    E[τ] = E[max{G, μ + σ·max_{j≤r} Z_j}] = G + σ·∫_{z0}^{∞} (1 − Φ(x)^r) dx,
+    z0 = (G − μ)/σ.
+
+The integrand is evaluated as −expm1(r·log Φ(x)) (log Φ from ``scipy.special.log_ndtr``)
+so it keeps full relative precision both where Φ^r ≈ 1 and where it underflows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import integrate, special
+
+from afdplan.errors import check_nonnegative, require
+from afdplan.theory.rule import (
+    Deployment,
+    StageLine,
+    cycle_line_serial,
+    mean_field_cycle_time,
+    stage_lines,
+    throughput_per_instance,
+    weighted_throughput,
+)
+
+# Below this z, 1 − Φ(x)^r equals 1 to double precision for any r ≥ 1 (Φ(−10) ≈ 7.6e-24).
+_Z_FLOOR = -10.0
+# Above this z, r·Q(x) is negligible next to the other terms for r < 1e12 (Q(12) ≈ 1.8e-33).
+_Z_CEIL = 12.0
+
+
+def _one_minus_phi_pow(x: float, r: int) -> float:
+    return float(-np.expm1(r * special.log_ndtr(x)))
+
+
+def excess_integral(z0: float, r: int) -> float:
+    """∫_{z0}^{∞} (1 − Φ(x)^r) dx, ≥ 0, for integer r ≥ 1."""
+    require(r >= 1, f"r must be >= 1, got {r}")
+    if z0 >= _Z_CEIL:
+        # 1 − Φ^r ≈ r·Q(x) there, and ∫_{z0}^{∞} Q = φ(z0) − z0·Q(z0).
+        pdf = math.exp(-0.5 * z0 * z0) / math.sqrt(2 * math.pi)
+        return r * max(pdf - z0 * special.ndtr(-z0), 0.0)
+    lead = max(_Z_FLOOR - z0, 0.0)  # the stretch where the integrand is exactly 1
+    lo = max(z0, _Z_FLOOR)
+    # Where the maximum of r normals concentrates, to guide the quadrature.
+    centre = math.sqrt(2 * math.log(r)) if r > 1 else 0.0
+    points = [p for p in (0.0, centre) if lo < p < _Z_CEIL]
+    value, _ = integrate.quad(
+        _one_minus_phi_pow,
+        lo,
+        _Z_CEIL,
+        args=(r,),
+        points=points or None,
+        limit=200,
+        epsabs=1e-13,
+        epsrel=1e-11,
+    )
+    return lead + value
+
+
+def expected_max_normal(r: int) -> float:
+    """E[max of r i.i.d. standard normals] = ∫_0^∞(1 − Φ^r) − ∫_{−∞}^0 Φ^r."""
+    below, _ = integrate.quad(
+        lambda x: math.exp(r * special.log_ndtr(x)), -40.0, 0.0, epsabs=1e-13, epsrel=1e-11
+    )
+    return excess_integral(0.0, r) - below
+
+
+@dataclass(frozen=True)
+class BarrierPoint:
+    """Expected cycle time at one integer r and what each device does in it."""
+
+    r: int
+    cycle_time: float  # E[τ], time units
+    cycle_time_mean_field: float  # τ with every worker at its mean load
+    t_attention: float  # mean busy time of one Attention worker, μ
+    t_ffn: float
+    t_comm: float
+    binding: str  # the stage on top of the mean-field envelope
+
+    @property
+    def idle_attention(self) -> float:
+        """Fraction of the cycle an Attention worker waits (barrier + FFN)."""
+        return 1.0 - self.t_attention / self.cycle_time
+
+    @property
+    def idle_ffn(self) -> float:
+        """Fraction of the cycle the FFN worker waits for the slowest Attention worker."""
+        return 1.0 - self.t_ffn / self.cycle_time
+
+
+def barrier_point(dep: Deployment, load_per_slot: float, load_var: float, r: int) -> BarrierPoint:
+    """E[τ] at integer r under the Gaussian barrier model (DESIGN.md §4)."""
+    check_nonnegative("load variance v", load_var)
+    require(int(r) == r and r >= 1, f"r must be an integer >= 1, got {r}")
+    r = int(r)
+    lines = stage_lines(dep, load_per_slot)
+    att, comm, ffn = (line.at(r) for line in lines)
+    mu = float(att)
+    sigma = dep.times.attention.alpha * math.sqrt(dep.batch * load_var)
+    mean_field = float(mean_field_cycle_time(dep, load_per_slot, r))
+    if dep.mode == "serial":
+        rest = float(cycle_line_serial(lines).at(r)) - mu
+        expected = mu + rest + (sigma * expected_max_normal(r) if sigma > 0 else 0.0)
+    else:
+        g = max(float(comm), float(ffn))
+        if sigma > 0:
+            expected = g + sigma * excess_integral((g - mu) / sigma, r)
+        else:
+            expected = max(g, mu)
+    return BarrierPoint(
+        r=r,
+        cycle_time=expected,
+        cycle_time_mean_field=mean_field,
+        t_attention=mu,
+        t_ffn=float(ffn),
+        t_comm=float(comm),
+        binding=_binding(lines, r, dep.mode),
+    )
+
+
+def _binding(lines: list[StageLine], r: int, mode: str) -> str:
+    if mode == "serial":
+        return "serial"
+    return lines[int(np.argmax([line.at(r) for line in lines]))].stage
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """One integer r of the recommendation table."""
+
+    point: BarrierPoint
+    throughput_per_instance: float  # r·B/((r+1)·E[τ]), tokens per time unit
+    throughput_per_weight: float  # r·B/((r·w_A + w_F)·E[τ])
+
+
+def evaluate_ratios(
+    dep: Deployment, load_per_slot: float, load_var: float, r_values: list[int]
+) -> list[RatioRow]:
+    """Barrier-aware rows for each integer r in ``r_values``."""
+    rows = []
+    for r in r_values:
+        point = barrier_point(dep, load_per_slot, load_var, r)
+        rows.append(
+            RatioRow(
+                point=point,
+                throughput_per_instance=float(
+                    throughput_per_instance(dep.batch, r, point.cycle_time)
+                ),
+                throughput_per_weight=float(weighted_throughput(dep, r, point.cycle_time)),
+            )
+        )
+    return rows
+
+
+def best_row(rows: list[RatioRow]) -> RatioRow:
+    """The row maximising the weighted objective; the smallest r among ties."""
+    best = max(row.throughput_per_weight for row in rows)
+    return next(row for row in rows if row.throughput_per_weight >= best * (1 - 1e-12))

@@ -1,0 +1,216 @@
+"""The mean-field closed-form A/F rule (DESIGN.md §1, §3).
+
+Every stage time is a line in r (the number of Attention workers per FFN worker):
+
+    attention      t̄_A = α_A·B·θ + γ_A·B + β_A           (slope 0)
+    communication  t̄_C = α_C·B + β_C                     (per worker, v1: slope 0)
+                   t_C(r) = α_C·r·B + β_C                (aggregate round trip)
+    ffn            t_F(r) = α_F·r·B + β_F
+
+and the cycle time is their upper envelope (overlap mode: τ = max) or their sum
+(serial mode: τ = t_A + 2·t_C + t_F, itself a line). The objective is
+
+    Θ_w(r) = r·B / ((r·w_A + w_F)·τ(r))      (tokens per time unit per weight unit)
+
+On a stretch where one line a·r + b dominates, Θ_w is increasing if a = 0 and
+unimodal with its peak at √(b·w_F / (a·w_A)) otherwise, so the optimum is one of the
+envelope's corners or one of those peaks. For v1's per-worker communication this is
+exactly Theorem 4.4: r* = max{r_A, r_C, r_peak}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from afdplan.errors import check_positive, require
+from afdplan.timing.linear import LinearStepTimes
+
+Mode = Literal["overlap", "serial"]
+MODES: tuple[str, ...] = ("overlap", "serial")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the rule needs besides the workload: times, batch B, mode, instance weights."""
+
+    times: LinearStepTimes
+    batch: int
+    mode: Mode = "overlap"
+    w_attention: float = 1.0
+    w_ffn: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.batch, int | np.integer) and self.batch >= 1,
+            f"batch B must be an integer >= 1, got {self.batch}",
+        )
+        require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        check_positive("w_attention", self.w_attention)
+        check_positive("w_ffn", self.w_ffn)
+
+
+@dataclass(frozen=True)
+class StageLine:
+    """One stage's time as a function of r: slope·r + intercept (time units)."""
+
+    stage: str
+    slope: float
+    intercept: float
+
+    def at(self, r: np.ndarray | float) -> np.ndarray | float:
+        return self.slope * r + self.intercept
+
+
+@dataclass(frozen=True)
+class Breakpoints:
+    """The named candidates of DESIGN.md §3 (may be ≤ 0 when a regime cannot bind).
+
+    ``r_attention``  = (t̄_A − β_F)/(α_F·B)
+    ``r_comm``       = (t̄_C − β_F)/(α_F·B)                (per-worker communication)
+    ``r_peak``       = √(β_F·w_F/(α_F·B·w_A))
+    and, for aggregate communication t_C(rB):
+    ``r_attention_comm`` = (t̄_A − β_C)/(α_C·B), ``r_peak_comm`` = √(β_C·w_F/(α_C·B·w_A)),
+    ``r_comm_ffn`` = (β_C − β_F)/(B·(α_F − α_C)).
+    """
+
+    r_attention: float
+    r_comm: float
+    r_peak: float
+    r_attention_comm: float | None = None
+    r_peak_comm: float | None = None
+    r_comm_ffn: float | None = None
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """The continuous mean-field optimum and why it sits where it does."""
+
+    r_star: float
+    regime: str  # "attention" | "communication" | "ffn" | "serial"
+    breakpoints: Breakpoints
+    t_attention: float  # t̄_A at the given load (time units)
+    load_per_slot: float  # the θ (or v1 load) used (tokens)
+
+
+def mean_attention_time(times: LinearStepTimes, batch: int, load_per_slot: float) -> float:
+    """t̄_A = α_A·B·θ + γ_A·B + β_A (DESIGN.md §3), time units."""
+    return float(times.attention_time(batch, batch * load_per_slot))
+
+
+def stage_lines(dep: Deployment, load_per_slot: float) -> list[StageLine]:
+    """The three stage times as lines in r, in the mode's order (A, C, F)."""
+    t, b = dep.times, dep.batch
+    if t.comm_scope == "aggregate":
+        comm = StageLine("communication", t.comm.alpha * b, t.comm.beta)
+    else:
+        comm = StageLine("communication", 0.0, float(t.comm_time(b, 1)))
+    return [
+        StageLine("attention", 0.0, mean_attention_time(t, b, load_per_slot)),
+        comm,
+        StageLine("ffn", t.ffn.alpha * b, t.ffn.beta),
+    ]
+
+
+def cycle_line_serial(lines: list[StageLine]) -> StageLine:
+    """Serial mode: τ = t_A + 2·t_C + t_F, a single line (DESIGN.md §1)."""
+    a, c, f = lines
+    return StageLine(
+        "serial", a.slope + 2 * c.slope + f.slope, a.intercept + 2 * c.intercept + f.intercept
+    )
+
+
+def mean_field_cycle_time(
+    dep: Deployment, load_per_slot: float, r: np.ndarray | float
+) -> np.ndarray:
+    """τ(r) in the deployment's mode with every worker at its mean load (time units)."""
+    lines = stage_lines(dep, load_per_slot)
+    r = np.asarray(r, dtype=np.float64)
+    if dep.mode == "serial":
+        return np.asarray(cycle_line_serial(lines).at(r))
+    return np.max([np.broadcast_to(line.at(r), r.shape) for line in lines], axis=0)
+
+
+def weighted_throughput(
+    dep: Deployment, r: np.ndarray | float, cycle_time: np.ndarray | float
+) -> np.ndarray:
+    """Θ_w = r·B / ((r·w_A + w_F)·τ): tokens per time unit per weight unit (DESIGN.md §1)."""
+    r = np.asarray(r, dtype=np.float64)
+    return r * dep.batch / ((r * dep.w_attention + dep.w_ffn) * np.asarray(cycle_time))
+
+
+def throughput_per_instance(batch: int, r: np.ndarray | float, cycle_time) -> np.ndarray:
+    """Θ = r·B / ((r + 1)·τ): tokens per time unit per instance (the paper's objective)."""
+    r = np.asarray(r, dtype=np.float64)
+    return r * batch / ((r + 1) * np.asarray(cycle_time))
+
+
+def _peak(line: StageLine, dep: Deployment) -> float | None:
+    if line.slope <= 0 or line.intercept <= 0:
+        return None
+    return math.sqrt(line.intercept * dep.w_ffn / (line.slope * dep.w_attention))
+
+
+def _crossing(a: StageLine, b: StageLine) -> float | None:
+    if a.slope == b.slope:
+        return None
+    return (b.intercept - a.intercept) / (a.slope - b.slope)
+
+
+def breakpoints(dep: Deployment, load_per_slot: float) -> Breakpoints:
+    """The named breakpoints of DESIGN.md §3 for this deployment and load."""
+    att, comm, _ = stage_lines(dep, load_per_slot)
+    t, b = dep.times, dep.batch
+    r_peak = math.sqrt(t.ffn.beta * dep.w_ffn / (t.ffn.alpha * b * dep.w_attention))
+    r_attention = (att.intercept - t.ffn.beta) / (t.ffn.alpha * b)
+    if t.comm_scope == "per_worker":
+        return Breakpoints(r_attention, (comm.intercept - t.ffn.beta) / (t.ffn.alpha * b), r_peak)
+    alpha_c, beta_c = t.comm.alpha, t.comm.beta
+    return Breakpoints(
+        r_attention=r_attention,
+        r_comm=math.nan,
+        r_peak=r_peak,
+        r_attention_comm=(att.intercept - beta_c) / (alpha_c * b) if alpha_c > 0 else None,
+        r_peak_comm=_peak(comm, dep),
+        r_comm_ffn=(beta_c - t.ffn.beta) / (b * (t.ffn.alpha - alpha_c))
+        if t.ffn.alpha != alpha_c
+        else None,
+    )
+
+
+def optimal_ratio(dep: Deployment, load_per_slot: float) -> RuleResult:
+    """The continuous r* > 0 maximising Θ_w under the mean-field cycle time.
+
+    Implements DESIGN.md §3 (Theorem 4.4 of v1 for per-worker communication, plus the
+    aggregate-communication breakpoints) and, in serial mode, the single-line optimum.
+    """
+    lines = stage_lines(dep, load_per_slot)
+    bps = breakpoints(dep, load_per_slot)
+    t_a = lines[0].intercept
+    if dep.mode == "serial":
+        serial = cycle_line_serial(lines)
+        r_star = _peak(serial, dep)
+        require(r_star is not None, "serial cycle time has no interior optimum")
+        return RuleResult(float(r_star), "serial", bps, t_a, load_per_slot)
+    candidates = [p for line in lines if (p := _peak(line, dep)) is not None]
+    for i, a in enumerate(lines):
+        for b in lines[i + 1 :]:
+            if (x := _crossing(a, b)) is not None:
+                candidates.append(x)
+    candidates = sorted({c for c in candidates if c > 0})
+    require(bool(candidates), "no positive A/F ratio candidate; check the coefficients")
+    cand = np.array(candidates)
+    value = weighted_throughput(dep, cand, mean_field_cycle_time(dep, load_per_slot, cand))
+    # Prefer the smallest r among (numerically) equal optima: fewer instances, same rate.
+    best = float(cand[int(np.flatnonzero(value >= value.max() * (1 - 1e-12))[0])])
+    return RuleResult(best, _binding_stage(lines, best), bps, t_a, load_per_slot)
+
+
+def _binding_stage(lines: list[StageLine], r: float) -> str:
+    """The stage on top of the envelope just left of r (the one that set r there)."""
+    left = r * (1 - 1e-9)
+    values = [line.at(left) for line in lines]
+    return lines[int(np.argmax(values))].stage

@@ -1,0 +1,251 @@
+"""Linear step-time models and the coefficients file (DESIGN.md §1).
+
+    t_A(B, T) = α_A·T + γ_A·B + β_A      T = KV tokens held by one Attention worker
+    t_F(n)    = α_F·n + β_F              n = r·B tokens in the aggregated FFN batch
+    t_C(n)    = α_C·n + β_C              n = B (per worker, v1) or r·B (aggregate)
+
+Times are in the set's ``time_unit`` (seconds unless the file says otherwise; the
+paper's own calibration uses an unnamed unit, which leaves r* unchanged).
+
+The coefficients file (JSON or TOML) is the contract with calibration::
+
+    [meta]                  # optional: name, time_unit, provenance, gpus, kv_capacity_tokens
+    [attention]  alpha = …  # seconds per KV token      beta = …  (seconds)
+                 gamma = …  # seconds per sequence in the batch (optional, default 0)
+    [ffn]        alpha = …  # seconds per token         beta = …
+    [comm]       alpha = …  # seconds per token         beta = …
+                 scope = "per_worker" | "aggregate"      (optional, default per_worker)
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from afdplan.errors import InputError, check_nonnegative, require, unknown_name
+
+CommScope = Literal["per_worker", "aggregate"]
+COMM_SCOPES: tuple[str, ...] = ("per_worker", "aggregate")
+
+
+@dataclass(frozen=True)
+class Linear:
+    """time = alpha·x + beta (alpha in time per unit of x, beta in time)."""
+
+    alpha: float
+    beta: float
+
+    def __call__(self, x: np.ndarray | float) -> np.ndarray | float:
+        return self.alpha * x + self.beta
+
+
+@dataclass(frozen=True)
+class AttentionLinear:
+    """t_A = alpha·T + gamma·B + beta for B sequences holding T KV tokens in total."""
+
+    alpha: float
+    beta: float
+    gamma: float = 0.0
+
+    def __call__(self, batch: np.ndarray | float, kv_tokens: np.ndarray | float):
+        return self.alpha * kv_tokens + self.gamma * batch + self.beta
+
+
+@dataclass(frozen=True)
+class LinearStepTimes:
+    """A complete linear step-time model of one rA–1F bundle.
+
+    ``gpus_attention``/``gpus_ffn`` record how many GPUs one instance of each kind
+    holds for the deployment the coefficients were measured on (for tokens/s per GPU);
+    ``kv_capacity_tokens`` is the KV cache one Attention instance can hold, if known.
+    """
+
+    attention: AttentionLinear
+    ffn: Linear
+    comm: Linear
+    comm_scope: CommScope = "per_worker"
+    name: str = "custom"
+    time_unit: str = "s"
+    provenance: str = ""
+    gpus_attention: float = 1.0
+    gpus_ffn: float = 1.0
+    kv_capacity_tokens: int | None = None
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for stage, coeffs in (
+            ("attention", self.attention),
+            ("ffn", self.ffn),
+            ("comm", self.comm),
+        ):
+            for key, value in asdict(coeffs).items():
+                check_nonnegative(f"{stage}.{key}", value)
+        require(self.ffn.alpha > 0, "ffn.alpha must be > 0 (the FFN time must grow with tokens)")
+        require(
+            self.comm_scope in COMM_SCOPES, f"comm scope must be one of {', '.join(COMM_SCOPES)}"
+        )
+
+    # The three stage times, vectorised; the simulator calls these too.
+    def attention_time(self, batch: np.ndarray | float, kv_tokens: np.ndarray | float):
+        """Seconds for one Attention worker: ``batch`` sequences, ``kv_tokens`` KV tokens."""
+        return self.attention(batch, kv_tokens)
+
+    def ffn_time(self, tokens: np.ndarray | float):
+        """Seconds for the FFN worker on ``tokens`` = r·B tokens."""
+        return self.ffn(tokens)
+
+    def comm_time(self, batch: np.ndarray | float, ratio: np.ndarray | float):
+        """Seconds of A↔F transfer for ``ratio`` workers of ``batch`` tokens each."""
+        tokens = batch * ratio if self.comm_scope == "aggregate" else batch
+        return self.comm(tokens)
+
+    def with_comm_scope(self, scope: str) -> LinearStepTimes:
+        return replace(self, comm_scope=scope)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- files
+
+_SECTION_KEYS = {
+    "attention": ("alpha", "beta", "gamma"),
+    "ffn": ("alpha", "beta"),
+    "comm": ("alpha", "beta", "scope"),
+}
+_META_KEYS = ("name", "time_unit", "provenance", "gpus_attention", "gpus_ffn", "kv_capacity_tokens")
+
+
+def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTimes:
+    """Validate a parsed coefficients file and build the model (one-line errors)."""
+    require(isinstance(data, dict), f"{source}: top level must be a table/object")
+    unknown = set(data) - {*_SECTION_KEYS, "meta"}
+    require(not unknown, f"{source}: unknown section(s) {', '.join(sorted(unknown))}")
+    values: dict[str, dict] = {}
+    for section, keys in _SECTION_KEYS.items():
+        require(section in data, f"{source}: missing section [{section}]")
+        body = data[section]
+        require(isinstance(body, dict), f"{source}: [{section}] must be a table")
+        extra = set(body) - set(keys)
+        require(not extra, f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(extra))}")
+        for key in ("alpha", "beta"):
+            require(key in body, f"{source}: [{section}] needs {key}")
+        values[section] = {
+            k: _number(f"{source}: {section}.{k}", v) for k, v in body.items() if k != "scope"
+        }
+    meta = data.get("meta", {})
+    require(isinstance(meta, dict), f"{source}: [meta] must be a table")
+    scope = str(data["comm"].get("scope", "per_worker"))
+    require(scope in COMM_SCOPES, f"{source}: comm.scope must be one of {', '.join(COMM_SCOPES)}")
+    kv = meta.get("kv_capacity_tokens")
+    return LinearStepTimes(
+        attention=AttentionLinear(**values["attention"]),
+        ffn=Linear(**values["ffn"]),
+        comm=Linear(**values["comm"]),
+        comm_scope=scope,  # type: ignore[arg-type]
+        name=str(meta.get("name", source)),
+        time_unit=str(meta.get("time_unit", "s")),
+        provenance=str(meta.get("provenance", "")),
+        gpus_attention=_number(f"{source}: meta.gpus_attention", meta.get("gpus_attention", 1.0)),
+        gpus_ffn=_number(f"{source}: meta.gpus_ffn", meta.get("gpus_ffn", 1.0)),
+        kv_capacity_tokens=None
+        if kv is None
+        else int(_number(f"{source}: meta.kv_capacity_tokens", kv)),
+        extra={k: v for k, v in meta.items() if k not in _META_KEYS},
+    )
+
+
+def _number(name: str, value: object) -> float:
+    require(
+        isinstance(value, int | float) and not isinstance(value, bool),
+        f"{name} must be a number, got {value!r}",
+    )
+    return check_nonnegative(name, value)  # type: ignore[arg-type]
+
+
+def coeffs_to_dict(model: LinearStepTimes) -> dict:
+    """The coefficients-file representation of ``model`` (inverse of coeffs_from_dict)."""
+    meta: dict = {
+        "name": model.name,
+        "time_unit": model.time_unit,
+        "provenance": model.provenance,
+        "gpus_attention": model.gpus_attention,
+        "gpus_ffn": model.gpus_ffn,
+    }
+    if model.kv_capacity_tokens is not None:
+        meta["kv_capacity_tokens"] = model.kv_capacity_tokens
+    meta.update(model.extra)
+    return {
+        "meta": meta,
+        "attention": asdict(model.attention),
+        "ffn": asdict(model.ffn),
+        "comm": {**asdict(model.comm), "scope": model.comm_scope},
+    }
+
+
+def read_coeffs_file(path: str | Path) -> LinearStepTimes:
+    """Load a JSON or TOML coefficients file."""
+    path = Path(path)
+    require(path.is_file(), f"{path}: no such coefficients file")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"{path}: cannot parse coefficients: {str(exc).splitlines()[0]}") from exc
+    return coeffs_from_dict(data, source=str(path))
+
+
+def write_coeffs_file(model: LinearStepTimes, path: str | Path) -> None:
+    """Write ``model`` as JSON (``.json``) or TOML (anything else)."""
+    path = Path(path)
+    data = coeffs_to_dict(model)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        path.write_text(to_toml(data))
+
+
+def to_toml(data: dict) -> str:
+    """A minimal TOML writer for flat tables of strings, numbers and bools."""
+    lines: list[str] = []
+    for section, body in data.items():
+        lines.append(f"[{section}]")
+        for key, value in body.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+# ------------------------------------------------------------------------- presets
+
+
+def builtin_coeff_names() -> list[str]:
+    """Names of the coefficient sets shipped in ``afdplan/timing/presets``."""
+    folder = resources.files("afdplan.timing") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+DEFAULT_COEFFS = "llama3-70b-h100"
+
+
+def load_coeffs(name_or_path: str | Path | None = None) -> LinearStepTimes:
+    """A built-in set by name, or a JSON/TOML file by path; ``None`` is the default set."""
+    name = str(name_or_path) if name_or_path is not None else DEFAULT_COEFFS
+    path = Path(name)
+    if path.suffix.lower() in (".json", ".toml") or path.exists():
+        return read_coeffs_file(path)
+    if name not in builtin_coeff_names():
+        raise unknown_name("coefficient set", name, builtin_coeff_names())
+    text = (resources.files("afdplan.timing") / "presets" / f"{name}.toml").read_text()
+    return coeffs_from_dict(tomllib.loads(text), source=name)

@@ -1,0 +1,142 @@
+"""``afdplan plan``: JSON contract, default scenario, KV feasibility and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from afdplan.plan import make_plan
+from afdplan.timing import load_coeffs
+from afdplan.workload import parse_workload
+
+from .conftest import FIXTURES
+
+REQUIRED_KEYS = {
+    "theta",
+    "mu_prefill",
+    "mu_decode",
+    "r_star",
+    "r_star_v1",
+    "r_recommended",
+    "regime",
+    "rows",
+}
+
+
+def test_default_scenario_runs(cli):
+    res = cli("plan")
+    assert res.code == 0, res.err
+    assert "Recommendation: r =" in res.out
+
+
+def test_json_contract(cli):
+    res = cli(
+        "plan",
+        "--trace",
+        FIXTURES / "tiny_trace.csv",
+        "--coeffs",
+        "paper-v1-dsv3-910c",
+        "--batch",
+        "64",
+        "--json",
+    )
+    assert res.code == 0, res.err
+    data = res.json()
+    assert REQUIRED_KEYS <= set(data)
+    assert all({"r", "step_time_s", "throughput_per_instance"} <= set(row) for row in data["rows"])
+    assert [row["r"] for row in data["rows"]] == list(range(1, len(data["rows"]) + 1))
+    best = max(data["rows"], key=lambda row: row["throughput_per_weight"])
+    assert data["r_recommended"] == best["r"]
+
+
+def test_plan_matches_library_and_coeff_file(cli, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(
+        json.dumps(
+            {
+                "attention": {"alpha": 0.00165, "beta": 50},
+                "ffn": {"alpha": 0.083, "beta": 100},
+                "comm": {"alpha": 0.022, "beta": 20},
+            }
+        )
+    )
+    spec = "geometric:prefill=100,p=0.002"
+    data = cli("plan", "--workload", spec, "--coeffs", path, "-B", "256", "--json").json()
+    lib = make_plan(parse_workload(spec), load_coeffs("paper-v1-dsv3-910c"), 256)
+    assert data["r_star"] == pytest.approx(lib.rule.r_star)
+    # θ = μ_P + (1 − p)/p for geometric D: v1's load, 599, vs μ_P + E[D] = 600.
+    assert data["theta"] == pytest.approx(599.0)
+    assert data["r_star"] == pytest.approx((0.00165 * 256 * 599 + 50 - 100) / (0.083 * 256))
+
+
+def test_weights_shift_optimum(cli):
+    base = [
+        "plan",
+        "--workload",
+        "fixed:prefill=10,decode=2",
+        "--coeffs",
+        "paper-v1-dsv3-910c",
+        "-B",
+        "16",
+        "--json",
+    ]
+    one = cli(*base).json()
+    heavy = cli(*base, "--w-ffn", "4").json()
+    assert heavy["r_star"] == pytest.approx(2 * one["r_star"])  # √(w_F) scaling, FFN-bound
+
+
+def test_kv_capacity_refuses_infeasible_batch(cli):
+    res = cli("plan", "--workload", "fixed:prefill=4000,decode=100", "--batch", "1000")
+    assert res.code == 2
+    assert "does not fit the KV cache" in res.err and "largest feasible B" in res.err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch", "0"], "batch B must be >= 1"),
+        (["--batch", "-4"], "batch B must be >= 1"),
+        (["--r-max", "0"], "r-max must be >= 1"),
+        (["--mode", "fast"], "mode must be one of"),
+        (["--comm", "global"], "--comm must be one of"),
+        (["--coeffs", "nope"], "unknown coefficient set 'nope'; known:"),
+        (["--workload", "geometric:prefill=1,decode_mean=nan"], "finite"),
+        (["--trace", "missing.csv"], "no such file"),
+        (["--trace", "x.csv", "--workload", "fixed:prefill=1,decode=1"], "either --trace"),
+        (["--w-ffn", "0"], "w_ffn must be > 0"),
+    ],
+)
+def test_bad_input_one_line_exit_2(cli, args, message):
+    res = cli("plan", *args)
+    assert res.code == 2
+    assert message in res.err
+    assert res.err.strip().count("\n") == 0 and "Traceback" not in res.err
+
+
+def test_bad_trace_files_exit_2(cli, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("num_prefill_tokens,num_decode_tokens\n")
+    nan = tmp_path / "nan.csv"
+    nan.write_text("num_prefill_tokens,num_decode_tokens\n5,nan\n")
+    neg = tmp_path / "neg.csv"
+    neg.write_text("num_prefill_tokens,num_decode_tokens\n5,0\n")
+    cols = tmp_path / "cols.csv"
+    cols.write_text("a,b\n5,1\n")
+    for path in (empty, nan, neg, cols):
+        res = cli("plan", "--trace", path)
+        assert res.code == 2 and res.err.startswith("error:"), (path, res.err)
+
+
+def test_negative_coefficients_exit_2(cli, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[attention]\nalpha=-1\nbeta=1\n[ffn]\nalpha=1\nbeta=1\n[comm]\nalpha=1\nbeta=1\n"
+    )
+    res = cli("plan", "--coeffs", path)
+    assert res.code == 2 and "attention.alpha must be >= 0" in res.err
+
+
+def test_presets_lists_sets(cli):
+    res = cli("presets")
+    assert res.code == 0 and "paper-v1-dsv3-910c" in res.out

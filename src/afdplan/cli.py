@@ -8,24 +8,31 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from afdplan.errors import InputError
 from afdplan.plan import DEFAULT_WORKLOAD, PlanResult, make_plan
+from afdplan.sim import SimConfig, simulate_seeds
+from afdplan.sim.sweep import SweepOptimum, SweepPoint, run_sweep, simulated_optimum
 from afdplan.theory import MODES
 from afdplan.timing import (
     COMM_SCOPES,
     DEFAULT_COEFFS,
     LinearStepTimes,
+    StepTimes,
     builtin_coeff_names,
     load_coeffs,
+    read_step_table,
 )
 from afdplan.workload import Workload, parse_workload, read_trace
 
@@ -243,6 +250,431 @@ def render_plan(result: PlanResult) -> None:
         f"instance at B = {d.batch}: {fmt_rate(rec.throughput_per_instance)} tokens/{per} per "
         f"instance, {fmt_rate(result.throughput_per_gpu(rec))} per GPU; idle A "
         f"{rec.point.idle_attention:.1%}, idle F {rec.point.idle_ffn:.1%}."
+    )
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """'1-4,8,16' → [1, 2, 3, 4, 8, 16]: integers >= 1, sorted, without repeats."""
+    values: set[int] = set()
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        lo, dash, hi = item.partition("-")
+        try:
+            first, last = (int(lo), int(hi)) if dash else (int(item), int(item))
+        except ValueError as exc:
+            raise InputError(f"{what}: {item!r} is not an integer or a range a-b") from exc
+        if first < 1 or last < first:
+            raise InputError(f"{what}: {item!r} must be integers >= 1 with a <= b")
+        values.update(range(first, last + 1))
+    if not values:
+        raise InputError(f"{what}: empty list")
+    return sorted(values)
+
+
+def load_step_times(coeffs: str, comm: str | None, tables: Path | None) -> StepTimes:
+    """Linear coefficients, overlaid by measured tables where given."""
+    times = load_times(coeffs, comm)
+    return times if tables is None else read_step_table(tables, times)
+
+
+TablesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tables",
+        help="Measured step-time table (CSV: op,tokens,kv_tokens,batch,seconds) for the "
+        "simulator; stages it lacks use --coeffs.",
+    ),
+]
+RequestsOpt = Annotated[
+    int | None,
+    typer.Option("--requests", help="Serve about N requests in the measured window [200000]."),
+]
+StepsOpt = Annotated[
+    int | None,
+    typer.Option("--steps", help="Measured window in decode steps (instead of --requests)."),
+]
+OrderOpt = Annotated[
+    str, typer.Option("--order", help="iid (resample) | replay (trace in arrival order).")
+]
+WarmupOpt = Annotated[
+    str | None,
+    typer.Option("--warmup", help="stationary | cold [stationary where defined, else cold]."),
+]
+WarmupStepsOpt = Annotated[
+    int | None, typer.Option("--warmup-steps", help="Steps discarded after a cold start.")
+]
+KvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kv-capacity",
+        help="KV tokens per Attention worker ('auto': the coefficient set's); waits if full.",
+    ),
+]
+NoiseOpt = Annotated[
+    float, typer.Option("--noise", help="σ of a mean-one log-normal factor on stage times.")
+]
+DEFAULT_REQUESTS = 200_000
+
+
+def sim_config(
+    ratio: int,
+    batch: int,
+    requests: int | None,
+    steps: int | None,
+    mode: str,
+    order: str,
+    warmup: str | None,
+    warmup_steps: int | None,
+    kv_capacity: str | None,
+    noise: float,
+    seed: int,
+    times: StepTimes,
+) -> SimConfig:
+    if requests is None and steps is None:
+        requests = DEFAULT_REQUESTS
+    kv = None
+    if kv_capacity is not None:
+        if kv_capacity == "auto":
+            kv = getattr(getattr(times, "fallback", times), "kv_capacity_tokens", None)
+            if kv is None:
+                raise InputError(
+                    "--kv-capacity auto: the coefficient set has no kv_capacity_tokens"
+                )
+        else:
+            try:
+                kv = int(kv_capacity)
+            except ValueError as exc:
+                raise InputError(
+                    f"--kv-capacity must be an integer or 'auto', got {kv_capacity!r}"
+                ) from exc
+    return SimConfig(
+        ratio=ratio,
+        batch=batch,
+        steps=steps,
+        requests=requests,
+        mode=mode,
+        order=order,
+        warmup=warmup,
+        warmup_steps=warmup_steps,
+        kv_capacity_tokens=kv,
+        noise=noise,
+        seed=seed,
+    )  # type: ignore[arg-type]
+
+
+SIM_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("throughput_per_instance", "throughput per instance", "rate"),
+    ("throughput_per_gpu", "throughput per GPU", "rate"),
+    ("mean_step_time_s", "mean step time", "time"),
+    ("step_time_p50_s", "step time p50", "time"),
+    ("step_time_p90_s", "step time p90", "time"),
+    ("step_time_p99_s", "step time p99", "time"),
+    ("tpot_p50_s", "TPOT p50", "time"),
+    ("tpot_p90_s", "TPOT p90", "time"),
+    ("tpot_p99_s", "TPOT p99", "time"),
+    ("idle_attention", "idle Attention", "share"),
+    ("idle_ffn", "idle FFN", "share"),
+    ("share_attention_bound", "steps bound by A", "share"),
+    ("share_comm_bound", "steps bound by C", "share"),
+    ("share_ffn_bound", "steps bound by F", "share"),
+    ("mean_load_per_worker", "mean KV load per worker", "count"),
+    ("requests_completed", "requests completed", "count"),
+)
+
+
+def _fmt_metric(value: float, kind: str, unit: str) -> str:
+    if kind == "time":
+        return f"{fmt_time(value, unit)} {'ms' if unit == 's' else 'u'}"
+    if kind == "share":
+        return f"{value:.2%}"
+    if kind == "rate":
+        return f"{fmt_rate(value)} tok/{'s' if unit == 's' else 'u'}"
+    return f"{value:,.0f}"
+
+
+@app.command()
+def simulate(
+    trace: TraceOpt = None,
+    workload: WorkloadOpt = None,
+    coeffs: CoeffsOpt = DEFAULT_COEFFS,
+    tables: TablesOpt = None,
+    batch: Annotated[
+        int | None, typer.Option("--batch", "-B", help="Sequences per Attention worker [as plan].")
+    ] = None,
+    ratio: Annotated[
+        int | None, typer.Option("--ratio", "-r", help="Attention workers per FFN [plan's pick].")
+    ] = None,
+    requests: RequestsOpt = None,
+    steps: StepsOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="First random seed.")] = 0,
+    seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds (CI over seeds).")] = 1,
+    mode: ModeOpt = "overlap",
+    order: OrderOpt = "iid",
+    warmup: WarmupOpt = None,
+    warmup_steps: WarmupStepsOpt = None,
+    kv_capacity: KvOpt = None,
+    noise: NoiseOpt = 0.0,
+    comm: CommOpt = None,
+    prompt_col: PromptColOpt = None,
+    decode_col: DecodeColOpt = None,
+    drop_invalid: DropInvalidOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate one rA–1F bundle and report throughput, step times, idle time and TPOT."""
+    wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
+    linear = load_times(coeffs, comm)
+    times = linear if tables is None else read_step_table(tables, linear)
+    if seeds < 1:
+        raise InputError(f"--seeds must be >= 1, got {seeds}")
+    if ratio is None or batch is None:
+        planned = make_plan(wl, linear, batch, mode=mode)
+        batch = planned.deployment.batch
+        ratio = ratio if ratio is not None else planned.recommended.point.r
+    config = sim_config(
+        ratio,
+        batch,
+        requests,
+        steps,
+        mode,
+        order,
+        warmup,
+        warmup_steps,
+        kv_capacity,
+        noise,
+        seed,
+        times,
+    )
+    summary = simulate_seeds(wl, times, config, list(range(seed, seed + seeds)))
+    if as_json:
+        print_json({"workload": wl.describe(), "step_times": times.name, **summary.to_dict()})
+        return
+    first = summary.runs[0]
+    unit = times.time_unit
+    out.print(f"[bold]Workload[/bold]  {wl.describe()}", highlight=False)
+    out.print(
+        f"[bold]Bundle[/bold]  r = {first.ratio}, B = {first.batch}, {first.mode}, "
+        f"order {first.order}, warm-up {first.warmup} ({first.warmup_steps} steps discarded), "
+        f"{first.steps:,} steps measured, step times: {times.name}",
+        highlight=False,
+    )
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if seeds > 1:
+        table.add_column("± 95% CI", justify="right")
+    for key, label, kind in SIM_ROWS:
+        est = summary.estimate(key)
+        cells = [label, _fmt_metric(est.mean, kind, unit)]
+        if seeds > 1:
+            cells.append(_fmt_metric(est.half_width, kind, unit))
+        table.add_row(*cells)
+    out.print(table)
+    if first.kv is not None:
+        kv = first.kv
+        out.print(
+            f"KV cap {kv.capacity_tokens:,} tokens/worker: slots used {kv.slot_utilisation:.1%}, "
+            f"{kv.waited_requests:,} requests waited (mean {kv.mean_wait_steps:.1f} steps), "
+            f"{kv.rejected_requests:,} rejected (P + D above the cap)",
+            highlight=False,
+        )
+
+
+@app.command()
+def sweep(
+    trace: Annotated[
+        list[Path] | None, typer.Option("--trace", help="Trace file; repeat for several.")
+    ] = None,
+    workload: Annotated[
+        list[str] | None, typer.Option("--workload", help="Workload spec; repeat for several.")
+    ] = None,
+    coeffs: CoeffsOpt = DEFAULT_COEFFS,
+    tables: TablesOpt = None,
+    batches: Annotated[
+        str, typer.Option("--batches", help="B values, e.g. 64,128,256.")
+    ] = "64,128,256",
+    ratios: Annotated[str, typer.Option("--ratios", help="r values, e.g. 1-16.")] = "1-16",
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per point.")] = 3,
+    requests: RequestsOpt = None,
+    steps: StepsOpt = None,
+    mode: ModeOpt = "overlap",
+    order: OrderOpt = "iid",
+    kv_capacity: KvOpt = None,
+    noise: NoiseOpt = 0.0,
+    comm: CommOpt = None,
+    w_attention: WAttOpt = 1.0,
+    w_ffn: WFfnOpt = 1.0,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Parallel processes (-1: all cores).")
+    ] = -1,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help="joblib backend: loky (default), dask, ray, …")
+    ] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sweep r × B (× workloads × seeds): simulated optimum r vs the theory's, per B."""
+    workloads: dict[str, Workload] = {}
+    for path in trace or []:
+        workloads[path.name] = read_trace(path)
+    for spec in workload or []:
+        workloads[spec] = parse_workload(spec)
+    if not workloads:
+        workloads[DEFAULT_WORKLOAD] = parse_workload(DEFAULT_WORKLOAD)
+    linear = load_times(coeffs, comm)
+    times = linear if tables is None else read_step_table(tables, linear)
+    b_list = parse_int_list(batches, "--batches")
+    r_list = parse_int_list(ratios, "--ratios")
+    if seeds < 1:
+        raise InputError(f"--seeds must be >= 1, got {seeds}")
+    base = sim_config(
+        r_list[0],
+        b_list[0],
+        requests,
+        steps,
+        mode,
+        order,
+        None,
+        None,
+        kv_capacity,
+        noise,
+        0,
+        times,
+    )
+    total = len(workloads) * len(b_list) * len(r_list) * seeds
+    with Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=as_json and not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("sweep", total=total)
+        points = run_sweep(
+            workloads,
+            times,
+            b_list,
+            r_list,
+            range(seeds),
+            base,
+            n_jobs=jobs,
+            backend=backend,
+            progress=lambda done, _: bar.update(task, completed=done),
+        )
+    report = sweep_report(points, workloads, linear, mode, w_attention, w_ffn)
+    if csv is not None:
+        pd.DataFrame(report["rows"]).to_csv(csv, index=False)
+    if as_json:
+        print_json(report)
+        return
+    render_sweep(report, times.time_unit)
+
+
+def sweep_report(
+    points: list[SweepPoint],
+    workloads: dict[str, Workload],
+    linear: LinearStepTimes,
+    mode: str,
+    w_attention: float,
+    w_ffn: float,
+) -> dict:
+    """Rows per (workload, B, r) and, per (workload, B), the simulated vs theory optimum."""
+    rows, optima = [], []
+    groups: dict[tuple[str, int], list[SweepPoint]] = {}
+    for p in points:
+        groups.setdefault((p.workload, p.batch), []).append(p)
+        tp = p.estimate("throughput_per_instance")
+        rows.append(
+            {
+                "workload": p.workload,
+                "batch": p.batch,
+                "r": p.ratio,
+                "seeds": len(p.runs),
+                "throughput_per_instance": tp.mean,
+                "throughput_ci95": tp.half_width,
+                "throughput_per_weight": p.weighted_throughput(w_attention, w_ffn).mean,
+                "mean_step_time_s": p.estimate("mean_step_time_s").mean,
+                "idle_attention": p.estimate("idle_attention").mean,
+                "idle_ffn": p.estimate("idle_ffn").mean,
+                "tpot_p99_s": p.estimate("tpot_p99_s").mean,
+            }
+        )
+    for (name, b), group in groups.items():
+        r_sim, objective = simulated_optimum(group, w_attention, w_ffn)
+        planned = make_plan(
+            workloads[name],
+            replace(linear, kv_capacity_tokens=None),
+            b,
+            mode=mode,
+            r_max=max(max(objective), 2 * r_sim),
+            w_attention=w_attention,
+            w_ffn=w_ffn,
+        )
+        opt = SweepOptimum(
+            name,
+            b,
+            r_sim,
+            planned.recommended.point.r,
+            objective[r_sim],
+            objective.get(planned.recommended.point.r),
+        )
+        optima.append(
+            {
+                "workload": name,
+                "batch": b,
+                "r_sim_opt": opt.r_sim_opt,
+                "r_theory": opt.r_theory,
+                "r_star": planned.rule.r_star,
+                "r_star_v1": planned.rule_v1.r_star,
+                "regime": planned.rule.regime,
+                "rel_error": opt.rel_error,
+                "regret": opt.regret,
+            }
+        )
+    return {
+        "rows": rows,
+        "optima": optima,
+        "r_sim_opt": {f"{o['workload']}@B={o['batch']}": o["r_sim_opt"] for o in optima},
+        "r_theory": {f"{o['workload']}@B={o['batch']}": o["r_theory"] for o in optima},
+    }
+
+
+def render_sweep(report: dict, unit: str) -> None:
+    table = Table(
+        title="Simulated optimum vs theory per B",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for col in (
+        "workload",
+        "B",
+        "r_sim",
+        "r_theory",
+        "r* (θ)",
+        "r* (v1)",
+        "regime",
+        "error",
+        "regret",
+    ):
+        table.add_column(col, justify="left" if col in ("workload", "regime") else "right")
+    for o in report["optima"]:
+        table.add_row(
+            o["workload"][:40],
+            str(o["batch"]),
+            str(o["r_sim_opt"]),
+            str(o["r_theory"]),
+            f"{o['r_star']:.2f}",
+            f"{o['r_star_v1']:.2f}",
+            o["regime"],
+            f"{o['rel_error']:.1%}",
+            "n/a" if o["regret"] is None else f"{o['regret']:.2%}",
+        )
+    out.print(table)
+    out.print(
+        "r sim: simulated best r; r thy: barrier-aware recommendation; "
+        "error = |r thy − r sim|/r sim; regret: throughput lost at r thy.",
+        highlight=False,
     )
 
 

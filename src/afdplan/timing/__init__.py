@@ -14,18 +14,35 @@ from afdplan.timing.linear import (
     read_coeffs_file,
     write_coeffs_file,
 )
+from afdplan.timing.protocol import StepTimes, gpus_per_instance
+from afdplan.timing.tables import (
+    AttentionTable,
+    Curve,
+    TableStepTimes,
+    read_step_table,
+    tables_from_frame,
+    write_step_table,
+)
 
 __all__ = [
     "COMM_SCOPES",
     "DEFAULT_COEFFS",
     "AttentionLinear",
+    "AttentionTable",
     "CommScope",
+    "Curve",
     "Linear",
     "LinearStepTimes",
+    "StepTimes",
+    "TableStepTimes",
     "builtin_coeff_names",
     "coeffs_from_dict",
     "coeffs_to_dict",
+    "gpus_per_instance",
     "load_coeffs",
     "read_coeffs_file",
+    "read_step_table",
+    "tables_from_frame",
     "write_coeffs_file",
+    "write_step_table",
 ]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import numpy as np
 
@@ -32,19 +32,20 @@ class RequestMoments:
 
     prompt: float  # E[P]
     decode: float  # E[D]
+    decode2: float  # E[D²]
     c1: float  # E[C1], C1 = Σ_k (P + k − 1)
     c2: float  # E[C2], C2 = Σ_k (P + k − 1)²
 
     def scaled(self, w: float) -> RequestMoments:
-        return RequestMoments(w * self.prompt, w * self.decode, w * self.c1, w * self.c2)
+        return RequestMoments(*(w * x for x in astuple(self)))
 
     def __add__(self, other: RequestMoments) -> RequestMoments:
-        return RequestMoments(
-            self.prompt + other.prompt,
-            self.decode + other.decode,
-            self.c1 + other.c1,
-            self.c2 + other.c2,
-        )
+        return RequestMoments(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @property
+    def residual_decode(self) -> float:
+        """E[D²]/E[D]: mean decode length of the request a slot serves at a random step."""
+        return self.decode2 / self.decode
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class Workload(ABC):
     @abstractmethod
     def describe(self) -> str: ...
 
+    @abstractmethod
+    def smallest_request(self) -> int:
+        """The least P + D any request can have (tokens): its final KV footprint."""
+
     def stats(self) -> LoadStats:
         return LoadStats.from_moments(self.moments())
 
@@ -122,7 +127,7 @@ class IndependentWorkload(Workload):
         d1, d2, d3 = self.decode.raw_moments()
         c1 = p1 * d1 + (d2 - d1) / 2
         c2 = p2 * d1 + p1 * (d2 - d1) + (2 * d3 - 3 * d2 + d1) / 6
-        return RequestMoments(p1, d1, c1, c2)
+        return RequestMoments(p1, d1, d2, c1, c2)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         return self.prompt.sample(rng, n), self.decode.sample(rng, n)
@@ -132,6 +137,9 @@ class IndependentWorkload(Workload):
 
     def describe(self) -> str:
         return f"P~{self.prompt.describe()}, D~{self.decode.describe()}"
+
+    def smallest_request(self) -> int:
+        return self.prompt.min_value + self.decode.min_value
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,9 @@ class MixtureWorkload(Workload):
         )
         return self._draw(rng, n, w / w.sum(), stationary=True)
 
+    def smallest_request(self) -> int:
+        return min(c.smallest_request() for c in self.components)
+
     def describe(self) -> str:
         return " + ".join(
             f"{w:.3g}×[{c.describe()}]" for c, w in zip(self.components, self.weights, strict=True)
@@ -216,8 +227,13 @@ class EmpiricalWorkload(Workload):
 
     def moments(self) -> RequestMoments:
         c1, c2 = context_sums(self.prompt, self.decode)
+        d = self.decode.astype(np.float64)
         return RequestMoments(
-            float(self.prompt.mean()), float(self.decode.mean()), float(c1.mean()), float(c2.mean())
+            float(self.prompt.mean()),
+            float(d.mean()),
+            float((d * d).mean()),
+            float(c1.mean()),
+            float(c2.mean()),
         )
 
     def stats(self) -> LoadStats:
@@ -241,6 +257,9 @@ class EmpiricalWorkload(Workload):
 
     def describe(self) -> str:
         return f"{self.source} ({self.size} requests)"
+
+    def smallest_request(self) -> int:
+        return int((self.prompt + self.decode).min())
 
 
 def as_empirical(workload: Workload) -> EmpiricalWorkload:

@@ -1,0 +1,180 @@
+"""The rA–1F bundle simulator (DESIGN.md §5): occupancy → stage times → metrics.
+
+Per step t the simulator takes every Attention worker's exact KV load T_i(t) (from
+``afdplan.sim.schedule``), its attention time t_A(n_i, T_i), the barrier max_i t_A, the
+communication time and the FFN time on the Σ n_i tokens, and combines them as
+
+    overlap:  τ_t = max{ max_i t_A,i , t_C , t_F }
+    serial:   τ_t = max_i t_A,i + 2·t_C + t_F
+
+(DESIGN.md §1). Optional multiplicative noise multiplies every stage time by an
+independent mean-one log-normal factor exp(σZ − σ²/2).
+
+Warm-up: with i.i.d. requests and no KV cap the run starts in the renewal equilibrium,
+so nothing is discarded. Trace replay and KV-capped runs start cold (every slot fresh or
+empty) and discard ``warmup_steps``, by default ⌈4·E[D²]/E[D]⌉ — four mean lifetimes of
+the request a slot serves at a random step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from afdplan.errors import require
+from afdplan.sim.config import SimConfig
+from afdplan.sim.results import SimResult, SimSummary
+from afdplan.sim.schedule import Occupancy, iid_plan, kv_limited_occupancy, replay_plan
+from afdplan.timing import StepTimes, gpus_per_instance
+from afdplan.workload import Workload
+from afdplan.workload.sources import as_empirical
+
+WARMUP_LIFETIMES = 4.0
+
+
+def measured_steps(workload: Workload, config: SimConfig) -> int:
+    """Steps in the measured window: ``steps``, or enough to serve ~``requests`` requests."""
+    if config.steps is not None:
+        return int(config.steps)
+    mean_decode = workload.moments().decode
+    return max(1, math.ceil(config.requests * mean_decode / config.slots))
+
+
+def resolve_warmup(workload: Workload, config: SimConfig) -> tuple[str, int]:
+    """(warm-up kind actually used, steps discarded before the window)."""
+    cold_only = config.order == "replay" or config.kv_capacity_tokens is not None
+    require(
+        not (cold_only and config.warmup == "stationary"),
+        "a stationary start needs i.i.d. requests and no KV cap; use the cold warm-up",
+    )
+    kind = config.warmup or ("cold" if cold_only else "stationary")
+    if kind == "stationary":
+        return "stationary", int(config.warmup_steps or 0)
+    if config.warmup_steps is not None:
+        return "cold", int(config.warmup_steps)
+    return "cold", math.ceil(WARMUP_LIFETIMES * workload.moments().residual_decode)
+
+
+def build_occupancy(
+    workload: Workload, config: SimConfig, total_steps: int, stationary: bool
+) -> Occupancy:
+    """Lay out requests over ``total_steps`` steps as the config asks."""
+    rng = np.random.default_rng(config.seed)
+    r, b = config.ratio, config.batch
+    replay = config.order == "replay"
+    first = 0
+    if replay:
+        trace = as_empirical(workload)
+        first = int(rng.integers(trace.size))
+    if config.kv_capacity_tokens is not None:
+        return kv_limited_occupancy(
+            workload, r, b, total_steps, int(config.kv_capacity_tokens), rng, replay, first
+        )
+    if replay:
+        plan = replay_plan(as_empirical(workload), r * b, total_steps, first)
+    else:
+        plan = iid_plan(workload, r * b, total_steps, rng, stationary=stationary)
+    return plan.occupancy(r, b, total_steps)
+
+
+def _noise(rng: np.random.Generator, sigma: float, shape: tuple[int, ...]) -> np.ndarray | float:
+    if sigma <= 0:
+        return 1.0
+    return np.exp(sigma * rng.standard_normal(shape) - 0.5 * sigma * sigma)
+
+
+def simulate(workload: Workload, times: StepTimes, config: SimConfig) -> SimResult:
+    """Run one configuration and measure it over its window."""
+    steps = measured_steps(workload, config)
+    warmup, discard = resolve_warmup(workload, config)
+    total = discard + steps
+    occ = build_occupancy(workload, config, total, stationary=warmup == "stationary")
+    return measure(occ, times, config, warmup, discard)
+
+
+def measure(
+    occ: Occupancy, times: StepTimes, config: SimConfig, warmup: str, discard: int
+) -> SimResult:
+    """Stage times, cycle times and every reported metric from an occupancy."""
+    r, b = occ.ratio, occ.batch
+    total = occ.steps
+    # A separate stream for noise keeps the request draws identical with and without it.
+    noise_rng = np.random.default_rng([config.seed, 1])
+    if occ.active is None:
+        t_att = times.attention_time(b, occ.loads)
+        tokens = np.full(total, r * b, dtype=np.int64)
+        t_comm = np.broadcast_to(np.asarray(times.comm_time(b, r), dtype=np.float64), (total,))
+    else:
+        t_att = times.attention_time(occ.active, occ.loads)
+        tokens = occ.active.sum(axis=0)
+        widest = occ.active.max(axis=0)
+        t_comm = (
+            times.comm_time(tokens, 1)
+            if times.comm_scope == "aggregate"
+            else times.comm_time(widest, 1)
+        )
+    t_ffn = np.asarray(times.ffn_time(tokens), dtype=np.float64)
+    t_att = np.asarray(t_att, dtype=np.float64) * _noise(noise_rng, config.noise, (r, total))
+    t_ffn = t_ffn * _noise(noise_rng, config.noise, (total,))
+    t_comm = np.asarray(t_comm, dtype=np.float64) * _noise(noise_rng, config.noise, (total,))
+    t_att_max = t_att.max(axis=0)
+    if config.mode == "serial":
+        cycle = t_att_max + 2 * t_comm + t_ffn
+        stage_share = np.vstack([t_att_max, 2 * t_comm, t_ffn])
+    else:
+        stage_share = np.vstack([t_att_max, t_comm, t_ffn])
+        cycle = stage_share.max(axis=0)
+    window = slice(discard, total)
+    cyc = cycle[window]
+    busy_time = float(cyc.sum())
+    produced = int(tokens[window].sum())
+    g_a, g_f = gpus_per_instance(times)
+    bound = np.bincount(stage_share[:, window].argmax(axis=0), minlength=3) / cyc.size
+
+    clock = np.concatenate([[0.0], np.cumsum(cycle)])
+    inside = (occ.start >= discard) & (occ.end <= total)
+    tpot = (clock[occ.end[inside]] - clock[occ.start[inside]]) / occ.decode[inside]
+    completed = int(((occ.end > discard) & (occ.end <= total)).sum())
+    tpot_q = np.percentile(tpot, [50, 90, 99]) if tpot.size else np.full(3, math.nan)
+    step_q = np.percentile(cyc, [50, 90, 99])
+    loads = occ.loads[:, window]
+    return SimResult(
+        ratio=r,
+        batch=b,
+        mode=config.mode,
+        order=config.order,
+        warmup=warmup,
+        warmup_steps=discard,
+        steps=total - discard,
+        seed=config.seed,
+        throughput_per_instance=produced / ((r + 1) * busy_time),
+        throughput_per_gpu=produced / ((r * g_a + g_f) * busy_time),
+        mean_step_time_s=float(cyc.mean()),
+        step_time_p50_s=float(step_q[0]),
+        step_time_p90_s=float(step_q[1]),
+        step_time_p99_s=float(step_q[2]),
+        idle_attention=1.0 - float(t_att[:, window].mean(axis=0).sum()) / busy_time,
+        idle_ffn=1.0 - float(t_ffn[window].sum()) / busy_time,
+        tpot_mean_s=float(tpot.mean()) if tpot.size else math.nan,
+        tpot_p50_s=float(tpot_q[0]),
+        tpot_p90_s=float(tpot_q[1]),
+        tpot_p99_s=float(tpot_q[2]),
+        share_attention_bound=float(bound[0]),
+        share_comm_bound=float(bound[1]),
+        share_ffn_bound=float(bound[2]),
+        requests_completed=completed,
+        tokens_generated=produced,
+        mean_load_per_worker=float(loads.mean()),
+        std_load_per_worker=float(loads.std()),
+        kv=occ.kv,
+    )
+
+
+def simulate_seeds(
+    workload: Workload, times: StepTimes, config: SimConfig, seeds: list[int]
+) -> SimSummary:
+    """The same configuration under several seeds."""
+    require(len(seeds) >= 1, "need at least one seed")
+    return SimSummary(tuple(simulate(workload, times, replace(config, seed=s)) for s in seeds))

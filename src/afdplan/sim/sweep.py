@@ -1,0 +1,112 @@
+"""Sweeps over r × B (× workloads × seeds), run in parallel processes with joblib.
+
+Each task is one ``simulate`` call; joblib's default ``loky`` backend spreads them over
+local cores. A cluster only needs another joblib backend: with ``dask.distributed`` (the
+``afdplan[dask]`` extra) ``backend="dask"`` after creating a ``distributed.Client``; with
+Ray (``afdplan[ray]``) ``backend="ray"`` after ``ray.util.joblib.register_ray()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+import joblib
+import numpy as np
+
+from afdplan.errors import require
+from afdplan.sim.config import SimConfig
+from afdplan.sim.engine import simulate
+from afdplan.sim.results import Estimate, SimResult
+from afdplan.timing import StepTimes
+from afdplan.workload import Workload
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """All seeds of one (workload, B, r)."""
+
+    workload: str
+    batch: int
+    ratio: int
+    runs: tuple[SimResult, ...]
+
+    def estimate(self, metric: str) -> Estimate:
+        return Estimate.of([getattr(run, metric) for run in self.runs])
+
+    def weighted_throughput(self, w_attention: float, w_ffn: float) -> Estimate:
+        """tokens / ((r·w_A + w_F)·time), from the per-instance throughput of each seed."""
+        scale = (self.ratio + 1) / (self.ratio * w_attention + w_ffn)
+        return Estimate.of([run.throughput_per_instance * scale for run in self.runs])
+
+
+def _task(workload: Workload, times: StepTimes, config: SimConfig) -> SimResult:
+    return simulate(workload, times, config)
+
+
+def run_sweep(
+    workloads: dict[str, Workload],
+    times: StepTimes,
+    batches: Iterable[int],
+    ratios: Iterable[int],
+    seeds: Iterable[int],
+    base: SimConfig,
+    n_jobs: int = 1,
+    backend: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[SweepPoint]:
+    """Simulate every combination; ``progress(done, total)`` after each finished run."""
+    batches, ratios, seeds = list(batches), list(ratios), list(seeds)
+    require(bool(workloads) and bool(batches) and bool(ratios) and bool(seeds), "empty sweep")
+    keys = [(name, b, r, s) for name in workloads for b in batches for r in ratios for s in seeds]
+    configs = [replace(base, batch=b, ratio=r, seed=s) for _, b, r, s in keys]
+    jobs = (
+        joblib.delayed(_task)(workloads[name], times, cfg)
+        for (name, *_), cfg in zip(keys, configs, strict=True)
+    )
+    results: list[SimResult] = []
+    settings = {"n_jobs": n_jobs} if backend is None else {"n_jobs": n_jobs, "backend": backend}
+    with joblib.parallel_config(**settings):
+        for i, result in enumerate(joblib.Parallel(return_as="generator")(jobs)):
+            results.append(result)
+            if progress is not None:
+                progress(i + 1, len(keys))
+    grouped: dict[tuple[str, int, int], list[SimResult]] = {}
+    for (name, b, r, _), result in zip(keys, results, strict=True):
+        grouped.setdefault((name, b, r), []).append(result)
+    return [SweepPoint(name, b, r, tuple(runs)) for (name, b, r), runs in grouped.items()]
+
+
+@dataclass(frozen=True)
+class SweepOptimum:
+    """The simulated best r for one (workload, B) against the theory's pick."""
+
+    workload: str
+    batch: int
+    r_sim_opt: int
+    r_theory: int
+    throughput_sim_opt: float  # weighted objective at r_sim_opt (simulated mean)
+    throughput_at_theory: float | None  # simulated objective at r_theory, if swept
+
+    @property
+    def rel_error(self) -> float:
+        """|r_theory − r_sim| / r_sim."""
+        return abs(self.r_theory - self.r_sim_opt) / self.r_sim_opt
+
+    @property
+    def regret(self) -> float | None:
+        """1 − Θ(r_theory)/Θ(r_sim): throughput lost by following the theory."""
+        if self.throughput_at_theory is None:
+            return None
+        return 1.0 - self.throughput_at_theory / self.throughput_sim_opt
+
+
+def simulated_optimum(
+    points: list[SweepPoint], w_attention: float = 1.0, w_ffn: float = 1.0
+) -> tuple[int, dict[int, float]]:
+    """(argmax r, objective by r) for the points of one (workload, B); ties → smaller r."""
+    objective = {p.ratio: p.weighted_throughput(w_attention, w_ffn).mean for p in points}
+    ratios = sorted(objective)
+    values = np.array([objective[r] for r in ratios])
+    best = ratios[int(np.flatnonzero(values >= values.max() * (1 - 1e-12))[0])]
+    return best, objective

@@ -1,0 +1,34 @@
+"""What the simulator needs from any step-time source (linear model or measured tables)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class StepTimes(Protocol):
+    """Vectorised stage times of one rA–1F bundle, in ``time_unit``."""
+
+    @property
+    def comm_scope(self) -> str: ...
+
+    @property
+    def time_unit(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def attention_time(self, batch: np.ndarray | float, kv_tokens: np.ndarray | float): ...
+
+    def ffn_time(self, tokens: np.ndarray | float): ...
+
+    def comm_time(self, batch: np.ndarray | float, ratio: np.ndarray | float): ...
+
+    def with_comm_scope(self, scope: str) -> StepTimes: ...
+
+
+def gpus_per_instance(times: StepTimes) -> tuple[float, float]:
+    """(GPUs per Attention instance, per FFN instance) recorded with the coefficients."""
+    linear = getattr(times, "fallback", times)
+    return float(getattr(linear, "gpus_attention", 1.0)), float(getattr(linear, "gpus_ffn", 1.0))

@@ -1,0 +1,200 @@
+"""Measured step-time tables, interpolated at the exact batch and load.
+
+A simulation driven by tables keeps the non-linearities a linear fit smooths over (wave
+quantisation, the flat-then-linear roofline knee of a weight-bound FFN). The generic
+table is a CSV with one row per measurement::
+
+    op,tokens,kv_tokens,batch,seconds
+    attention,,524288,64,0.00071     # B sequences holding kv_tokens KV tokens in total
+    ffn,512,,,0.0094                 # the FFN side on `tokens` tokens
+    comm,64,,,0.0011                 # A↔F transfer of `tokens` tokens
+
+Times are whole-model per decode step, seconds. Stages a table lacks fall back to the
+linear coefficients. Between measured points the curves are piecewise linear; beyond the
+last point they continue along the last segment (never clamp: a clamped FFN curve would
+make large batches free).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from afdplan.errors import InputError, require
+from afdplan.timing.linear import LinearStepTimes
+
+TABLE_COLUMNS = ("op", "tokens", "kv_tokens", "batch", "seconds")
+TABLE_OPS = ("attention", "ffn", "comm")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Piecewise-linear y(x) through sorted, distinct x; linear beyond both ends."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __post_init__(self) -> None:
+        require(self.x.size >= 2, "a measured curve needs at least 2 distinct points")
+
+    def __call__(self, q: np.ndarray | float) -> np.ndarray:
+        q = np.asarray(q, dtype=np.float64)
+        x, y = self.x, self.y
+        out = np.interp(q, x, y)
+        lo_slope = (y[1] - y[0]) / (x[1] - x[0])
+        hi_slope = (y[-1] - y[-2]) / (x[-1] - x[-2])
+        out = np.where(q < x[0], y[0] + lo_slope * (q - x[0]), out)
+        return np.where(q > x[-1], y[-1] + hi_slope * (q - x[-1]), out)
+
+    @classmethod
+    def from_points(cls, x: np.ndarray, y: np.ndarray) -> Curve:
+        """Sort, and take the median of repeated x."""
+        frame = pd.DataFrame({"x": x, "y": y}).groupby("x", sort=True)["y"].median()
+        return cls(frame.index.to_numpy(np.float64), frame.to_numpy(np.float64))
+
+
+@dataclass(frozen=True)
+class AttentionTable:
+    """Attention time vs (batch, total KV tokens): one curve per measured batch size.
+
+    Between measured batches the time is interpolated linearly in B at the same mean
+    context per sequence (T/B), which is how attention kernels scale.
+    """
+
+    batches: np.ndarray
+    curves: tuple[Curve, ...]
+
+    def __call__(self, batch: np.ndarray | float, kv_tokens: np.ndarray | float) -> np.ndarray:
+        batch = np.asarray(batch, dtype=np.float64)
+        kv = np.asarray(kv_tokens, dtype=np.float64)
+        batch, kv = np.broadcast_arrays(batch, kv)
+        out = np.empty(kv.shape)
+        for b in np.unique(batch):
+            mask = batch == b
+            out[mask] = self._at_batch(float(b), kv[mask])
+        return out
+
+    def _at_batch(self, b: float, kv: np.ndarray) -> np.ndarray:
+        bs = self.batches
+        if bs.size == 1:
+            return self.curves[0](kv * bs[0] / b) if b > 0 else np.zeros_like(kv)
+        j = int(np.clip(np.searchsorted(bs, b), 1, bs.size - 1))
+        b0, b1 = bs[j - 1], bs[j]
+        per_seq = kv / b if b > 0 else np.zeros_like(kv)
+        t0 = self.curves[j - 1](per_seq * b0)
+        t1 = self.curves[j](per_seq * b1)
+        return t0 + (t1 - t0) * (b - b0) / (b1 - b0)
+
+
+@dataclass(frozen=True)
+class TableStepTimes:
+    """Step times from measured tables, with a linear model for any stage left out."""
+
+    fallback: LinearStepTimes
+    attention: AttentionTable | None = None
+    ffn: Curve | None = None
+    comm: Curve | None = None
+    source: str = "table"
+
+    @property
+    def comm_scope(self) -> str:
+        return self.fallback.comm_scope
+
+    @property
+    def time_unit(self) -> str:
+        return self.fallback.time_unit
+
+    @property
+    def name(self) -> str:
+        return f"{self.source} (+{self.fallback.name} for missing stages)"
+
+    def attention_time(self, batch, kv_tokens):
+        if self.attention is None:
+            return self.fallback.attention_time(batch, kv_tokens)
+        return self.attention(batch, kv_tokens)
+
+    def ffn_time(self, tokens):
+        return self.fallback.ffn_time(tokens) if self.ffn is None else self.ffn(tokens)
+
+    def comm_time(self, batch, ratio):
+        if self.comm is None:
+            return self.fallback.comm_time(batch, ratio)
+        tokens = np.asarray(batch) * ratio if self.comm_scope == "aggregate" else batch
+        return self.comm(tokens)
+
+    def with_comm_scope(self, scope: str) -> TableStepTimes:
+        return replace(self, fallback=self.fallback.with_comm_scope(scope))
+
+    def stages(self) -> list[str]:
+        """The stages that come from measurements."""
+        return [s for s in TABLE_OPS if getattr(self, s) is not None]
+
+
+def tables_from_frame(
+    frame: pd.DataFrame, fallback: LinearStepTimes, source: str
+) -> TableStepTimes:
+    """Build interpolating tables from a generic-format frame (validated, one-line errors)."""
+    missing = [c for c in ("op", "seconds") if c not in frame.columns]
+    require(
+        not missing,
+        f"{source}: missing column(s) {', '.join(missing)}; need {', '.join(TABLE_COLUMNS)}",
+    )
+    ops = frame["op"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(ops) - set(TABLE_OPS))
+    require(
+        not unknown, f"{source}: unknown op(s) {', '.join(unknown)}; known: {', '.join(TABLE_OPS)}"
+    )
+    seconds = _column(frame, "seconds", source)
+    require(bool((seconds > 0).all()), f"{source}: seconds must be > 0 in every row")
+    parts: dict[str, object] = {}
+    for op in ("ffn", "comm"):
+        rows = ops == op
+        if rows.any():
+            tokens = _column(frame[rows], "tokens", source)
+            parts[op] = Curve.from_points(tokens, seconds[rows.to_numpy()])
+    rows = ops == "attention"
+    if rows.any():
+        batch = _column(frame[rows], "batch", source)
+        kv = _column(frame[rows], "kv_tokens", source)
+        secs = seconds[rows.to_numpy()]
+        batches = np.unique(batch)
+        curves = []
+        for b in batches:
+            sel = batch == b
+            require(
+                np.unique(kv[sel]).size >= 2,
+                f"{source}: attention at batch {b:g} needs >= 2 distinct kv_tokens values",
+            )
+            curves.append(Curve.from_points(kv[sel], secs[sel]))
+        parts["attention"] = AttentionTable(batches, tuple(curves))
+    require(bool(parts), f"{source}: no rows")
+    return TableStepTimes(fallback=fallback, source=source, **parts)  # type: ignore[arg-type]
+
+
+def _column(frame: pd.DataFrame, name: str, source: str) -> np.ndarray:
+    require(name in frame.columns, f"{source}: missing column {name!r}")
+    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(values)
+    require(not bad.any(), f"{source}: {int(bad.sum())} non-numeric or missing {name!r} value(s)")
+    require(bool((values >= 0).all()), f"{source}: negative {name!r} value(s)")
+    return values
+
+
+def read_step_table(path: str | Path, fallback: LinearStepTimes) -> TableStepTimes:
+    """Load a generic measured-table CSV (see module docstring)."""
+    path = Path(path)
+    require(path.is_file(), f"{path}: no such table file")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:  # pandas raises several unrelated types
+        raise InputError(f"{path}: cannot read as CSV: {str(exc).splitlines()[0]}") from exc
+    return tables_from_frame(frame, fallback, path.name)
+
+
+def write_step_table(rows: pd.DataFrame, path: str | Path) -> None:
+    """Write rows (any subset of the generic columns) in the generic format."""
+    out = rows.reindex(columns=list(TABLE_COLUMNS))
+    out.to_csv(path, index=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +20,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from afdplan.calibrate.aiconfig import choose_ffn_gpus, measured_tables
+from afdplan.calibrate.build import Calibration, combine, fit_table
+from afdplan.calibrate.readers import read_generic, read_vidur_mlp, read_vidur_send_recv
+from afdplan.calibrate.roofline import derive, min_ffn_gpus
+from afdplan.calibrate.specs import hardware_names, load_hardware, load_model, model_names
 from afdplan.errors import InputError
 from afdplan.plan import DEFAULT_WORKLOAD, PlanResult, make_plan
+from afdplan.report.figures import plot_calibration
 from afdplan.sim import SimConfig, simulate_seeds
 from afdplan.sim.sweep import SweepOptimum, SweepPoint, run_sweep, simulated_optimum
 from afdplan.theory import MODES
@@ -31,9 +37,13 @@ from afdplan.timing import (
     LinearStepTimes,
     StepTimes,
     builtin_coeff_names,
+    coeffs_to_dict,
     load_coeffs,
     read_step_table,
+    write_coeffs_file,
+    write_step_table,
 )
+from afdplan.timing.tables import validate_table
 from afdplan.workload import Workload, parse_workload, read_trace
 
 app = typer.Typer(
@@ -105,7 +115,14 @@ def load_workload(
 
 
 def load_times(coeffs: str, comm: str | None) -> LinearStepTimes:
-    times = load_coeffs(coeffs)
+    """A coefficient set: built-in name, file, or ``roofline:MODEL@HARDWARE``."""
+    if coeffs.startswith("roofline:"):
+        model, at, hardware = coeffs.removeprefix("roofline:").partition("@")
+        if not at:
+            raise InputError(f"--coeffs {coeffs!r}: use roofline:MODEL@HARDWARE")
+        times = derive(load_model(model), load_hardware(hardware)).times
+    else:
+        times = load_coeffs(coeffs)
     if comm is not None:
         comm = comm.replace("-", "_")
         if comm not in COMM_SCOPES:
@@ -244,6 +261,14 @@ def render_plan(result: PlanResult) -> None:
         highlight=False,
     )
     rec = result.recommended
+    per_gpu = result.recommended_per_gpu
+    if per_gpu.point.r != best and (t.gpus_attention, t.gpus_ffn) != (d.w_attention, d.w_ffn):
+        out.print(
+            f"Per GPU ({t.gpus_attention:g} per A, {t.gpus_ffn:g} per FFN instance) r = "
+            f"{per_gpu.point.r} is best: pass --w-attention {t.gpus_attention:g} --w-ffn "
+            f"{t.gpus_ffn:g} to optimise for GPUs.",
+            highlight=False,
+        )
     per = "s" if unit == "s" else unit
     out.print(
         f"[bold green]Recommendation: r = {best}[/bold green] Attention instances per FFN "
@@ -678,16 +703,235 @@ def render_sweep(report: dict, unit: str) -> None:
     )
 
 
+SYSTEM_HARDWARE = {
+    "h100_sxm": "h100-sxm",
+    "h200_sxm": "h200",
+    "b200_sxm": "b200",
+    "a100_sxm": "a100-80g",
+}
+
+
+def _parse_range(text: str | None, what: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    lo, colon, hi = text.partition(":")
+    try:
+        bounds = (float(lo), float(hi))
+    except ValueError as exc:
+        raise InputError(f"{what} must be LO:HI tokens, got {text!r}") from exc
+    if not colon or not 0 <= bounds[0] < bounds[1]:
+        raise InputError(f"{what} must be LO:HI with 0 <= LO < HI, got {text!r}")
+    return bounds
+
+
+@app.command()
+def calibrate(
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model preset or HF config.json path.")
+    ] = None,
+    hardware: Annotated[
+        str | None, typer.Option("--hardware", help="Hardware preset (roofline for any stage).")
+    ] = None,
+    gpus_attention: Annotated[
+        int, typer.Option("--gpus-attention", help="GPUs per A instance.")
+    ] = 1,
+    gpus_ffn: Annotated[
+        int | None, typer.Option("--gpus-ffn", help="GPUs per FFN instance [fewest that fit].")
+    ] = None,
+    mem_efficiency: Annotated[float | None, typer.Option("--mem-efficiency")] = None,
+    compute_efficiency: Annotated[float | None, typer.Option("--compute-efficiency")] = None,
+    link_efficiency: Annotated[float | None, typer.Option("--link-efficiency")] = None,
+    vidur_mlp: Annotated[
+        Path | None, typer.Option("--vidur-mlp", help="Vidur mlp.csv (FFN, attention GEMMs).")
+    ] = None,
+    send_recv: Annotated[
+        Path | None, typer.Option("--send-recv", help="Vidur send_recv.csv (A↔F transfers).")
+    ] = None,
+    inter_node: Annotated[
+        bool, typer.Option("--inter-node", help="Use send_recv's inter-node rows.")
+    ] = False,
+    table: Annotated[
+        Path | None,
+        typer.Option("--table", help="Generic table: op,tokens,kv_tokens,batch,seconds."),
+    ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(
+            "--system", help="aiconfigurator-core system, e.g. h100_sxm (needs [measured])."
+        ),
+    ] = None,
+    framework: Annotated[
+        str, typer.Option("--framework", help="aiconfigurator framework.")
+    ] = "vllm",
+    ffn_range: Annotated[
+        str | None,
+        typer.Option("--ffn-range", help="Fit the FFN only on LO:HI tokens (r·B range)."),
+    ] = None,
+    attention_range: Annotated[
+        str | None,
+        typer.Option("--attention-range", help="Fit the attention kernel only on LO:HI KV tokens."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the coefficients (.toml/.json).")
+    ] = None,
+    table_out: Annotated[
+        Path | None, typer.Option("--table-out", help="Write the measured rows for --tables.")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="PNG of measured vs fitted.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Name of the coefficient set.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Step-time coefficients from measurements and/or model + hardware specs."""
+    ffn_window = _parse_range(ffn_range, "--ffn-range")
+    attention_window = _parse_range(attention_range, "--attention-range")
+    spec = load_model(model) if model is not None else None
+    if system is not None and hardware is None:
+        hardware = SYSTEM_HARDWARE.get(system)
+    hw = None
+    if hardware is not None:
+        hw = load_hardware(
+            hardware,
+            mem_efficiency=mem_efficiency,
+            compute_efficiency=compute_efficiency,
+            link_efficiency=link_efficiency,
+        )
+    if gpus_ffn is None and spec is not None and hw is not None and (system or vidur_mlp):
+        gpus_ffn = choose_ffn_gpus(spec, min_ffn_gpus(spec, hw))
+    base = (
+        derive(spec, hw, gpus_attention, gpus_ffn) if spec is not None and hw is not None else None
+    )
+    notes: list[str] = list(base.notes) if base else []
+    frames = []
+    if spec is None and (vidur_mlp or send_recv or system):
+        raise InputError("--vidur-mlp, --send-recv and --system need --model (layers, shapes)")
+    labels: dict[str, str] = {}
+
+    def add(frame: pd.DataFrame, label: str) -> None:
+        frames.append(frame)
+        for op in frame["op"].unique():
+            labels[op] = f"{labels[op]} and {label}" if op in labels else label
+
+    if vidur_mlp is not None:
+        add(
+            read_vidur_mlp(vidur_mlp, spec.layers, gpus_attention, gpus_ffn or 1),
+            f"Vidur {vidur_mlp.parent.parent.name}/{vidur_mlp.parent.name}/{vidur_mlp.name}",
+        )
+        notes.append(
+            f"measured: {vidur_mlp} (FFN at TP {gpus_ffn or 1}, "
+            f"attention GEMMs at TP {gpus_attention})"
+        )
+    if send_recv is not None:
+        per_token = spec.hidden * spec.act_bytes
+        link = "inter" if inter_node else "intra"
+        add(
+            read_vidur_send_recv(send_recv, per_token, 2 * spec.layers, not inter_node),
+            f"Vidur {send_recv.parent.name}/{send_recv.name} ({link}-node)",
+        )
+        notes.append(f"measured: {send_recv} ({link}-node), 2 x {spec.layers} transfers")
+    if table is not None:
+        add(read_generic(table), str(table.name))
+        notes.append(f"measured: {table}")
+    if system is not None:
+        measured = measured_tables(spec, system, framework, gpus_attention, gpus_ffn or 1)
+        add(measured.rows, f"aiconfigurator-core {system} {framework}")
+        notes.extend(f"measured: {n}" for n in measured.notes)
+    if not frames and base is None:
+        raise InputError("nothing to calibrate: give --model and --hardware, and/or measurements")
+    rows = validate_table(pd.concat(frames, ignore_index=True), "measurements") if frames else None
+    fits = fit_table(rows, ffn_window, attention_window) if rows is not None else {}
+    if name is None:
+        name = f"{spec.name if spec else 'measured'}@{system or hardware or 'custom'}"
+    result = combine(fits, base.times if base else None, labels, name, tuple(notes))
+    if output is not None:
+        write_coeffs_file(result.times, output)
+    if table_out is not None and rows is not None:
+        write_step_table(rows, table_out)
+    if plot is not None and fits:
+        plot_calibration(rows, fits, plot)
+    if as_json:
+        print_json(
+            {
+                "coefficients": coeffs_to_dict(result.times),
+                "sources": result.sources,
+                "fits": {k: asdict(v) for k, v in fits.items()},
+                "notes": list(result.notes),
+            }
+        )
+        return
+    render_calibration(result)
+
+
+def render_calibration(result: Calibration) -> None:
+    t = result.times
+    table = Table(title=f"Coefficients: {t.name}", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("stage", "alpha", "gamma", "beta", "source"):
+        table.add_column(col, justify="left" if col in ("stage", "source") else "right")
+    table.add_row(
+        "attention",
+        f"{t.attention.alpha:.4g} s/KV tok",
+        f"{t.attention.gamma:.4g} s/seq",
+        f"{t.attention.beta:.4g} s",
+        result.sources["attention"],
+    )
+    table.add_row(
+        "ffn", f"{t.ffn.alpha:.4g} s/tok", "", f"{t.ffn.beta:.4g} s", result.sources["ffn"]
+    )
+    table.add_row(
+        "comm", f"{t.comm.alpha:.4g} s/tok", "", f"{t.comm.beta:.4g} s", result.sources["comm"]
+    )
+    out.print(table)
+    gpus = f"GPUs per instance A:F = {t.gpus_attention:g}:{t.gpus_ffn:g}"
+    kv = (
+        f", KV capacity {t.kv_capacity_tokens:,} tokens per A instance"
+        if t.kv_capacity_tokens
+        else ""
+    )
+    out.print(gpus + kv, highlight=False)
+    for fit in result.fits.values():
+        out.print(f"fit {fit.describe()}", highlight=False, markup=False)
+    for note in result.notes:
+        out.print(f"- {note}", highlight=False, markup=False)
+
+
 @app.command()
 def presets() -> None:
-    """List the built-in coefficient sets."""
-    table = Table(title="Built-in coefficient sets (--coeffs NAME)", title_justify="left")
+    """List the built-in coefficient sets, models and hardware."""
+    table = Table(
+        title="Coefficient sets (--coeffs NAME)", title_justify="left", box=box.SIMPLE_HEAD
+    )
     for col in ("name", "time unit", "GPUs A:F", "provenance"):
         table.add_column(col)
     for name in builtin_coeff_names():
         t = load_coeffs(name)
         table.add_row(name, t.time_unit, f"{t.gpus_attention:g}:{t.gpus_ffn:g}", t.provenance)
     out.print(table)
+    models = Table(
+        title="Models (--model NAME, or a config.json path)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in ("name", "layers", "hidden", "attention", "FFN", "source"):
+        models.add_column(col)
+    for name in model_names():
+        m = load_model(name)
+        attn = f"MLA {m.heads} heads" if m.is_mla else f"GQA {m.heads}/{m.kv_heads}"
+        ffn = f"MoE {m.experts}x top-{m.top_k}" if m.is_moe else f"dense {m.intermediate}"
+        models.add_row(name, str(m.layers), str(m.hidden), attn, ffn, m.source)
+    out.print(models)
+    hw = Table(title="Hardware (--hardware NAME)", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("name", "BF16 TFLOP/s", "HBM TB/s", "HBM GB", "link GB/s", "source"):
+        hw.add_column(col)
+    for name in hardware_names():
+        h = load_hardware(name)
+        hw.add_row(
+            name,
+            f"{h.flops_bf16 / 1e12:.0f}",
+            f"{h.hbm_bandwidth / 1e12:.2f}",
+            f"{h.hbm_bytes / 1e9:.0f}",
+            f"{h.link_bandwidth / 1e9:.0f}",
+            h.source,
+        )
+    out.print(hw)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from afdplan.theory import (
     best_row,
     evaluate_ratios,
     optimal_ratio,
+    weighted_throughput,
 )
 from afdplan.theory.memory import max_feasible_batch
 from afdplan.timing import LinearStepTimes
@@ -27,7 +28,9 @@ DEFAULT_WORKLOAD = (
     "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=16384,"
     "decode_median=128,decode_sigma=0.9,decode_max=2048"
 )
-DEFAULT_BATCH_NO_CAPACITY = 256
+# Without --batch: the largest B the KV cache holds, capped here (256 is a common serving
+# max_num_seqs and the paper's main batch); without a known capacity, this B.
+DEFAULT_MAX_BATCH = 256
 KV_HEADROOM_SIGMAS = 3.0
 
 
@@ -42,6 +45,7 @@ class PlanResult:
     rule_v1: RuleResult  # v1: load μ_P + μ_D
     rows: list[RatioRow]
     recommended: RatioRow  # barrier-aware integer optimum
+    recommended_per_gpu: RatioRow  # the same, weighting instances by their GPU counts
     r_recommended_mean_field: int  # best of ⌊r*⌋, ⌈r*⌉ under the mean-field cycle time
     max_feasible_batch: int | None
 
@@ -96,6 +100,7 @@ class PlanResult:
             "regime_v1": self.rule_v1.regime,
             "r_recommended": self.recommended.point.r,
             "r_recommended_mean_field": self.r_recommended_mean_field,
+            "r_recommended_per_gpu": self.recommended_per_gpu.point.r,
             "recommended": self.row_dict(self.recommended),
             "kv_capacity_tokens": t.kv_capacity_tokens,
             "max_feasible_batch": self.max_feasible_batch,
@@ -118,13 +123,13 @@ def resolve_batch(
     )
     if batch is None:
         if b_max is None:
-            return DEFAULT_BATCH_NO_CAPACITY, None
+            return DEFAULT_MAX_BATCH, None
         require(
             b_max >= 1,
             f"one request of this workload (θ = {stats.theta:.0f} tokens) does "
             f"not fit the KV capacity of {cap} tokens",
         )
-        return b_max, b_max
+        return min(b_max, DEFAULT_MAX_BATCH), b_max
     require(batch >= 1, f"batch B must be >= 1, got {batch}")
     if b_max is not None and batch > b_max:
         raise InputError(
@@ -152,8 +157,11 @@ def make_plan(
     dep = Deployment(times, batch, mode, w_attention, w_ffn)  # type: ignore[arg-type]
     rule = optimal_ratio(dep, stats.theta)
     rule_v1 = optimal_ratio(dep, stats.load_v1)
+    per_gpu = Deployment(times, batch, mode, times.gpus_attention, times.gpus_ffn)  # type: ignore[arg-type]
     if r_max is None:
-        r_max = default_r_max(rule.r_star, rule_v1.r_star)
+        r_max = default_r_max(
+            rule.r_star, rule_v1.r_star, optimal_ratio(per_gpu, stats.theta).r_star
+        )
     require(r_max >= 1, f"r-max must be >= 1, got {r_max}")
     rows = evaluate_ratios(dep, stats.theta, stats.v, list(range(1, r_max + 1)))
     mean_field_int = _best_integer_mean_field(dep, stats.theta, rule.r_star)
@@ -165,6 +173,10 @@ def make_plan(
         rule_v1=rule_v1,
         rows=rows,
         recommended=best_row(rows),
+        recommended_per_gpu=max(
+            rows,
+            key=lambda row: float(weighted_throughput(per_gpu, row.point.r, row.point.cycle_time)),
+        ),
         r_recommended_mean_field=mean_field_int,
         max_feasible_batch=b_max,
     )

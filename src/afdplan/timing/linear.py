@@ -236,7 +236,7 @@ def builtin_coeff_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-DEFAULT_COEFFS = "llama3-70b-h100"
+DEFAULT_COEFFS = "deepseek-v3-h200"
 
 
 def load_coeffs(name_or_path: str | Path | None = None) -> LinearStepTimes:

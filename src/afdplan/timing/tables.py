@@ -6,13 +6,16 @@ table is a CSV with one row per measurement::
 
     op,tokens,kv_tokens,batch,seconds
     attention,,524288,64,0.00071     # B sequences holding kv_tokens KV tokens in total
+    attention_dense,64,,,0.0032      # per-sequence dense work of the Attention side
     ffn,512,,,0.0094                 # the FFN side on `tokens` tokens
     comm,64,,,0.0011                 # A↔F transfer of `tokens` tokens
 
-Times are whole-model per decode step, seconds. Stages a table lacks fall back to the
-linear coefficients. Between measured points the curves are piecewise linear; beyond the
-last point they continue along the last segment (never clamp: a clamped FFN curve would
-make large batches free).
+Times are whole-model per decode step, seconds. The Attention time is ``attention`` plus
+``attention_dense`` at B tokens (projections, norms, LM head: they scale with sequences,
+not with context). Stages a table lacks fall back to the linear coefficients (for the
+Attention side, only when it has neither attention op). Between measured points the
+curves are piecewise linear; beyond the last point they continue along the last segment
+(never clamp: a clamped FFN curve would make large batches free).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from afdplan.errors import InputError, require
+from afdplan.errors import require
+from afdplan.tabular import read_table
 from afdplan.timing.linear import LinearStepTimes
 
 TABLE_COLUMNS = ("op", "tokens", "kv_tokens", "batch", "seconds")
-TABLE_OPS = ("attention", "ffn", "comm")
+TABLE_OPS = ("attention", "attention_dense", "ffn", "comm")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ class TableStepTimes:
 
     fallback: LinearStepTimes
     attention: AttentionTable | None = None
+    attention_dense: Curve | None = None
     ffn: Curve | None = None
     comm: Curve | None = None
     source: str = "table"
@@ -109,12 +114,17 @@ class TableStepTimes:
 
     @property
     def name(self) -> str:
-        return f"{self.source} (+{self.fallback.name} for missing stages)"
+        missing = [s for s in ("attention", "ffn", "comm") if s not in self.stages()]
+        return self.source + (
+            f" (+{self.fallback.name} for {', '.join(missing)})" if missing else ""
+        )
 
     def attention_time(self, batch, kv_tokens):
-        if self.attention is None:
+        if self.attention is None and self.attention_dense is None:
             return self.fallback.attention_time(batch, kv_tokens)
-        return self.attention(batch, kv_tokens)
+        kernel = 0.0 if self.attention is None else self.attention(batch, kv_tokens)
+        dense = 0.0 if self.attention_dense is None else self.attention_dense(batch)
+        return kernel + dense
 
     def ffn_time(self, tokens):
         return self.fallback.ffn_time(tokens) if self.ffn is None else self.ffn(tokens)
@@ -129,37 +139,59 @@ class TableStepTimes:
         return replace(self, fallback=self.fallback.with_comm_scope(scope))
 
     def stages(self) -> list[str]:
-        """The stages that come from measurements."""
-        return [s for s in TABLE_OPS if getattr(self, s) is not None]
+        """The stages that come from measurements (attention if either attention op)."""
+        have = {op for op in TABLE_OPS if getattr(self, op) is not None}
+        if "attention_dense" in have:
+            have.add("attention")
+        return [s for s in ("attention", "ffn", "comm") if s in have]
+
+
+def validate_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The frame in generic form (lower-case ``op``, all columns), or a one-line error."""
+    missing = [c for c in ("op", "seconds") if c not in frame.columns]
+    require(
+        not missing,
+        f"{source}: missing column(s) {', '.join(missing)}; need {', '.join(TABLE_COLUMNS)}",
+    )
+    require(len(frame) > 0, f"{source}: no rows")
+    out = frame.reindex(columns=list(TABLE_COLUMNS)).copy()
+    out["op"] = out["op"].astype(str).str.strip().str.lower()
+    unknown = sorted(set(out["op"]) - set(TABLE_OPS))
+    require(
+        not unknown, f"{source}: unknown op(s) {', '.join(unknown)}; known: {', '.join(TABLE_OPS)}"
+    )
+    seconds = _column(out, "seconds", source)
+    require(bool((seconds > 0).all()), f"{source}: seconds must be > 0 in every row")
+    for op, needs in (
+        ("attention", ("batch", "kv_tokens")),
+        ("attention_dense", ("tokens",)),
+        ("ffn", ("tokens",)),
+        ("comm", ("tokens",)),
+    ):
+        rows = out[out["op"] == op]
+        for col in needs:
+            if len(rows):
+                out.loc[rows.index, col] = _column(rows, col, f"{source} ({op} rows)")
+    return out
 
 
 def tables_from_frame(
     frame: pd.DataFrame, fallback: LinearStepTimes, source: str
 ) -> TableStepTimes:
     """Build interpolating tables from a generic-format frame (validated, one-line errors)."""
-    missing = [c for c in ("op", "seconds") if c not in frame.columns]
-    require(
-        not missing,
-        f"{source}: missing column(s) {', '.join(missing)}; need {', '.join(TABLE_COLUMNS)}",
-    )
-    ops = frame["op"].astype(str).str.strip().str.lower()
-    unknown = sorted(set(ops) - set(TABLE_OPS))
-    require(
-        not unknown, f"{source}: unknown op(s) {', '.join(unknown)}; known: {', '.join(TABLE_OPS)}"
-    )
-    seconds = _column(frame, "seconds", source)
-    require(bool((seconds > 0).all()), f"{source}: seconds must be > 0 in every row")
+    frame = validate_table(frame, source)
     parts: dict[str, object] = {}
-    for op in ("ffn", "comm"):
-        rows = ops == op
-        if rows.any():
-            tokens = _column(frame[rows], "tokens", source)
-            parts[op] = Curve.from_points(tokens, seconds[rows.to_numpy()])
-    rows = ops == "attention"
-    if rows.any():
-        batch = _column(frame[rows], "batch", source)
-        kv = _column(frame[rows], "kv_tokens", source)
-        secs = seconds[rows.to_numpy()]
+    for op in ("attention_dense", "ffn", "comm"):
+        rows = frame[frame["op"] == op]
+        if len(rows):
+            parts[op] = Curve.from_points(
+                rows["tokens"].to_numpy(np.float64), rows["seconds"].to_numpy(np.float64)
+            )
+    rows = frame[frame["op"] == "attention"]
+    if len(rows):
+        batch = rows["batch"].to_numpy(np.float64)
+        kv = rows["kv_tokens"].to_numpy(np.float64)
+        secs = rows["seconds"].to_numpy(np.float64)
         batches = np.unique(batch)
         curves = []
         for b in batches:
@@ -170,7 +202,6 @@ def tables_from_frame(
             )
             curves.append(Curve.from_points(kv[sel], secs[sel]))
         parts["attention"] = AttentionTable(batches, tuple(curves))
-    require(bool(parts), f"{source}: no rows")
     return TableStepTimes(fallback=fallback, source=source, **parts)  # type: ignore[arg-type]
 
 
@@ -184,14 +215,9 @@ def _column(frame: pd.DataFrame, name: str, source: str) -> np.ndarray:
 
 
 def read_step_table(path: str | Path, fallback: LinearStepTimes) -> TableStepTimes:
-    """Load a generic measured-table CSV (see module docstring)."""
+    """Load a generic measured table (CSV, JSONL or Parquet; see module docstring)."""
     path = Path(path)
-    require(path.is_file(), f"{path}: no such table file")
-    try:
-        frame = pd.read_csv(path)
-    except Exception as exc:  # pandas raises several unrelated types
-        raise InputError(f"{path}: cannot read as CSV: {str(exc).splitlines()[0]}") from exc
-    return tables_from_frame(frame, fallback, path.name)
+    return tables_from_frame(read_table(path), fallback, path.name)
 
 
 def write_step_table(rows: pd.DataFrame, path: str | Path) -> None:

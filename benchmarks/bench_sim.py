@@ -1,0 +1,138 @@
+"""Simulator throughput: the step-indexed fast path against plain per-slot stepping.
+
+Run:  python benchmarks/bench_sim.py [--requests 1000000] [--repeats 5]
+
+Workload: requests resampled from the Azure conversation trace (../shared/data; a
+lognormal stand-in if it is absent), r = 8, B = 256, the paper's coefficients. Every case
+is timed in this process, after the trace is loaded, as the median of several runs; the
+ratio column compares against the per-slot stepping baseline measured in the same run.
+The baseline steps every slot every step (O(r·B) per step) over the *same* requests and
+feeds the same timing code, so its loads must equal the fast path's exactly — the script
+checks that before it prints anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(var, "1")  # one core, as the target says
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from afdplan.sim import SimConfig, simulate  # noqa: E402
+from afdplan.sim.engine import measure, measured_steps  # noqa: E402
+from afdplan.sim.reference import plan_refill, step_slots  # noqa: E402
+from afdplan.sim.schedule import iid_plan  # noqa: E402
+from afdplan.timing import load_coeffs  # noqa: E402
+from afdplan.workload import Workload, parse_workload, read_trace  # noqa: E402
+
+TRACE = Path(__file__).resolve().parents[2] / "shared/data/traces/azure_conv_2023.csv"
+
+
+def load_workload() -> tuple[Workload, str]:
+    if TRACE.exists():
+        return read_trace(TRACE), TRACE.name
+    spec = "lognormal:prefill_median=900,prefill_sigma=0.9,decode_median=130,decode_sigma=0.9"
+    return parse_workload(spec), f"{spec} (trace not found)"
+
+
+def timed(fn, repeats: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return times, result
+
+
+def baseline(workload: Workload, config: SimConfig, times):
+    """Per-slot stepping over the same requests the fast path draws, then the same timing."""
+    steps = measured_steps(workload, config)
+    plan = iid_plan(workload, config.slots, steps, np.random.default_rng(config.seed), True)
+    p0, d0, age0, refill = plan_refill(plan, config.slots)
+    loads = step_slots(config.ratio, config.batch, steps, p0, d0, age0, refill)
+    occ = plan.occupancy(config.ratio, config.batch, steps)
+    occ = type(occ)(loads, None, config.batch, occ.start, occ.end, occ.decode)
+    return measure(occ, times, config, "stationary", 0), loads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline-repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    workload, label = load_workload()
+    times = load_coeffs("paper-v1-dsv3-910c")
+    n = args.requests
+    iid = SimConfig(ratio=8, batch=256, requests=n, seed=0)
+    steps = measured_steps(workload, iid)
+
+    # Correctness first: the baseline's loads equal the fast path's, bit for bit.
+    plan = iid_plan(workload, iid.slots, steps, np.random.default_rng(0), True)
+    fast_loads = plan.occupancy(8, 256, steps).loads
+    base_times, (base_result, base_loads) = timed(
+        lambda: baseline(workload, iid, times), args.baseline_repeats
+    )
+    assert np.array_equal(fast_loads, base_loads), "fast path and baseline disagree"
+
+    cases = {
+        "fast path, i.i.d. resampling": iid,
+        "fast path, arrival-order replay": SimConfig(
+            ratio=8, batch=256, requests=n, order="replay", warmup_steps=0
+        ),
+        "KV cap (1.05·B·θ per worker)": SimConfig(
+            ratio=8,
+            batch=256,
+            requests=n,
+            warmup_steps=0,
+            kv_capacity_tokens=int(1.05 * 256 * workload.stats().theta),
+        ),
+    }
+    timings = {"baseline: numpy per-slot stepping": base_times}
+    results = {"baseline: numpy per-slot stepping": base_result}
+    for name, cfg in cases.items():
+        simulate(workload, times, cfg)  # warm caches and imports
+        timings[name], results[name] = timed(lambda cfg=cfg: simulate(workload, times, cfg), args.repeats)
+
+    base = statistics.median(base_times)
+    table = Table(
+        title=f"{n:,} requests from {label}, r = 8, B = 256, {steps:,} steps (one core)",
+        title_justify="left",
+    )
+    for col in ("case", "median s", "min s", "max s", "runs", "speed-up vs baseline", "Mreq/s"):
+        table.add_column(col, justify="left" if col == "case" else "right")
+    for name, ts in timings.items():
+        med = statistics.median(ts)
+        table.add_row(
+            name,
+            f"{med:.3f}",
+            f"{min(ts):.3f}",
+            f"{max(ts):.3f}",
+            str(len(ts)),
+            f"{base / med:.1f}×",
+            f"{n / med / 1e6:.2f}",
+        )
+    Console(width=130).print(table)
+    fast = results["fast path, i.i.d. resampling"]
+    print(
+        f"fast path throughput/instance {fast.throughput_per_instance:.5f} vs baseline "
+        f"{base_result.throughput_per_instance:.5f} (same requests: identical)"
+    )
+    kv = results["KV cap (1.05·B·θ per worker)"].kv
+    print(
+        f"KV cap: slot utilisation {kv.slot_utilisation:.3f}, {kv.waited_requests:,} requests waited"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Measured step-time tables from NVIDIA's ``aiconfigurator-core`` (optional extra).
+
+The package (Apache-2.0, ``pip install afdplan[measured]``) ships kernel latencies
+measured per GPU system and serving framework, in ms per layer. For one model × system
+× framework we assemble whole-model, per-decode-step rows of the generic table:
+
+* ``attention`` — GQA models: ``generation_attention_perf`` at the model's head shape
+  divided over the Attention instance's GPUs (``step`` is the context length, ``isl`` is
+  always 1; sliding-window variants are dropped). MLA models (DeepSeek):
+  ``mla_generation_module_perf``, which covers the whole attention module.
+* ``attention_dense`` — GQA: the QKV and O projections; every model: the LM head; from
+  the GEMM table at m = B.
+* ``ffn`` — dense FFN: gate-up and down GEMMs, tensor-parallel over the FFN instance's
+  g_F GPUs, plus the NCCL all-reduce of the output; MoE: ``moe_perf`` with expert
+  parallelism g_F and ``num_tokens`` per rank (the FFN batch r·B split evenly), balanced
+  routing, plus the shared experts and the leading dense layers, replicated per rank.
+
+GEMM shapes missing from the table are scaled from the closest measured shape by the
+ratio of n·k (both the weight bytes and the FLOPs scale with it); the notes say so. The
+fastest kernel per shape is used, as an autotuner would. Times are × layers / 1000.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from afdplan.calibrate.specs import ModelSpec
+from afdplan.errors import InputError, require
+from afdplan.timing.tables import TABLE_COLUMNS
+
+PACKAGE = "aiconfigurator_core"
+
+
+def data_root() -> Path:
+    """The ``systems/data`` folder of the installed package, or a one-line error."""
+    spec = util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        raise InputError(
+            "measured tables need aiconfigurator-core: pip install 'afdplan[measured]'"
+        )
+    return Path(spec.origin).parent / "systems" / "data"
+
+
+def systems() -> list[str]:
+    return sorted(p.name for p in data_root().iterdir() if p.is_dir())
+
+
+def _table(
+    system: str, kind: str, framework: str, file: str, version: str | None
+) -> tuple[pd.DataFrame, str]:
+    root = data_root()
+    require(system in systems(), f"unknown system {system!r}; known: {', '.join(systems())}")
+    base = root / system / kind / framework
+    require(base.is_dir(), f"{system}: no {kind} tables for framework {framework!r}")
+    versions = sorted((p.name for p in base.iterdir() if (p / file).is_file()), key=_version_key)
+    require(bool(versions), f"{system}/{kind}/{framework}: no {file}")
+    if version is None:
+        version = versions[-1]
+    require(
+        version in versions, f"{system}/{kind}/{framework}: no version {version!r}; have {versions}"
+    )
+    return pd.read_parquet(base / version / file), f"{system}/{kind}/{framework}/{version}/{file}"
+
+
+def _version_key(text: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in text.replace("rc", ".").split("."))
+
+
+@dataclass(frozen=True)
+class MeasuredTables:
+    """Generic-table rows and the notes that say where each came from."""
+
+    rows: pd.DataFrame
+    notes: tuple[str, ...]
+
+
+class _Gemm:
+    """Fastest measured GEMM latency (ms) at (m, n, k), scaled from the nearest shape."""
+
+    def __init__(self, table: pd.DataFrame, dtype: str, source: str):
+        sub = table[table["gemm_dtype"] == dtype]
+        require(len(sub) > 0, f"{source}: no {dtype} GEMMs")
+        self.best = sub.groupby(["n", "k", "m"])["latency"].min()
+        self.shapes = np.array(sorted({(n, k) for n, k, _ in self.best.index}), dtype=np.float64)
+        self.source, self.dtype = source, dtype
+        self.notes: list[str] = []
+
+    def __call__(self, m: np.ndarray, n: int, k: int, what: str) -> np.ndarray:
+        shapes = self.shapes
+        # Keep the reduction size k if it was measured (then n), else n, else the nearest both.
+        for axis in (1, 0):
+            same = shapes[shapes[:, axis] == (k, n)[1 - axis]]
+            if same.size:
+                shapes = same
+                break
+        distance = np.abs(np.log(shapes[:, 0] / n)) + np.abs(np.log(shapes[:, 1] / k))
+        n0, k0 = (int(v) for v in shapes[int(np.argmin(distance))])
+        scale = (n * k) / (n0 * k0)
+        if (n0, k0) != (n, k):
+            self.notes.append(f"{what}: GEMM n={n}, k={k} scaled x{scale:.3g} from n={n0}, k={k0}")
+        curve = self.best.loc[(n0, k0)]
+        ms = np.interp(
+            np.asarray(m, dtype=np.float64), curve.index.to_numpy(np.float64), curve.to_numpy()
+        )
+        return ms * scale
+
+
+def measured_tables(
+    model: ModelSpec,
+    system: str,
+    framework: str = "vllm",
+    gpus_attention: int = 1,
+    gpus_ffn: int = 1,
+    version: str | None = None,
+) -> MeasuredTables:
+    """Whole-model per-step rows for ``model`` on ``system`` (see module doc)."""
+    require(gpus_attention >= 1 and gpus_ffn >= 1, "GPU counts must be >= 1")
+    notes: list[str] = []
+    w_dtype = "fp8_block" if model.weight_bytes <= 1 else "bfloat16"
+    kv_dtype = "fp8" if model.kv_bytes <= 1 else "bfloat16"
+    gemm_table, gemm_src = _table(system, "gemm", framework, "gemm_perf.parquet", version)
+    gemm = _Gemm(
+        gemm_table, w_dtype if w_dtype in set(gemm_table["gemm_dtype"]) else "bfloat16", gemm_src
+    )
+    L = model.layers
+    parts = [
+        _attention_rows(model, system, framework, gpus_attention, kv_dtype, w_dtype, version, notes)
+    ]
+
+    batches = np.array(sorted(parts[0]["batch"].unique()), dtype=np.float64)
+    dense = gemm(batches, model.vocab, model.hidden, "LM head")
+    if not model.is_mla:
+        g = gpus_attention
+        qkv = gemm(
+            batches, (model.heads + 2 * model.kv_heads) * model.head_dim // g, model.hidden, "QKV"
+        )
+        out = gemm(batches, model.hidden, model.heads * model.head_dim // g, "O proj")
+        dense = dense + L * (qkv + out)
+    parts.append(_rows("attention_dense", tokens=batches, seconds=dense / 1e3))
+    notes.append(
+        f"attention_dense: {gemm_src} ({gemm.dtype}), "
+        + (
+            "LM head"
+            if model.is_mla
+            else f"QKV + O projections (TP {gpus_attention}) x {L} + LM head"
+        )
+    )
+    parts.append(_ffn_rows(model, system, framework, gpus_ffn, w_dtype, gemm, version, notes))
+    notes.extend(dict.fromkeys(gemm.notes))
+    return MeasuredTables(pd.concat(parts, ignore_index=True), tuple(notes))
+
+
+def _rows(op: str, **columns: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"op": op, **columns}).reindex(columns=list(TABLE_COLUMNS))
+
+
+def _attention_rows(
+    model: ModelSpec,
+    system: str,
+    framework: str,
+    g: int,
+    kv_dtype: str,
+    w_dtype: str,
+    version: str | None,
+    notes: list[str],
+) -> pd.DataFrame:
+    heads = model.heads / g
+    require(heads.is_integer(), f"{model.heads} heads do not split over {g} GPUs")
+    if model.is_mla:
+        table, src = _table(system, "mla", framework, "mla_generation_module_perf.parquet", version)
+        gemm_type = w_dtype if w_dtype in set(table["gemm_type"]) else "bfloat16"
+        sub = table[
+            (table["num_heads"] == heads)
+            & (table["kv_cache_dtype"] == kv_dtype)
+            & (table["gemm_type"] == gemm_type)
+        ]
+        have = sorted(set(table["num_heads"]))
+        require(
+            len(sub) > 0, f"{src}: no MLA rows for {heads:g} heads, KV {kv_dtype}; heads: {have}"
+        )
+        notes.append(f"attention: {src}, MLA {heads:g} heads, KV {kv_dtype}, GEMM {gemm_type}")
+    else:
+        table, src = _table(
+            system, "attention", framework, "generation_attention_perf.parquet", version
+        )
+        kv_heads = max(1, model.kv_heads // g)
+        sub = table[
+            (table["num_heads"] == heads)
+            & (table["num_key_value_heads"] == kv_heads)
+            & (table["head_dim"] == model.head_dim)
+            & (table["kv_cache_dtype"] == kv_dtype)
+            & (table["window_size"] == 0)
+        ]
+        if len(sub) == 0:
+            shapes = table.groupby(["num_heads", "num_key_value_heads", "head_dim"]).size().index
+            raise InputError(
+                f"{src}: no rows for {heads:g}/{kv_heads}/{model.head_dim} (heads/KV heads/dim), "
+                f"KV {kv_dtype}; {len(shapes)} shapes measured, e.g. {list(shapes)[:6]}"
+            )
+        notes.append(
+            f"attention: {src}, {heads:g} heads / {kv_heads} KV heads / dim {model.head_dim}, "
+            f"KV {kv_dtype}, full attention (window 0); context = step"
+        )
+    sub = sub.groupby(["batch_size", "step"], as_index=False)["latency"].median()
+    return _rows(
+        "attention",
+        batch=sub["batch_size"].to_numpy(np.float64),
+        kv_tokens=(sub["batch_size"] * sub["step"]).to_numpy(np.float64),
+        seconds=model.layers * sub["latency"].to_numpy(np.float64) / 1e3,
+    )
+
+
+def _ffn_rows(
+    model: ModelSpec,
+    system: str,
+    framework: str,
+    g: int,
+    w_dtype: str,
+    gemm: _Gemm,
+    version: str | None,
+    notes: list[str],
+) -> pd.DataFrame:
+    if not model.is_moe:
+        inter = model.intermediate / g
+        require(inter.is_integer(), f"FFN width {model.intermediate} does not split over {g} GPUs")
+        tokens = np.array(sorted({m for _, _, m in gemm.best.index}), dtype=np.float64)
+        per_layer = gemm(tokens, int(2 * inter), model.hidden, "FFN gate-up") + gemm(
+            tokens, model.hidden, int(inter), "FFN down"
+        )
+        if g > 1:
+            per_layer = per_layer + _all_reduce(
+                system, g, tokens * model.hidden * 2, version, notes
+            )
+        notes.append(f"ffn: dense gated MLP from {gemm.source}, TP {g} x {model.layers} layers")
+        return _rows("ffn", tokens=tokens, seconds=model.layers * per_layer / 1e3)
+    table, src = _table(system, "moe", framework, "moe_perf.parquet", version)
+    moe_dtype = w_dtype if w_dtype in set(table["moe_dtype"]) else "bfloat16"
+    shape = (
+        (table["hidden_size"] == model.hidden)
+        & (table["inter_size"] == model.moe_intermediate)
+        & (table["topk"] == model.top_k)
+        & (table["num_experts"] == model.experts)
+        & (table["moe_tp_size"] == 1)
+        & (table["distribution"] == "balanced")
+        & (table["moe_dtype"] == moe_dtype)
+    )
+    eps = sorted(set(table.loc[shape, "moe_ep_size"]))
+    require(bool(eps), f"{src}: no {moe_dtype} MoE rows for {model.name}'s expert shape")
+    require(g in eps, f"{src}: no expert-parallel size {g} for {model.name}; measured: {eps}")
+    sub = table[shape & (table["moe_ep_size"] == g)].groupby("num_tokens")["latency"].median()
+    per_rank = sub.index.to_numpy(np.float64)
+    moe = sub.to_numpy(np.float64)
+    per_layer_moe = moe
+    if model.shared_intermediate:
+        per_layer_moe = (
+            per_layer_moe
+            + gemm(per_rank, 2 * model.shared_intermediate, model.hidden, "shared up")
+            + gemm(per_rank, model.hidden, model.shared_intermediate, "shared down")
+        )
+    total = model.moe_layers * per_layer_moe
+    if model.first_dense_layers:
+        dense = gemm(per_rank, 2 * model.intermediate, model.hidden, "dense-layer up") + gemm(
+            per_rank, model.hidden, model.intermediate, "dense-layer down"
+        )
+        total = total + model.first_dense_layers * dense
+    notes.append(
+        f"ffn: {src}, {moe_dtype}, EP {g}, balanced routing, num_tokens per rank = r·B/{g}; "
+        f"{model.moe_layers} MoE layers"
+        + (" + shared experts" if model.shared_intermediate else "")
+        + (f" + {model.first_dense_layers} dense layers (GEMM)" if model.first_dense_layers else "")
+    )
+    return _rows("ffn", tokens=per_rank * g, seconds=total / 1e3)
+
+
+def _all_reduce(
+    system: str, g: int, message_bytes: np.ndarray, version: str | None, notes: list[str]
+) -> np.ndarray:
+    base = data_root() / system / "comm" / "nccl"
+    require(base.is_dir(), f"{system}: no NCCL tables")
+    latest = sorted((p.name for p in base.iterdir()), key=_version_key)[-1]
+    table = pd.read_parquet(base / latest / "nccl_perf.parquet")
+    sub = table[
+        (table["op_name"] == "all_reduce")
+        & (table["num_gpus"] == g)
+        & (table["nccl_dtype"] == "half")
+    ]
+    require(len(sub) > 0, f"{system}: no NCCL all_reduce for {g} GPUs")
+    curve = sub.groupby("message_size")["latency"].median()
+    notes.append(f"ffn: + NCCL {latest} all_reduce over {g} GPUs of the layer output")
+    x = np.log(curve.index.to_numpy(np.float64))
+    return np.interp(np.log(np.maximum(message_bytes, 1.0)), x, curve.to_numpy(np.float64))
+
+
+def choose_ffn_gpus(model: ModelSpec, minimum: int) -> int:
+    """A power-of-two FFN instance size ≥ ``minimum`` (EP/TP splits are powers of two)."""
+    return 1 << max(0, math.ceil(math.log2(max(1, minimum))))

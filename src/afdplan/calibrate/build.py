@@ -1,0 +1,124 @@
+"""Put measurements and first principles together into one coefficients set.
+
+Each stage comes from the best source given: a fit of measured rows where there are any,
+else the roofline derivation of the model on the hardware. The Attention side combines a
+kernel fit (α_A, and its own γ, β) with a fit of its per-sequence dense work
+(``attention_dense`` rows: projections, norms, LM head), which adds to γ_A and β_A.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from afdplan.calibrate.fit import Fit, fit_attention, fit_linear
+from afdplan.errors import require
+from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Coefficients, the fits behind them, and one line per source or derivation step."""
+
+    times: LinearStepTimes
+    fits: dict[str, Fit]
+    notes: tuple[str, ...]
+    sources: dict[str, str]  # stage → where its coefficients came from
+
+
+Window = tuple[float, float] | None
+
+
+def _within(rows: pd.DataFrame, column: str, window: Window) -> pd.DataFrame:
+    if window is None:
+        return rows
+    return rows[(rows[column] >= window[0]) & (rows[column] <= window[1])]
+
+
+def fit_table(
+    frame: pd.DataFrame, ffn_range: Window = None, attention_range: Window = None
+) -> dict[str, Fit]:
+    """Fits for every stage present in a validated generic table.
+
+    ``ffn_range`` (tokens) and ``attention_range`` (KV tokens) restrict those fits to the
+    operating range a deployment will see, away from knees it never reaches.
+    """
+    fits: dict[str, Fit] = {}
+    by_op = {op: rows for op, rows in frame.groupby("op")}
+    if "attention" in by_op:
+        rows = _within(by_op["attention"], "kv_tokens", attention_range)
+        fits["attention"] = fit_attention(rows["kv_tokens"], rows["batch"], rows["seconds"])
+    if "attention_dense" in by_op:
+        rows = by_op["attention_dense"]
+        fits["attention_dense"] = fit_linear("attention_dense", rows["tokens"], rows["seconds"])
+    if "ffn" in by_op:
+        rows = _within(by_op["ffn"], "tokens", ffn_range)
+        fits["ffn"] = fit_linear("ffn", rows["tokens"], rows["seconds"])
+    if "comm" in by_op:
+        rows = by_op["comm"]
+        fits["comm"] = fit_linear("comm", rows["tokens"], rows["seconds"])
+    return fits
+
+
+def combine(
+    fits: dict[str, Fit],
+    base: LinearStepTimes | None,
+    labels: dict[str, str],
+    name: str,
+    notes: tuple[str, ...] = (),
+) -> Calibration:
+    """Coefficients from ``fits`` where present, ``base`` (roofline) elsewhere.
+
+    ``labels`` names the measurement behind each fitted op (for the provenance).
+    """
+    sources: dict[str, str] = {}
+
+    def need_base(stage: str) -> LinearStepTimes:
+        require(
+            base is not None,
+            f"no measurements for {stage}: give --model and --hardware (roofline) for it",
+        )
+        return base  # type: ignore[return-value]
+
+    kernel, dense = fits.get("attention"), fits.get("attention_dense")
+    if kernel is None and dense is None:
+        attention = need_base("attention").attention
+        sources["attention"] = "roofline"
+    else:
+        alpha = kernel.coef["alpha"] if kernel else need_base("attention").attention.alpha
+        gamma = (kernel.coef.get("gamma", 0.0) if kernel else 0.0) + (
+            dense.coef["alpha"] if dense else 0.0
+        )
+        beta = (kernel.coef["beta"] if kernel else 0.0) + (dense.coef["beta"] if dense else 0.0)
+        attention = AttentionLinear(alpha=alpha, beta=beta, gamma=gamma)
+        parts = [
+            f"{what} fit of {labels.get(op, 'measurements')}"
+            for what, op, f in (
+                ("kernel", "attention", kernel),
+                ("dense", "attention_dense", dense),
+            )
+            if f is not None
+        ]
+        sources["attention"] = " + ".join(parts) + ("" if kernel else "; alpha from roofline")
+    stage_lines: dict[str, Linear] = {}
+    for stage in ("ffn", "comm"):
+        if stage in fits:
+            stage_lines[stage] = Linear(fits[stage].coef["alpha"], fits[stage].coef["beta"])
+            sources[stage] = f"fit of {labels.get(stage, 'measurements')}"
+        else:
+            stage_lines[stage] = getattr(need_base(stage), stage)
+            sources[stage] = "roofline"
+    template = base or LinearStepTimes(attention, stage_lines["ffn"], stage_lines["comm"])
+    provenance = "; ".join(f"{stage}: {src}" for stage, src in sources.items())
+    if base is not None and "roofline" in sources.values():
+        provenance += f" [{base.provenance}]"
+    times = replace(
+        template,
+        attention=attention,
+        ffn=stage_lines["ffn"],
+        comm=stage_lines["comm"],
+        name=name,
+        provenance=provenance,
+    )
+    return Calibration(times, fits, notes, sources)

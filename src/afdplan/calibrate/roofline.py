@@ -1,0 +1,140 @@
+"""First-principles step-time coefficients (paper Appendix B style, DESIGN.md §6).
+
+A decode step is a sum over layers of memory reads and matrix FLOPs; each stage is split
+into a part that scales with the work (α) and a part that does not (β):
+
+Attention instance (g_A GPUs, heads split across them):
+    α_A = L·max( kv_bytes_layer / (g_A·BW·e_m),  kv_flops_layer / (g_A·F·e_c) )   per KV token
+    γ_A = 2·(L·P_attn + P_lm_head) / (g_A·F·e_c)                                    per sequence
+    β_A = (L·P_attn + P_emb)·w_bytes / (g_A·BW·e_m) + L·t_layer
+
+FFN instance (g_F GPUs, experts/columns split across them):
+    α_F = 2·P_ffn_active / (g_F·F·e_c)                                                per token
+    β_F = P_ffn·w_bytes / (g_F·BW·e_m) + L·t_layer     (a large batch touches every expert)
+
+Communication (A→F and F→A every layer, per Attention worker):
+    α_C = 2·L·h·act_bytes / (link_BW·e_l)      per token,      β_C = 2·L·link_latency
+
+The sum α·n + β overstates the time near the roofline knee, where the real time is
+max(compute, memory); a measured table keeps that knee (``afdplan.timing.tables``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from afdplan.calibrate.specs import HardwareSpec, ModelSpec
+from afdplan.errors import require
+from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """Coefficients and how each was obtained (one line per quantity)."""
+
+    times: LinearStepTimes
+    notes: tuple[str, ...]
+
+
+def min_ffn_gpus(model: ModelSpec, hw: HardwareSpec) -> int:
+    """Fewest GPUs whose usable HBM holds the FFN weights."""
+    return max(
+        1, math.ceil(model.ffn_params() * model.weight_bytes / (hw.hbm_bytes * hw.usable_memory))
+    )
+
+
+def attention_weight_bytes(model: ModelSpec) -> float:
+    return (
+        model.layers * model.attention_params_layer() + model.embedding_params()
+    ) * model.weight_bytes
+
+
+def kv_capacity_tokens(model: ModelSpec, hw: HardwareSpec, gpus_attention: int = 1) -> int:
+    """KV tokens one Attention instance holds: usable HBM − its weights, over KV bytes/token."""
+    free = gpus_attention * hw.hbm_bytes * hw.usable_memory - attention_weight_bytes(model)
+    return max(0, math.floor(free / model.kv_bytes_per_token()))
+
+
+def derive(
+    model: ModelSpec,
+    hw: HardwareSpec,
+    gpus_attention: int = 1,
+    gpus_ffn: int | None = None,
+) -> Derivation:
+    """Roofline α, β (and γ_A) for ``model`` on ``hw`` with the given instance sizes."""
+    require(gpus_attention >= 1, f"attention GPUs must be >= 1, got {gpus_attention}")
+    g_f = min_ffn_gpus(model, hw) if gpus_ffn is None else gpus_ffn
+    require(g_f >= 1, f"FFN GPUs must be >= 1, got {g_f}")
+    g_a = gpus_attention
+    L, h = model.layers, model.hidden
+    bw = hw.hbm_bandwidth * hw.mem_efficiency
+    flops = hw.peak_flops(model.weight_bytes) * hw.compute_efficiency
+    attn_flops = hw.flops_bf16 * hw.compute_efficiency  # scores run in 16-bit
+    kv_layer_bytes = model.kv_elements_per_token_layer() * model.kv_bytes
+    kv_mem = L * kv_layer_bytes / (g_a * bw)
+    kv_cmp = L * model.attention_flops_per_kv_token_layer() / (g_a * attn_flops)
+    alpha_a = max(kv_mem, kv_cmp)
+    p_attn = L * model.attention_params_layer()
+    lm_head = model.vocab * h
+    gamma_a = 2 * (p_attn + lm_head) / (g_a * flops)
+    beta_a = (p_attn + model.embedding_params()) * model.weight_bytes / (
+        g_a * bw
+    ) + L * hw.layer_overhead_s
+    alpha_f = 2 * model.ffn_active_params() / (g_f * flops)
+    beta_f = model.ffn_params() * model.weight_bytes / (g_f * bw) + L * hw.layer_overhead_s
+    link = hw.link_bandwidth * hw.link_efficiency
+    alpha_c = 2 * L * h * model.act_bytes / link
+    beta_c = 2 * L * hw.link_latency
+    capacity = kv_capacity_tokens(model, hw, g_a)
+    require(capacity >= 1, f"{model.name} attention weights do not fit {g_a} x {hw.name}; add GPUs")
+    bound = "memory" if kv_mem >= kv_cmp else "compute"
+    peak = hw.peak_flops(model.weight_bytes)
+    shape = (
+        f"MLA kv_lora {model.kv_lora_rank}+{model.qk_rope_dim}"
+        if model.is_mla
+        else f"head dim {model.head_dim}"
+    )
+    ffn_kind = (
+        f"MoE {model.experts} experts top-{model.top_k} width {model.moe_intermediate}"
+        f" (+shared {model.shared_intermediate}), {model.first_dense_layers} dense layers"
+        if model.is_moe
+        else "dense FFN"
+    )
+    gb = 1e9
+    notes = (
+        f"model {model.name}: L={L}, h={h}, heads {model.heads}/{model.kv_heads} KV, {shape}, "
+        f"{ffn_kind}; {model.weight_bytes:g} B/weight, {model.kv_bytes:g} B/KV element",
+        f"hardware {hw.name}: {peak / 1e12:.0f} TFLOP/s x {hw.compute_efficiency:g}, "
+        f"HBM {hw.hbm_bandwidth / 1e12:.2f} TB/s x {hw.mem_efficiency:g}, "
+        f"link {hw.link_bandwidth / gb:.0f} GB/s x {hw.link_efficiency:g}, "
+        f"{hw.link_latency * 1e6:.0f} us",
+        f"instances: Attention {g_a} GPU(s); FFN {g_f} GPU(s)"
+        + (" (fewest that hold the FFN weights)" if gpus_ffn is None else ""),
+        f"alpha_A = {alpha_a:.4g} s/KV token: {L} layers x max({kv_layer_bytes:g} B / HBM "
+        f"= {kv_mem:.3g}, {model.attention_flops_per_kv_token_layer()} FLOP / peak "
+        f"= {kv_cmp:.3g}) -> {bound}-bound",
+        f"gamma_A = {gamma_a:.4g} s/sequence: 2 x ({p_attn / gb:.2f}B attention + "
+        f"{lm_head / gb:.2f}B LM-head params) FLOP / peak",
+        f"beta_A = {beta_a:.4g} s: read {attention_weight_bytes(model) / gb:.1f} GB of "
+        f"attention and embedding weights + {L} x {hw.layer_overhead_s * 1e6:.0f} us",
+        f"alpha_F = {alpha_f:.4g} s/token: 2 x {model.ffn_active_params() / gb:.2f}B active "
+        f"FFN params FLOP / ({g_f} x peak)",
+        f"beta_F = {beta_f:.4g} s: read {model.ffn_params() * model.weight_bytes / gb:.1f} GB "
+        f"of FFN weights over {g_f} GPU(s) + layer overhead",
+        f"alpha_C = {alpha_c:.4g} s/token: 2 x {L} x {h} x {model.act_bytes:g} B over the "
+        f"link; beta_C = {beta_c:.4g} s: 2 x {L} link latencies",
+        f"KV: {model.kv_bytes_per_token() / 1024:.1f} KiB/token -> {capacity:,} tokens per "
+        "Attention instance",
+    )
+    times = LinearStepTimes(
+        attention=AttentionLinear(alpha=alpha_a, beta=beta_a, gamma=gamma_a),
+        ffn=Linear(alpha=alpha_f, beta=beta_f),
+        comm=Linear(alpha=alpha_c, beta=beta_c),
+        name=f"roofline:{model.name}@{hw.name}",
+        provenance=f"roofline from {model.source or model.name} and {hw.source or hw.name}",
+        gpus_attention=float(g_a),
+        gpus_ffn=float(g_f),
+        kv_capacity_tokens=capacity,
+    )
+    return Derivation(times, notes)

@@ -1,0 +1,1 @@
+"""Figures and reports (Markdown, HTML): the output edge of the package."""

@@ -102,7 +102,9 @@ def main() -> None:
     results = {"baseline: numpy per-slot stepping": base_result}
     for name, cfg in cases.items():
         simulate(workload, times, cfg)  # warm caches and imports
-        timings[name], results[name] = timed(lambda cfg=cfg: simulate(workload, times, cfg), args.repeats)
+        timings[name], results[name] = timed(
+            lambda cfg=cfg: simulate(workload, times, cfg), args.repeats
+        )
 
     base = statistics.median(base_times)
     table = Table(
@@ -130,7 +132,8 @@ def main() -> None:
     )
     kv = results["KV cap (1.05·B·θ per worker)"].kv
     print(
-        f"KV cap: slot utilisation {kv.slot_utilisation:.3f}, {kv.waited_requests:,} requests waited"
+        f"KV cap: slot utilisation {kv.slot_utilisation:.3f}, "
+        f"{kv.waited_requests:,} requests waited"
     )
 
 

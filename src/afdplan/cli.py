@@ -28,6 +28,7 @@ from afdplan.calibrate.specs import hardware_names, load_hardware, load_model, m
 from afdplan.errors import InputError
 from afdplan.plan import DEFAULT_WORKLOAD, PlanResult, make_plan
 from afdplan.report.figures import plot_calibration
+from afdplan.report.validation import check_results, summary_table, write_report
 from afdplan.sim import SimConfig, simulate_seeds
 from afdplan.sim.sweep import SweepOptimum, SweepPoint, run_sweep, simulated_optimum
 from afdplan.theory import MODES
@@ -44,6 +45,13 @@ from afdplan.timing import (
     write_step_table,
 )
 from afdplan.timing.tables import validate_table
+from afdplan.validate import (
+    DEFAULT_GRID,
+    QUICK_GRID,
+    builtin_cases,
+    builtin_workloads,
+    run_validation,
+)
 from afdplan.workload import Workload, parse_workload, read_trace
 
 app = typer.Typer(
@@ -141,6 +149,7 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+TABLE_STYLE = {"title_justify": "left", "box": box.SIMPLE_HEAD}
 STAGE_LETTER = {"attention": "A", "communication": "C", "ffn": "F", "serial": "A+C+F"}
 
 
@@ -161,6 +170,14 @@ def plan(
     trace: TraceOpt = None,
     workload: WorkloadOpt = None,
     coeffs: CoeffsOpt = DEFAULT_COEFFS,
+    tables: Annotated[
+        Path | None,
+        typer.Option(
+            "--tables",
+            help="Measured step-time table: the barrier-aware rows use the measured curves "
+            "(closed-form r* still from --coeffs).",
+        ),
+    ] = None,
     batch: Annotated[
         int | None,
         typer.Option("--batch", "-B", help="Sequences per Attention worker [largest that fits]."),
@@ -177,14 +194,16 @@ def plan(
 ) -> None:
     """Recommend the A/F ratio r for a workload, step-time model and batch B."""
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
+    linear = load_times(coeffs, comm)
     result = make_plan(
         wl,
-        load_times(coeffs, comm),
+        linear,
         batch,
         mode=mode,
         r_max=r_max,
         w_attention=w_attention,
         w_ffn=w_ffn,
+        curves=None if tables is None else read_step_table(tables, linear),
     )
     if as_json:
         print_json(result.to_dict())
@@ -212,6 +231,8 @@ def render_plan(result: PlanResult) -> None:
     )
     if unit != "s":
         out.print(f"  times are in the set's own unit u = {unit!r}", highlight=False)
+    if result.curves:
+        out.print(f"  rows use the measured curves of {result.curves}", highlight=False)
     time_head = "ms" if unit == "s" else "u"
     rate_head = "tok/s" if unit == "s" else "tok/u"
     table = Table(
@@ -891,6 +912,101 @@ def render_calibration(result: Calibration) -> None:
         out.print(f"fit {fit.describe()}", highlight=False, markup=False)
     for note in result.notes:
         out.print(f"- {note}", highlight=False, markup=False)
+
+
+@app.command()
+def validate(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A small grid (seconds; used by tests).")
+    ] = False,
+    trace: Annotated[
+        list[Path] | None,
+        typer.Option("--trace", help="Trace(s) to add [default: DATA_DIR/traces/*.csv]."),
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Shared data: traces and Vidur profiles.")
+    ] = Path("../shared/data"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel processes (-1: all).")] = -1,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write all raw results to this JSON file.")
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", help="Also write the report into this folder.")
+    ] = None,
+) -> None:
+    """Theory vs simulation across workloads, B and step-time sources (easy and honest)."""
+    data = data_dir if data_dir.is_dir() else None
+    traces = list(trace or [])
+    if trace is None and not quick and data is not None:
+        traces = sorted((data / "traces").glob("*.csv"))
+    cases, skipped = builtin_cases(quick, data)
+    workloads = builtin_workloads(quick, traces)
+    grid = QUICK_GRID if quick else DEFAULT_GRID
+    if quick and jobs == -1:
+        jobs = 1  # starting worker processes would cost more than the quick grid
+    total = len(cases) * len(workloads) * len(grid.batches)
+    with Progress(
+        TextColumn("validate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("validate", total=None)
+        results = run_validation(
+            cases,
+            workloads,
+            grid,
+            n_jobs=jobs,
+            skipped=skipped,
+            progress=lambda done, all_: bar.update(task, completed=done, total=all_),
+        )
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    if report_dir is not None:
+        write_report(results, report_dir)
+    table = Table(
+        title=f"Validation: {total} configurations, {results['meta']['simulations']:,} "
+        f"simulations, {results['meta']['runtime_s']:.0f} s",
+        **TABLE_STYLE,
+    )
+    rows = summary_table(results["summary"], short=True)
+    for col in rows[0]:
+        table.add_column(col, justify="left" if col in ("cases", "rule") else "right")
+    for row in rows[1:]:
+        table.add_row(*row)
+    out.print(table)
+    for item in skipped:
+        out.print(f"skipped {item['case']}: {item['reason']}", highlight=False, markup=False)
+    misses = [r for r in results["results"] if r.get("diagnosis")]
+    out.print(
+        "rules: v1 = μ_P + μ_D mean field; theta = θ mean field; barrier = θ + barrier "
+        "(recommended); curves = θ + barrier on measured curves (honest cases).\n"
+        f"{len(misses)} configuration(s) where the recommendation misses; see the report.",
+        highlight=False,
+    )
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="JSON written by afdplan validate --json.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Output folder [RESULTS_report next to it].")
+    ] = None,
+) -> None:
+    """Markdown + self-contained HTML report with figures from validation results."""
+    if not results.is_file():
+        raise InputError(f"{results}: no such file")
+    try:
+        data = json.loads(results.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{results}: not valid JSON: {str(exc).splitlines()[0]}") from exc
+    data = check_results(data, str(results))
+    target = out_dir or results.with_name(results.stem + "_report")
+    md, page = write_report(data, target)
+    out.print(f"wrote {md} and {page}", highlight=False)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from afdplan.theory import (
     weighted_throughput,
 )
 from afdplan.theory.memory import max_feasible_batch
-from afdplan.timing import LinearStepTimes
+from afdplan.timing import LinearStepTimes, StepTimes
 from afdplan.workload import LoadStats, Workload
 
 DEFAULT_WORKLOAD = (
@@ -47,7 +47,9 @@ class PlanResult:
     recommended: RatioRow  # barrier-aware integer optimum
     recommended_per_gpu: RatioRow  # the same, weighting instances by their GPU counts
     r_recommended_mean_field: int  # best of ⌊r*⌋, ⌈r*⌉ under the mean-field cycle time
+    r_recommended_v1: int  # the same with v1's load μ_P + μ_D
     max_feasible_batch: int | None
+    curves: str | None = None  # measured step-time source behind the rows, if any
 
     @property
     def times(self) -> LinearStepTimes:
@@ -92,6 +94,7 @@ class PlanResult:
             "w_attention": d.w_attention,
             "w_ffn": d.w_ffn,
             "coeffs": t.name,
+            "curves": self.curves,
             "time_unit": t.time_unit,
             "r_star": self.rule.r_star,
             "regime": self.rule.regime,
@@ -100,6 +103,7 @@ class PlanResult:
             "regime_v1": self.rule_v1.regime,
             "r_recommended": self.recommended.point.r,
             "r_recommended_mean_field": self.r_recommended_mean_field,
+            "r_recommended_v1": self.r_recommended_v1,
             "r_recommended_per_gpu": self.recommended_per_gpu.point.r,
             "recommended": self.row_dict(self.recommended),
             "kv_capacity_tokens": t.kv_capacity_tokens,
@@ -150,8 +154,13 @@ def make_plan(
     w_attention: float = 1.0,
     w_ffn: float = 1.0,
     stats: LoadStats | None = None,
+    curves: StepTimes | None = None,
 ) -> PlanResult:
-    """The full theory-side recommendation for one workload and step-time model."""
+    """The full theory-side recommendation for one workload and step-time model.
+
+    The closed-form r* always uses the linear ``times``; with ``curves`` (measured
+    tables) the barrier-aware rows and the recommendation use the measured shapes.
+    """
     stats = stats or workload.stats()
     batch, b_max = resolve_batch(times, stats, batch)
     dep = Deployment(times, batch, mode, w_attention, w_ffn)  # type: ignore[arg-type]
@@ -163,8 +172,9 @@ def make_plan(
             rule.r_star, rule_v1.r_star, optimal_ratio(per_gpu, stats.theta).r_star
         )
     require(r_max >= 1, f"r-max must be >= 1, got {r_max}")
-    rows = evaluate_ratios(dep, stats.theta, stats.v, list(range(1, r_max + 1)))
+    rows = evaluate_ratios(dep, stats.theta, stats.v, list(range(1, r_max + 1)), curves)
     mean_field_int = _best_integer_mean_field(dep, stats.theta, rule.r_star)
+    v1_int = _best_integer_mean_field(dep, stats.load_v1, rule_v1.r_star)
     return PlanResult(
         workload=workload.describe(),
         stats=stats,
@@ -178,11 +188,14 @@ def make_plan(
             key=lambda row: float(weighted_throughput(per_gpu, row.point.r, row.point.cycle_time)),
         ),
         r_recommended_mean_field=mean_field_int,
+        r_recommended_v1=v1_int,
         max_feasible_batch=b_max,
+        curves=None if curves is None else curves.name,
     )
 
 
-def _best_integer_mean_field(dep: Deployment, theta: float, r_star: float) -> int:
+def _best_integer_mean_field(dep: Deployment, load: float, r_star: float) -> int:
+    """The better of ⌊r*⌋ and ⌈r*⌉ when every worker holds ``load`` tokens per slot."""
     candidates = sorted({max(1, math.floor(r_star)), max(1, math.ceil(r_star))})
-    rows = evaluate_ratios(dep, theta, 0.0, candidates)
+    rows = evaluate_ratios(dep, load, 0.0, candidates)
     return best_row(rows).point.r

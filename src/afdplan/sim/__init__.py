@@ -1,7 +1,7 @@
 """The trace-driven rA–1F AFD bundle simulator (DESIGN.md §5)."""
 
 from afdplan.sim.config import ORDERS, WARMUPS, SimConfig
-from afdplan.sim.engine import measure, simulate, simulate_seeds
+from afdplan.sim.engine import measure, simulate, simulate_seeds, simulate_with_cycles
 from afdplan.sim.results import Estimate, SimResult, SimSummary
 from afdplan.sim.schedule import KvStats, Occupancy
 
@@ -17,4 +17,5 @@ __all__ = [
     "measure",
     "simulate",
     "simulate_seeds",
+    "simulate_with_cycles",
 ]

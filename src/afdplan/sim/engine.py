@@ -87,17 +87,30 @@ def _noise(rng: np.random.Generator, sigma: float, shape: tuple[int, ...]) -> np
 
 def simulate(workload: Workload, times: StepTimes, config: SimConfig) -> SimResult:
     """Run one configuration and measure it over its window."""
+    return simulate_with_cycles(workload, times, config)[0]
+
+
+def simulate_with_cycles(
+    workload: Workload, times: StepTimes, config: SimConfig
+) -> tuple[SimResult, np.ndarray]:
+    """``simulate``, also returning the cycle time of every measured step (time units)."""
     steps = measured_steps(workload, config)
     warmup, discard = resolve_warmup(workload, config)
     total = discard + steps
     occ = build_occupancy(workload, config, total, stationary=warmup == "stationary")
-    return measure(occ, times, config, warmup, discard)
+    return _measure(occ, times, config, warmup, discard)
 
 
 def measure(
     occ: Occupancy, times: StepTimes, config: SimConfig, warmup: str, discard: int
 ) -> SimResult:
     """Stage times, cycle times and every reported metric from an occupancy."""
+    return _measure(occ, times, config, warmup, discard)[0]
+
+
+def _measure(
+    occ: Occupancy, times: StepTimes, config: SimConfig, warmup: str, discard: int
+) -> tuple[SimResult, np.ndarray]:
     r, b = occ.ratio, occ.batch
     total = occ.steps
     # A separate stream for noise keeps the request draws identical with and without it.
@@ -140,7 +153,7 @@ def measure(
     tpot_q = np.percentile(tpot, [50, 90, 99]) if tpot.size else np.full(3, math.nan)
     step_q = np.percentile(cyc, [50, 90, 99])
     loads = occ.loads[:, window]
-    return SimResult(
+    result = SimResult(
         ratio=r,
         batch=b,
         mode=config.mode,
@@ -170,6 +183,7 @@ def measure(
         std_load_per_worker=float(loads.std()),
         kv=occ.kv,
     )
+    return result, cyc
 
 
 def simulate_seeds(

@@ -20,15 +20,8 @@ import numpy as np
 from scipy import integrate, special
 
 from afdplan.errors import check_nonnegative, require
-from afdplan.theory.rule import (
-    Deployment,
-    StageLine,
-    cycle_line_serial,
-    mean_field_cycle_time,
-    stage_lines,
-    throughput_per_instance,
-    weighted_throughput,
-)
+from afdplan.theory.rule import Deployment, throughput_per_instance, weighted_throughput
+from afdplan.timing import StepTimes
 
 # Below this z, 1 − Φ(x)^r equals 1 to double precision for any r ≥ 1 (Φ(−10) ≈ 7.6e-24).
 _Z_FLOOR = -10.0
@@ -96,40 +89,48 @@ class BarrierPoint:
         return 1.0 - self.t_ffn / self.cycle_time
 
 
-def barrier_point(dep: Deployment, load_per_slot: float, load_var: float, r: int) -> BarrierPoint:
-    """E[τ] at integer r under the Gaussian barrier model (DESIGN.md §4)."""
+def barrier_point(
+    dep: Deployment, load_per_slot: float, load_var: float, r: int, times: StepTimes | None = None
+) -> BarrierPoint:
+    """E[τ] at integer r under the Gaussian barrier model (DESIGN.md §4).
+
+    ``times`` (default: the deployment's linear model) may be any step-time source, e.g.
+    measured curves: then μ = t_A(B, B·θ), σ = t_A'(B·θ)·√(B·v) with the local slope, and
+    t_C, t_F are read off the curves at r — the same formula on the real shapes.
+    """
     check_nonnegative("load variance v", load_var)
     require(int(r) == r and r >= 1, f"r must be an integer >= 1, got {r}")
-    r = int(r)
-    lines = stage_lines(dep, load_per_slot)
-    att, comm, ffn = (line.at(r) for line in lines)
-    mu = float(att)
-    sigma = dep.times.attention.alpha * math.sqrt(dep.batch * load_var)
-    mean_field = float(mean_field_cycle_time(dep, load_per_slot, r))
+    r, b = int(r), dep.batch
+    times = times or dep.times
+    load = b * load_per_slot
+    mu = float(times.attention_time(b, load))
+    step = max(1.0, 0.01 * load)
+    slope = float(
+        times.attention_time(b, load + step) - times.attention_time(b, max(load - step, 0.0))
+    )
+    slope /= load + step - max(load - step, 0.0)
+    sigma = max(slope, 0.0) * math.sqrt(b * load_var)
+    comm = float(times.comm_time(b, r))
+    ffn = float(times.ffn_time(r * b))
+    stages = {"attention": mu, "communication": comm, "ffn": ffn}
     if dep.mode == "serial":
-        rest = float(cycle_line_serial(lines).at(r)) - mu
-        expected = mu + rest + (sigma * expected_max_normal(r) if sigma > 0 else 0.0)
+        mean_field = mu + 2 * comm + ffn
+        expected = mean_field + (sigma * expected_max_normal(r) if sigma > 0 else 0.0)
+        binding = "serial"
     else:
-        g = max(float(comm), float(ffn))
-        if sigma > 0:
-            expected = g + sigma * excess_integral((g - mu) / sigma, r)
-        else:
-            expected = max(g, mu)
+        mean_field = max(stages.values())
+        g = max(comm, ffn)
+        expected = g + sigma * excess_integral((g - mu) / sigma, r) if sigma > 0 else max(g, mu)
+        binding = max(stages, key=stages.__getitem__)
     return BarrierPoint(
         r=r,
         cycle_time=expected,
         cycle_time_mean_field=mean_field,
         t_attention=mu,
-        t_ffn=float(ffn),
-        t_comm=float(comm),
-        binding=_binding(lines, r, dep.mode),
+        t_ffn=ffn,
+        t_comm=comm,
+        binding=binding,
     )
-
-
-def _binding(lines: list[StageLine], r: int, mode: str) -> str:
-    if mode == "serial":
-        return "serial"
-    return lines[int(np.argmax([line.at(r) for line in lines]))].stage
 
 
 @dataclass(frozen=True)
@@ -142,12 +143,16 @@ class RatioRow:
 
 
 def evaluate_ratios(
-    dep: Deployment, load_per_slot: float, load_var: float, r_values: list[int]
+    dep: Deployment,
+    load_per_slot: float,
+    load_var: float,
+    r_values: list[int],
+    times: StepTimes | None = None,
 ) -> list[RatioRow]:
-    """Barrier-aware rows for each integer r in ``r_values``."""
+    """Barrier-aware rows for each integer r in ``r_values`` (``times``: see barrier_point)."""
     rows = []
     for r in r_values:
-        point = barrier_point(dep, load_per_slot, load_var, r)
+        point = barrier_point(dep, load_per_slot, load_var, r, times)
         rows.append(
             RatioRow(
                 point=point,

@@ -12,10 +12,11 @@ table is a CSV with one row per measurement::
 
 Times are whole-model per decode step, seconds. The Attention time is ``attention`` plus
 ``attention_dense`` at B tokens (projections, norms, LM head: they scale with sequences,
-not with context). Stages a table lacks fall back to the linear coefficients (for the
-Attention side, only when it has neither attention op). Between measured points the
-curves are piecewise linear; beyond the last point they continue along the last segment
-(never clamp: a clamped FFN curve would make large batches free).
+not with context). Stages a table lacks fall back to the linear coefficients (on the
+Attention side: with dense rows but no kernel rows, the kernel is the linear α_A·T).
+Between measured points the curves are piecewise linear; beyond the last point they
+continue along the last segment (never clamp: a clamped FFN curve would make large
+batches free).
 """
 
 from __future__ import annotations
@@ -122,7 +123,11 @@ class TableStepTimes:
     def attention_time(self, batch, kv_tokens):
         if self.attention is None and self.attention_dense is None:
             return self.fallback.attention_time(batch, kv_tokens)
-        kernel = 0.0 if self.attention is None else self.attention(batch, kv_tokens)
+        # Without a kernel table the KV-proportional part comes from the linear model.
+        if self.attention is None:
+            kernel = self.fallback.attention.alpha * np.asarray(kv_tokens, dtype=np.float64)
+        else:
+            kernel = self.attention(batch, kv_tokens)
         dense = 0.0 if self.attention_dense is None else self.attention_dense(batch)
         return kernel + dense
 

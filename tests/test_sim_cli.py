@@ -120,6 +120,7 @@ def test_sweep_json_and_csv(cli, tmp_path):
         (["sweep", "--ratios", "5-2"], "a <= b"),
         (["sweep", "--batches", "x"], "not an integer"),
         (["sweep", "--batches", ","], "empty list"),
+        (["sweep", "--scheduler", "tcp://h:1"], "needs --backend dask or ray"),
     ],
 )
 def test_bad_input_exit_2(cli, args, message):

@@ -30,7 +30,13 @@ from afdplan.plan import DEFAULT_WORKLOAD, PlanResult, make_plan
 from afdplan.report.figures import plot_calibration
 from afdplan.report.validation import check_results, summary_table, write_report
 from afdplan.sim import SimConfig, simulate_seeds
-from afdplan.sim.sweep import SweepOptimum, SweepPoint, run_sweep, simulated_optimum
+from afdplan.sim.sweep import (
+    SweepOptimum,
+    SweepPoint,
+    connect_backend,
+    run_sweep,
+    simulated_optimum,
+)
 from afdplan.theory import MODES
 from afdplan.timing import (
     COMM_SCOPES,
@@ -554,6 +560,10 @@ def sweep(
     backend: Annotated[
         str | None, typer.Option("--backend", help="joblib backend: loky (default), dask, ray, …")
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler or Ray cluster address (with --backend)."),
+    ] = None,
     csv: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -585,6 +595,7 @@ def sweep(
         0,
         times,
     )
+    connect_backend(backend, scheduler)
     total = len(workloads) * len(b_list) * len(r_list) * seeds
     with Progress(
         TextColumn("sweep"),

@@ -1,9 +1,9 @@
 """Sweeps over r × B (× workloads × seeds), run in parallel processes with joblib.
 
 Each task is one ``simulate`` call; joblib's default ``loky`` backend spreads them over
-local cores. A cluster only needs another joblib backend: with ``dask.distributed`` (the
-``afdplan[dask]`` extra) ``backend="dask"`` after creating a ``distributed.Client``; with
-Ray (``afdplan[ray]``) ``backend="ray"`` after ``ray.util.joblib.register_ray()``.
+local cores. A cluster only needs another joblib backend (``connect_backend``): Dask
+(the ``afdplan[dask]`` extra: a ``distributed.Client`` to a scheduler address) or Ray
+(``afdplan[ray]``: ``ray.init`` to a cluster address, then Ray's joblib backend).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import joblib
 import numpy as np
 
-from afdplan.errors import require
+from afdplan.errors import InputError, require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.engine import simulate
 from afdplan.sim.results import Estimate, SimResult
@@ -38,6 +38,26 @@ class SweepPoint:
         """tokens / ((r·w_A + w_F)·time), from the per-instance throughput of each seed."""
         scale = (self.ratio + 1) / (self.ratio * w_attention + w_ffn)
         return Estimate.of([run.throughput_per_instance * scale for run in self.runs])
+
+
+def connect_backend(backend: str | None, address: str | None) -> None:
+    """Make ``backend`` usable by joblib: connect Dask or Ray to ``address`` if asked."""
+    if backend == "dask":
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise InputError("--backend dask needs: pip install 'afdplan[dask]'") from exc
+        Client(address)  # None starts a local cluster
+    elif backend == "ray":
+        try:
+            import ray
+            from ray.util.joblib import register_ray
+        except ImportError as exc:
+            raise InputError("--backend ray needs: pip install 'afdplan[ray]'") from exc
+        ray.init(address=address)
+        register_ray()
+    else:
+        require(address is None, "--scheduler needs --backend dask or ray")
 
 
 def _task(workload: Workload, times: StepTimes, config: SimConfig) -> SimResult:

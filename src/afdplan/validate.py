@@ -33,6 +33,7 @@ from afdplan.errors import InputError, require
 from afdplan.plan import PlanResult, make_plan
 from afdplan.sim import SimConfig, simulate_with_cycles
 from afdplan.sim.results import Estimate
+from afdplan.sim.sweep import SweepPoint
 from afdplan.timing import LinearStepTimes, StepTimes, TableStepTimes, load_coeffs
 from afdplan.workload import EmpiricalWorkload, Workload, parse_workload, read_trace
 
@@ -539,3 +540,108 @@ def summarise(results: list[dict]) -> list[dict]:
                 }
             )
     return rows
+
+
+# ------------------------------------------------------------ sweeps vs theory
+
+
+@dataclass(frozen=True)
+class SweepOptimum:
+    """The simulated best r for one (workload, B) against the theory's pick."""
+
+    workload: str
+    batch: int
+    r_sim_opt: int
+    r_theory: int
+    throughput_sim_opt: float  # weighted objective at r_sim_opt (simulated mean)
+    throughput_at_theory: float | None  # simulated objective at r_theory, if swept
+
+    @property
+    def rel_error(self) -> float:
+        """|r_theory − r_sim| / r_sim."""
+        return abs(self.r_theory - self.r_sim_opt) / self.r_sim_opt
+
+    @property
+    def regret(self) -> float | None:
+        """1 − Θ(r_theory)/Θ(r_sim): throughput lost by following the theory."""
+        if self.throughput_at_theory is None:
+            return None
+        return 1.0 - self.throughput_at_theory / self.throughput_sim_opt
+
+
+def simulated_optimum(
+    points: list[SweepPoint], w_attention: float = 1.0, w_ffn: float = 1.0
+) -> tuple[int, dict[int, float]]:
+    """(argmax r, objective by r) for the points of one (workload, B); ties → smaller r."""
+    objective = {p.ratio: p.weighted_throughput(w_attention, w_ffn).mean for p in points}
+    best = max(objective.values())
+    return min(r for r, v in objective.items() if v >= best * (1 - 1e-12)), objective
+
+
+def compare_sweep(
+    points: list[SweepPoint],
+    workloads: dict[str, Workload],
+    linear: LinearStepTimes,
+    mode: str,
+    w_attention: float,
+    w_ffn: float,
+) -> dict:
+    """Rows per (workload, B, r) and, per (workload, B), the simulated vs theory optimum."""
+    rows, optima = [], []
+    groups: dict[tuple[str, int], list[SweepPoint]] = {}
+    for p in points:
+        groups.setdefault((p.workload, p.batch), []).append(p)
+        tp = p.estimate("throughput_per_instance")
+        rows.append(
+            {
+                "workload": p.workload,
+                "batch": p.batch,
+                "r": p.ratio,
+                "seeds": len(p.runs),
+                "throughput_per_instance": tp.mean,
+                "throughput_ci95": tp.half_width,
+                "throughput_per_weight": p.weighted_throughput(w_attention, w_ffn).mean,
+                "mean_step_time_s": p.estimate("mean_step_time_s").mean,
+                "idle_attention": p.estimate("idle_attention").mean,
+                "idle_ffn": p.estimate("idle_ffn").mean,
+                "tpot_p99_s": p.estimate("tpot_p99_s").mean,
+            }
+        )
+    for (name, b), group in groups.items():
+        r_sim, objective = simulated_optimum(group, w_attention, w_ffn)
+        planned = make_plan(
+            workloads[name],
+            replace(linear, kv_capacity_tokens=None),
+            b,
+            mode=mode,
+            r_max=max(max(objective), 2 * r_sim),
+            w_attention=w_attention,
+            w_ffn=w_ffn,
+        )
+        opt = SweepOptimum(
+            name,
+            b,
+            r_sim,
+            planned.recommended.point.r,
+            objective[r_sim],
+            objective.get(planned.recommended.point.r),
+        )
+        optima.append(
+            {
+                "workload": name,
+                "batch": b,
+                "r_sim_opt": opt.r_sim_opt,
+                "r_theory": opt.r_theory,
+                "r_star": planned.rule.r_star,
+                "r_star_v1": planned.rule_v1.r_star,
+                "regime": planned.rule.regime,
+                "rel_error": opt.rel_error,
+                "regret": opt.regret,
+            }
+        )
+    return {
+        "rows": rows,
+        "optima": optima,
+        "r_sim_opt": {f"{o['workload']}@B={o['batch']}": o["r_sim_opt"] for o in optima},
+        "r_theory": {f"{o['workload']}@B={o['batch']}": o["r_theory"] for o in optima},
+    }

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import joblib
-import numpy as np
 
 from afdplan.errors import InputError, require
 from afdplan.sim.config import SimConfig
@@ -95,38 +94,3 @@ def run_sweep(
     for (name, b, r, _), result in zip(keys, results, strict=True):
         grouped.setdefault((name, b, r), []).append(result)
     return [SweepPoint(name, b, r, tuple(runs)) for (name, b, r), runs in grouped.items()]
-
-
-@dataclass(frozen=True)
-class SweepOptimum:
-    """The simulated best r for one (workload, B) against the theory's pick."""
-
-    workload: str
-    batch: int
-    r_sim_opt: int
-    r_theory: int
-    throughput_sim_opt: float  # weighted objective at r_sim_opt (simulated mean)
-    throughput_at_theory: float | None  # simulated objective at r_theory, if swept
-
-    @property
-    def rel_error(self) -> float:
-        """|r_theory − r_sim| / r_sim."""
-        return abs(self.r_theory - self.r_sim_opt) / self.r_sim_opt
-
-    @property
-    def regret(self) -> float | None:
-        """1 − Θ(r_theory)/Θ(r_sim): throughput lost by following the theory."""
-        if self.throughput_at_theory is None:
-            return None
-        return 1.0 - self.throughput_at_theory / self.throughput_sim_opt
-
-
-def simulated_optimum(
-    points: list[SweepPoint], w_attention: float = 1.0, w_ffn: float = 1.0
-) -> tuple[int, dict[int, float]]:
-    """(argmax r, objective by r) for the points of one (workload, B); ties → smaller r."""
-    objective = {p.ratio: p.weighted_throughput(w_attention, w_ffn).mean for p in points}
-    ratios = sorted(objective)
-    values = np.array([objective[r] for r in ratios])
-    best = ratios[int(np.flatnonzero(values >= values.max() * (1 - 1e-12))[0])]
-    return best, objective

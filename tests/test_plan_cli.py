@@ -140,3 +140,16 @@ def test_negative_coefficients_exit_2(cli, tmp_path):
 def test_presets_lists_sets(cli):
     res = cli("presets")
     assert res.code == 0 and "paper-v1-dsv3-910c" in res.out
+
+
+def test_json_is_strict_with_aggregate_comm(cli):
+    # Aggregate communication has no per-worker r_C: null, never a bare NaN token.
+    res = cli("plan", "--comm", "aggregate", "--json")
+    assert res.code == 0, res.err
+
+    def reject(token):
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    data = json.loads(res.out, parse_constant=reject)
+    assert data["breakpoints"]["r_comm"] is None
+    assert data["breakpoints"]["r_attention_comm"] is not None

@@ -8,7 +8,7 @@ and the integer recommendation (the best of those by the weighted objective).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from afdplan.errors import InputError, require
 from afdplan.theory import (
@@ -57,11 +57,7 @@ class PlanResult:
 
     def throughput_per_gpu(self, row: RatioRow) -> float:
         """r·B / ((r·g_A + g_F)·E[τ]) with the set's GPUs per instance (tokens/time/GPU)."""
-        t = self.times
-        r = row.point.r
-        return (
-            r * self.deployment.batch / ((r * t.gpus_attention + t.gpus_ffn) * row.point.cycle_time)
-        )
+        return per_gpu_rate(self.deployment, row)
 
     def row_dict(self, row: RatioRow) -> dict:
         p = row.point
@@ -110,6 +106,16 @@ class PlanResult:
             "max_feasible_batch": self.max_feasible_batch,
             "rows": [self.row_dict(row) for row in self.rows],
         }
+
+
+def gpu_weighted(dep: Deployment) -> Deployment:
+    """The same deployment with each instance weighted by its GPU count."""
+    return replace(dep, w_attention=dep.times.gpus_attention, w_ffn=dep.times.gpus_ffn)
+
+
+def per_gpu_rate(dep: Deployment, row: RatioRow) -> float:
+    """Tokens per time unit per GPU at ``row``."""
+    return float(weighted_throughput(gpu_weighted(dep), row.point.r, row.point.cycle_time))
 
 
 def default_r_max(*r_stars: float) -> int:
@@ -166,10 +172,9 @@ def make_plan(
     dep = Deployment(times, batch, mode, w_attention, w_ffn)  # type: ignore[arg-type]
     rule = optimal_ratio(dep, stats.theta)
     rule_v1 = optimal_ratio(dep, stats.load_v1)
-    per_gpu = Deployment(times, batch, mode, times.gpus_attention, times.gpus_ffn)  # type: ignore[arg-type]
     if r_max is None:
         r_max = default_r_max(
-            rule.r_star, rule_v1.r_star, optimal_ratio(per_gpu, stats.theta).r_star
+            rule.r_star, rule_v1.r_star, optimal_ratio(gpu_weighted(dep), stats.theta).r_star
         )
     require(r_max >= 1, f"r-max must be >= 1, got {r_max}")
     rows = evaluate_ratios(dep, stats.theta, stats.v, list(range(1, r_max + 1)), curves)
@@ -183,10 +188,7 @@ def make_plan(
         rule_v1=rule_v1,
         rows=rows,
         recommended=best_row(rows),
-        recommended_per_gpu=max(
-            rows,
-            key=lambda row: float(weighted_throughput(per_gpu, row.point.r, row.point.cycle_time)),
-        ),
+        recommended_per_gpu=max(rows, key=lambda row: per_gpu_rate(dep, row)),
         r_recommended_mean_field=mean_field_int,
         r_recommended_v1=v1_int,
         max_feasible_batch=b_max,

@@ -7,10 +7,12 @@ The CLI is the only part of afdplan that prints. Every bad input ends as one
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich import box
 from rich.console import Console
@@ -161,14 +163,29 @@ def load_step_times(
     return linear, linear if tables is None else read_step_table(tables, linear)
 
 
+def to_json(data: object, indent: int = 2) -> str:
+    """Strict JSON: numpy scalars as numbers, NaN and infinities as null."""
+    return json.dumps(_finite(data), indent=indent, default=_numpy, allow_nan=False)
+
+
 def print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
+    sys.stdout.write(to_json(data) + "\n")
 
 
-def json_default(value: object) -> object:
-    if hasattr(value, "item"):  # numpy scalars
+def _numpy(value: object) -> object:
+    if hasattr(value, "item"):
         return value.item()  # type: ignore[union-attr]
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 STAGE_LETTER = {"attention": "A", "communication": "C", "ffn": "F", "serial": "A+C+F"}

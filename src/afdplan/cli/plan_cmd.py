@@ -76,6 +76,10 @@ def plan(
         render_plan(result)
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def render_plan(result: PlanResult) -> None:
     t, d, s = result.times, result.deployment, result.stats
     unit = t.time_unit
@@ -138,7 +142,13 @@ def render_plan(result: PlanResult) -> None:
     bp = result.rule.breakpoints
     out.print(
         f"r* (θ, mean field) = {result.rule.r_star:.2f}  ({result.rule.regime}-bound; "
-        f"r_A = {bp.r_attention:.2f}, r_C = {bp.r_comm:.2f}, r_peak = {bp.r_peak:.2f})",
+        + (
+            f"r_A = {bp.r_attention:.2f}, r_C = {bp.r_comm:.2f}, r_peak = {bp.r_peak:.2f})"
+            if bp.r_comm is not None
+            else f"r_A = {bp.r_attention:.2f}, r_peak = {bp.r_peak:.2f}, aggregate comm: "
+            f"r_AC = {_num(bp.r_attention_comm)}, r_peak,C = {_num(bp.r_peak_comm)}, "
+            f"r_CF = {_num(bp.r_comm_ffn)})"
+        ),
         highlight=False,
     )
     out.print(

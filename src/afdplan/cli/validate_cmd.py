@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from afdplan.cli.common import TABLE_STYLE, app, err, json_default, out
+from afdplan.cli.common import TABLE_STYLE, app, err, out, to_json
 from afdplan.errors import InputError
 from afdplan.report.validation import check_results, summary_table, write_report
 from afdplan.validate import (
@@ -72,7 +72,7 @@ def validate(
             progress=lambda done, all_: bar.update(task, completed=done, total=all_),
         )
     if json_out is not None:
-        json_out.write_text(json.dumps(results, indent=1, default=json_default) + "\n")
+        json_out.write_text(to_json(results, indent=1) + "\n")
     if report_dir is not None:
         write_report(results, report_dir)
     table = Table(

@@ -78,7 +78,7 @@ class Breakpoints:
     """
 
     r_attention: float
-    r_comm: float
+    r_comm: float | None  # None with aggregate communication (see the three below)
     r_peak: float
     r_attention_comm: float | None = None
     r_peak_comm: float | None = None
@@ -171,7 +171,7 @@ def breakpoints(dep: Deployment, load_per_slot: float) -> Breakpoints:
     alpha_c, beta_c = t.comm.alpha, t.comm.beta
     return Breakpoints(
         r_attention=r_attention,
-        r_comm=math.nan,
+        r_comm=None,
         r_peak=r_peak,
         r_attention_comm=(att.intercept - beta_c) / (alpha_c * b) if alpha_c > 0 else None,
         r_peak_comm=_peak(comm, dep),

@@ -16,6 +16,7 @@ import numpy as np
 import typer
 from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from afdplan.calibrate.roofline import derive
 from afdplan.calibrate.specs import load_hardware, load_model
@@ -161,6 +162,19 @@ def load_step_times(
     """(the linear coefficients, the same overlaid by measured tables where given)."""
     linear = load_times(coeffs, comm)
     return linear, linear if tables is None else read_step_table(tables, linear)
+
+
+def progress_bar(label: str) -> Progress:
+    """A transient progress bar on stderr, shown only on a terminal (stdout stays clean)."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
 
 
 def to_json(data: object, indent: int = 2) -> str:

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import pandas as pd
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from afdplan.cli.common import (
@@ -32,7 +31,6 @@ from afdplan.cli.common import (
     WFfnOpt,
     WorkloadOpt,
     app,
-    err,
     fmt_rate,
     fmt_time,
     load_step_times,
@@ -40,6 +38,7 @@ from afdplan.cli.common import (
     out,
     parse_int_list,
     print_json,
+    progress_bar,
 )
 from afdplan.errors import InputError
 from afdplan.plan import DEFAULT_WORKLOAD, make_plan
@@ -280,15 +279,7 @@ def sweep(
     )
     connect_backend(backend, scheduler)
     total = len(workloads) * len(b_list) * len(r_list) * seeds
-    with Progress(
-        TextColumn("sweep"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=as_json and not err.is_terminal,
-    ) as bar:
+    with progress_bar("sweep") as bar:
         task = bar.add_task("sweep", total=total)
         points = run_sweep(
             workloads,

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from afdplan.cli.common import TABLE_STYLE, app, err, out, to_json
+from afdplan.cli.common import TABLE_STYLE, app, out, progress_bar, to_json
 from afdplan.errors import InputError
 from afdplan.report.validation import check_results, summary_table, write_report
 from afdplan.validate import (
@@ -53,15 +52,7 @@ def validate(
     if quick and jobs == -1:
         jobs = 1  # starting worker processes would cost more than the quick grid
     total = len(cases) * len(workloads) * len(grid.batches)
-    with Progress(
-        TextColumn("validate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=not err.is_terminal,
-    ) as bar:
+    with progress_bar("validate") as bar:
         task = bar.add_task("validate", total=None)
         results = run_validation(
             cases,

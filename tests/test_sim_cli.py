@@ -134,3 +134,13 @@ def test_empty_workload_exit_2(cli, tmp_path):
     empty.write_text("num_prefill_tokens,num_decode_tokens\n")
     res = cli("simulate", "--trace", empty, "-r", "1", "-B", "1")
     assert res.code == 2 and "no requests" in res.err
+
+
+def test_kv_capacity_auto_reads_the_coefficient_set(cli):
+    res = cli(
+        "simulate", "-B", "8", "-r", "2", "--requests", "500", "--kv-capacity", "auto", "--json"
+    )
+    assert res.code == 0, res.err
+    assert res.json()["runs"][0]["kv"]["capacity_tokens"] == 1_617_048  # deepseek-v3-h200
+    res = cli("simulate", "-B", "8", "-r", "2", *FAST, "--kv-capacity", "auto")
+    assert res.code == 2 and "has no kv_capacity_tokens" in res.err

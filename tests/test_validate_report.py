@@ -94,3 +94,10 @@ def test_report_bad_input(cli, tmp_path, content, message):
         path.write_text(content)
     res = cli("report", path)
     assert res.code == 2 and message in res.err
+
+
+def test_best_ratio_prefers_smaller_r_on_ties():
+    from afdplan.validate import best_ratio
+
+    assert best_ratio({4: 1.0, 2: 1.0, 3: 0.5}) == 2
+    assert best_ratio({1: 0.2, 5: 0.9, 9: 0.8}) == 5

@@ -220,6 +220,12 @@ def _sim_task(
     return out
 
 
+def best_ratio(objective: dict[int, float]) -> int:
+    """The r with the highest simulated objective; the smallest r among (numerical) ties."""
+    best = max(objective.values())
+    return min(r for r, v in objective.items() if v >= best * (1 - 1e-12))
+
+
 def sweep_ratios(picks: dict[str, int]) -> set[int]:
     """r to simulate: every integer up to 20 around the picks, then ~5% apart up to 1.5×."""
     low, top = min(picks.values()), max(picks.values())
@@ -265,9 +271,7 @@ class _Group:
         }
 
     def r_sim(self) -> int:
-        obj = self.objective()
-        best = max(obj.values())
-        return min(r for r, v in obj.items() if v >= best * (1 - 1e-12))
+        return best_ratio(self.objective())
 
     def band(self) -> tuple[int, int]:
         """The contiguous range of swept r around the optimum that the simulation cannot tell
@@ -574,8 +578,7 @@ def simulated_optimum(
 ) -> tuple[int, dict[int, float]]:
     """(argmax r, objective by r) for the points of one (workload, B); ties → smaller r."""
     objective = {p.ratio: p.weighted_throughput(w_attention, w_ffn).mean for p in points}
-    best = max(objective.values())
-    return min(r for r, v in objective.items() if v >= best * (1 - 1e-12)), objective
+    return best_ratio(objective), objective
 
 
 def compare_sweep(

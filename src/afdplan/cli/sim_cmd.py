@@ -44,7 +44,7 @@ from afdplan.errors import InputError
 from afdplan.plan import DEFAULT_WORKLOAD, make_plan
 from afdplan.sim import SimConfig, simulate_seeds
 from afdplan.sim.sweep import connect_backend, run_sweep
-from afdplan.timing import DEFAULT_COEFFS, StepTimes
+from afdplan.timing import DEFAULT_COEFFS, LinearStepTimes
 from afdplan.validate import compare_sweep
 from afdplan.workload import Workload, parse_workload, read_trace
 
@@ -63,14 +63,14 @@ def sim_config(
     kv_capacity: str | None,
     noise: float,
     seed: int,
-    times: StepTimes,
+    linear: LinearStepTimes,
 ) -> SimConfig:
     if requests is None and steps is None:
         requests = DEFAULT_REQUESTS
     kv = None
     if kv_capacity is not None:
         if kv_capacity == "auto":
-            kv = getattr(getattr(times, "fallback", times), "kv_capacity_tokens", None)
+            kv = linear.kv_capacity_tokens
             if kv is None:
                 raise InputError(
                     "--kv-capacity auto: the coefficient set has no kv_capacity_tokens"
@@ -176,7 +176,7 @@ def simulate(
         kv_capacity,
         noise,
         seed,
-        times,
+        linear,
     )
     summary = simulate_seeds(wl, times, config, list(range(seed, seed + seeds)))
     if as_json:
@@ -275,7 +275,7 @@ def sweep(
         kv_capacity,
         noise,
         0,
-        times,
+        linear,
     )
     connect_backend(backend, scheduler)
     total = len(workloads) * len(b_list) * len(r_list) * seeds

@@ -77,6 +77,11 @@ class Estimate:
         return cls(float(arr.mean()), float(stats.t.ppf(0.975, n - 1) * sem), n)
 
 
+def estimate_over(runs: tuple[SimResult, ...], metric: str) -> Estimate:
+    """``metric`` of several runs (seeds) as a mean with its 95% CI."""
+    return Estimate.of([getattr(run, metric) for run in runs])
+
+
 @dataclass(frozen=True)
 class SimSummary:
     """Several seeds of one configuration."""
@@ -84,7 +89,7 @@ class SimSummary:
     runs: tuple[SimResult, ...]
 
     def estimate(self, metric: str) -> Estimate:
-        return Estimate.of([getattr(run, metric) for run in self.runs])
+        return estimate_over(self.runs, metric)
 
     def to_dict(self) -> dict:
         first = self.runs[0]

@@ -16,7 +16,7 @@ import joblib
 from afdplan.errors import InputError, require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.engine import simulate
-from afdplan.sim.results import Estimate, SimResult
+from afdplan.sim.results import Estimate, SimResult, estimate_over
 from afdplan.timing import StepTimes
 from afdplan.workload import Workload
 
@@ -31,7 +31,7 @@ class SweepPoint:
     runs: tuple[SimResult, ...]
 
     def estimate(self, metric: str) -> Estimate:
-        return Estimate.of([getattr(run, metric) for run in self.runs])
+        return estimate_over(self.runs, metric)
 
     def weighted_throughput(self, w_attention: float, w_ffn: float) -> Estimate:
         """tokens / ((r·w_A + w_F)·time), from the per-instance throughput of each seed."""

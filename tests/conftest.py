@@ -1,4 +1,5 @@
-"""Shared fixtures: the shared data folder and an in-process CLI runner."""
+"""Shared fixtures: an in-process CLI runner. Every input a test needs ships with the
+package or lives in ``tests/fixtures``; no test reads ../shared."""
 
 from __future__ import annotations
 
@@ -10,16 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT.parent / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def shared_data(relative: str) -> Path:
-    """A path under ../shared/data, or skip the test with the reason."""
-    path = DATA_DIR / relative
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path} (CI provides ../shared/data)")
-    return path
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Calibration on the real measurements: Vidur's profiles (../shared/data) and the
-aiconfigurator-core tables (the [measured] extra). Skipped with a reason when absent."""
+"""Calibration on the real measurements: Vidur's profiles (shipped with the package) and
+the aiconfigurator-core tables (the [measured] extra of the README's install)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,16 @@ from afdplan.calibrate.build import fit_table
 from afdplan.calibrate.readers import read_vidur_mlp, read_vidur_send_recv
 from afdplan.calibrate.roofline import derive
 from afdplan.calibrate.specs import load_hardware, load_model
+from afdplan.data import builtin_path
 
-from .conftest import shared_data
-
-pytestmark = pytest.mark.data
-VIDUR_L70 = "profiles/vidur/compute/h100/meta-llama/Llama-2-70b-hf/mlp.csv"
-NVLINK = "profiles/vidur/network/h100_dgx/send_recv.csv"
+VIDUR_L70 = builtin_path("vidur-h100-llama2-70b")
+NVLINK = builtin_path("vidur-h100-dgx")
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])
 def test_roofline_ffn_matches_vidur_h100(tp):
     # Cross-check (issue 4): roofline FFN of Llama-2-70B on H100 vs Vidur's measurement.
-    rows = read_vidur_mlp(shared_data(VIDUR_L70), layers=80, tp_attention=1, tp_ffn=tp)
+    rows = read_vidur_mlp(VIDUR_L70, layers=80, tp_attention=1, tp_ffn=tp)
     fit = fit_table(rows)["ffn"]
     roof = derive(load_model("llama2-70b"), load_hardware("h100-sxm"), gpus_ffn=tp).times.ffn
     # Per-token cost: within 10% (measured 0.95-0.99 of the fit).
@@ -35,7 +33,7 @@ def test_roofline_ffn_matches_vidur_h100(tp):
 
 
 def test_vidur_nvlink_bandwidth():
-    rows = read_vidur_send_recv(shared_data(NVLINK), bytes_per_token=1, transfers_per_step=1)
+    rows = read_vidur_send_recv(NVLINK, bytes_per_token=1, transfers_per_step=1)
     fit = fit_table(rows)["comm"]
     bandwidth = 1 / fit.coef["alpha"]  # bytes per second
     assert 300e9 < bandwidth < 450e9  # NVLink 4, one direction: 450 GB/s peak
@@ -44,7 +42,11 @@ def test_vidur_nvlink_bandwidth():
 
 # ----------------------------------------------------------- aiconfigurator-core
 
-aic = pytest.importorskip("aiconfigurator_core", reason="needs the [measured] extra")
+
+@pytest.fixture
+def aic():
+    """Only these tests need the [measured] extra; the rest of the file runs without it."""
+    return pytest.importorskip("aiconfigurator_core", reason="needs the [measured] extra")
 
 
 def _fits(model: str, system: str, gpus_ffn: int):
@@ -54,7 +56,7 @@ def _fits(model: str, system: str, gpus_ffn: int):
     return tables, fit_table(tables.rows)
 
 
-def test_llama70b_h100_attention_kernel_fit():
+def test_llama70b_h100_attention_kernel_fit(aic):
     # The issue's first look: per layer alpha ~1.26e-6 ms/KV token (HBM roofline 1.22e-6).
     _, fits = _fits("llama3-70b", "h100_sxm", 2)
     kernel = fits["attention"]
@@ -65,7 +67,7 @@ def test_llama70b_h100_attention_kernel_fit():
     assert kernel.median_rel_residual_where_holds < 0.05
 
 
-def test_dense_ffn_knee_in_measured_table():
+def test_dense_ffn_knee_in_measured_table(aic):
     tables, _ = _fits("llama3-70b", "h100_sxm", 2)
     ffn = tables.rows[tables.rows["op"] == "ffn"].set_index("tokens")["seconds"]
     # Flat (weight-bound) at small token counts, then linear.
@@ -73,7 +75,7 @@ def test_dense_ffn_knee_in_measured_table():
     assert ffn.loc[4096] / ffn.loc[1024] > 3
 
 
-def test_deepseek_v3_h200_tables_and_roofline():
+def test_deepseek_v3_h200_tables_and_roofline(aic):
     _, fits = _fits("deepseek-v3", "h200_sxm", 8)
     roof = derive(load_model("deepseek-v3"), load_hardware("h200"), gpus_ffn=8).times
     # MLA decode is compute-bound: the measured per-token cost is within 25% of the
@@ -82,18 +84,18 @@ def test_deepseek_v3_h200_tables_and_roofline():
     assert fits["ffn"].r2 > 0.98
 
 
-def test_gemm_table_cross_check_llama2_70b():
+def test_gemm_table_cross_check_llama2_70b(aic):
     from afdplan.calibrate.aiconfig import measured_tables
 
-    vidur = read_vidur_mlp(shared_data(VIDUR_L70), layers=80, tp_ffn=8)
+    vidur = read_vidur_mlp(VIDUR_L70, layers=80, tp_ffn=8)
     rows = measured_tables(load_model("llama2-70b"), "h100_sxm", "vllm", 1, 8).rows
     rows = rows[(rows["op"] == "ffn") & (rows["tokens"] <= 4096)]
     ratio = fit_table(rows)["ffn"].coef["alpha"] / fit_table(vidur)["ffn"].coef["alpha"]
     assert 0.75 < ratio < 1.4
 
 
-def test_measured_table_drives_the_simulator(cli, tmp_path):
-    table = tmp_path / "ds.csv"
+def test_measured_table_drives_the_simulator(cli, tmp_path, aic):
+    table = tmp_path / "table.csv"
     res = cli(
         "calibrate",
         "--model",
@@ -102,16 +104,14 @@ def test_measured_table_drives_the_simulator(cli, tmp_path):
         "h200_sxm",
         "--gpus-ffn",
         "8",
-        "--table-out",
-        table,
-        "-o",
-        tmp_path / "ds.toml",
+        "--save-dir",
+        tmp_path,
     )
     assert res.code == 0, res.err
     res = cli(
         "simulate",
         "--coeffs",
-        tmp_path / "ds.toml",
+        tmp_path / "coefficients.toml",
         "--tables",
         table,
         "-B",
@@ -126,6 +126,6 @@ def test_measured_table_drives_the_simulator(cli, tmp_path):
     assert res.json()["throughput_per_instance"]["mean"] > 0
 
 
-def test_unknown_system_lists_known(cli):
+def test_unknown_system_lists_known(cli, aic):
     res = cli("calibrate", "--model", "llama3-8b", "--system", "tpu_v5")
     assert res.code == 2 and "known:" in res.err and "h100_sxm" in res.err

@@ -1,27 +1,24 @@
-"""θ and v of the real Azure traces in ../shared/data (skipped when absent)."""
+"""θ and v of the real Azure traces shipped with the package."""
 
 from __future__ import annotations
 
 import pytest
 
+from afdplan.data import builtin_path
 from afdplan.workload import read_trace
-
-from .conftest import shared_data
-
-pytestmark = pytest.mark.data
 
 
 @pytest.mark.parametrize(
     "name, theta, v, load_v1, theta_se",
     [
         # Independent numpy check of ΣD·P + D(D−1)/2 over ΣD etc. (DESIGN.md §2).
-        ("azure_conv_2023.csv", 1226.479, 508_196.98, 1365.823, 3.99),
+        ("azure-conv-2023", 1226.479, 508_196.98, 1365.823, 3.99),
         # Code: a few long-prompt, long-decode requests dominate, so θ̂ is 2% uncertain.
-        ("azure_code_2023.csv", 2130.426, 3_808_832.6, 2075.731, 43.9),
+        ("azure-code-2023", 2130.426, 3_808_832.6, 2075.731, 43.9),
     ],
 )
 def test_azure_theta(name, theta, v, load_v1, theta_se):
-    w = read_trace(shared_data(f"traces/{name}"))
+    w = read_trace(builtin_path(name))
     s = w.stats()
     assert s.theta == pytest.approx(theta, rel=1e-6)
     assert s.load_v1 == pytest.approx(load_v1, rel=1e-6)
@@ -31,8 +28,16 @@ def test_azure_theta(name, theta, v, load_v1, theta_se):
 
 
 def test_plan_on_azure_json(cli):
-    path = shared_data("traces/azure_conv_2023.csv")
-    res = cli("plan", "--trace", path, "--coeffs", "paper-v1-dsv3-910c", "--batch", "64", "--json")
+    res = cli(
+        "plan",
+        "--trace",
+        "azure-conv-2023",
+        "--coeffs",
+        "paper-v1-dsv3-910c",
+        "--batch",
+        "64",
+        "--json",
+    )
     assert res.code == 0, res.err
     data = res.json()
     assert data["theta"] == pytest.approx(1226.479, rel=1e-6)

@@ -2,7 +2,9 @@
 
 Puts DESIGN.md §2–4 together: θ and v from the workload, v1's and the θ-based
 closed-form r*, the barrier-aware expected cycle time at every integer r up to r_max,
-and the integer recommendation (the best of those by the weighted objective).
+and the integer recommendation (the best of those by the weighted objective), with
+what makes it more or less sure: the band of r within 1% of the best, the recommendation
+at the ends of θ's 95% interval (traces), and the recommendation on measured curves.
 """
 
 from __future__ import annotations
@@ -24,14 +26,31 @@ from afdplan.theory.memory import max_feasible_batch
 from afdplan.timing import LinearStepTimes, StepTimes
 from afdplan.workload import LoadStats, Workload
 
-DEFAULT_WORKLOAD = (
-    "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=16384,"
-    "decode_median=128,decode_sigma=0.9,decode_max=2048"
-)
 # Without --batch: the largest B the KV cache holds, capped here (256 is a common serving
 # max_num_seqs and the paper's main batch); without a known capacity, this B.
 DEFAULT_MAX_BATCH = 256
 KV_HEADROOM_SIGMAS = 3.0
+BAND_TOLERANCE = 0.01  # r within 1% of the best predicted objective
+R_SEARCH_CAP = 4096  # the automatic search over r stops here
+
+
+@dataclass(frozen=True)
+class Certainty:
+    """How sure the recommendation is (issue 10, item 8).
+
+    ``band``: the smallest and largest r whose predicted objective is within
+    ``BAND_TOLERANCE`` of the best. ``theta_interval``: θ's 95% interval for a trace
+    (None for a law: its θ is exact), and ``r_at_theta_interval`` the recommendation at
+    its two ends. ``r_linear``/``r_curves``: the recommendation on the linear fit and on
+    measured curves, when both are known.
+    """
+
+    band: tuple[int, int]
+    theta_interval: tuple[float, float] | None = None
+    r_at_theta_interval: tuple[int, int] | None = None
+    r_linear: int | None = None
+    r_curves: int | None = None
+    curves: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +68,9 @@ class PlanResult:
     r_recommended_mean_field: int  # best of ⌊r*⌋, ⌈r*⌉ under the mean-field cycle time
     r_recommended_v1: int  # the same with v1's load μ_P + μ_D
     max_feasible_batch: int | None
+    certainty: Certainty
     curves: str | None = None  # measured step-time source behind the rows, if any
+    dropped_rows: int = 0  # invalid trace rows dropped on request (--drop-invalid)
 
     @property
     def times(self) -> LinearStepTimes:
@@ -104,6 +125,8 @@ class PlanResult:
             "recommended": self.row_dict(self.recommended),
             "kv_capacity_tokens": t.kv_capacity_tokens,
             "max_feasible_batch": self.max_feasible_batch,
+            "dropped_rows": self.dropped_rows,
+            "certainty": asdict(self.certainty),
             "rows": [self.row_dict(row) for row in self.rows],
         }
 
@@ -161,25 +184,37 @@ def make_plan(
     w_ffn: float = 1.0,
     stats: LoadStats | None = None,
     curves: StepTimes | None = None,
+    r_values: list[int] | None = None,
+    other_curves: StepTimes | None = None,
 ) -> PlanResult:
     """The full theory-side recommendation for one workload and step-time model.
 
     The closed-form r* always uses the linear ``times``; with ``curves`` (measured
     tables) the barrier-aware rows and the recommendation use the measured shapes.
+    ``other_curves`` (e.g. the curves a coefficient set ships) are only reported beside
+    the recommendation. ``r_values`` fixes the r to evaluate; by default 1..``r_max``,
+    and without ``r_max`` the range grows until the optimum is well inside it.
     """
     stats = stats or workload.stats()
     batch, b_max = resolve_batch(times, stats, batch)
     dep = Deployment(times, batch, mode, w_attention, w_ffn)  # type: ignore[arg-type]
     rule = optimal_ratio(dep, stats.theta)
     rule_v1 = optimal_ratio(dep, stats.load_v1)
-    if r_max is None:
-        r_max = default_r_max(
-            rule.r_star, rule_v1.r_star, optimal_ratio(gpu_weighted(dep), stats.theta).r_star
-        )
-    require(r_max >= 1, f"r-max must be >= 1, got {r_max}")
-    rows = evaluate_ratios(dep, stats.theta, stats.v, list(range(1, r_max + 1)), curves)
+    start = default_r_max(
+        rule.r_star, rule_v1.r_star, optimal_ratio(gpu_weighted(dep), stats.theta).r_star
+    )
+    if r_values is None and r_max is not None:
+        require(r_max >= 1, f"r-max must be >= 1, got {r_max}")
+        r_values = list(range(1, r_max + 1))
+    if r_values is None:
+        rows = _search_rows(dep, stats.theta, stats.v, curves, start)
+    else:
+        require(bool(r_values) and min(r_values) >= 1, "r values must be integers >= 1")
+        rows = evaluate_ratios(dep, stats.theta, stats.v, sorted(set(r_values)), curves)
+    best = best_row(rows)
     mean_field_int = _best_integer_mean_field(dep, stats.theta, rule.r_star)
     v1_int = _best_integer_mean_field(dep, stats.load_v1, rule_v1.r_star)
+    certainty = _certainty(dep, stats, rows, curves, other_curves, r_values, start)
     return PlanResult(
         workload=workload.describe(),
         stats=stats,
@@ -187,13 +222,77 @@ def make_plan(
         rule=rule,
         rule_v1=rule_v1,
         rows=rows,
-        recommended=best_row(rows),
+        recommended=best,
         recommended_per_gpu=max(rows, key=lambda row: per_gpu_rate(dep, row)),
         r_recommended_mean_field=mean_field_int,
         r_recommended_v1=v1_int,
         max_feasible_batch=b_max,
+        certainty=certainty,
         curves=None if curves is None else curves.name,
+        dropped_rows=getattr(workload, "dropped_rows", 0),
     )
+
+
+def _search_rows(
+    dep: Deployment, theta: float, v: float, times: StepTimes | None, start: int
+) -> list[RatioRow]:
+    """Rows for r = 1..n, n grown (doubling) until the best r lies in the lower 2/3.
+
+    The linear r* only seeds the range: on measured curves the optimum can lie far
+    beyond it, and the search must not be bounded by it.
+    """
+    rows = evaluate_ratios(dep, theta, v, list(range(1, start + 1)), times)
+    while best_row(rows).point.r > 2 * len(rows) // 3 and len(rows) < R_SEARCH_CAP:
+        n = len(rows)
+        rows += evaluate_ratios(
+            dep, theta, v, list(range(n + 1, min(2 * n, R_SEARCH_CAP) + 1)), times
+        )
+    return rows
+
+
+def _best_r(
+    dep: Deployment,
+    theta: float,
+    v: float,
+    times: StepTimes | None,
+    r_values: list[int] | None,
+    start: int,
+) -> int:
+    if r_values is None:
+        return best_row(_search_rows(dep, theta, v, times, start)).point.r
+    return best_row(evaluate_ratios(dep, theta, v, sorted(set(r_values)), times)).point.r
+
+
+def _certainty(
+    dep: Deployment,
+    stats: LoadStats,
+    rows: list[RatioRow],
+    curves: StepTimes | None,
+    other_curves: StepTimes | None,
+    r_values: list[int] | None,
+    start: int,
+) -> Certainty:
+    best = max(row.throughput_per_weight for row in rows)
+    near = [row.point.r for row in rows if row.throughput_per_weight >= best * (1 - BAND_TOLERANCE)]
+    interval = r_interval = None
+    if stats.theta_se:
+        half = 1.96 * stats.theta_se
+        interval = (max(stats.theta - half, 0.0), stats.theta + half)
+        r_interval = tuple(  # type: ignore[assignment]
+            _best_r(dep, theta, stats.v, curves, r_values, start) for theta in interval
+        )
+    r_linear = r_curves = None
+    name = None
+    alt = curves if curves is not None else other_curves
+    if alt is not None:
+        r_linear = _best_r(dep, stats.theta, stats.v, None, r_values, start)
+        r_curves = (
+            best_row(rows).point.r
+            if alt is curves
+            else _best_r(dep, stats.theta, stats.v, alt, r_values, start)
+        )
+        name = alt.name
+    return Certainty((min(near), max(near)), interval, r_interval, r_linear, r_curves, name)
 
 
 def _best_integer_mean_field(dep: Deployment, load: float, r_star: float) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from afdplan.errors import InputError, require
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUFFIX_FORMATS = {
     ".csv": "csv",
@@ -21,6 +23,8 @@ SUFFIX_FORMATS = {
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV/TSV/JSONL/Parquet file; one-line :class:`InputError` on any failure."""
+    import pandas as pd
+
     path = Path(path)
     fmt = SUFFIX_FORMATS.get(path.suffix.lower())
     require(

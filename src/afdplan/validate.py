@@ -98,7 +98,7 @@ def builtin_workloads(quick: bool, traces: list[Path]) -> dict[str, Workload]:
     return out
 
 
-def builtin_cases(quick: bool, data_dir: Path | None) -> tuple[list[Case], list[dict]]:
+def builtin_cases(quick: bool) -> tuple[list[Case], list[dict]]:
     """The cases this machine can run, and the ones skipped with the reason."""
     cases = [
         _easy("easy: paper v1 set", "paper-v1-dsv3-910c"),
@@ -109,7 +109,7 @@ def builtin_cases(quick: bool, data_dir: Path | None) -> tuple[list[Case], list[
         return cases, skipped
     for builder in (_honest_dsv3, _honest_llama, _honest_vidur):
         try:
-            cases.append(builder(data_dir))
+            cases.append(builder())
         except InputError as exc:
             skipped.append({"case": builder.__doc__, "reason": str(exc)})
     return cases, skipped
@@ -147,31 +147,30 @@ def _measured_case(name: str, coeffs: str, model: str, system: str, gpus_ffn: in
     )
 
 
-def _honest_dsv3(data_dir: Path | None) -> Case:
+def _honest_dsv3() -> Case:
     """honest: DeepSeek-V3 H200 measured tables"""
     return _measured_case(
         "honest: DeepSeek-V3 H200 tables", "deepseek-v3-h200", "deepseek-v3", "h200_sxm", 8
     )
 
 
-def _honest_llama(data_dir: Path | None) -> Case:
+def _honest_llama() -> Case:
     """honest: Llama-3-70B H100 measured tables"""
     return _measured_case(
         "honest: Llama-3-70B H100 tables", "llama3-70b-h100", "llama3-70b", "h100_sxm", 2
     )
 
 
-def _honest_vidur(data_dir: Path | None) -> Case:
+def _honest_vidur() -> Case:
     """honest: Vidur H100 Llama-2-70B FFN"""
     from afdplan.calibrate.build import combine, fit_table
     from afdplan.calibrate.readers import read_vidur_mlp
     from afdplan.calibrate.roofline import derive
     from afdplan.calibrate.specs import load_hardware, load_model
+    from afdplan.data import builtin_path
     from afdplan.timing import tables_from_frame
 
-    require(data_dir is not None, "no data folder (../shared/data) for Vidur's profiles")
-    path = Path(data_dir) / "profiles/vidur/compute/h100/meta-llama/Llama-2-70b-hf/mlp.csv"
-    require(path.is_file(), f"{path}: not found")
+    path = builtin_path("vidur-h100-llama2-70b")
     base = derive(load_model("llama2-70b"), load_hardware("h100-sxm"), 1, 2).times
     rows = read_vidur_mlp(path, layers=80, tp_attention=1, tp_ffn=2)
     theory = combine(fit_table(rows), base, {}, "vidur-llama2-70b-h100").times
@@ -301,6 +300,7 @@ def run_validation(
     n_jobs: int = -1,
     progress: Callable[[int, int], None] | None = None,
     skipped: list[dict] | None = None,
+    seed: int = 0,
 ) -> dict:
     """Run the study; returns the raw results as a JSON-able dict."""
     require(bool(cases) and bool(workloads), "validation needs at least one case and workload")
@@ -325,7 +325,7 @@ def run_validation(
     rounds = 0
     while pending:
         rounds += 1
-        _run(pending, groups, grid, n_jobs, progress, done)
+        _run(pending, groups, grid, n_jobs, progress, done, seed)
         pending = []
         for g in groups:
             r_sim = g.r_sim()
@@ -344,6 +344,7 @@ def run_validation(
                 "seeds": grid.seeds,
                 "requests": grid.requests,
                 "min_steps": grid.min_steps,
+                "first_seed": seed,
             },
             "runtime_s": time.perf_counter() - started,
             "simulations": done[0],
@@ -367,11 +368,13 @@ def run_validation(
     }
 
 
-def _run(pending, groups, grid: Grid, n_jobs: int, progress, done: list[int]) -> None:
+def _run(
+    pending, groups, grid: Grid, n_jobs: int, progress, done: list[int], first_seed: int
+) -> None:
     tasks = []
     for g, r in pending:
-        for seed in range(grid.seeds):
-            want = r == g.picks["barrier"] and seed == 0 and g.hist is None
+        for seed in range(first_seed, first_seed + grid.seeds):
+            want = r == g.picks["barrier"] and seed == first_seed and g.hist is None
             tasks.append(
                 (
                     g,
@@ -617,7 +620,6 @@ def compare_sweep(
             replace(linear, kv_capacity_tokens=None),
             b,
             mode=mode,
-            r_max=max(max(objective), 2 * r_sim),
             w_attention=w_attention,
             w_ffn=w_ffn,
         )

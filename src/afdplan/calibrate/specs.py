@@ -265,4 +265,10 @@ def load_hardware(name: str, **overrides: float) -> HardwareSpec:
     for k, v in fields.items():
         if k != "source":
             check_positive(f"{key}: {k}", v)
+    for k in EFFICIENCIES:
+        if k in fields:
+            require(fields[k] <= 1, f"{key}: {k} must be in (0, 1], got {fields[k]:g}")
     return HardwareSpec(name=key, **fields)
+
+
+EFFICIENCIES = ("mem_efficiency", "compute_efficiency", "link_efficiency", "usable_memory")

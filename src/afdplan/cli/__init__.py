@@ -1,14 +1,20 @@
 """The ``afdplan`` command line: the only part of the package that prints.
 
-Every bad input ends as one ``error: ...`` line on stderr and exit code 2.
+Every bad input ends as one ``error: ...`` line on stderr and exit code 2. No Python
+warning reaches stderr: a numerical warning (overflow, invalid value) means a number
+would be wrong, so it is raised and reported as an internal error instead of printed;
+other warnings from libraries are not the user's business and are silenced.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 
-# Importing the command modules registers their commands on the app.
+import typer
+
+# Importing the command modules registers their commands on the app (they are light).
 from afdplan.cli import calibrate_cmd, plan_cmd, sim_cmd, validate_cmd  # noqa: F401
 from afdplan.cli.common import app, err
 from afdplan.errors import InputError
@@ -16,29 +22,52 @@ from afdplan.errors import InputError
 __all__ = ["app", "main"]
 
 
+def _fail(message: str, code: int) -> None:
+    err.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _click_exceptions():
+    """click's exception classes (typer ≥ 0.22 vendors click as ``typer._click``)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older typer on the external click package
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
     """Console entry point: run the app, turning bad input into one line and exit 2."""
-    try:
-        app()
-    except InputError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        if os.environ.get("AFDPLAN_DEBUG"):
-            raise
-        err.print(
-            f"error: internal error ({type(exc).__name__}: {exc}); rerun with AFDPLAN_DEBUG=1 "
-            "and report it",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+    click_exc = _click_exceptions()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            code = app(prog_name="afdplan", standalone_mode=False)
+            if isinstance(code, int) and code:
+                sys.exit(code)
+        except click_exc.NoArgsIsHelpError as exc:
+            err.print(exc.format_message(), markup=False, highlight=False)
+            sys.exit(2)
+        except click_exc.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "afdplan"
+            _fail(f"{exc.format_message()} (see {command} --help)", 2)
+        except typer.Abort:
+            sys.exit(130)
+        except InputError as exc:
+            _fail(str(exc), 2)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            _fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc), 2)
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("AFDPLAN_DEBUG"):
+                raise
+            _fail(
+                f"internal error ({type(exc).__name__}: {exc}); rerun with AFDPLAN_DEBUG=1 "
+                "and report it",
+                1,
+            )
 
 
 if __name__ == "__main__":

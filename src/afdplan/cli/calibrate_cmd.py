@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from afdplan.calibrate.build import Calibration
-from afdplan.calibrate.pipeline import Sources
-from afdplan.calibrate.pipeline import calibrate as run_calibration
-from afdplan.cli.common import TABLE_STYLE, JsonOpt, app, out, parse_range, print_json
-from afdplan.report.figures import plot_calibration
-from afdplan.timing import coeffs_to_dict, write_coeffs_file, write_step_table
+from afdplan.cli.common import (
+    TABLE_STYLE,
+    JsonOpt,
+    OutputOpt,
+    TablesOpt,
+    app,
+    out,
+    parse_range,
+    prepare_output_dir,
+    prepare_output_file,
+    print_json,
+)
+
+_EFF_HELP = "Achievable share of the peak, in (0, 1] [preset's]."
 
 
 @app.command()
@@ -31,22 +37,27 @@ def calibrate(
     gpus_ffn: Annotated[
         int | None, typer.Option("--gpus-ffn", help="GPUs per FFN instance [fewest that fit].")
     ] = None,
-    mem_efficiency: Annotated[float | None, typer.Option("--mem-efficiency")] = None,
-    compute_efficiency: Annotated[float | None, typer.Option("--compute-efficiency")] = None,
-    link_efficiency: Annotated[float | None, typer.Option("--link-efficiency")] = None,
+    mem_efficiency: Annotated[
+        float | None, typer.Option("--mem-efficiency", help=_EFF_HELP)
+    ] = None,
+    compute_efficiency: Annotated[
+        float | None, typer.Option("--compute-efficiency", help=_EFF_HELP)
+    ] = None,
+    link_efficiency: Annotated[
+        float | None, typer.Option("--link-efficiency", help=_EFF_HELP)
+    ] = None,
     vidur_mlp: Annotated[
-        Path | None, typer.Option("--vidur-mlp", help="Vidur mlp.csv (FFN, attention GEMMs).")
+        str | None,
+        typer.Option("--vidur-mlp", help="Vidur mlp.csv (FFN, attention GEMMs) or a shipped name."),
     ] = None,
     send_recv: Annotated[
-        Path | None, typer.Option("--send-recv", help="Vidur send_recv.csv (A↔F transfers).")
+        str | None,
+        typer.Option("--send-recv", help="Vidur send_recv.csv (A↔F transfers) or a shipped name."),
     ] = None,
     inter_node: Annotated[
         bool, typer.Option("--inter-node", help="Use send_recv's inter-node rows.")
     ] = False,
-    table: Annotated[
-        Path | None,
-        typer.Option("--table", help="Generic table: op,tokens,kv_tokens,batch,seconds."),
-    ] = None,
+    tables: TablesOpt = None,
     system: Annotated[
         str | None,
         typer.Option(
@@ -64,17 +75,25 @@ def calibrate(
         str | None,
         typer.Option("--attention-range", help="Fit the attention kernel only on LO:HI KV tokens."),
     ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the coefficients (.toml/.json).")
+    output: OutputOpt = None,
+    save_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-dir",
+            help="Folder for coefficients.toml, the measured rows (table.csv, usable with "
+            "--tables) and fit.png (measured vs fitted).",
+        ),
     ] = None,
-    table_out: Annotated[
-        Path | None, typer.Option("--table-out", help="Write the measured rows for --tables.")
-    ] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="PNG of measured vs fitted.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Name of the coefficient set.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Step-time coefficients from measurements and/or model + hardware specs."""
+    from afdplan.calibrate.pipeline import Sources
+    from afdplan.calibrate.pipeline import calibrate as run_calibration
+    from afdplan.data import resolve_input
+
+    output = prepare_output_file(output, "--output", (".toml", ".json"))
+    save_dir = prepare_output_dir(save_dir)
     result, rows = run_calibration(
         Sources(
             model=model,
@@ -86,10 +105,10 @@ def calibrate(
                 "compute_efficiency": compute_efficiency,
                 "link_efficiency": link_efficiency,
             },
-            vidur_mlp=vidur_mlp,
-            send_recv=send_recv,
+            vidur_mlp=None if vidur_mlp is None else resolve_input(vidur_mlp, "vidur-mlp"),
+            send_recv=None if send_recv is None else resolve_input(send_recv, "send-recv"),
             inter_node=inter_node,
-            table=table,
+            table=None if tables is None else resolve_input(tables, "tables"),
             system=system,
             framework=framework,
             ffn_range=parse_range(ffn_range, "--ffn-range"),
@@ -98,26 +117,44 @@ def calibrate(
         )
     )
     fits = result.fits
+    from afdplan.timing import coeffs_to_dict, write_coeffs_file, write_step_table
+
+    files = []
     if output is not None:
         write_coeffs_file(result.times, output)
-    if table_out is not None and rows is not None:
-        write_step_table(rows, table_out)
-    if plot is not None and fits:
-        plot_calibration(rows, fits, plot)
+        files.append(output)
+    if save_dir is not None:
+        write_coeffs_file(result.times, save_dir / "coefficients.toml")
+        files.append(save_dir / "coefficients.toml")
+        if rows is not None:
+            write_step_table(rows, save_dir / "table.csv")
+            files.append(save_dir / "table.csv")
+        if fits:
+            from afdplan.report.figures import plot_calibration
+
+            plot_calibration(rows, fits, save_dir / "fit.png")
+            files.append(save_dir / "fit.png")
     if as_json:
+        from dataclasses import asdict
+
         print_json(
             {
                 "coefficients": coeffs_to_dict(result.times),
                 "sources": result.sources,
                 "fits": {k: asdict(v) for k, v in fits.items()},
                 "notes": list(result.notes),
+                "files": [str(f) for f in files],
             }
         )
         return
     render_calibration(result)
+    for path in files:
+        out.print(f"wrote {path}", highlight=False, markup=False)
 
 
-def render_calibration(result: Calibration) -> None:
+def render_calibration(result) -> None:
+    from rich.table import Table
+
     t = result.times
     table = Table(title=f"Coefficients: {t.name}", **TABLE_STYLE)
     for col in ("stage", "alpha", "gamma", "beta", "source"):

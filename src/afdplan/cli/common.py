@@ -1,58 +1,56 @@
-"""Shared pieces of the command line: the app, consoles, options, loaders, formatting.
+"""Shared pieces of the command line: the app, consoles, options, parsing, output files.
 
 The CLI is the only part of afdplan that prints. Every bad input ends as one
 ``error: ...`` line on stderr and exit code 2 (see ``afdplan.cli.main``).
+
+Start-up matters (``afdplan --help`` within 2× a bare ``import numpy``): this module and
+the command modules import only typer, rich and light afdplan modules at the top; numpy,
+pandas and the library are imported inside the commands that need them.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from afdplan.calibrate.roofline import derive
-from afdplan.calibrate.specs import load_hardware, load_model
-from afdplan.errors import InputError
-from afdplan.plan import DEFAULT_WORKLOAD
-from afdplan.theory import MODES
-from afdplan.timing import (
-    COMM_SCOPES,
-    DEFAULT_COEFFS,
-    LinearStepTimes,
-    StepTimes,
-    load_coeffs,
-    read_step_table,
-)
-from afdplan.workload import Workload, parse_workload, read_trace
+from afdplan.choices import CommScope, Mode
+from afdplan.errors import InputError, require
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help text: rich markup would eat the bracketed defaults, e.g. "[200000]".
+    rich_markup_mode=None,
     help="Size Attention–FFN disaggregated (AFD) LLM decoding: A/F ratio, batch, throughput.",
 )
-out = Console()
+# Piped or redirected output is read by programs: never wrap or truncate a table for an
+# 80-column terminal that is not there.
+_WIDTH = None if sys.stdout.isatty() else 1000
+out = Console(width=_WIDTH)
 err = Console(stderr=True)
 TABLE_STYLE = {"title_justify": "left", "box": box.SIMPLE_HEAD}
 
 # ------------------------------------------------------------------ options
+# One name, one meaning, in every command.
 
 TraceOpt = Annotated[
-    Path | None, typer.Option("--trace", help="Request trace: CSV, JSONL or Parquet.")
+    str | None,
+    typer.Option("--trace", help="Request trace (CSV, JSONL or Parquet) or a shipped trace name."),
 ]
 WorkloadOpt = Annotated[
     str | None,
     typer.Option(
         "--workload",
-        help="Workload spec, e.g. geometric:prefill=512,decode_mean=256 (see docs).",
+        help="Workload spec, e.g. geometric:prefill=512,decode_mean=256 (see README).",
     ),
 ]
 PromptColOpt = Annotated[
@@ -68,30 +66,29 @@ DropInvalidOpt = Annotated[
 CoeffsOpt = Annotated[
     str,
     typer.Option(
-        "--coeffs", help=f"Coefficients file (JSON/TOML) or built-in set name [{DEFAULT_COEFFS}]."
+        "--coeffs",
+        help="Coefficient set: built-in name, JSON/TOML file, or roofline:MODEL@HARDWARE.",
     ),
 ]
-ModeOpt = Annotated[str, typer.Option("--mode", help=f"Pipelining: {' | '.join(MODES)}.")]
+ModeOpt = Annotated[Mode, typer.Option("--mode", help="How stage times combine per step.")]
 CommOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--comm", help=f"Communication scope: {' | '.join(COMM_SCOPES)} (default: file's)."
-    ),
+    CommScope | None,
+    typer.Option("--comm", help="Communication scope [the coefficient set's]."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (the first, with --seeds).")]
 WAttOpt = Annotated[
     float, typer.Option("--w-attention", help="Weight (GPUs or cost) of one Attention instance.")
 ]
 WFfnOpt = Annotated[
     float, typer.Option("--w-ffn", help="Weight (GPUs or cost) of the FFN instance.")
 ]
-
 TablesOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--tables",
-        help="Measured step-time table (op,tokens,kv_tokens,batch,seconds): step times are "
-        "read off its curves; stages it lacks use --coeffs.",
+        help="Measured step-time table (op,tokens,kv_tokens,batch,seconds) or a shipped "
+        "table name: step times are read off its curves; stages it lacks use --coeffs.",
     ),
 ]
 RequestsOpt = Annotated[
@@ -101,16 +98,6 @@ RequestsOpt = Annotated[
 StepsOpt = Annotated[
     int | None,
     typer.Option("--steps", help="Measured window in decode steps (instead of --requests)."),
-]
-OrderOpt = Annotated[
-    str, typer.Option("--order", help="iid (resample) | replay (trace in arrival order).")
-]
-WarmupOpt = Annotated[
-    str | None,
-    typer.Option("--warmup", help="stationary | cold [stationary where defined, else cold]."),
-]
-WarmupStepsOpt = Annotated[
-    int | None, typer.Option("--warmup-steps", help="Steps discarded after a cold start.")
 ]
 KvOpt = Annotated[
     str | None,
@@ -122,50 +109,73 @@ KvOpt = Annotated[
 NoiseOpt = Annotated[
     float, typer.Option("--noise", help="σ of a mean-one log-normal factor on stage times.")
 ]
+JobsOpt = Annotated[
+    int,
+    typer.Option("--jobs", "-j", help="Parallel processes (-1: all cores, 1: in this process)."),
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the results to this file.")
+]
+SaveDirOpt = Annotated[
+    Path | None, typer.Option("--save-dir", help="Write the files into this folder.")
+]
+
+# ------------------------------------------------------------------ output paths
 
 
-def load_workload(
-    trace: Path | None,
-    workload: str | None,
-    prompt_col: str | None = None,
-    decode_col: str | None = None,
-    drop_invalid: bool = False,
-) -> Workload:
-    """The workload from ``--trace`` or ``--workload`` (not both), else the default."""
-    if trace is not None and workload is not None:
-        raise InputError("give either --trace or --workload, not both")
-    if trace is not None:
-        return read_trace(trace, prompt_col, decode_col, drop_invalid)
-    return parse_workload(workload or DEFAULT_WORKLOAD)
+def prepare_output_file(
+    path: Path | None, what: str = "--output", suffixes: tuple[str, ...] | None = None
+) -> Path | None:
+    """Check an output file before any work: a file name of a format we write, in a folder
+    that exists or is created now. Refuses with one line what cannot work."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    require(not path.is_dir(), f"{what} {path}: is a folder; give a file name")
+    if suffixes is not None:
+        require(
+            path.suffix.lower() in suffixes,
+            f"{what} {path}: unknown file type {path.suffix or '(none)'!r}; "
+            f"use one of {', '.join(suffixes)}",
+        )
+    _make_folder(path.parent, what)
+    return path
 
 
-def load_times(coeffs: str, comm: str | None) -> LinearStepTimes:
-    """A coefficient set: built-in name, file, or ``roofline:MODEL@HARDWARE``."""
-    if coeffs.startswith("roofline:"):
-        model, at, hardware = coeffs.removeprefix("roofline:").partition("@")
-        if not at:
-            raise InputError(f"--coeffs {coeffs!r}: use roofline:MODEL@HARDWARE")
-        times = derive(load_model(model), load_hardware(hardware)).times
-    else:
-        times = load_coeffs(coeffs)
-    if comm is not None:
-        comm = comm.replace("-", "_")
-        if comm not in COMM_SCOPES:
-            raise InputError(f"--comm must be one of {', '.join(COMM_SCOPES)}, got {comm!r}")
-        times = times.with_comm_scope(comm)
-    return times
+def prepare_output_dir(path: Path | None, what: str = "--save-dir") -> Path | None:
+    """Create an output folder before any work, or refuse with one line."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    _make_folder(path, what)
+    return path
 
 
-def load_step_times(
-    coeffs: str, comm: str | None, tables: Path | None
-) -> tuple[LinearStepTimes, StepTimes]:
-    """(the linear coefficients, the same overlaid by measured tables where given)."""
-    linear = load_times(coeffs, comm)
-    return linear, linear if tables is None else read_step_table(tables, linear)
+def _make_folder(folder: Path, what: str) -> None:
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            require(parent.is_dir(), f"{what}: {parent} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{what}: cannot create folder {folder}: {exc.strerror}") from exc
+    require(os.access(folder, os.W_OK), f"{what}: folder {folder} is not writable")
 
 
-def progress_bar(label: str) -> Progress:
+# ------------------------------------------------------------------ progress and JSON
+
+
+def progress_bar(label: str):
     """A transient progress bar on stderr, shown only on a terminal (stdout stays clean)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -187,20 +197,27 @@ def print_json(data: object) -> None:
 
 
 def _numpy(value: object) -> object:
-    if hasattr(value, "item"):
-        return value.item()  # type: ignore[union-attr]
+    if hasattr(value, "tolist"):
+        return _finite(value.tolist())  # type: ignore[union-attr]
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _finite(value: object) -> object:
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
+    if isinstance(value, float) or (hasattr(value, "dtype") and hasattr(value, "item")):
+        item = value.item() if hasattr(value, "item") else value  # type: ignore[union-attr]
+        if isinstance(item, float):
+            return item if math.isfinite(item) else None
+        return item
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
 
+
+# ------------------------------------------------------------------ formatting and parsing
 
 STAGE_LETTER = {"attention": "A", "communication": "C", "ffn": "F", "serial": "A+C+F"}
 
@@ -214,17 +231,23 @@ def fmt_rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.4g}"
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
+def parse_int_list(text: str, what: str, limit: int = 100_000) -> list[int]:
     """'1-4,8,16' → [1, 2, 3, 4, 8, 16]: integers >= 1, sorted, without repeats."""
     values: set[int] = set()
     for item in filter(None, (part.strip() for part in text.split(","))):
         lo, dash, hi = item.partition("-")
         try:
-            first, last = (int(lo), int(hi)) if dash else (int(item), int(item))
+            if item.lstrip("+-").isdigit():  # one value, possibly negative
+                dash, first, last = "", int(item), int(item)
+            else:
+                first, last = int(lo), int(hi)
         except ValueError as exc:
             raise InputError(f"{what}: {item!r} is not an integer or a range a-b") from exc
+        if not dash and first < 1:
+            raise InputError(f"{what} must be an integer >= 1, got {item!r}")
         if first < 1 or last < first:
-            raise InputError(f"{what}: {item!r} must be integers >= 1 with a <= b")
+            raise InputError(f"{what}: range {item!r} needs integers 1 <= a <= b")
+        require(last <= limit, f"{what}: {last} is above the largest allowed value {limit}")
         values.update(range(first, last + 1))
     if not values:
         raise InputError(f"{what}: empty list")
@@ -239,6 +262,46 @@ def parse_range(text: str | None, what: str) -> tuple[float, float] | None:
         bounds = (float(lo), float(hi))
     except ValueError as exc:
         raise InputError(f"{what} must be LO:HI tokens, got {text!r}") from exc
-    if not colon or not 0 <= bounds[0] < bounds[1]:
-        raise InputError(f"{what} must be LO:HI with 0 <= LO < HI, got {text!r}")
+    if not colon or not (math.isfinite(bounds[1]) and 0 <= bounds[0] < bounds[1]):
+        raise InputError(f"{what} must be LO:HI with 0 <= LO < HI (finite), got {text!r}")
     return bounds
+
+
+def single_int(text: str | None, what: str) -> int | None:
+    """An option that takes one integer >= 1 here (the list form belongs to ``sweep``)."""
+    if text is None:
+        return None
+    values = parse_int_list(text, what)
+    require(len(values) == 1, f"{what} takes one value here, got {text!r} (lists: sweep)")
+    return values[0]
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def load_workload(
+    trace: str | None,
+    workload: str | None,
+    prompt_col: str | None = None,
+    decode_col: str | None = None,
+    drop_invalid: bool = False,
+):
+    """The workload from ``--trace`` or ``--workload`` (not both), else the default."""
+    from afdplan.choices import DEFAULT_WORKLOAD
+    from afdplan.data import resolve_input
+    from afdplan.workload import parse_workload, read_trace
+
+    if trace is not None and workload is not None:
+        raise InputError("give either --trace or --workload, not both")
+    if trace is not None:
+        return read_trace(resolve_input(trace, "trace"), prompt_col, decode_col, drop_invalid)
+    if workload is not None:
+        require(workload.strip() != "", "--workload is empty; e.g. fixed:prefill=512,decode=128")
+    return parse_workload(DEFAULT_WORKLOAD if workload is None else workload)
+
+
+def load_step_times(coeffs: str, comm: CommScope | None, tables: str | None):
+    """(the linear coefficients, the same overlaid by measured tables where given)."""
+    from afdplan.calibrate.resolve import resolve_step_times
+
+    return resolve_step_times(coeffs, None if comm is None else comm.value, tables)

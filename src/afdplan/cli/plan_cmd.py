@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from afdplan.calibrate.specs import hardware_names, load_hardware, load_model, model_names
+from afdplan.choices import DEFAULT_COEFFS, Mode
 from afdplan.cli.common import (
+    STAGE_LETTER,
     TABLE_STYLE,
     CoeffsOpt,
     CommOpt,
@@ -29,12 +28,18 @@ from afdplan.cli.common import (
     load_step_times,
     load_workload,
     out,
+    parse_int_list,
     print_json,
+    single_int,
 )
-from afdplan.plan import PlanResult, make_plan
-from afdplan.timing import DEFAULT_COEFFS, builtin_coeff_names, load_coeffs
 
-STAGE_LETTER = {"attention": "A", "communication": "C", "ffn": "F", "serial": "A+C+F"}
+if TYPE_CHECKING:
+    from afdplan.plan import PlanResult
+
+BatchOpt = Annotated[
+    str | None,
+    typer.Option("--batch", "-B", help="Sequences per Attention worker [largest that fits]."),
+]
 
 
 @app.command()
@@ -43,12 +48,14 @@ def plan(
     workload: WorkloadOpt = None,
     coeffs: CoeffsOpt = DEFAULT_COEFFS,
     tables: TablesOpt = None,
-    batch: Annotated[
-        int | None,
-        typer.Option("--batch", "-B", help="Sequences per Attention worker [largest that fits]."),
+    batch: BatchOpt = None,
+    ratio: Annotated[
+        str | None,
+        typer.Option(
+            "--ratio", "-r", help="r values to evaluate, e.g. 1-40 or 4,8,16 [until past the best]."
+        ),
     ] = None,
-    r_max: Annotated[int | None, typer.Option("--r-max", help="Largest r to evaluate.")] = None,
-    mode: ModeOpt = "overlap",
+    mode: ModeOpt = Mode.overlap,
     comm: CommOpt = None,
     w_attention: WAttOpt = 1.0,
     w_ffn: WFfnOpt = 1.0,
@@ -58,17 +65,23 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """Recommend the A/F ratio r for a workload, step-time model and batch B."""
+    from afdplan.calibrate.resolve import set_curves
+    from afdplan.plan import make_plan
+
+    b = single_int(batch, "--batch")
+    r_values = None if ratio is None else parse_int_list(ratio, "--ratio")
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     linear, times = load_step_times(coeffs, comm, tables)
     result = make_plan(
         wl,
         linear,
-        batch,
-        mode=mode,
-        r_max=r_max,
+        b,
+        mode=mode.value,
+        r_values=r_values,
         w_attention=w_attention,
         w_ffn=w_ffn,
         curves=None if tables is None else times,
+        other_curves=set_curves(linear) if tables is None else None,
     )
     if as_json:
         print_json(result.to_dict())
@@ -76,18 +89,25 @@ def plan(
         render_plan(result)
 
 
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def _bp(value: float | None) -> str:
+    """A breakpoint: 'none' where its regime cannot bind (≤ 0 or undefined)."""
+    return "none" if value is None or value <= 0 else f"{value:.2f}"
 
 
 def render_plan(result: PlanResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     t, d, s = result.times, result.deployment, result.stats
     unit = t.time_unit
-    out.print(f"[bold]Workload[/bold]  {result.workload}")
+    out.print(f"[bold]Workload[/bold]  {escape(result.workload)}")
     se = f" ± {1.96 * s.theta_se:.1f} (95%)" if s.theta_se else ""
+    dropped = f"   {result.dropped_rows:,} invalid rows dropped" if result.dropped_rows else ""
     out.print(
         f"  θ = {s.theta:,.1f} tokens/slot{se}   √v = {s.v**0.5:,.1f}   "
-        f"μ_P + μ_D = {s.load_v1:,.1f} (v1)   μ_P = {s.mu_prefill:,.1f}   μ_D = {s.mu_decode:,.1f}"
+        f"μ_P + μ_D = {s.load_v1:,.1f} (v1)   μ_P = {s.mu_prefill:,.1f}   "
+        f"μ_D = {s.mu_decode:,.1f}{dropped}",
+        highlight=False,
     )
     cap = (
         f"   KV capacity {t.kv_capacity_tokens:,} tokens → B ≤ {result.max_feasible_batch}"
@@ -95,13 +115,15 @@ def render_plan(result: PlanResult) -> None:
         else ""
     )
     out.print(
-        f"[bold]Deployment[/bold]  coeffs {t.name}   B = {d.batch}   mode {d.mode}   "
+        f"[bold]Deployment[/bold]  coeffs {escape(t.name)}   B = {d.batch}   mode {d.mode}   "
         f"comm {t.comm_scope}   weights A:F = {d.w_attention:g}:{d.w_ffn:g}{cap}"
     )
     if unit != "s":
-        out.print(f"  times are in the set's own unit u = {unit!r}", highlight=False)
+        out.print(f"  times are in the set's own unit u = {unit!r}", highlight=False, markup=False)
     if result.curves:
-        out.print(f"  rows use the measured curves of {result.curves}", highlight=False)
+        out.print(
+            f"  rows use the measured curves of {result.curves}", highlight=False, markup=False
+        )
     time_head = "ms" if unit == "s" else "u"
     rate_head = "tok/s" if unit == "s" else "tok/u"
     table = Table(
@@ -140,15 +162,22 @@ def render_plan(result: PlanResult) -> None:
         "E[τ]: expected step time with the barrier; τ̄: all workers at mean load.", highlight=False
     )
     bp = result.rule.breakpoints
+    if bp.r_comm is not None:
+        points = f"r_A = {_bp(bp.r_attention)}, r_C = {_bp(bp.r_comm)}, r_peak = {_bp(bp.r_peak)}"
+    else:
+        points = (
+            f"r_A = {_bp(bp.r_attention)}, r_peak = {_bp(bp.r_peak)}, aggregate comm: "
+            f"r_AC = {_bp(bp.r_attention_comm)}, r_peak,C = {_bp(bp.r_peak_comm)}, "
+            f"r_CF = {_bp(bp.r_comm_ffn)}"
+        )
     out.print(
-        f"r* (θ, mean field) = {result.rule.r_star:.2f}  ({result.rule.regime}-bound; "
-        + (
-            f"r_A = {bp.r_attention:.2f}, r_C = {bp.r_comm:.2f}, r_peak = {bp.r_peak:.2f})"
-            if bp.r_comm is not None
-            else f"r_A = {bp.r_attention:.2f}, r_peak = {bp.r_peak:.2f}, aggregate comm: "
-            f"r_AC = {_num(bp.r_attention_comm)}, r_peak,C = {_num(bp.r_peak_comm)}, "
-            f"r_CF = {_num(bp.r_comm_ffn)})"
-        ),
+        f"r* (θ, mean field) = {result.rule.r_star:.2f}  ({result.rule.regime}-bound; {points})",
+        highlight=False,
+    )
+    out.print(
+        "  r_A: attention meets the FFN line; r_C: communication meets it; r_peak: best r "
+        "while the FFN binds; r_AC, r_peak,C, r_CF: the same against aggregate "
+        "communication; none: that regime never binds.",
         highlight=False,
     )
     out.print(
@@ -164,7 +193,8 @@ def render_plan(result: PlanResult) -> None:
             f"{t.gpus_ffn:g} to optimise for GPUs.",
             highlight=False,
         )
-    per = "s" if unit == "s" else unit
+    _render_certainty(result)
+    per = "s" if unit == "s" else "u"
     out.print(
         f"[bold green]Recommendation: r = {best}[/bold green] Attention instances per FFN "
         f"instance at B = {d.batch}: {fmt_rate(rec.throughput_per_instance)} tokens/{per} per "
@@ -173,35 +203,85 @@ def render_plan(result: PlanResult) -> None:
     )
 
 
+def _render_certainty(result: PlanResult) -> None:
+    c = result.certainty
+    lo, hi = c.band
+    parts = [f"r within 1% of the best predicted objective: {lo}" + (f"–{hi}" if hi > lo else "")]
+    if c.theta_interval is not None and c.r_at_theta_interval is not None:
+        (t_lo, t_hi), (r_lo, r_hi) = c.theta_interval, c.r_at_theta_interval
+        same = r_lo == r_hi == result.recommended.point.r
+        parts.append(
+            f"at θ's 95% interval [{t_lo:,.0f}, {t_hi:,.0f}]: r = {r_lo} and {r_hi}"
+            + (" (unchanged)" if same else "")
+        )
+    else:
+        parts.append("θ is exact for a law (no estimate to be unsure of)")
+    if c.r_curves is not None:
+        parts.append(
+            f"on the measured curves ({c.curves}): r = {c.r_curves}; on the linear fit: "
+            f"r = {c.r_linear}"
+        )
+    out.print("How sure: " + "; ".join(parts) + ".", highlight=False, markup=False)
+
+
 @app.command()
-def presets() -> None:
-    """List the built-in coefficient sets, models and hardware."""
+def presets(as_json: JsonOpt = False) -> None:
+    """List the built-in coefficient sets, models, hardware and shipped data files."""
+    from rich.table import Table
+
+    from afdplan.calibrate.specs import hardware_names, load_hardware, load_model, model_names
+    from afdplan.data import BUILTIN_DATA, KIND_OPTIONS, builtin_path
+    from afdplan.timing import builtin_coeff_names, load_coeffs
+
+    sets = [load_coeffs(name) for name in builtin_coeff_names()]
+    models = [load_model(name) for name in model_names()]
+    hardware = [load_hardware(name) for name in hardware_names()]
+    if as_json:
+        from afdplan.timing import coeffs_to_dict
+
+        print_json(
+            {
+                "coefficient_sets": {t.name: coeffs_to_dict(t) for t in sets},
+                "models": {m.name: _model_row(m) for m in models},
+                "hardware": {h.name: _hardware_row(h) for h in hardware},
+                "data": {
+                    name: {
+                        "kind": entry.kind,
+                        "option": KIND_OPTIONS[entry.kind],
+                        "path": str(builtin_path(name)),
+                        "description": entry.description,
+                        "source": entry.source,
+                    }
+                    for name, entry in BUILTIN_DATA.items()
+                },
+            }
+        )
+        return
     table = Table(title="Coefficient sets (--coeffs NAME)", **TABLE_STYLE)
-    for col in ("name", "time unit", "GPUs A:F", "provenance"):
-        table.add_column(col)
-    for name in builtin_coeff_names():
-        t = load_coeffs(name)
-        table.add_row(name, t.time_unit, f"{t.gpus_attention:g}:{t.gpus_ffn:g}", t.provenance)
+    for col in ("name", "time unit", "GPUs A:F", "curves", "provenance"):
+        table.add_column(col, overflow="fold")
+    for t in sets:
+        table.add_row(
+            t.name,
+            t.time_unit,
+            f"{t.gpus_attention:g}:{t.gpus_ffn:g}",
+            t.curves or "",
+            t.provenance,
+        )
     out.print(table)
-    models = Table(
-        title="Models (--model NAME, or a config.json path)",
-        **TABLE_STYLE,
-    )
+    mtable = Table(title="Models (--model NAME, or a config.json path)", **TABLE_STYLE)
     for col in ("name", "layers", "hidden", "attention", "FFN", "source"):
-        models.add_column(col)
-    for name in model_names():
-        m = load_model(name)
-        attn = f"MLA {m.heads} heads" if m.is_mla else f"GQA {m.heads}/{m.kv_heads}"
-        ffn = f"MoE {m.experts}x top-{m.top_k}" if m.is_moe else f"dense {m.intermediate}"
-        models.add_row(name, str(m.layers), str(m.hidden), attn, ffn, m.source)
-    out.print(models)
+        mtable.add_column(col, overflow="fold")
+    for m in models:
+        row = _model_row(m)
+        mtable.add_row(m.name, str(m.layers), str(m.hidden), row["attention"], row["ffn"], m.source)
+    out.print(mtable)
     hw = Table(title="Hardware (--hardware NAME)", **TABLE_STYLE)
     for col in ("name", "BF16 TFLOP/s", "HBM TB/s", "HBM GB", "link GB/s", "source"):
-        hw.add_column(col)
-    for name in hardware_names():
-        h = load_hardware(name)
+        hw.add_column(col, overflow="fold")
+    for h in hardware:
         hw.add_row(
-            name,
+            h.name,
             f"{h.flops_bf16 / 1e12:.0f}",
             f"{h.hbm_bandwidth / 1e12:.2f}",
             f"{h.hbm_bytes / 1e9:.0f}",
@@ -209,3 +289,29 @@ def presets() -> None:
             h.source,
         )
     out.print(hw)
+    data = Table(title="Shipped data (give the name where a file is asked for)", **TABLE_STYLE)
+    for col in ("name", "option", "what", "source"):
+        data.add_column(col, overflow="fold")
+    for name, entry in BUILTIN_DATA.items():
+        data.add_row(name, KIND_OPTIONS[entry.kind], entry.description, entry.source)
+    out.print(data)
+
+
+def _model_row(m) -> dict:
+    return {
+        "layers": m.layers,
+        "hidden": m.hidden,
+        "attention": f"MLA {m.heads} heads" if m.is_mla else f"GQA {m.heads}/{m.kv_heads}",
+        "ffn": f"MoE {m.experts}x top-{m.top_k}" if m.is_moe else f"dense {m.intermediate}",
+        "source": m.source,
+    }
+
+
+def _hardware_row(h) -> dict:
+    return {
+        "flops_bf16": h.flops_bf16,
+        "hbm_bandwidth": h.hbm_bandwidth,
+        "hbm_bytes": h.hbm_bytes,
+        "link_bandwidth": h.link_bandwidth,
+        "source": h.source,
+    }

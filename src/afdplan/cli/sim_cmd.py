@@ -5,28 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
-from rich.table import Table
 
+from afdplan.choices import DEFAULT_COEFFS, Backend, Mode, Order, Warmup
 from afdplan.cli.common import (
     TABLE_STYLE,
     CoeffsOpt,
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    JobsOpt,
     JsonOpt,
     KvOpt,
     ModeOpt,
     NoiseOpt,
-    OrderOpt,
+    OutputOpt,
     PromptColOpt,
     RequestsOpt,
+    SeedOpt,
     StepsOpt,
     TablesOpt,
     TraceOpt,
-    WarmupOpt,
-    WarmupStepsOpt,
     WAttOpt,
     WFfnOpt,
     WorkloadOpt,
@@ -37,18 +36,25 @@ from afdplan.cli.common import (
     load_workload,
     out,
     parse_int_list,
+    prepare_output_file,
     print_json,
     progress_bar,
+    single_int,
 )
-from afdplan.errors import InputError
-from afdplan.plan import DEFAULT_WORKLOAD, make_plan
-from afdplan.sim import SimConfig, simulate_seeds
-from afdplan.sim.sweep import connect_backend, run_sweep
-from afdplan.timing import DEFAULT_COEFFS, LinearStepTimes
-from afdplan.validate import compare_sweep
-from afdplan.workload import Workload, parse_workload, read_trace
+from afdplan.errors import InputError, require
 
 DEFAULT_REQUESTS = 200_000
+OrderOpt = Annotated[
+    Order, typer.Option("--order", help="iid: resample; replay: a trace in arrival order.")
+]
+OvercommitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overcommit",
+        help="Allow B above what the KV cache holds (mean + 3σ), as plan refuses it.",
+    ),
+]
+ROWS_SUFFIXES = (".csv", ".parquet", ".json")
 
 
 def sim_config(
@@ -63,18 +69,20 @@ def sim_config(
     kv_capacity: str | None,
     noise: float,
     seed: int,
-    linear: LinearStepTimes,
-) -> SimConfig:
+    linear,
+):
+    from afdplan.sim import SimConfig
+
     if requests is None and steps is None:
         requests = DEFAULT_REQUESTS
+    require(requests is None or steps is None, "give --requests or --steps, not both")
     kv = None
     if kv_capacity is not None:
         if kv_capacity == "auto":
             kv = linear.kv_capacity_tokens
-            if kv is None:
-                raise InputError(
-                    "--kv-capacity auto: the coefficient set has no kv_capacity_tokens"
-                )
+            require(
+                kv is not None, "--kv-capacity auto: the coefficient set has no kv_capacity_tokens"
+            )
         else:
             try:
                 kv = int(kv_capacity)
@@ -88,13 +96,28 @@ def sim_config(
         steps=steps,
         requests=requests,
         mode=mode,
-        order=order,
-        warmup=warmup,
+        order=order,  # type: ignore[arg-type]
+        warmup=warmup,  # type: ignore[arg-type]
         warmup_steps=warmup_steps,
         kv_capacity_tokens=kv,
         noise=noise,
         seed=seed,
-    )  # type: ignore[arg-type]
+    )
+
+
+def check_memory(linear, stats, batches: list[int], kv_capacity: str | None, overcommit: bool):
+    """Refuse B the KV cache cannot hold, as ``plan`` does, unless the run caps KV itself
+    (``--kv-capacity``: requests wait) or the user overcommits on purpose."""
+    from afdplan.plan import resolve_batch
+
+    if kv_capacity is None and not overcommit:
+        for b in batches:
+            try:
+                resolve_batch(linear, stats, b)
+            except InputError as exc:
+                raise InputError(
+                    f"{exc}; simulate the cap with --kv-capacity auto, or pass --overcommit"
+                ) from None
 
 
 SIM_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -134,20 +157,26 @@ def simulate(
     coeffs: CoeffsOpt = DEFAULT_COEFFS,
     tables: TablesOpt = None,
     batch: Annotated[
-        int | None, typer.Option("--batch", "-B", help="Sequences per Attention worker [as plan].")
+        str | None, typer.Option("--batch", "-B", help="Sequences per Attention worker [as plan].")
     ] = None,
     ratio: Annotated[
-        int | None, typer.Option("--ratio", "-r", help="Attention workers per FFN [plan's pick].")
+        str | None, typer.Option("--ratio", "-r", help="Attention workers per FFN [plan's pick].")
     ] = None,
     requests: RequestsOpt = None,
     steps: StepsOpt = None,
-    seed: Annotated[int, typer.Option("--seed", help="First random seed.")] = 0,
+    seed: SeedOpt = 0,
     seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds (CI over seeds).")] = 1,
-    mode: ModeOpt = "overlap",
-    order: OrderOpt = "iid",
-    warmup: WarmupOpt = None,
-    warmup_steps: WarmupStepsOpt = None,
+    mode: ModeOpt = Mode.overlap,
+    order: OrderOpt = Order.iid,
+    warmup: Annotated[
+        Warmup | None,
+        typer.Option("--warmup", help="Start state [stationary where defined, else cold]."),
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option("--warmup-steps", help="Steps discarded after a cold start.")
+    ] = None,
     kv_capacity: KvOpt = None,
+    overcommit: OvercommitOpt = False,
     noise: NoiseOpt = 0.0,
     comm: CommOpt = None,
     prompt_col: PromptColOpt = None,
@@ -156,22 +185,29 @@ def simulate(
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate one rA–1F bundle and report throughput, step times, idle time and TPOT."""
+    from afdplan.plan import make_plan
+    from afdplan.sim import simulate_seeds
+
+    b = single_int(batch, "--batch")
+    r = single_int(ratio, "--ratio")
+    require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     linear, times = load_step_times(coeffs, comm, tables)
-    if seeds < 1:
-        raise InputError(f"--seeds must be >= 1, got {seeds}")
-    if ratio is None or batch is None:
-        planned = make_plan(wl, linear, batch, mode=mode)
-        batch = planned.deployment.batch
-        ratio = ratio if ratio is not None else planned.recommended.point.r
+    stats = wl.stats()
+    if b is not None:
+        check_memory(linear, stats, [b], kv_capacity, overcommit)
+    if r is None or b is None:
+        planned = make_plan(wl, linear, b, mode=mode.value, stats=stats)
+        b = planned.deployment.batch
+        r = r if r is not None else planned.recommended.point.r
     config = sim_config(
-        ratio,
-        batch,
+        r,
+        b,
         requests,
         steps,
-        mode,
-        order,
-        warmup,
+        mode.value,
+        order.value,
+        None if warmup is None else warmup.value,
         warmup_steps,
         kv_capacity,
         noise,
@@ -182,14 +218,21 @@ def simulate(
     if as_json:
         print_json({"workload": wl.describe(), "step_times": times.name, **summary.to_dict()})
         return
+    _render_simulation(wl, times, summary, seeds)
+
+
+def _render_simulation(wl, times, summary, seeds: int) -> None:
+    from rich.table import Table
+
     first = summary.runs[0]
     unit = times.time_unit
-    out.print(f"[bold]Workload[/bold]  {wl.describe()}", highlight=False)
+    out.print(f"[bold]Workload[/bold]  {wl.describe()}", highlight=False, markup=False)
     out.print(
-        f"[bold]Bundle[/bold]  r = {first.ratio}, B = {first.batch}, {first.mode}, "
+        f"Bundle  r = {first.ratio}, B = {first.batch}, {first.mode}, "
         f"order {first.order}, warm-up {first.warmup} ({first.warmup_steps} steps discarded), "
         f"{first.steps:,} steps measured, step times: {times.name}",
         highlight=False,
+        markup=False,
     )
     table = Table(box=TABLE_STYLE["box"], pad_edge=False)
     table.add_column("metric")
@@ -216,68 +259,77 @@ def simulate(
 @app.command()
 def sweep(
     trace: Annotated[
-        list[Path] | None, typer.Option("--trace", help="Trace file; repeat for several.")
+        list[str] | None,
+        typer.Option("--trace", help="Trace file or shipped trace name; repeat for several."),
     ] = None,
     workload: Annotated[
         list[str] | None, typer.Option("--workload", help="Workload spec; repeat for several.")
     ] = None,
     coeffs: CoeffsOpt = DEFAULT_COEFFS,
     tables: TablesOpt = None,
-    batches: Annotated[
-        str, typer.Option("--batches", help="B values, e.g. 64,128,256.")
+    batch: Annotated[
+        str, typer.Option("--batch", "-B", help="B values, e.g. 64,128,256 or 16-64.")
     ] = "64,128,256",
-    ratios: Annotated[str, typer.Option("--ratios", help="r values, e.g. 1-16.")] = "1-16",
+    ratio: Annotated[str, typer.Option("--ratio", "-r", help="r values, e.g. 1-16.")] = "1-16",
+    seed: SeedOpt = 0,
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per point.")] = 3,
     requests: RequestsOpt = None,
     steps: StepsOpt = None,
-    mode: ModeOpt = "overlap",
-    order: OrderOpt = "iid",
+    mode: ModeOpt = Mode.overlap,
+    order: OrderOpt = Order.iid,
     kv_capacity: KvOpt = None,
+    overcommit: OvercommitOpt = False,
     noise: NoiseOpt = 0.0,
     comm: CommOpt = None,
     w_attention: WAttOpt = 1.0,
     w_ffn: WFfnOpt = 1.0,
-    jobs: Annotated[
-        int, typer.Option("--jobs", "-j", help="Parallel processes (-1: all cores).")
-    ] = -1,
+    jobs: JobsOpt = -1,
     backend: Annotated[
-        str | None, typer.Option("--backend", help="joblib backend: loky (default), dask, ray, …")
+        Backend | None, typer.Option("--backend", help="joblib backend [loky].")
     ] = None,
     scheduler: Annotated[
         str | None,
         typer.Option("--scheduler", help="Dask scheduler or Ray cluster address (with --backend)."),
     ] = None,
-    csv: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV.")] = None,
+    output: OutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sweep r × B (× workloads × seeds): simulated optimum r vs the theory's, per B."""
-    workloads: dict[str, Workload] = {}
-    for path in trace or []:
-        workloads[path.name] = read_trace(path)
+    from afdplan.choices import DEFAULT_WORKLOAD
+    from afdplan.sim.sweep import connect_backend, run_sweep
+    from afdplan.validate import compare_sweep
+
+    output = prepare_output_file(output, "--output", ROWS_SUFFIXES)
+    b_list = parse_int_list(batch, "--batch")
+    r_list = parse_int_list(ratio, "--ratio")
+    require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
+    require(jobs != 0 and jobs >= -1, f"--jobs must be >= 1 or -1 (all cores), got {jobs}")
+    workloads = {}
+    for name in trace or []:
+        workloads[name] = load_workload(name, None)
     for spec in workload or []:
-        workloads[spec] = parse_workload(spec)
+        workloads[spec] = load_workload(None, spec)
     if not workloads:
-        workloads[DEFAULT_WORKLOAD] = parse_workload(DEFAULT_WORKLOAD)
+        workloads[DEFAULT_WORKLOAD] = load_workload(None, None)
     linear, times = load_step_times(coeffs, comm, tables)
-    b_list = parse_int_list(batches, "--batches")
-    r_list = parse_int_list(ratios, "--ratios")
-    if seeds < 1:
-        raise InputError(f"--seeds must be >= 1, got {seeds}")
+    for wl in workloads.values():
+        check_memory(linear, wl.stats(), b_list, kv_capacity, overcommit)
     base = sim_config(
         r_list[0],
         b_list[0],
         requests,
         steps,
-        mode,
-        order,
+        mode.value,
+        order.value,
         None,
         None,
         kv_capacity,
         noise,
-        0,
+        seed,
         linear,
     )
-    connect_backend(backend, scheduler)
+    backend_name = None if backend is None else backend.value
+    connect_backend(backend_name, scheduler)
     total = len(workloads) * len(b_list) * len(r_list) * seeds
     with progress_bar("sweep") as bar:
         task = bar.add_task("sweep", total=total)
@@ -286,22 +338,37 @@ def sweep(
             times,
             b_list,
             r_list,
-            range(seeds),
+            range(seed, seed + seeds),
             base,
             n_jobs=jobs,
-            backend=backend,
+            backend=backend_name,
             progress=lambda done, _: bar.update(task, completed=done),
         )
-    report = compare_sweep(points, workloads, linear, mode, w_attention, w_ffn)
-    if csv is not None:
-        pd.DataFrame(report["rows"]).to_csv(csv, index=False)
+    report = compare_sweep(points, workloads, linear, mode.value, w_attention, w_ffn)
+    if output is not None:
+        _write_rows(report["rows"], output)
     if as_json:
         print_json(report)
         return
     render_sweep(report)
 
 
+def _write_rows(rows: list[dict], path: Path) -> None:
+    import pandas as pd
+
+    from afdplan.cli.common import to_json
+
+    if path.suffix.lower() == ".json":
+        path.write_text(to_json(rows) + "\n")
+    elif path.suffix.lower() == ".parquet":
+        pd.DataFrame(rows).to_parquet(path, index=False)
+    else:
+        pd.DataFrame(rows).to_csv(path, index=False)
+
+
 def render_sweep(report: dict) -> None:
+    from rich.table import Table
+
     table = Table(title="Simulated optimum vs theory per B", **TABLE_STYLE, pad_edge=False)
     for col in ("workload", "B", "r sim", "r thy", "r*(θ)", "r*(v1)", "regime", "error", "regret"):
         table.add_column(
@@ -324,6 +391,7 @@ def render_sweep(report: dict) -> None:
     out.print(table)
     out.print(
         "r sim: simulated best r; r thy: barrier-aware recommendation; "
-        "error = |r thy − r sim|/r sim; regret: throughput lost at r thy.",
+        "error = |r thy − r sim|/r sim; regret: throughput lost at r thy "
+        "(n/a: r thy was not swept).",
         highlight=False,
     )

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from afdplan.cli.common import TABLE_STYLE, app, out, progress_bar, to_json
-from afdplan.errors import InputError
-from afdplan.report.validation import check_results, summary_table, write_report
-from afdplan.validate import (
-    DEFAULT_GRID,
-    QUICK_GRID,
-    builtin_cases,
-    builtin_workloads,
-    run_validation,
+from afdplan.cli.common import (
+    TABLE_STYLE,
+    JobsOpt,
+    JsonOpt,
+    OutputOpt,
+    SaveDirOpt,
+    SeedOpt,
+    app,
+    out,
+    prepare_output_dir,
+    prepare_output_file,
+    print_json,
+    progress_bar,
+    to_json,
 )
+from afdplan.errors import InputError, require
 
 
 @app.command()
@@ -27,26 +31,40 @@ def validate(
         bool, typer.Option("--quick", help="A small grid (seconds; used by tests).")
     ] = False,
     trace: Annotated[
-        list[Path] | None,
-        typer.Option("--trace", help="Trace(s) to add [default: DATA_DIR/traces/*.csv]."),
+        list[str] | None,
+        typer.Option(
+            "--trace",
+            help="Trace file or shipped name; repeat for several [the shipped Azure traces].",
+        ),
     ] = None,
-    data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Shared data: traces and Vidur profiles.")
-    ] = Path("../shared/data"),
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel processes (-1: all).")] = -1,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write all raw results to this JSON file.")
-    ] = None,
-    report_dir: Annotated[
-        Path | None, typer.Option("--report", help="Also write the report into this folder.")
-    ] = None,
+    seed: SeedOpt = 0,
+    jobs: JobsOpt = -1,
+    output: OutputOpt = None,
+    save_dir: SaveDirOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Theory vs simulation across workloads, B and step-time sources (easy and honest)."""
-    data = data_dir if data_dir.is_dir() else None
-    traces = list(trace or [])
-    if trace is None and not quick and data is not None:
-        traces = sorted((data / "traces").glob("*.csv"))
-    cases, skipped = builtin_cases(quick, data)
+    """Theory vs simulation across workloads, B and step-time sources (easy and honest).
+
+    -o writes the raw results (JSON, the input of `afdplan report`); --save-dir writes the
+    Markdown + HTML report with figures.
+    """
+    from afdplan.data import builtin_names, resolve_input
+    from afdplan.validate import (
+        DEFAULT_GRID,
+        QUICK_GRID,
+        builtin_cases,
+        builtin_workloads,
+        run_validation,
+    )
+
+    output = prepare_output_file(output, "--output", (".json",))
+    save_dir = prepare_output_dir(save_dir)
+    require(jobs != 0 and jobs >= -1, f"--jobs must be >= 1 or -1 (all cores), got {jobs}")
+    if trace is None:
+        traces = [] if quick else [resolve_input(n, "trace") for n in builtin_names("trace")]
+    else:
+        traces = [resolve_input(t, "trace") for t in trace]
+    cases, skipped = builtin_cases(quick)
     workloads = builtin_workloads(quick, traces)
     grid = QUICK_GRID if quick else DEFAULT_GRID
     if quick and jobs == -1:
@@ -60,12 +78,26 @@ def validate(
             grid,
             n_jobs=jobs,
             skipped=skipped,
+            seed=seed,
             progress=lambda done, all_: bar.update(task, completed=done, total=all_),
         )
-    if json_out is not None:
-        json_out.write_text(to_json(results, indent=1) + "\n")
-    if report_dir is not None:
-        write_report(results, report_dir)
+    if output is not None:
+        output.write_text(to_json(results, indent=1) + "\n")
+    if save_dir is not None:
+        from afdplan.report.validation import write_report
+
+        write_report(results, save_dir)
+    if as_json:
+        print_json(results)
+        return
+    _render_validation(results, total, skipped, output, save_dir)
+
+
+def _render_validation(results: dict, total: int, skipped, output, save_dir) -> None:
+    from rich.table import Table
+
+    from afdplan.report.validation import summary_table
+
     table = Table(
         title=f"Validation: {total} configurations, {results['meta']['simulations']:,} "
         f"simulations, {results['meta']['runtime_s']:.0f} s",
@@ -86,23 +118,35 @@ def validate(
         f"{len(misses)} configuration(s) where the recommendation misses; see the report.",
         highlight=False,
     )
+    for path in (output, save_dir):
+        if path is not None:
+            out.print(f"wrote {path}", highlight=False, markup=False)
 
 
 @app.command()
 def report(
-    results: Annotated[Path, typer.Argument(help="JSON written by afdplan validate --json.")],
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Output folder [RESULTS_report next to it].")
+    results: Annotated[Path, typer.Argument(help="JSON written by afdplan validate -o.")],
+    save_dir: Annotated[
+        Path | None,
+        typer.Option("--save-dir", help="Output folder [RESULTS_report next to RESULTS]."),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Markdown + self-contained HTML report with figures from validation results."""
-    if not results.is_file():
-        raise InputError(f"{results}: no such file")
+    import json
+
+    from afdplan.report.validation import check_results, write_report
+
+    require(not results.is_dir(), f"{results}: is a folder; give the JSON file")
+    require(results.is_file(), f"{results}: no such file")
     try:
         data = json.loads(results.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{results}: not valid JSON: {str(exc).splitlines()[0]}") from exc
     data = check_results(data, str(results))
-    target = out_dir or results.with_name(results.stem + "_report")
+    target = prepare_output_dir(save_dir or results.with_name(results.stem + "_report"))
     md, page = write_report(data, target)
-    out.print(f"wrote {md} and {page}", highlight=False)
+    if as_json:
+        print_json({"files": [str(md), str(page)]})
+    else:
+        out.print(f"wrote {md} and {page}", highlight=False, markup=False)

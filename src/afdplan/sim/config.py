@@ -5,13 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from afdplan.choices import MODES, ORDERS, WARMUPS
 from afdplan.errors import check_nonnegative, require
-from afdplan.theory import MODES
 
 Order = Literal["iid", "replay"]
 Warmup = Literal["stationary", "cold"]
-ORDERS: tuple[str, ...] = ("iid", "replay")
-WARMUPS: tuple[str, ...] = ("stationary", "cold")
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,11 @@ from typing import Literal
 
 import numpy as np
 
+from afdplan.choices import MODES
 from afdplan.errors import check_positive, require
 from afdplan.timing.linear import LinearStepTimes
 
 Mode = Literal["overlap", "serial"]
-MODES: tuple[str, ...] = ("overlap", "serial")
 
 
 @dataclass(frozen=True)

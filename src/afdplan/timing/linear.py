@@ -4,12 +4,14 @@
     t_F(n)    = α_F·n + β_F              n = r·B tokens in the aggregated FFN batch
     t_C(n)    = α_C·n + β_C              n = B (per worker, v1) or r·B (aggregate)
 
-Times are in the set's ``time_unit`` (seconds unless the file says otherwise; the
-paper's own calibration uses an unnamed unit, which leaves r* unchanged).
+Times are in seconds. A file may give its coefficients in ``ms`` or ``us``
+(``time_unit``); they are converted to seconds on load. The paper's own calibration uses
+an unnamed unit, ``time_unit = "arbitrary"``, kept as is (r* does not depend on it).
 
 The coefficients file (JSON or TOML) is the contract with calibration::
 
-    [meta]                  # optional: name, time_unit, provenance, gpus, kv_capacity_tokens
+    [meta]                  # optional: name, time_unit, provenance, gpus, kv_capacity_tokens,
+                            #   curves (a measured table beside the file or a shipped name)
     [attention]  alpha = …  # seconds per KV token      beta = …  (seconds)
                  gamma = …  # seconds per sequence in the batch (optional, default 0)
     [ffn]        alpha = …  # seconds per token         beta = …
@@ -21,17 +23,17 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from afdplan.choices import COMM_SCOPES, DEFAULT_COEFFS
 from afdplan.errors import InputError, check_nonnegative, require, unknown_name
 
 CommScope = Literal["per_worker", "aggregate"]
-COMM_SCOPES: tuple[str, ...] = ("per_worker", "aggregate")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class LinearStepTimes:
     gpus_attention: float = 1.0
     gpus_ffn: float = 1.0
     kv_capacity_tokens: int | None = None
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
+    curves: str | None = None  # measured table of the same deployment (path or shipped name)
 
     def __post_init__(self) -> None:
         for stage, coeffs in (
@@ -116,21 +118,39 @@ _SECTION_KEYS = {
     "ffn": ("alpha", "beta"),
     "comm": ("alpha", "beta", "scope"),
 }
-_META_KEYS = ("name", "time_unit", "provenance", "gpus_attention", "gpus_ffn", "kv_capacity_tokens")
+_META_KEYS = (
+    "name",
+    "time_unit",
+    "provenance",
+    "gpus_attention",
+    "gpus_ffn",
+    "kv_capacity_tokens",
+    "curves",
+)
+# Seconds per unit; "arbitrary" is an unnamed unit that is kept (the paper's Table 2).
+TIME_UNITS: dict[str, float | None] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "arbitrary": None}
 
 
 def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTimes:
     """Validate a parsed coefficients file and build the model (one-line errors)."""
     require(isinstance(data, dict), f"{source}: top level must be a table/object")
     unknown = set(data) - {*_SECTION_KEYS, "meta"}
-    require(not unknown, f"{source}: unknown section(s) {', '.join(sorted(unknown))}")
+    require(
+        not unknown,
+        f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
+        f"known: meta, {', '.join(_SECTION_KEYS)}",
+    )
     values: dict[str, dict] = {}
     for section, keys in _SECTION_KEYS.items():
         require(section in data, f"{source}: missing section [{section}]")
         body = data[section]
         require(isinstance(body, dict), f"{source}: [{section}] must be a table")
         extra = set(body) - set(keys)
-        require(not extra, f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(extra))}")
+        require(
+            not extra,
+            f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(extra))}; "
+            f"known: {', '.join(keys)}",
+        )
         for key in ("alpha", "beta"):
             require(key in body, f"{source}: [{section}] needs {key}")
         values[section] = {
@@ -138,6 +158,32 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         }
     meta = data.get("meta", {})
     require(isinstance(meta, dict), f"{source}: [meta] must be a table")
+    unknown = set(meta) - set(_META_KEYS)
+    require(
+        not unknown,
+        f"{source}: unknown key(s) in [meta]: {', '.join(sorted(unknown))}; "
+        f"known: {', '.join(_META_KEYS)}",
+    )
+    unit = str(meta.get("time_unit", "s"))
+    require(
+        unit in TIME_UNITS,
+        f"{source}: unknown time_unit {unit!r}; known: {', '.join(TIME_UNITS)}",
+    )
+    scale = TIME_UNITS[unit]
+    if scale is not None and scale != 1.0:
+        values = {
+            stage: {k: v * scale if k in ("alpha", "beta", "gamma") else v for k, v in body.items()}
+            for stage, body in values.items()
+        }
+        unit = "s"
+    curves = meta.get("curves")
+    require(
+        curves is None or (isinstance(curves, str) and curves.strip() != ""),
+        f"{source}: meta.curves must be a table path or a shipped table name",
+    )
+    if curves is not None and not Path(curves).is_absolute() and Path(source).is_file():
+        beside = Path(source).parent / curves
+        curves = str(beside) if beside.exists() else curves
     scope = str(data["comm"].get("scope", "per_worker"))
     require(scope in COMM_SCOPES, f"{source}: comm.scope must be one of {', '.join(COMM_SCOPES)}")
     kv = meta.get("kv_capacity_tokens")
@@ -147,14 +193,14 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         comm=Linear(**values["comm"]),
         comm_scope=scope,  # type: ignore[arg-type]
         name=str(meta.get("name", source)),
-        time_unit=str(meta.get("time_unit", "s")),
+        time_unit=unit,
         provenance=str(meta.get("provenance", "")),
         gpus_attention=_number(f"{source}: meta.gpus_attention", meta.get("gpus_attention", 1.0)),
         gpus_ffn=_number(f"{source}: meta.gpus_ffn", meta.get("gpus_ffn", 1.0)),
         kv_capacity_tokens=None
         if kv is None
         else int(_number(f"{source}: meta.kv_capacity_tokens", kv)),
-        extra={k: v for k, v in meta.items() if k not in _META_KEYS},
+        curves=curves,
     )
 
 
@@ -177,7 +223,8 @@ def coeffs_to_dict(model: LinearStepTimes) -> dict:
     }
     if model.kv_capacity_tokens is not None:
         meta["kv_capacity_tokens"] = model.kv_capacity_tokens
-    meta.update(model.extra)
+    if model.curves is not None:
+        meta["curves"] = model.curves
     return {
         "meta": meta,
         "attention": asdict(model.attention),
@@ -234,9 +281,6 @@ def builtin_coeff_names() -> list[str]:
     """Names of the coefficient sets shipped in ``afdplan/timing/presets``."""
     folder = resources.files("afdplan.timing") / "presets"
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
-
-
-DEFAULT_COEFFS = "deepseek-v3-h200"
 
 
 def load_coeffs(name_or_path: str | Path | None = None) -> LinearStepTimes:

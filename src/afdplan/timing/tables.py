@@ -21,15 +21,21 @@ batches free).
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from afdplan.errors import require
-from afdplan.tabular import read_table
+from afdplan.errors import InputError, require
 from afdplan.timing.linear import LinearStepTimes
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# A table as columns: "op" holds strings, the other columns float64 (NaN where empty).
+Columns = dict[str, np.ndarray]
 
 TABLE_COLUMNS = ("op", "tokens", "kv_tokens", "batch", "seconds")
 TABLE_OPS = ("attention", "attention_dense", "ffn", "comm")
@@ -57,8 +63,11 @@ class Curve:
     @classmethod
     def from_points(cls, x: np.ndarray, y: np.ndarray) -> Curve:
         """Sort, and take the median of repeated x."""
-        frame = pd.DataFrame({"x": x, "y": y}).groupby("x", sort=True)["y"].median()
-        return cls(frame.index.to_numpy(np.float64), frame.to_numpy(np.float64))
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        xs, group = np.unique(x, return_inverse=True)
+        ys = np.array([np.median(y[group == i]) for i in range(xs.size)], dtype=np.float64)
+        return cls(xs, ys)
 
 
 @dataclass(frozen=True)
@@ -151,52 +160,85 @@ class TableStepTimes:
         return [s for s in ("attention", "ffn", "comm") if s in have]
 
 
-def validate_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The frame in generic form (lower-case ``op``, all columns), or a one-line error."""
-    missing = [c for c in ("op", "seconds") if c not in frame.columns]
+def validate_columns(cols: Columns, source: str) -> Columns:
+    """The table in generic form (lower-case ``op``, every column), or a one-line error."""
+    missing = [c for c in ("op", "seconds") if c not in cols]
     require(
         not missing,
         f"{source}: missing column(s) {', '.join(missing)}; need {', '.join(TABLE_COLUMNS)}",
     )
-    require(len(frame) > 0, f"{source}: no rows")
-    out = frame.reindex(columns=list(TABLE_COLUMNS)).copy()
-    out["op"] = out["op"].astype(str).str.strip().str.lower()
-    unknown = sorted(set(out["op"]) - set(TABLE_OPS))
+    n = len(cols["op"])
+    require(n > 0, f"{source}: no rows")
+    op = np.array([str(v).strip().lower() for v in cols["op"]], dtype=object)
+    unknown = sorted(set(op) - set(TABLE_OPS))
     require(
         not unknown, f"{source}: unknown op(s) {', '.join(unknown)}; known: {', '.join(TABLE_OPS)}"
     )
-    seconds = _column(out, "seconds", source)
+    out: Columns = {"op": op}
+    for col in TABLE_COLUMNS[1:]:
+        out[col] = _numeric(cols[col]) if col in cols else np.full(n, np.nan)
+    seconds = _checked(out["seconds"], np.ones(n, bool), "seconds", source)
     require(bool((seconds > 0).all()), f"{source}: seconds must be > 0 in every row")
-    for op, needs in (
+    for name, needs in (
         ("attention", ("batch", "kv_tokens")),
         ("attention_dense", ("tokens",)),
         ("ffn", ("tokens",)),
         ("comm", ("tokens",)),
     ):
-        rows = out[out["op"] == op]
+        rows = op == name
         for col in needs:
-            if len(rows):
-                out.loc[rows.index, col] = _column(rows, col, f"{source} ({op} rows)")
+            if rows.any():
+                _checked(out[col], rows, col, f"{source} ({name} rows)")
     return out
 
 
-def tables_from_frame(
-    frame: pd.DataFrame, fallback: LinearStepTimes, source: str
-) -> TableStepTimes:
-    """Build interpolating tables from a generic-format frame (validated, one-line errors)."""
-    frame = validate_table(frame, source)
+def validate_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A pandas frame in generic form (see :func:`validate_columns`)."""
+    import pandas as pd
+
+    return pd.DataFrame(validate_columns(frame_columns(frame), source))
+
+
+def frame_columns(frame: pd.DataFrame) -> Columns:
+    return {str(c): frame[c].to_numpy() for c in frame.columns}
+
+
+def _numeric(values: np.ndarray) -> np.ndarray:
+    """float64 with NaN for empty or unparsable entries (reported by ``_checked``)."""
+    values = np.asarray(values)
+    if values.dtype.kind in "fiu":
+        return values.astype(np.float64)
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        if isinstance(v, bool | np.bool_):
+            continue  # a boolean is not a count
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def _checked(values: np.ndarray, rows: np.ndarray, name: str, source: str) -> np.ndarray:
+    picked = values[rows]
+    bad = ~np.isfinite(picked)
+    require(not bad.any(), f"{source}: {int(bad.sum())} non-numeric or missing {name!r} value(s)")
+    require(bool((picked >= 0).all()), f"{source}: negative {name!r} value(s)")
+    return picked
+
+
+def tables_from_columns(cols: Columns, fallback: LinearStepTimes, source: str) -> TableStepTimes:
+    """Build interpolating tables from generic columns (validated, one-line errors)."""
+    cols = validate_columns(cols, source)
+    op = cols["op"]
     parts: dict[str, object] = {}
-    for op in ("attention_dense", "ffn", "comm"):
-        rows = frame[frame["op"] == op]
-        if len(rows):
-            parts[op] = Curve.from_points(
-                rows["tokens"].to_numpy(np.float64), rows["seconds"].to_numpy(np.float64)
-            )
-    rows = frame[frame["op"] == "attention"]
-    if len(rows):
-        batch = rows["batch"].to_numpy(np.float64)
-        kv = rows["kv_tokens"].to_numpy(np.float64)
-        secs = rows["seconds"].to_numpy(np.float64)
+    for name in ("attention_dense", "ffn", "comm"):
+        rows = op == name
+        if rows.any():
+            parts[name] = Curve.from_points(cols["tokens"][rows], cols["seconds"][rows])
+    rows = op == "attention"
+    if rows.any():
+        batch, kv, secs = cols["batch"][rows], cols["kv_tokens"][rows], cols["seconds"][rows]
         batches = np.unique(batch)
         curves = []
         for b in batches:
@@ -210,19 +252,46 @@ def tables_from_frame(
     return TableStepTimes(fallback=fallback, source=source, **parts)  # type: ignore[arg-type]
 
 
-def _column(frame: pd.DataFrame, name: str, source: str) -> np.ndarray:
-    require(name in frame.columns, f"{source}: missing column {name!r}")
-    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
-    bad = ~np.isfinite(values)
-    require(not bad.any(), f"{source}: {int(bad.sum())} non-numeric or missing {name!r} value(s)")
-    require(bool((values >= 0).all()), f"{source}: negative {name!r} value(s)")
-    return values
+def tables_from_frame(
+    frame: pd.DataFrame, fallback: LinearStepTimes, source: str
+) -> TableStepTimes:
+    """:func:`tables_from_columns` for a pandas frame."""
+    return tables_from_columns(frame_columns(frame), fallback, source)
 
 
 def read_step_table(path: str | Path, fallback: LinearStepTimes) -> TableStepTimes:
-    """Load a generic measured table (CSV, JSONL or Parquet; see module docstring)."""
+    """Load a generic measured table (CSV, JSONL or Parquet; see module docstring).
+
+    CSV is read without pandas: ``plan`` reads the shipped curves on every run and must
+    start fast.
+    """
     path = Path(path)
-    return tables_from_frame(read_table(path), fallback, path.name)
+    if path.suffix.lower() == ".csv":
+        cols = _read_csv_columns(path)
+    else:
+        from afdplan.tabular import read_table
+
+        cols = frame_columns(read_table(path))
+    return tables_from_columns(cols, fallback, path.name)
+
+
+def _read_csv_columns(path: Path) -> Columns:
+    require(path.is_file(), f"{path}: no such file")
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            require(header is not None, f"{path}: file is empty")
+            names = [h.strip() for h in header]
+            rows = [row for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read as csv: {exc}") from exc
+    for i, row in enumerate(rows, start=2):
+        require(
+            len(row) == len(names),
+            f"{path}: line {i} has {len(row)} fields, the header has {len(names)}",
+        )
+    return {name: np.array([row[j] for row in rows], dtype=object) for j, name in enumerate(names)}
 
 
 def write_step_table(rows: pd.DataFrame, path: str | Path) -> None:

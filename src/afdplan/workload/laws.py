@@ -19,12 +19,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import special
 
+from afdplan import normal
 from afdplan.errors import InputError, check_positive, require
 
 # Largest support a tabulated law may have; beyond this, ask the user for a cap.
 MAX_TABULATED_SUPPORT = 4_000_000
+# Longest prompt or decode length accepted (tokens): 100 times today's longest contexts,
+# and far below where the third moments the variance needs lose precision in float64.
+MAX_LENGTH_TOKENS = 100_000_000
 
 
 class LengthLaw(ABC):
@@ -123,6 +126,11 @@ class Geometric(LengthLaw):
             math.isfinite(self.p) and 0 < self.p <= 1,
             f"geometric p must be in (0, 1], got {self.p:g}",
         )
+        require(
+            self.p >= 1 / MAX_LENGTH_TOKENS,
+            f"geometric p must be >= 1e-8 (mean at most {MAX_LENGTH_TOKENS:,} tokens), "
+            f"got {self.p:g}",
+        )
         require(self.start >= 0, f"geometric start must be >= 0, got {self.start}")
 
     @classmethod
@@ -130,6 +138,10 @@ class Geometric(LengthLaw):
         """The geometric law on {start, …} with E[X] = ``mean``."""
         check_positive("geometric mean", mean)
         require(mean >= start + 0.0, f"geometric mean must be >= {start}, got {mean:g}")
+        require(
+            mean <= MAX_LENGTH_TOKENS,
+            f"geometric mean must be at most {MAX_LENGTH_TOKENS:,} tokens, got {mean:g}",
+        )
         return cls(p=1.0 / (mean - start + 1.0), start=start)
 
     def raw_moments(self) -> tuple[float, float, float]:
@@ -193,25 +205,34 @@ def lognormal(
     check_positive("lognormal median", median)
     check_positive("lognormal sigma", sigma)
     minimum = _check_int("lognormal min", minimum, minimum=1)
+    require(
+        median <= MAX_LENGTH_TOKENS,
+        f"lognormal median must be at most {MAX_LENGTH_TOKENS:,} tokens, got {median:g}",
+    )
     if maximum is None:
-        maximum = math.ceil(median * math.exp(sigma * special.ndtri(1 - 1e-9)))
+        log_max = math.log(median) + sigma * normal.Z_1E9
         require(
-            maximum - minimum < MAX_TABULATED_SUPPORT,
+            log_max < math.log(MAX_TABULATED_SUPPORT),
             "lognormal tail too heavy to tabulate without a cap: give max=<tokens>",
         )
+        maximum = math.ceil(math.exp(log_max))
     maximum = _check_int("lognormal max", maximum, minimum=minimum)
     require(maximum - minimum < MAX_TABULATED_SUPPORT, "lognormal max is too large to tabulate")
     values = np.arange(minimum, maximum + 1)
     # P(ceil(X) <= d) = Φ((ln d − ln median)/σ); clipping folds the tails onto the ends.
-    cdf = special.ndtr((np.log(values.astype(np.float64)) - math.log(median)) / sigma)
+    cdf = normal.cdf_array((np.log(values.astype(np.float64)) - math.log(median)) / sigma)
     cdf[-1] = 1.0
     probs = np.diff(cdf, prepend=0.0)
     label = f"lognormal(median={median:g}, sigma={sigma:g}, max={maximum})"
     return DiscreteLaw(values, probs, label)
 
 
-def _check_int(name: str, value: float, minimum: int) -> int:
+def _check_int(name: str, value: float, minimum: int, maximum: int = MAX_LENGTH_TOKENS) -> int:
     if isinstance(value, float):
+        require(
+            not math.isfinite(value) or value <= maximum,
+            f"{name} must be at most {maximum:,} tokens, got {value:g}",
+        )
         require(
             math.isfinite(value) and value.is_integer(), f"{name} must be an integer, got {value}"
         )
@@ -220,4 +241,5 @@ def _check_int(name: str, value: float, minimum: int) -> int:
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} must be an integer, got {value!r}") from exc
     require(as_int >= minimum, f"{name} must be >= {minimum}, got {as_int}")
+    require(as_int <= maximum, f"{name} must be at most {maximum:,} tokens, got {as_int}")
     return as_int

@@ -111,6 +111,10 @@ def _prompt_law(params: dict[str, float]) -> laws.LengthLaw:
 
 def _decode_law(kind: str, params: dict[str, float]) -> laws.LengthLaw:
     if kind == "geometric":
+        require(
+            not ("p" in params and "decode_mean" in params),
+            "geometric workload: give decode_mean or p, not both",
+        )
         if "p" in params:
             return laws.Geometric(p=params["p"])
         (mean,) = _need(params, "decode_mean")

@@ -7,13 +7,17 @@ override them. Every problem with the file is an :class:`InputError` with one li
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from afdplan.errors import InputError, require
 from afdplan.tabular import read_table
+from afdplan.workload.laws import MAX_LENGTH_TOKENS
 from afdplan.workload.sources import EmpiricalWorkload
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # (prompt column, decode column) pairs of known traces, tried in order.
 KNOWN_COLUMN_PAIRS: tuple[tuple[str, str], ...] = (
@@ -60,13 +64,30 @@ def _pick_columns(
 
 def _lengths(frame: pd.DataFrame, col: str, path: Path, what: str) -> np.ndarray:
     """Column ``col`` as float64; raises on NaN, non-numbers and fractional counts."""
-    values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64)
+    import pandas as pd
+
+    raw = frame[col]
+    is_bool = raw.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
+    if is_bool.any():
+        first = int(np.flatnonzero(is_bool)[0]) + 1
+        raise InputError(
+            f"{path}: {int(is_bool.sum())} {what} value(s) in column {col!r} are true/false, "
+            f"not token counts (first at data row {first})"
+        )
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         first = int(np.flatnonzero(bad)[0]) + 1
         raise InputError(
             f"{path}: {int(bad.sum())} {what} value(s) in column {col!r} are missing, NaN or "
             f"not numbers (first at data row {first})"
+        )
+    big = values > MAX_LENGTH_TOKENS
+    if big.any():
+        first = int(np.flatnonzero(big)[0]) + 1
+        raise InputError(
+            f"{path}: {int(big.sum())} {what} value(s) in column {col!r} are above the largest "
+            f"supported length, {MAX_LENGTH_TOKENS:,} tokens (first at data row {first})"
         )
     frac = values != np.round(values)
     if frac.any():
@@ -89,6 +110,8 @@ def read_trace(
     Rows keep the file's order unless an arrival-time column is present, in which case
     they are sorted by arrival (stable), which is what arrival-order replay uses.
     """
+    import pandas as pd
+
     path = Path(path)
     frame = read_table(path)
     require(len(frame) > 0, f"{path}: trace has no requests")

@@ -1,0 +1,56 @@
+"""From what a user types to step times: ``NAME | FILE | roofline:MODEL@HW`` (+ tables).
+
+The CLI only parses options; this is where a coefficient spec becomes a
+:class:`~afdplan.timing.LinearStepTimes` and a measured table becomes curves, so every
+command resolves them the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from afdplan.choices import COMM_SCOPES
+from afdplan.data import resolve_input
+from afdplan.errors import InputError, require
+from afdplan.timing import LinearStepTimes, StepTimes, TableStepTimes, load_coeffs
+from afdplan.timing.tables import read_step_table
+
+
+def resolve_coeffs(spec: str, comm: str | None = None) -> LinearStepTimes:
+    """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``."""
+    require(bool(spec.strip()), "--coeffs is empty; give a set name, a file or roofline:MODEL@HW")
+    if spec.startswith("roofline:"):
+        from afdplan.calibrate.roofline import derive
+        from afdplan.calibrate.specs import load_hardware, load_model
+
+        model, at, hardware = spec.removeprefix("roofline:").partition("@")
+        if not (at and model and hardware):
+            raise InputError(f"--coeffs {spec!r}: use roofline:MODEL@HARDWARE")
+        times = derive(load_model(model), load_hardware(hardware)).times
+    else:
+        times = load_coeffs(spec)
+    if comm is not None:
+        comm = str(comm).replace("-", "_")
+        require(
+            comm in COMM_SCOPES, f"--comm must be one of {', '.join(COMM_SCOPES)}, got {comm!r}"
+        )
+        times = times.with_comm_scope(comm)
+    return times
+
+
+def read_tables(value: str | Path, fallback: LinearStepTimes) -> TableStepTimes:
+    """Measured curves from a table file or a shipped table name (``afdplan presets``)."""
+    return read_step_table(resolve_input(value, "tables"), fallback)
+
+
+def set_curves(times: LinearStepTimes) -> TableStepTimes | None:
+    """The measured curves a coefficient set names in ``[meta] curves``, if any."""
+    return None if times.curves is None else read_tables(times.curves, times)
+
+
+def resolve_step_times(
+    spec: str, comm: str | None, tables: str | Path | None
+) -> tuple[LinearStepTimes, StepTimes]:
+    """(the linear coefficients, the same overlaid by measured tables where given)."""
+    linear = resolve_coeffs(spec, comm)
+    return linear, linear if tables is None else read_tables(tables, linear)

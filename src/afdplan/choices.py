@@ -1,0 +1,56 @@
+"""Named choices and defaults shared by the library and the CLI.
+
+This module imports nothing heavy: the CLI builds its ``--help`` from it without loading
+numpy. The library checks values against the same names, so a choice has one spelling.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Mode(StrEnum):
+    """How the stages of a decode step combine (DESIGN.md §1)."""
+
+    overlap = "overlap"  # τ = max of the stages (the paper's pipelining)
+    serial = "serial"  # τ = t_A + 2·t_C + t_F
+
+
+class CommScope(StrEnum):
+    """What one A↔F transfer carries (DESIGN.md §3)."""
+
+    per_worker = "per_worker"  # B tokens per Attention worker (v1)
+    aggregate = "aggregate"  # the round trip on all r·B tokens
+
+
+class Order(StrEnum):
+    """How the simulator draws requests from a workload."""
+
+    iid = "iid"  # resample
+    replay = "replay"  # a trace in arrival order
+
+
+class Warmup(StrEnum):
+    stationary = "stationary"
+    cold = "cold"
+
+
+class Backend(StrEnum):
+    """joblib backends for sweeps (dask and ray need their extras)."""
+
+    loky = "loky"
+    threading = "threading"
+    dask = "dask"
+    ray = "ray"
+
+
+MODES: tuple[str, ...] = tuple(m.value for m in Mode)
+COMM_SCOPES: tuple[str, ...] = tuple(c.value for c in CommScope)
+ORDERS: tuple[str, ...] = tuple(o.value for o in Order)
+WARMUPS: tuple[str, ...] = tuple(w.value for w in Warmup)
+
+DEFAULT_COEFFS = "deepseek-v3-h200"
+DEFAULT_WORKLOAD = (
+    "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=16384,"
+    "decode_median=128,decode_sigma=0.9,decode_max=2048"
+)

@@ -1,0 +1,284 @@
+"""Bad-input corpus: every command, every kind of mistake (issue 10, item 6).
+
+Each case must end with exit code 2, exactly one line on stderr that starts with
+``error:`` and names the problem, no traceback and no Python warning. ``{bad}`` in an
+argument is the folder of bad files made below; ``{tmp}`` a fresh scratch folder.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+PLAN = ["plan"]
+SIM = ["simulate", "-r", "2", "-B", "4", "--requests", "200"]
+PAPER = ["--coeffs", "paper-v1-dsv3-910c"]
+GOOD_TRACE = "num_prefill_tokens,num_decode_tokens\n100,10\n200,20\n"
+COEFFS = (
+    "[attention]\nalpha=1e-8\nbeta=1e-3\n"
+    "[ffn]\nalpha=1e-6\nbeta=1e-2\n"
+    "[comm]\nalpha=1e-7\nbeta=1e-4\n"
+)
+
+BAD_FILES = {
+    "empty.csv": "num_prefill_tokens,num_decode_tokens\n",
+    "zero.csv": "",
+    "nan.csv": "num_prefill_tokens,num_decode_tokens\n5,nan\n",
+    "neg.csv": "num_prefill_tokens,num_decode_tokens\n5,0\n",
+    "negp.csv": "num_prefill_tokens,num_decode_tokens\n-5,3\n",
+    "cols.csv": "a,b\n5,1\n",
+    "frac.csv": "num_prefill_tokens,num_decode_tokens\n5.5,3\n",
+    "huge.csv": "num_prefill_tokens,num_decode_tokens\n1e300,3\n",
+    "big.csv": "num_prefill_tokens,num_decode_tokens\n5,1e30\n",
+    "text.csv": "num_prefill_tokens,num_decode_tokens\nfive,3\n",
+    "ragged.csv": 'num_prefill_tokens,num_decode_tokens\n5,3\n"unclosed,4\n',
+    "bools.jsonl": '{"prompt_tokens": true, "output_tokens": 3}\n',
+    "bools2.jsonl": '{"prompt_tokens": 5, "output_tokens": false}\n',
+    "bad.jsonl": "{not json\n",
+    "trace.txt": GOOD_TRACE,
+    "bad.parquet": "this is not parquet",
+    "good.csv": GOOD_TRACE,
+    "neg.toml": COEFFS.replace("alpha=1e-8", "alpha=-1"),
+    "meta.toml": "[meta]\ncolour = 'blue'\n" + COEFFS,
+    "unit.toml": "[meta]\ntime_unit = 'minutes'\n" + COEFFS,
+    "nosection.toml": COEFFS.split("[comm]")[0],
+    "syntax.toml": "[attention\nalpha=1\n",
+    "section.toml": COEFFS + "[gpu]\nname='x'\n",
+    "key.toml": COEFFS.replace("beta=1e-2", "beta=1e-2\ndelta=3"),
+    "string.toml": COEFFS.replace("alpha=1e-6", "alpha='fast'"),
+    "zeroffn.toml": COEFFS.replace("alpha=1e-6", "alpha=0"),
+    "scope.toml": COEFFS + "scope = 'global'\n",
+    "curves.toml": "[meta]\ncurves = 'no-such-table.csv'\n" + COEFFS,
+    "bad.json": "{",
+    "nan.toml": COEFFS.replace("beta=1e-3", "beta=nan"),
+    "ops.csv": "op,tokens,kv_tokens,batch,seconds\nmlp,1,,,0.1\nmlp,2,,,0.2\n",
+    "negsec.csv": "op,tokens,kv_tokens,batch,seconds\nffn,1,,,-0.1\nffn,2,,,0.2\n",
+    "onepoint.csv": "op,tokens,kv_tokens,batch,seconds\nffn,1,,,0.1\n",
+    "broken_config.json": "{",
+    "partial_config.json": json.dumps({"hidden_size": 4096}),
+    "not_results.json": json.dumps({"a": 1}),
+    "a_file": "x",
+}
+
+CASES: list[tuple[list[str], str]] = [
+    # ---------------------------------------------------------------- plan: options
+    ([*PLAN, "--batch", "0"], "--batch must be an integer >= 1"),
+    ([*PLAN, "--batch", "-4"], "--batch must be an integer >= 1"),
+    ([*PLAN, "--batch", "x"], "not an integer"),
+    ([*PLAN, "--batch", "1,2"], "takes one value here"),
+    ([*PLAN, "--ratio", "0"], "--ratio must be an integer >= 1"),
+    ([*PLAN, "--ratio", "5-2"], "needs integers 1 <= a <= b"),
+    ([*PLAN, "--ratio", ","], "empty list"),
+    ([*PLAN, "--ratio", "1-10000000"], "above the largest allowed value"),
+    ([*PLAN, "--mode", "fast"], "Invalid value for '--mode'"),
+    ([*PLAN, "--comm", "global"], "Invalid value for '--comm'"),
+    ([*PLAN, "--w-ffn", "0"], "w_ffn must be > 0"),
+    ([*PLAN, "--w-attention", "nan"], "w_attention must be a finite number"),
+    ([*PLAN, "--w-ffn", "abc"], "Invalid value for '--w-ffn'"),
+    ([*PLAN, "--nonsense"], "No such option: --nonsense"),
+    ([*PLAN, "--batch", "100000"], "does not fit the KV cache"),
+    # ---------------------------------------------------------------- coefficient sets
+    ([*PLAN, "--coeffs", "nope"], "unknown coefficient set 'nope'; known:"),
+    ([*PLAN, "--coeffs", ""], "--coeffs is empty"),
+    ([*PLAN, "--coeffs", "roofline:llama3-70b"], "use roofline:MODEL@HARDWARE"),
+    ([*PLAN, "--coeffs", "roofline:nope@h100-sxm"], "unknown model 'nope'; known:"),
+    ([*PLAN, "--coeffs", "roofline:llama3-70b@tpu9"], "unknown hardware 'tpu9'; known:"),
+    ([*PLAN, "--coeffs", "{bad}/neg.toml"], "attention.alpha must be >= 0"),
+    ([*PLAN, "--coeffs", "{bad}/meta.toml"], "unknown key(s) in [meta]: colour; known:"),
+    ([*PLAN, "--coeffs", "{bad}/unit.toml"], "unknown time_unit 'minutes'; known: s, ms, us"),
+    ([*PLAN, "--coeffs", "{bad}/nosection.toml"], "missing section [comm]"),
+    ([*PLAN, "--coeffs", "{bad}/syntax.toml"], "cannot parse coefficients"),
+    ([*PLAN, "--coeffs", "{bad}/section.toml"], "unknown section(s) gpu; known:"),
+    ([*PLAN, "--coeffs", "{bad}/key.toml"], "unknown key(s) in [ffn]: delta; known: alpha, beta"),
+    ([*PLAN, "--coeffs", "{bad}/string.toml"], "ffn.alpha must be a number"),
+    ([*PLAN, "--coeffs", "{bad}/zeroffn.toml"], "ffn.alpha must be > 0"),
+    ([*PLAN, "--coeffs", "{bad}/scope.toml"], "comm.scope must be one of"),
+    ([*PLAN, "--coeffs", "{bad}/curves.toml"], "no-such-table.csv: no such file"),
+    ([*PLAN, "--coeffs", "{bad}/bad.json"], "cannot parse coefficients"),
+    ([*PLAN, "--coeffs", "{bad}/nan.toml"], "attention.beta must be a finite number"),
+    ([*PLAN, "--coeffs", "{bad}/missing.toml"], "no such coefficients file"),
+    ([*PLAN, "--tables", "nope"], "nope: no such file; built-in tables names:"),
+    ([*PLAN, "--tables", "{bad}/ops.csv"], "unknown op(s) mlp; known:"),
+    ([*PLAN, "--tables", "{bad}/negsec.csv"], "negative 'seconds'"),
+    ([*PLAN, "--tables", "{bad}/onepoint.csv"], "at least 2 distinct points"),
+    ([*PLAN, "--tables", "{bad}"], "is a folder, not a tables file"),
+    # ---------------------------------------------------------------- workload specs
+    ([*PLAN, "--workload", ""], "--workload is empty"),
+    ([*PLAN, "--workload", "geometric:prefill=1,decode_mean=nan"], "finite"),
+    (
+        [*PLAN, "--workload", "geometric:prefill=100,decode_mean=50,p=0.1"],
+        "give decode_mean or p, not both",
+    ),
+    ([*PLAN, "--workload", "foo:x=1"], "unknown workload kind 'foo'; known:"),
+    ([*PLAN, "--workload", "geometric"], "needs KIND:params"),
+    ([*PLAN, "--workload", "geometric:prefill=100"], "missing decode_mean"),
+    ([*PLAN, "--workload", "fixed:prefill=-5,decode=10"], "must be >= 0"),
+    ([*PLAN, "--workload", "fixed:prefill=10,decode=0"], "decode must be >= 1"),
+    ([*PLAN, "--workload", "fixed:prefill=1e30,decode=10"], "at most"),
+    ([*PLAN, "--workload", "fixed:prefill=10,decode=1e30"], "at most"),
+    ([*PLAN, "--workload", "geometric:prefill=100,decode_mean=1e30"], "at most"),
+    (
+        [*PLAN, "--workload", "lognormal:prefill=100,decode_median=100,decode_sigma=1e30"],
+        "too heavy",
+    ),
+    ([*PLAN, "--workload", "uniform:prefill=100,decode_lo=10,decode_hi=5"], "lo <= hi"),
+    ([*PLAN, "--workload", "mix:abc"], "needs WEIGHT*SPEC"),
+    ([*PLAN, "--workload", "mix:-1*fixed:prefill=1,decode=1"], "weight"),
+    ([*PLAN, "--workload", "geometric:prefill=100,decode_mean=50,bogus=1"], "unknown parameter"),
+    ([*PLAN, "--workload", "geometric:prefill=100,decode_mean=fifty"], "must be a number"),
+    ([*PLAN, "--workload", "trace:"], "needs a path"),
+    ([*PLAN, "--workload", "geometric:prefill=100,p=1.5"], "p"),
+    # ---------------------------------------------------------------- traces
+    ([*PLAN, "--trace", "missing.csv"], "missing.csv: no such file; built-in trace names:"),
+    ([*PLAN, "--trace", "{bad}"], "is a folder, not a trace file"),
+    ([*PLAN, "--trace", "{bad}/good.csv", "--workload", "fixed:prefill=1,decode=1"], "either"),
+    ([*PLAN, "--trace", "{bad}/empty.csv"], "trace has no requests"),
+    ([*PLAN, "--trace", "{bad}/zero.csv"], "file is empty"),
+    ([*PLAN, "--trace", "{bad}/nan.csv"], "missing, NaN or not numbers"),
+    ([*PLAN, "--trace", "{bad}/text.csv"], "missing, NaN or not numbers"),
+    ([*PLAN, "--trace", "{bad}/neg.csv"], "decode length < 1"),
+    ([*PLAN, "--trace", "{bad}/negp.csv"], "prompt length < 0"),
+    ([*PLAN, "--trace", "{bad}/cols.csv"], "no prompt/decode length columns"),
+    ([*PLAN, "--trace", "{bad}/frac.csv"], "not whole token counts"),
+    ([*PLAN, "--trace", "{bad}/huge.csv"], "above the largest supported length"),
+    ([*PLAN, "--trace", "{bad}/big.csv"], "above the largest supported length"),
+    ([*PLAN, "--trace", "{bad}/bools.jsonl"], "true/false"),
+    ([*PLAN, "--trace", "{bad}/bools2.jsonl"], "true/false"),
+    ([*PLAN, "--trace", "{bad}/bad.jsonl"], "cannot read as jsonl"),
+    ([*PLAN, "--trace", "{bad}/trace.txt"], "unknown file type '.txt'"),
+    ([*PLAN, "--trace", "{bad}/bad.parquet"], "cannot read as parquet"),
+    ([*PLAN, "--trace", "{bad}/ragged.csv"], "cannot read as csv"),
+    ([*PLAN, "--trace", "{bad}/good.csv", "--prompt-col", "nope"], "column 'nope'"),
+    ([*PLAN, "--trace", "{bad}/good.csv", "--decode-col", "x"], "column 'x'"),
+    # ---------------------------------------------------------------- simulate
+    (["simulate", "-r", "0", "-B", "4"], "--ratio must be an integer >= 1"),
+    (["simulate", "-r", "2", "-B", "0"], "--batch must be an integer >= 1"),
+    ([*SIM[:5], "--steps", "0"], "steps must be >= 1"),
+    ([*SIM, "--steps", "5"], "give --requests or --steps, not both"),
+    ([*SIM, "--kv-capacity", "0"], "KV capacity must be >= 1"),
+    ([*SIM, "--kv-capacity", "lots"], "integer or 'auto'"),
+    ([*SIM, "--seeds", "0"], "--seeds must be >= 1"),
+    ([*SIM, "--seed", "-1"], "seed must be an integer >= 0"),
+    ([*SIM, "--order", "replay"], "needs a trace"),
+    ([*SIM, "--order", "sideways"], "Invalid value for '--order'"),
+    ([*SIM, "--warmup", "hot"], "Invalid value for '--warmup'"),
+    ([*SIM, "--warmup-steps", "-1"], "warmup steps must be >= 0"),
+    ([*SIM, "--noise", "-1"], "noise must be >= 0"),
+    ([*SIM, *PAPER, "--kv-capacity", "auto"], "has no kv_capacity_tokens"),
+    (["simulate", "-r", "2", "-B", "100000"], "--overcommit"),
+    (["simulate", "--trace", "{bad}/empty.csv", "-r", "1", "-B", "1"], "no requests"),
+    # ---------------------------------------------------------------- sweep
+    (["sweep", "--ratio", "0-3"], "needs integers 1 <= a <= b"),
+    (["sweep", "--ratio", "5-2"], "needs integers 1 <= a <= b"),
+    (["sweep", "--batch", "x"], "not an integer"),
+    (["sweep", "--batch", ","], "empty list"),
+    (["sweep", "--scheduler", "tcp://h:1"], "needs --backend dask or ray"),
+    (["sweep", "--jobs", "0"], "--jobs must be >= 1 or -1"),
+    (["sweep", "--backend", "bogus"], "Invalid value for '--backend'"),
+    (["sweep", "-o", "{tmp}/rows.xlsx"], "unknown file type '.xlsx'"),
+    (["sweep", "-o", "{bad}"], "is a folder; give a file name"),
+    (["sweep", "-o", "{bad}/a_file/rows.csv"], "is a file, not a folder"),
+    (["sweep", "--trace", "nope.csv"], "no such file"),
+    (["sweep", "--batch", "100000", "--ratio", "1"], "does not fit the KV cache"),
+    # ---------------------------------------------------------------- calibrate
+    (["calibrate", "--model", "nope", "--hardware", "h100-sxm"], "unknown model 'nope'; known:"),
+    (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "tpu9"],
+        "unknown hardware 'tpu9'; known:",
+    ),
+    (["calibrate"], "nothing to calibrate"),
+    (
+        ["calibrate", "--model", "llama2-70b", "--hardware", "h100-sxm", "--vidur-mlp", "x.csv"],
+        "x.csv: no such file; built-in vidur-mlp names:",
+    ),
+    (["calibrate", "--send-recv", "vidur-h100-dgx"], "need --model"),
+    (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "h100-sxm", "--ffn-range", "5:1"],
+        "LO:HI",
+    ),
+    (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "h100-sxm", "--ffn-range", "abc"],
+        "LO:HI",
+    ),
+    (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "h100-sxm", "--mem-efficiency", "1.5"],
+        "mem_efficiency must be in (0, 1]",
+    ),
+    (
+        [
+            "calibrate",
+            "--model",
+            "llama3-70b",
+            "--hardware",
+            "h100-sxm",
+            "--compute-efficiency",
+            "0",
+        ],
+        "compute_efficiency must be > 0",
+    ),
+    (["calibrate", "--model", "{bad}/broken_config.json", "--hardware", "h100-sxm"], "not valid"),
+    (
+        ["calibrate", "--model", "{bad}/partial_config.json", "--hardware", "h100-sxm"],
+        "missing required field",
+    ),
+    (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "h100-sxm", "-o", "{tmp}/c.yaml"],
+        "unknown file type '.yaml'",
+    ),
+    (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "h100-sxm", "--tables", "nope"],
+        "nope: no such file",
+    ),
+    (
+        [
+            "calibrate",
+            "--model",
+            "llama3-70b",
+            "--hardware",
+            "h100-sxm",
+            "--save-dir",
+            "{bad}/a_file",
+        ],
+        "is a file, not a folder",
+    ),
+    # ---------------------------------------------------------------- validate and report
+    (["validate", "--quick", "--jobs", "0"], "--jobs must be >= 1 or -1"),
+    (["validate", "--quick", "-o", "{tmp}/v.txt"], "unknown file type '.txt'"),
+    (["validate", "--quick", "--trace", "missing.csv"], "no such file"),
+    (["validate", "--quick", "-o", "{bad}"], "is a folder; give a file name"),
+    (["validate", "--quick", "--save-dir", "{bad}/a_file"], "is a file, not a folder"),
+    (["report", "{bad}/missing.json"], "no such file"),
+    (["report", "{bad}"], "is a folder"),
+    (["report", "{bad}/bad.json"], "not valid JSON"),
+    (["report", "{bad}/not_results.json"], "not validation results"),
+    (["presets", "--bogus"], "No such option"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    for name, text in BAD_FILES.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_corpus_is_large_and_distinct():
+    assert len(CASES) >= 80
+    keys = [tuple(args) for args, _ in CASES]
+    assert len(keys) == len(set(keys))
+    commands = {args[0] for args, _ in CASES}
+    assert commands >= {"plan", "simulate", "sweep", "calibrate", "validate", "report", "presets"}
+
+
+@pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_input_is_one_line_exit_2(cli, bad_dir, tmp_path, args, message):
+    argv = [a.replace("{bad}", str(bad_dir)).replace("{tmp}", str(tmp_path)) for a in args]
+    res = cli(*argv)
+    assert res.code == 2, (res.code, res.err, res.out[-300:])
+    assert res.err.startswith("error: "), res.err
+    assert res.err.strip().count("\n") == 0, res.err
+    assert message in res.err, res.err
+    assert "Traceback" not in res.err and "Warning" not in res.err
+    assert "internal error" not in res.err

@@ -2,8 +2,8 @@
 
 Run:  python benchmarks/bench_sim.py [--requests 1000000] [--repeats 5]
 
-Workload: requests resampled from the Azure conversation trace (../shared/data; a
-lognormal stand-in if it is absent), r = 8, B = 256, the paper's coefficients. Every case
+Workload: requests resampled from the Azure conversation trace (shipped with afdplan),
+r = 8, B = 256, the paper's coefficients. Every case
 is timed in this process, after the trace is loaded, as the median of several runs; the
 ratio column compares against the per-slot stepping baseline measured in the same run.
 The baseline steps every slot every step (O(r·B) per step) over the *same* requests and
@@ -21,27 +21,22 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from afdplan.data import builtin_path  # noqa: E402
 from afdplan.sim import SimConfig, simulate  # noqa: E402
 from afdplan.sim.engine import measure, measured_steps  # noqa: E402
 from afdplan.sim.reference import plan_refill, step_slots  # noqa: E402
 from afdplan.sim.schedule import iid_plan  # noqa: E402
 from afdplan.timing import load_coeffs  # noqa: E402
-from afdplan.workload import Workload, parse_workload, read_trace  # noqa: E402
-
-TRACE = Path(__file__).resolve().parents[2] / "shared/data/traces/azure_conv_2023.csv"
+from afdplan.workload import Workload, read_trace  # noqa: E402
 
 
 def load_workload() -> tuple[Workload, str]:
-    if TRACE.exists():
-        return read_trace(TRACE), TRACE.name
-    spec = "lognormal:prefill_median=900,prefill_sigma=0.9,decode_median=130,decode_sigma=0.9"
-    return parse_workload(spec), f"{spec} (trace not found)"
+    return read_trace(builtin_path("azure-conv-2023")), "the Azure conversation trace"
 
 
 def timed(fn, repeats: int) -> tuple[list[float], object]:

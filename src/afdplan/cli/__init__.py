@@ -8,18 +8,38 @@ other warnings from libraries are not the user's business and are silenced.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import warnings
 
 import typer
 
-# Importing the command modules registers their commands on the app (they are light).
-from afdplan.cli import calibrate_cmd, plan_cmd, sim_cmd, validate_cmd  # noqa: F401
 from afdplan.cli.common import app, err
 from afdplan.errors import InputError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "load_commands", "main"]
+
+# Importing a command module registers its commands on the app. Typer builds the options
+# of every registered command at start-up, so a run imports only the module of the command
+# it runs; help and unknown commands import them all, in this order.
+COMMAND_MODULES = {
+    "calibrate": "calibrate_cmd",
+    "plan": "plan_cmd",
+    "presets": "plan_cmd",
+    "simulate": "sim_cmd",
+    "sweep": "sim_cmd",
+    "validate": "validate_cmd",
+    "report": "validate_cmd",
+}
+
+
+def load_commands(argv: list[str] | None = None) -> None:
+    """Register the command that ``argv`` runs, or every command."""
+    words = [a for a in (argv or []) if not a.startswith("-")]
+    wanted = COMMAND_MODULES.get(words[0]) if words else None
+    for module in dict.fromkeys([wanted] if wanted else COMMAND_MODULES.values()):
+        importlib.import_module(f"afdplan.cli.{module}")
 
 
 def _fail(message: str, code: int) -> None:
@@ -39,6 +59,7 @@ def _click_exceptions():
 def main() -> None:
     """Console entry point: run the app, turning bad input into one line and exit 2."""
     click_exc = _click_exceptions()
+    load_commands(sys.argv[1:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", RuntimeWarning)

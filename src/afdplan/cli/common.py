@@ -32,10 +32,19 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Size Attention–FFN disaggregated (AFD) LLM decoding: A/F ratio, batch, throughput.",
 )
+
+
+@app.callback()
+def _group() -> None:
+    """Size Attention–FFN disaggregated (AFD) LLM decoding: A/F ratio, batch, throughput."""
+    # A callback keeps the app a command group even when only one command is registered
+    # (a run registers only the command it runs; see afdplan.cli.load_commands).
+
+
 # Piped or redirected output is read by programs: never wrap or truncate a table for an
 # 80-column terminal that is not there.
 _WIDTH = None if sys.stdout.isatty() else 1000
-out = Console(width=_WIDTH)
+out = Console(width=_WIDTH, highlight=False)
 err = Console(stderr=True)
 TABLE_STYLE = {"title_justify": "left", "box": box.SIMPLE_HEAD}
 

@@ -1,4 +1,5 @@
-"""Simulator throughput: the step-indexed fast path against plain per-slot stepping.
+"""Simulator throughput: the step-indexed fast path against plain per-slot stepping, and
+the sequential layouts (arrival-order replay, KV cap) as compiled kernels vs Python loops.
 
 Run:  python benchmarks/bench_sim.py [--requests 1000000] [--repeats 5]
 
@@ -8,7 +9,11 @@ is timed in this process, after the trace is loaded, as the median of several ru
 ratio column compares against the per-slot stepping baseline measured in the same run.
 The baseline steps every slot every step (O(r·B) per step) over the *same* requests and
 feeds the same timing code, so its loads must equal the fast path's exactly — the script
-checks that before it prints anything.
+checks that before it prints anything. The replay and KV-capped layouts run twice: with
+the numba kernels (what ``simulate`` uses for large runs) and with the Python loops they
+replaced (kept as the tests' oracle); the script checks that both give the same loads.
+"floor" is the least any layout must do: one draw per request, one scatter-add and one
+cumulative sum.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from afdplan.data import builtin_path  # noqa: E402
-from afdplan.sim import SimConfig, simulate  # noqa: E402
+from afdplan.sim import SimConfig, schedule, simulate  # noqa: E402
 from afdplan.sim.engine import measure, measured_steps  # noqa: E402
 from afdplan.sim.reference import plan_refill, step_slots  # noqa: E402
 from afdplan.sim.schedule import iid_plan  # noqa: E402
@@ -59,6 +64,20 @@ def baseline(workload: Workload, config: SimConfig, times):
     return measure(occ, times, config, "stationary", 0), loads
 
 
+def floor(workload: Workload, ratio: int, batch: int, steps: int) -> np.ndarray:
+    """The least work of any layout: one draw per request, one scatter-add of ±(P − s) into
+    the (r, S) worker rows, one cumulative sum (positions are arbitrary here)."""
+    rng = np.random.default_rng(0)
+    n = int(ratio * batch * steps / workload.moments().decode)
+    prompt, decode = workload.sample(rng, n)
+    row = (np.arange(n) % ratio) * (steps + 1)
+    start = np.arange(n) % steps
+    index = np.concatenate([row + start, row + np.minimum(start + decode, steps)])
+    weights = np.concatenate([prompt - start, start - prompt]).astype(np.float64)
+    delta = np.bincount(index, weights=weights, minlength=ratio * (steps + 1))
+    return np.cumsum(delta.reshape(ratio, steps + 1), axis=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
@@ -80,33 +99,58 @@ def main() -> None:
     )
     assert np.array_equal(fast_loads, base_loads), "fast path and baseline disagree"
 
+    kv_cap = int(1.05 * 256 * workload.stats().theta)
+    replay = SimConfig(ratio=8, batch=256, requests=n, order="replay", warmup_steps=0)
+    capped = SimConfig(ratio=8, batch=256, requests=n, warmup_steps=0, kv_capacity_tokens=kv_cap)
+    both = SimConfig(
+        ratio=8, batch=256, requests=n, order="replay", warmup_steps=0, kv_capacity_tokens=kv_cap
+    )
     cases = {
-        "fast path, i.i.d. resampling": iid,
-        "fast path, arrival-order replay": SimConfig(
-            ratio=8, batch=256, requests=n, order="replay", warmup_steps=0
-        ),
-        "KV cap (1.05·B·θ per worker)": SimConfig(
-            ratio=8,
-            batch=256,
-            requests=n,
-            warmup_steps=0,
-            kv_capacity_tokens=int(1.05 * 256 * workload.stats().theta),
-        ),
+        "fast path, i.i.d. resampling": (iid, True),
+        "arrival-order replay, kernel": (replay, True),
+        "arrival-order replay, Python loop (before)": (replay, False),
+        f"KV cap {kv_cap:,} tokens/worker, kernel": (capped, True),
+        "KV cap, Python loop (before)": (capped, False),
+        "replay + KV cap, kernel": (both, True),
+        "replay + KV cap, Python loop (before)": (both, False),
     }
     timings = {"baseline: numpy per-slot stepping": base_times}
     results = {"baseline: numpy per-slot stepping": base_result}
-    for name, cfg in cases.items():
-        simulate(workload, times, cfg)  # warm caches and imports
+    original = schedule.kernels.use_compiled
+    for name, (cfg, compiled) in cases.items():
+        # Force one implementation: the kernel (after warming its compile cache) or the loop.
+        schedule.kernels.use_compiled = lambda _n, c=compiled: c and original(1e12)
+        simulate(workload, times, cfg)  # warm caches, imports and the numba cache
         timings[name], results[name] = timed(
             lambda cfg=cfg: simulate(workload, times, cfg), args.repeats
         )
+    schedule.kernels.use_compiled = original
+    for kernel, loop in (
+        ("arrival-order replay, kernel", "arrival-order replay, Python loop (before)"),
+        (f"KV cap {kv_cap:,} tokens/worker, kernel", "KV cap, Python loop (before)"),
+        ("replay + KV cap, kernel", "replay + KV cap, Python loop (before)"),
+    ):
+        assert results[kernel] == results[loop], f"{kernel} and {loop} disagree"
+    timings["floor: draw, scatter-add, cumsum"] = timed(
+        lambda: floor(workload, 8, 256, steps), args.repeats
+    )[0]
 
     base = statistics.median(base_times)
+    fast = statistics.median(timings["fast path, i.i.d. resampling"])
     table = Table(
         title=f"{n:,} requests from {label}, r = 8, B = 256, {steps:,} steps (one core)",
         title_justify="left",
     )
-    for col in ("case", "median s", "min s", "max s", "runs", "speed-up vs baseline", "Mreq/s"):
+    for col in (
+        "case",
+        "median s",
+        "min s",
+        "max s",
+        "runs",
+        "speed-up vs baseline",
+        "× fast path",
+        "Mreq/s",
+    ):
         table.add_column(col, justify="left" if col == "case" else "right")
     for name, ts in timings.items():
         med = statistics.median(ts)
@@ -117,15 +161,17 @@ def main() -> None:
             f"{max(ts):.3f}",
             str(len(ts)),
             f"{base / med:.1f}×",
+            f"{med / fast:.2f}",
             f"{n / med / 1e6:.2f}",
         )
-    Console(width=130).print(table)
-    fast = results["fast path, i.i.d. resampling"]
+    Console(width=160).print(table)
+    fast_result = results["fast path, i.i.d. resampling"]
     print(
-        f"fast path throughput/instance {fast.throughput_per_instance:.5f} vs baseline "
-        f"{base_result.throughput_per_instance:.5f} (same requests: identical)"
+        f"fast path throughput/instance {fast_result.throughput_per_instance:.5f} vs baseline "
+        f"{base_result.throughput_per_instance:.5f} (same requests: identical); kernels and "
+        "loops: identical results"
     )
-    kv = results["KV cap (1.05·B·θ per worker)"].kv
+    kv = results[f"KV cap {kv_cap:,} tokens/worker, kernel"].kv
     print(
         f"KV cap: slot utilisation {kv.slot_utilisation:.3f}, "
         f"{kv.waited_requests:,} requests waited"

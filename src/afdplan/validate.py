@@ -33,7 +33,7 @@ from afdplan.errors import InputError, require
 from afdplan.plan import PlanResult, make_plan
 from afdplan.sim import SimConfig, simulate_with_cycles
 from afdplan.sim.results import Estimate
-from afdplan.sim.sweep import SweepPoint
+from afdplan.sim.sweep import SweepPoint, auto_jobs
 from afdplan.timing import LinearStepTimes, StepTimes, TableStepTimes, load_coeffs
 from afdplan.workload import EmpiricalWorkload, Workload, parse_workload, read_trace
 
@@ -84,7 +84,8 @@ class Grid:
 
 
 DEFAULT_GRID = Grid(batches=(64, 256), seeds=3, requests=50_000, min_steps=2_000)
-QUICK_GRID = Grid(batches=(128,), seeds=2, requests=6_000, min_steps=600, mixing_lifetimes=3.0)
+# Seconds on two cores: a smoke test of the whole pipeline, not a verdict.
+QUICK_GRID = Grid(batches=(64,), seeds=2, requests=4_000, min_steps=400, mixing_lifetimes=1.5)
 
 
 # ------------------------------------------------------------------- the inputs
@@ -297,7 +298,7 @@ def run_validation(
     cases: list[Case],
     workloads: dict[str, Workload],
     grid: Grid,
-    n_jobs: int = -1,
+    n_jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     skipped: list[dict] | None = None,
     seed: int = 0,
@@ -384,6 +385,10 @@ def _run(
                 )
             )
     total = done[0] + len(tasks)
+    if n_jobs is None:
+        # requests per task: its steps × slots / E[D]
+        work = sum(args[4] * args[2] * args[3] / args[0].moments().decode for *_, args in tasks)
+        n_jobs = auto_jobs(work, len(tasks))
     jobs = (joblib.delayed(_sim_task)(*args) for *_, args in tasks)
     with joblib.parallel_config(n_jobs=n_jobs):
         for (g, r, want, _), out in zip(

@@ -119,8 +119,13 @@ NoiseOpt = Annotated[
     float, typer.Option("--noise", help="σ of a mean-one log-normal factor on stage times.")
 ]
 JobsOpt = Annotated[
-    int,
-    typer.Option("--jobs", "-j", help="Parallel processes (-1: all cores, 1: in this process)."),
+    int | None,
+    typer.Option(
+        "--jobs",
+        "-j",
+        help="Parallel processes: -1 all cores, 1 in this process [auto: one process for "
+        "small work, else one per core].",
+    ),
 ]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the results to this file.")

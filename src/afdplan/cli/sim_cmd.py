@@ -283,7 +283,7 @@ def sweep(
     comm: CommOpt = None,
     w_attention: WAttOpt = 1.0,
     w_ffn: WFfnOpt = 1.0,
-    jobs: JobsOpt = -1,
+    jobs: JobsOpt = None,
     backend: Annotated[
         Backend | None, typer.Option("--backend", help="joblib backend [loky].")
     ] = None,
@@ -303,7 +303,10 @@ def sweep(
     b_list = parse_int_list(batch, "--batch")
     r_list = parse_int_list(ratio, "--ratio")
     require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
-    require(jobs != 0 and jobs >= -1, f"--jobs must be >= 1 or -1 (all cores), got {jobs}")
+    require(
+        jobs is None or (jobs != 0 and jobs >= -1),
+        f"--jobs must be >= 1 or -1 (all cores), got {jobs}",
+    )
     workloads = {}
     for name in trace or []:
         workloads[name] = load_workload(name, None)

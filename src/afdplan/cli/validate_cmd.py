@@ -38,7 +38,7 @@ def validate(
         ),
     ] = None,
     seed: SeedOpt = 0,
-    jobs: JobsOpt = -1,
+    jobs: JobsOpt = None,
     output: OutputOpt = None,
     save_dir: SaveDirOpt = None,
     as_json: JsonOpt = False,
@@ -59,7 +59,10 @@ def validate(
 
     output = prepare_output_file(output, "--output", (".json",))
     save_dir = prepare_output_dir(save_dir)
-    require(jobs != 0 and jobs >= -1, f"--jobs must be >= 1 or -1 (all cores), got {jobs}")
+    require(
+        jobs is None or (jobs != 0 and jobs >= -1),
+        f"--jobs must be >= 1 or -1 (all cores), got {jobs}",
+    )
     if trace is None:
         traces = [] if quick else [resolve_input(n, "trace") for n in builtin_names("trace")]
     else:
@@ -67,8 +70,6 @@ def validate(
     cases, skipped = builtin_cases(quick)
     workloads = builtin_workloads(quick, traces)
     grid = QUICK_GRID if quick else DEFAULT_GRID
-    if quick and jobs == -1:
-        jobs = 1  # starting worker processes would cost more than the quick grid
     total = len(cases) * len(workloads) * len(grid.batches)
     with progress_bar("validate") as bar:
         task = bar.add_task("validate", total=None)

@@ -11,11 +11,6 @@ import html
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 
 from afdplan.errors import require
@@ -33,6 +28,17 @@ RULE_STYLE = {
     "curves": ("tab:purple", "-."),
 }
 REQUIRED_KEYS = ("meta", "cases", "workloads", "results", "summary")
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, imported when a figure is drawn
+    (it costs a second of start-up that printing a summary does not need)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def check_results(data: object, source: str) -> dict:
@@ -54,6 +60,7 @@ def _layout(n: int) -> tuple[int, int]:
 
 def _group_axes(results: list[dict], title: str):
     rows, cols = _layout(len(results))
+    plt = _pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     fig.suptitle(title, fontsize=11)
     for ax in axes.flat[len(results) :]:
@@ -99,6 +106,7 @@ def figure_throughput(results: list[dict], case: str, path: Path) -> None:
 
 
 def _legend(fig) -> None:
+    plt = _pyplot()
     handles = [
         plt.Line2D([], [], color=c, ls=s, label=RULE_NAMES[k]) for k, (c, s) in RULE_STYLE.items()
     ]
@@ -111,7 +119,7 @@ def _legend(fig) -> None:
 def _save(fig, path: Path) -> None:
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def figure_idle(results: list[dict], case: str, path: Path) -> None:
@@ -159,6 +167,7 @@ def figure_step_hist(results: list[dict], case: str, path: Path) -> None:
 def figure_theta(workloads: list[dict], path: Path) -> None:
     names = [w["name"] for w in workloads]
     x = np.arange(len(names))
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 3.6))
     ax.bar(x - 0.2, [w["load_v1"] for w in workloads], 0.4, label="μ_P + μ_D (v1)")
     theta_err = [1.96 * (w["theta_se"] or 0.0) for w in workloads]
@@ -171,7 +180,7 @@ def figure_theta(workloads: list[dict], path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 # ---------------------------------------------------------------------- tables

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from afdplan.errors import require
+from afdplan.sim import kernels
 from afdplan.workload import Workload
 from afdplan.workload.sources import EmpiricalWorkload, as_empirical
 
@@ -175,8 +176,28 @@ def iid_plan(
     )
 
 
-def replay_plan(trace: EmpiricalWorkload, slots: int, steps: int, first: int = 0) -> RequestPlan:
-    """The trace in its order (cyclically, from request ``first``) to the first free slot."""
+def replay_plan(
+    trace: EmpiricalWorkload,
+    slots: int,
+    steps: int,
+    first: int = 0,
+    compiled: bool | None = None,
+) -> RequestPlan:
+    """The trace in its order (cyclically, from request ``first``) to the first free slot.
+
+    ``compiled``: run the numba kernel (True), the Python loop (False), or pick by size
+    (None); both give the same plan.
+    """
+    if compiled is None:
+        compiled = kernels.use_compiled(slots * steps / trace.moments().decode)
+    if compiled:
+        p, d, s, slot = kernels.replay(trace.prompt, trace.decode, slots, steps, first)
+        return RequestPlan(p, d, s, slot)
+    return replay_plan_loop(trace, slots, steps, first)
+
+
+def replay_plan_loop(trace: EmpiricalWorkload, slots: int, steps: int, first: int = 0):
+    """:func:`replay_plan` as a plain Python heap loop (the oracle of the kernel)."""
     prompts = trace.prompt.tolist()
     decodes = trace.decode.tolist()
     n = len(prompts)
@@ -206,6 +227,9 @@ def replay_plan(trace: EmpiricalWorkload, slots: int, steps: int, first: int = 0
 # ------------------------------------------------------------------ KV-limited
 
 
+STREAM_CHUNK = 65_536  # i.i.d. requests drawn at a time for the KV-capped loop
+
+
 class _RequestStream:
     """Requests in order: a trace cyclically from ``first``, or i.i.d. draws in chunks."""
 
@@ -225,7 +249,7 @@ class _RequestStream:
             if self.replay:
                 self.pos = 0
             else:
-                p, d = self.workload.sample(self.rng, 65_536)
+                p, d = self.workload.sample(self.rng, STREAM_CHUNK)
                 self.buffer_p, self.buffer_d, self.pos = p.tolist(), d.tolist(), 0
         item = self.buffer_p[self.pos], self.buffer_d[self.pos]
         self.pos += 1
@@ -241,13 +265,75 @@ def kv_limited_occupancy(
     rng: np.random.Generator,
     replay: bool,
     first: int = 0,
+    compiled: bool | None = None,
 ) -> Occupancy:
-    """Cold start, FIFO admission with a per-worker KV reservation cap (see module doc)."""
+    """Cold start, FIFO admission with a per-worker KV reservation cap (see module doc).
+
+    ``compiled`` as for :func:`replay_plan`; both give the same occupancy.
+    """
     smallest = workload.smallest_request()
     require(
         capacity >= smallest,
         f"KV capacity {capacity} tokens is below the smallest request (P + D = {smallest})",
     )
+    if compiled is None:
+        compiled = kernels.use_compiled(ratio * batch * steps / workload.moments().decode)
+    if compiled:
+        return _kv_limited_compiled(workload, ratio, batch, steps, capacity, rng, replay, first)
+    return kv_limited_occupancy_loop(workload, ratio, batch, steps, capacity, rng, replay, first)
+
+
+def _kv_limited_compiled(workload, ratio, batch, steps, capacity, rng, replay, first) -> Occupancy:
+    if replay:
+        trace = as_empirical(workload)
+        done = kernels.kv_limited(
+            trace.prompt, trace.decode, True, first, ratio, batch, steps, capacity
+        )
+    else:
+        # The i.i.d. stream in the loop's chunks, so the draws are the loop's draws.
+        chunks_p, chunks_d = [], []
+        expected = ratio * batch * (1 + steps / workload.moments().decode) * 1.2
+        done = None
+        while done is None:
+            while len(chunks_p) * STREAM_CHUNK < expected:
+                p, d = workload.sample(rng, STREAM_CHUNK)
+                chunks_p.append(p.astype(np.int64))
+                chunks_d.append(d.astype(np.int64))
+            done = kernels.kv_limited(
+                np.concatenate(chunks_p),
+                np.concatenate(chunks_d),
+                False,
+                0,
+                ratio,
+                batch,
+                steps,
+                capacity,
+            )
+            expected *= 2
+    loads, active, start, decode, stats = done
+    blocked, waited, total_wait, rejected = (int(x) for x in stats[:4])
+    kv = KvStats(
+        capacity_tokens=capacity,
+        blocked_steps=blocked,
+        waited_requests=waited,
+        mean_wait_steps=total_wait / waited if waited else 0.0,
+        rejected_requests=rejected,
+        slot_utilisation=float(active.mean() / batch),
+    )
+    return Occupancy(loads, active, batch, start, start + decode, decode, kv)
+
+
+def kv_limited_occupancy_loop(
+    workload: Workload,
+    ratio: int,
+    batch: int,
+    steps: int,
+    capacity: int,
+    rng: np.random.Generator,
+    replay: bool,
+    first: int = 0,
+) -> Occupancy:
+    """:func:`kv_limited_occupancy` as a plain Python loop (the oracle of the kernel)."""
     stream = _RequestStream(workload, rng, replay, first)
     offset_sum = [0.0] * ratio  # Σ (P − s) over active requests
     count = [0] * ratio

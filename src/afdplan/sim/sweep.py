@@ -8,6 +8,7 @@ local cores. A cluster only needs another joblib backend (``connect_backend``): 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
@@ -37,6 +38,30 @@ class SweepPoint:
         """tokens / ((r·w_A + w_F)·time), from the per-instance throughput of each seed."""
         scale = (self.ratio + 1) / (self.ratio * w_attention + w_ffn)
         return Estimate.of([run.throughput_per_instance * scale for run in self.runs])
+
+
+# Below this much work (requests to simulate, all tasks together) a process pool costs more
+# than it saves: on a 2-core machine starting workers, importing numpy and the simulator
+# in each and shipping the workloads takes seconds, while the fast path simulates about
+# three million requests a second on one core (benchmarks/bench_study.py measures both).
+PARALLEL_MIN_REQUESTS = 8_000_000
+
+
+def auto_jobs(work_requests: float, tasks: int) -> int:
+    """Processes for ``tasks`` tasks simulating ``work_requests`` requests in all: one
+    unless the work is large enough to repay the pool, else one per core (at most one per
+    task)."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or tasks < 2 or work_requests < PARALLEL_MIN_REQUESTS:
+        return 1
+    return min(cores, tasks)
+
+
+def task_requests(workload: Workload, config: SimConfig) -> float:
+    """About how many requests one simulation places (for :func:`auto_jobs`)."""
+    if config.requests is not None:
+        return float(config.requests)
+    return config.steps * config.slots / workload.moments().decode
 
 
 def connect_backend(backend: str | None, address: str | None) -> None:
@@ -70,15 +95,25 @@ def run_sweep(
     ratios: Iterable[int],
     seeds: Iterable[int],
     base: SimConfig,
-    n_jobs: int = 1,
+    n_jobs: int | None = None,
     backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SweepPoint]:
-    """Simulate every combination; ``progress(done, total)`` after each finished run."""
+    """Simulate every combination; ``progress(done, total)`` after each finished run.
+
+    ``n_jobs``: processes (-1: every core; None: :func:`auto_jobs`, or every core on a
+    cluster backend).
+    """
     batches, ratios, seeds = list(batches), list(ratios), list(seeds)
     require(bool(workloads) and bool(batches) and bool(ratios) and bool(seeds), "empty sweep")
     keys = [(name, b, r, s) for name in workloads for b in batches for r in ratios for s in seeds]
     configs = [replace(base, batch=b, ratio=r, seed=s) for _, b, r, s in keys]
+    if n_jobs is None:
+        work = sum(
+            task_requests(workloads[name], cfg)
+            for (name, *_), cfg in zip(keys, configs, strict=True)
+        )
+        n_jobs = -1 if backend in ("dask", "ray") else auto_jobs(work, len(keys))
     jobs = (
         joblib.delayed(_task)(workloads[name], times, cfg)
         for (name, *_), cfg in zip(keys, configs, strict=True)

@@ -208,6 +208,8 @@ class EmpiricalWorkload(Workload):
     arrival: np.ndarray | None = None
     dropped_rows: int = 0
     _biased_cdf: np.ndarray = field(init=False, repr=False, compare=False)
+    # moments and stats, computed once: a study asks for them at every (case, B, r)
+    _cache: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         prompt = np.asarray(self.prompt, dtype=np.int64)
@@ -220,12 +222,18 @@ class EmpiricalWorkload(Workload):
         object.__setattr__(self, "decode", decode)
         cdf = np.cumsum(decode, dtype=np.float64)
         object.__setattr__(self, "_biased_cdf", cdf / cdf[-1])
+        object.__setattr__(self, "_cache", {})
 
     @property
     def size(self) -> int:
         return int(self.prompt.size)
 
     def moments(self) -> RequestMoments:
+        if "moments" not in self._cache:
+            self._cache["moments"] = self._moments()
+        return self._cache["moments"]
+
+    def _moments(self) -> RequestMoments:
         c1, c2 = context_sums(self.prompt, self.decode)
         d = self.decode.astype(np.float64)
         return RequestMoments(
@@ -237,6 +245,11 @@ class EmpiricalWorkload(Workload):
         )
 
     def stats(self) -> LoadStats:
+        if "stats" not in self._cache:
+            self._cache["stats"] = self._stats()
+        return self._cache["stats"]
+
+    def _stats(self) -> LoadStats:
         m = self.moments()
         theta = m.c1 / m.decode
         c1, _ = context_sums(self.prompt, self.decode)

@@ -1,0 +1,101 @@
+"""The compiled replay and KV-cap kernels against the Python loops they replace (issue 11):
+identical plans and occupancies, bit for bit, on random inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from afdplan.data import builtin_path
+from afdplan.sim import SimConfig, schedule, simulate
+from afdplan.sim.sweep import PARALLEL_MIN_REQUESTS, auto_jobs
+from afdplan.workload import parse_workload, read_trace
+from afdplan.workload.sources import EmpiricalWorkload
+
+pytest.importorskip("numba", reason="the kernels need numba (a dependency)")
+
+traces = st.lists(st.tuples(st.integers(0, 500), st.integers(1, 60)), min_size=1, max_size=40).map(
+    lambda rows: EmpiricalWorkload(
+        np.array([p for p, _ in rows]), np.array([d for _, d in rows]), "random"
+    )
+)
+
+
+def _same_occupancy(a, b) -> bool:
+    return (
+        np.array_equal(a.loads, b.loads)
+        and np.array_equal(a.active, b.active)
+        and np.array_equal(a.start, b.start)
+        and np.array_equal(a.decode, b.decode)
+        and a.kv == b.kv
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(traces, st.integers(1, 24), st.integers(1, 300), st.integers(0, 100))
+def test_replay_kernel_equals_the_heap_loop(trace, slots, steps, first):
+    loop = schedule.replay_plan(trace, slots, steps, first, compiled=False)
+    kernel = schedule.replay_plan(trace, slots, steps, first, compiled=True)
+    for key in ("prompt", "decode", "start", "slot"):
+        assert np.array_equal(getattr(loop, key), getattr(kernel, key)), key
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    traces,
+    st.integers(1, 4),
+    st.integers(1, 8),
+    st.integers(1, 200),
+    st.integers(0, 4000),
+    st.booleans(),
+    st.integers(0, 50),
+)
+def test_kv_kernel_equals_the_admission_loop(trace, ratio, batch, steps, extra, replay, first):
+    capacity = trace.smallest_request() + extra
+    args = (trace, ratio, batch, steps, capacity)
+    loop = schedule.kv_limited_occupancy(
+        *args, np.random.default_rng(3), replay, first, compiled=False
+    )
+    kernel = schedule.kv_limited_occupancy(
+        *args, np.random.default_rng(3), replay, first, compiled=True
+    )
+    assert _same_occupancy(loop, kernel)
+
+
+def test_kv_kernel_draws_more_when_rejections_eat_the_stream():
+    # 95% of requests can never fit: the first guess of the i.i.d. stream runs out.
+    wl = parse_workload("mix:0.05*fixed:prefill=10,decode=5 + 0.95*fixed:prefill=100000,decode=5")
+    args = (wl, 2, 4, 3000, 1000, np.random.default_rng(1), False)
+    loop = schedule.kv_limited_occupancy(*args, compiled=False)
+    kernel = schedule.kv_limited_occupancy(
+        wl, 2, 4, 3000, 1000, np.random.default_rng(1), False, compiled=True
+    )
+    assert loop.kv.rejected_requests > schedule.STREAM_CHUNK
+    assert _same_occupancy(loop, kernel)
+
+
+def test_simulate_gives_the_same_result_either_way(monkeypatch):
+    trace = read_trace(builtin_path("azure-code-2023"))
+    config = SimConfig(ratio=4, batch=32, requests=3000, order="replay", kv_capacity_tokens=120_000)
+    results = []
+    for compiled in (False, True):
+        monkeypatch.setattr(schedule.kernels, "use_compiled", lambda _n, c=compiled: c)
+        results.append(simulate(trace, _times(), config))
+    assert results[0] == results[1]
+
+
+def _times():
+    from afdplan.timing import load_coeffs
+
+    return load_coeffs("paper-v1-dsv3-910c")
+
+
+def test_auto_jobs_keeps_small_work_in_process(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert auto_jobs(PARALLEL_MIN_REQUESTS / 2, 100) == 1
+    assert auto_jobs(PARALLEL_MIN_REQUESTS * 2, 100) == 8
+    assert auto_jobs(PARALLEL_MIN_REQUESTS * 2, 3) == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert auto_jobs(PARALLEL_MIN_REQUESTS * 10, 100) == 1

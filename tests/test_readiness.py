@@ -255,12 +255,16 @@ def test_plan_certainty_on_a_trace_and_a_law():
     assert law.certainty.theta_interval is None and law.certainty.r_curves is None
 
 
-def test_plan_reports_the_sets_curves_beside_the_linear_rule(cli):
+def test_plan_uses_the_sets_curves_and_reports_the_linear_rule(cli):
     res = cli("plan", "--json")
     assert res.code == 0, res.err
     c = res.json()["certainty"]
-    assert c["r_linear"] == res.json()["r_recommended"]
-    assert c["r_curves"] >= 1 and "deepseek-v3-h200" in c["curves"]
+    assert c["r_curves"] == res.json()["r_recommended"] and "deepseek-v3-h200" in c["curves"]
+    assert res.json()["curves"] == c["curves"]
+    linear = cli("plan", "--linear-only", "--json").json()
+    assert linear["curves"] is None
+    assert linear["certainty"]["r_linear"] == linear["r_recommended"] == c["r_linear"]
+    assert linear["certainty"]["r_curves"] == c["r_curves"]
     text = cli("plan").out
     assert "How sure:" in text and "on the measured curves" in text
     assert "none: that regime never binds" in text

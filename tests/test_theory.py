@@ -93,7 +93,7 @@ def test_weighted_interior_optimum():
 
 def test_serial_mode_optimum():
     # τ = t̄_A + 2 t̄_C + β_F + α_F·r·B: r* = √((t̄_A + 2 t̄_C + β_F)/(α_F·B)).
-    dep = Deployment(PAPER, 256, mode="serial")
+    dep = Deployment(PAPER, 256, pipeline="serial")
     t_a = 0.00165 * 256 * 600 + 50
     t_c = 0.022 * 256 + 20
     res = optimal_ratio(dep, 600.0)
@@ -137,7 +137,9 @@ def test_envelope_optimum_is_theorem_4_4(a_a, b_a, a_f, b_f, a_c, b_c, batch, lo
 )
 def test_aggregate_comm_optimum_beats_dense_grid(a_a, b_a, a_f, b_f, a_c, b_c, batch, load, mode):
     # Independent check: the rule's r* is at least as good as any point of a fine grid.
-    dep = Deployment(times(a_a, b_a, 0.0, a_f, b_f, a_c, b_c, scope="aggregate"), batch, mode=mode)
+    dep = Deployment(
+        times(a_a, b_a, 0.0, a_f, b_f, a_c, b_c, scope="aggregate"), batch, pipeline=mode
+    )
     res = optimal_ratio(dep, load)
     grid = np.geomspace(1e-3, 1e4, 20_001)
     best_grid = weighted_throughput(dep, grid, mean_field_cycle_time(dep, load, grid)).max()
@@ -194,7 +196,7 @@ def test_excess_integral_limits():
 @pytest.mark.parametrize("r", [1, 2, 5, 9, 16, 40])
 @pytest.mark.parametrize("mode", ["overlap", "serial"])
 def test_barrier_matches_monte_carlo(r, mode):
-    dep = Deployment(PAPER, 256, mode=mode)
+    dep = Deployment(PAPER, 256, pipeline=mode)
     theta, v = 599.0, 249_500.0
     point = barrier_point(dep, theta, v, r)
     rng = np.random.default_rng(r)
@@ -236,7 +238,7 @@ def test_rejects_bad_deployments():
     with pytest.raises(InputError):
         Deployment(PAPER, 0)
     with pytest.raises(InputError):
-        Deployment(PAPER, 16, mode="pipelined")
+        Deployment(PAPER, 16, pipeline="pipelined")
     with pytest.raises(InputError):
         Deployment(PAPER, 16, w_ffn=0)
     with pytest.raises(InputError):

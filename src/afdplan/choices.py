@@ -16,6 +16,24 @@ class Mode(StrEnum):
     serial = "serial"  # τ = t_A + 2·t_C + t_F
 
 
+class PipelineKind(StrEnum):
+    """How stage times combine into a step (DESIGN.md §8; afdplan.bundle.pipeline)."""
+
+    overlap = "overlap"  # the paper's: τ = max of the stages
+    serial = "serial"  # τ = t_A + 2·t_C + t_F
+    pingpong = "pingpong"  # m micro-batches through every layer (what AFD runtimes run)
+    aic_optimistic = "aic-optimistic"  # AIConfigurator's AFD cycle models
+    aic_conservative = "aic-conservative"
+
+
+class Objective(StrEnum):
+    """What a recommendation maximises: tokens/s per GPU, per dollar, or per instance."""
+
+    gpu = "gpu"
+    cost = "cost"
+    instance = "instance"  # the paper's r·B / ((r + 1)·τ)
+
+
 class CommScope(StrEnum):
     """What one A↔F transfer carries (DESIGN.md §3)."""
 
@@ -45,6 +63,7 @@ class Backend(StrEnum):
 
 
 MODES: tuple[str, ...] = tuple(m.value for m in Mode)
+PIPELINES: tuple[str, ...] = tuple(p.value for p in PipelineKind)
 COMM_SCOPES: tuple[str, ...] = tuple(c.value for c in CommScope)
 ORDERS: tuple[str, ...] = tuple(o.value for o in Order)
 WARMUPS: tuple[str, ...] = tuple(w.value for w in Warmup)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
+from afdplan.bundle import Pipeline, objective_weights
 from afdplan.errors import InputError, require
 from afdplan.theory import (
     Deployment,
@@ -71,6 +72,7 @@ class PlanResult:
     certainty: Certainty
     curves: str | None = None  # measured step-time source behind the rows, if any
     dropped_rows: int = 0  # invalid trace rows dropped on request (--drop-invalid)
+    objective: str = "custom"  # gpu | cost | instance, or custom weights
 
     @property
     def times(self) -> LinearStepTimes:
@@ -107,6 +109,12 @@ class PlanResult:
             "n_requests": s.n_requests,
             "batch": d.batch,
             "mode": d.mode,
+            "pipeline": d.pipeline.kind,
+            "microbatches": d.pipeline.microbatches,
+            "layers": d.pipeline.layers,
+            "objective": self.objective,
+            "gpus_attention": t.gpus_attention,
+            "gpus_ffn": t.gpus_ffn,
             "comm_scope": t.comm_scope,
             "w_attention": d.w_attention,
             "w_ffn": d.w_ffn,
@@ -178,7 +186,7 @@ def make_plan(
     times: LinearStepTimes,
     batch: int | None = None,
     *,
-    mode: str = "overlap",
+    pipeline: Pipeline | str = "overlap",
     r_max: int | None = None,
     w_attention: float = 1.0,
     w_ffn: float = 1.0,
@@ -186,6 +194,8 @@ def make_plan(
     curves: StepTimes | None = None,
     r_values: list[int] | None = None,
     other_curves: StepTimes | None = None,
+    objective: str | None = None,
+    prices: tuple[float | None, float | None] = (None, None),
 ) -> PlanResult:
     """The full theory-side recommendation for one workload and step-time model.
 
@@ -194,10 +204,17 @@ def make_plan(
     ``other_curves`` (e.g. the curves a coefficient set ships) are only reported beside
     the recommendation. ``r_values`` fixes the r to evaluate; by default 1..``r_max``,
     and without ``r_max`` the range grows until the optimum is well inside it.
+    ``objective`` (gpu | cost | instance, with ``prices`` in $ per GPU-hour for cost) sets
+    the instance weights from the GPUs per instance of ``times``; without it the weights
+    are ``w_attention``, ``w_ffn`` (the objective is then reported as custom).
     """
+    if objective is not None:
+        w_attention, w_ffn = objective_weights(
+            objective, times.gpus_attention, times.gpus_ffn, *prices
+        )
     stats = stats or workload.stats()
     batch, b_max = resolve_batch(times, stats, batch)
-    dep = Deployment(times, batch, mode, w_attention, w_ffn)  # type: ignore[arg-type]
+    dep = Deployment(times, batch, pipeline, w_attention, w_ffn)
     rule = optimal_ratio(dep, stats.theta)
     rule_v1 = optimal_ratio(dep, stats.load_v1)
     start = default_r_max(
@@ -230,6 +247,7 @@ def make_plan(
         certainty=certainty,
         curves=None if curves is None else curves.name,
         dropped_rows=getattr(workload, "dropped_rows", 0),
+        objective=objective or "custom",
     )
 
 

@@ -593,11 +593,17 @@ def compare_sweep(
     points: list[SweepPoint],
     workloads: dict[str, Workload],
     linear: LinearStepTimes,
-    mode: str,
+    pipeline,
     w_attention: float,
     w_ffn: float,
+    curves: StepTimes | None = None,
+    objective: str = "custom",
 ) -> dict:
-    """Rows per (workload, B, r) and, per (workload, B), the simulated vs theory optimum."""
+    """Rows per (workload, B, r) and, per (workload, B), the simulated vs theory optimum.
+
+    The theory's pick uses the measured ``curves`` when the sweep ran on them, and its
+    search over r is not bounded by the swept range.
+    """
     rows, optima = [], []
     groups: dict[tuple[str, int], list[SweepPoint]] = {}
     for p in points:
@@ -612,6 +618,10 @@ def compare_sweep(
                 "throughput_per_instance": tp.mean,
                 "throughput_ci95": tp.half_width,
                 "throughput_per_weight": p.weighted_throughput(w_attention, w_ffn).mean,
+                "throughput_per_gpu": p.estimate("throughput_per_gpu").mean,
+                "pipeline": p.runs[0].mode,
+                "microbatches": p.runs[0].microbatches,
+                "objective": objective,
                 "mean_step_time_s": p.estimate("mean_step_time_s").mean,
                 "idle_attention": p.estimate("idle_attention").mean,
                 "idle_ffn": p.estimate("idle_ffn").mean,
@@ -624,9 +634,10 @@ def compare_sweep(
             workloads[name],
             replace(linear, kv_capacity_tokens=None),
             b,
-            mode=mode,
+            pipeline=pipeline,
             w_attention=w_attention,
             w_ffn=w_ffn,
+            curves=curves,
         )
         opt = SweepOptimum(
             name,

@@ -7,6 +7,7 @@ command resolves them the same way.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from afdplan.choices import COMM_SCOPES
@@ -16,8 +17,18 @@ from afdplan.timing import LinearStepTimes, StepTimes, TableStepTimes, load_coef
 from afdplan.timing.tables import read_step_table
 
 
-def resolve_coeffs(spec: str, comm: str | None = None) -> LinearStepTimes:
-    """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``."""
+def resolve_coeffs(
+    spec: str,
+    comm: str | None = None,
+    gpus_attention: int | None = None,
+    gpus_ffn: int | None = None,
+) -> LinearStepTimes:
+    """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``.
+
+    ``gpus_attention``/``gpus_ffn`` set the GPUs per instance: a roofline set is derived
+    for them (attention TP, FFN group size); a fitted set keeps its step times, which
+    were measured for its own instance sizes, and only counts the GPUs differently.
+    """
     require(bool(spec.strip()), "--coeffs is empty; give a set name, a file or roofline:MODEL@HW")
     if spec.startswith("roofline:"):
         from afdplan.calibrate.roofline import derive
@@ -26,9 +37,15 @@ def resolve_coeffs(spec: str, comm: str | None = None) -> LinearStepTimes:
         model, at, hardware = spec.removeprefix("roofline:").partition("@")
         if not (at and model and hardware):
             raise InputError(f"--coeffs {spec!r}: use roofline:MODEL@HARDWARE")
-        times = derive(load_model(model), load_hardware(hardware)).times
+        times = derive(
+            load_model(model), load_hardware(hardware), gpus_attention or 1, gpus_ffn
+        ).times
     else:
         times = load_coeffs(spec)
+        for name, value in (("gpus_attention", gpus_attention), ("gpus_ffn", gpus_ffn)):
+            if value is not None:
+                require(value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                times = replace(times, **{name: float(value)})
     if comm is not None:
         comm = str(comm).replace("-", "_")
         require(
@@ -49,8 +66,11 @@ def set_curves(times: LinearStepTimes) -> TableStepTimes | None:
 
 
 def resolve_step_times(
-    spec: str, comm: str | None, tables: str | Path | None
+    spec: str,
+    comm: str | None,
+    tables: str | Path | None,
+    gpus: tuple[int | None, int | None] = (None, None),
 ) -> tuple[LinearStepTimes, StepTimes]:
     """(the linear coefficients, the same overlaid by measured tables where given)."""
-    linear = resolve_coeffs(spec, comm)
+    linear = resolve_coeffs(spec, comm, *gpus)
     return linear, linear if tables is None else read_tables(tables, linear)

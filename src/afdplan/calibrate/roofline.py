@@ -136,5 +136,6 @@ def derive(
         gpus_attention=float(g_a),
         gpus_ffn=float(g_f),
         kv_capacity_tokens=capacity,
+        layers=int(model.layers),
     )
     return Derivation(times, notes)

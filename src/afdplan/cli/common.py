@@ -21,7 +21,7 @@ import typer
 from rich import box
 from rich.console import Console
 
-from afdplan.choices import CommScope, Mode
+from afdplan.choices import CommScope, Mode, Objective, PipelineKind
 from afdplan.errors import InputError, require
 
 app = typer.Typer(
@@ -68,6 +68,13 @@ PromptColOpt = Annotated[
 DecodeColOpt = Annotated[
     str | None, typer.Option("--decode-col", help="Trace column with decode lengths.")
 ]
+LinearOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--linear-only",
+        help="Use the linear fit even when the coefficient set ships measured curves.",
+    ),
+]
 DropInvalidOpt = Annotated[
     bool,
     typer.Option("--drop-invalid", help="Drop trace rows with D < 1 or P < 0 (counted)."),
@@ -79,7 +86,46 @@ CoeffsOpt = Annotated[
         help="Coefficient set: built-in name, JSON/TOML file, or roofline:MODEL@HARDWARE.",
     ),
 ]
-ModeOpt = Annotated[Mode, typer.Option("--mode", help="How stage times combine per step.")]
+PipelineOpt = Annotated[
+    PipelineKind | None,
+    typer.Option("--pipeline", help="How a decode step runs (DESIGN.md §8) [overlap]."),
+]
+ModeOpt = Annotated[
+    Mode | None,
+    typer.Option("--mode", hidden=True, help="Former name of --pipeline (overlap|serial)."),
+]
+MicrobatchesOpt = Annotated[
+    int,
+    typer.Option(
+        "--microbatches", "-m", help="Micro-batches per step, for pingpong and aic-* pipelines."
+    ),
+]
+LayersOpt = Annotated[
+    int | None,
+    typer.Option("--layers", help="Transformer layers L [the coefficient set's]."),
+]
+ObjectiveOpt = Annotated[
+    Objective,
+    typer.Option("--objective", help="Maximise tokens/s per GPU, per dollar or per instance."),
+]
+GpusAttOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--gpus-attention", help="GPUs per Attention instance (TP) [the coefficient set's]."
+    ),
+]
+GpusFfnOpt = Annotated[
+    int | None,
+    typer.Option("--gpus-ffn", help="GPUs in the FFN group (EP/TP) [the coefficient set's]."),
+]
+PriceAttOpt = Annotated[
+    float | None,
+    typer.Option("--price-attention", help="$ per GPU-hour of the Attention side (for cost)."),
+]
+PriceFfnOpt = Annotated[
+    float | None,
+    typer.Option("--price-ffn", help="$ per GPU-hour of the FFN side (for cost)."),
+]
 CommOpt = Annotated[
     CommScope | None,
     typer.Option("--comm", help="Communication scope [the coefficient set's]."),
@@ -87,10 +133,14 @@ CommOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (the first, with --seeds).")]
 WAttOpt = Annotated[
-    float, typer.Option("--w-attention", help="Weight (GPUs or cost) of one Attention instance.")
+    float | None,
+    typer.Option(
+        "--w-attention", help="Custom weight of one Attention instance (instead of --objective)."
+    ),
 ]
 WFfnOpt = Annotated[
-    float, typer.Option("--w-ffn", help="Weight (GPUs or cost) of the FFN instance.")
+    float | None,
+    typer.Option("--w-ffn", help="Custom weight of the FFN instance (instead of --objective)."),
 ]
 TablesOpt = Annotated[
     str | None,
@@ -233,7 +283,13 @@ def _finite(value: object) -> object:
 
 # ------------------------------------------------------------------ formatting and parsing
 
-STAGE_LETTER = {"attention": "A", "communication": "C", "ffn": "F", "serial": "A+C+F"}
+STAGE_LETTER = {
+    "attention": "A",
+    "communication": "C",
+    "ffn": "F",
+    "serial": "A+C+F",
+    "round-trip": "A→F→A",
+}
 
 
 def fmt_time(value: float, unit: str) -> str:
@@ -314,8 +370,55 @@ def load_workload(
     return parse_workload(DEFAULT_WORKLOAD if workload is None else workload)
 
 
-def load_step_times(coeffs: str, comm: CommScope | None, tables: str | None):
-    """(the linear coefficients, the same overlaid by measured tables where given)."""
-    from afdplan.calibrate.resolve import resolve_step_times
+def load_step_times(
+    coeffs: str,
+    comm: CommScope | None,
+    tables: str | None,
+    gpus: tuple[int | None, int | None] = (None, None),
+    linear_only: bool = False,
+):
+    """(the linear coefficients, the step times to use): the given measured tables, else
+    the coefficient set's own curves (unless ``linear_only``), else the linear model."""
+    from afdplan.calibrate.resolve import resolve_step_times, set_curves
 
-    return resolve_step_times(coeffs, None if comm is None else comm.value, tables)
+    linear, times = resolve_step_times(coeffs, None if comm is None else comm.value, tables, gpus)
+    if tables is None and not linear_only:
+        times = set_curves(linear) or linear
+    return linear, times
+
+
+def resolve_pipeline(
+    pipeline: PipelineKind | None, mode: Mode | None, microbatches: int, layers: int | None, linear
+):
+    """The :class:`Pipeline` the options ask for (``--mode`` is the old ``--pipeline``)."""
+    from afdplan.bundle import Pipeline
+
+    require(pipeline is None or mode is None, "give --pipeline or its old name --mode, not both")
+    kind = (pipeline or mode or PipelineKind.overlap).value
+    layered = kind not in (PipelineKind.overlap, PipelineKind.serial)
+    if layered:
+        layers = layers or linear.layers
+        require(
+            layers is not None,
+            f"--pipeline {kind} needs the model's layer count: the coefficient set has no "
+            "meta.layers; pass --layers L",
+        )
+    return Pipeline(kind, microbatches, layers or linear.layers or 1)
+
+
+def resolve_weights(
+    objective: Objective,
+    w_attention: float | None,
+    w_ffn: float | None,
+    prices: tuple[float | None, float | None],
+) -> tuple[str | None, float, float]:
+    """(objective name or None for custom weights, w_A, w_F)."""
+    if w_attention is None and w_ffn is None:
+        if objective != Objective.cost:
+            require(prices == (None, None), "--price-* are used with --objective cost only")
+        return objective.value, 1.0, 1.0
+    return (
+        None,
+        1.0 if w_attention is None else w_attention,
+        1.0 if w_ffn is None else w_ffn,
+    )

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from afdplan.choices import DEFAULT_COEFFS, Mode
+from afdplan.choices import DEFAULT_COEFFS, Objective
 from afdplan.cli.common import (
     STAGE_LETTER,
     TABLE_STYLE,
@@ -14,8 +14,17 @@ from afdplan.cli.common import (
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    GpusAttOpt,
+    GpusFfnOpt,
     JsonOpt,
+    LayersOpt,
+    LinearOnlyOpt,
+    MicrobatchesOpt,
     ModeOpt,
+    ObjectiveOpt,
+    PipelineOpt,
+    PriceAttOpt,
+    PriceFfnOpt,
     PromptColOpt,
     TablesOpt,
     TraceOpt,
@@ -30,6 +39,8 @@ from afdplan.cli.common import (
     out,
     parse_int_list,
     print_json,
+    resolve_pipeline,
+    resolve_weights,
     single_int,
 )
 
@@ -55,10 +66,19 @@ def plan(
             "--ratio", "-r", help="r values to evaluate, e.g. 1-40 or 4,8,16 [until past the best]."
         ),
     ] = None,
-    mode: ModeOpt = Mode.overlap,
+    pipeline: PipelineOpt = None,
+    microbatches: MicrobatchesOpt = 1,
+    layers: LayersOpt = None,
+    mode: ModeOpt = None,
     comm: CommOpt = None,
-    w_attention: WAttOpt = 1.0,
-    w_ffn: WFfnOpt = 1.0,
+    objective: ObjectiveOpt = Objective.gpu,
+    gpus_attention: GpusAttOpt = None,
+    gpus_ffn: GpusFfnOpt = None,
+    price_attention: PriceAttOpt = None,
+    price_ffn: PriceFfnOpt = None,
+    w_attention: WAttOpt = None,
+    w_ffn: WFfnOpt = None,
+    linear_only: LinearOnlyOpt = False,
     prompt_col: PromptColOpt = None,
     decode_col: DecodeColOpt = None,
     drop_invalid: DropInvalidOpt = False,
@@ -70,18 +90,27 @@ def plan(
 
     b = single_int(batch, "--batch")
     r_values = None if ratio is None else parse_int_list(ratio, "--ratio")
+    prices = (price_attention, price_ffn)
+    goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices)
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
-    linear, times = load_step_times(coeffs, comm, tables)
+    gpus = (gpus_attention, gpus_ffn)
+    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
+    # Measured curves by default (the linear fit stays for the closed-form breakpoints
+    # and its recommendation is reported beside them).
+    curves = None if times is linear else times
     result = make_plan(
         wl,
         linear,
         b,
-        mode=mode.value,
+        pipeline=steps,
         r_values=r_values,
-        w_attention=w_attention,
-        w_ffn=w_ffn,
-        curves=None if tables is None else times,
-        other_curves=set_curves(linear) if tables is None else None,
+        w_attention=w_a,
+        w_ffn=w_f,
+        curves=curves,
+        other_curves=set_curves(linear) if linear_only and tables is None else None,
+        objective=goal,
+        prices=prices,
     )
     if as_json:
         print_json(result.to_dict())
@@ -115,8 +144,10 @@ def render_plan(result: PlanResult) -> None:
         else ""
     )
     out.print(
-        f"[bold]Deployment[/bold]  coeffs {escape(t.name)}   B = {d.batch}   mode {d.mode}   "
-        f"comm {t.comm_scope}   weights A:F = {d.w_attention:g}:{d.w_ffn:g}{cap}"
+        f"[bold]Deployment[/bold]  coeffs {escape(t.name)}   B = {d.batch}   "
+        f"pipeline {d.pipeline.describe()}   comm {t.comm_scope}   GPUs A:F = "
+        f"{t.gpus_attention:g}:{t.gpus_ffn:g}   objective {result.objective} (weights "
+        f"{d.w_attention:g}:{d.w_ffn:g}){cap}"
     )
     if unit != "s":
         out.print(f"  times are in the set's own unit u = {unit!r}", highlight=False, markup=False)
@@ -186,11 +217,10 @@ def render_plan(result: PlanResult) -> None:
     )
     rec = result.recommended
     per_gpu = result.recommended_per_gpu
-    if per_gpu.point.r != best and (t.gpus_attention, t.gpus_ffn) != (d.w_attention, d.w_ffn):
+    if per_gpu.point.r != best and result.objective != Objective.gpu:
         out.print(
             f"Per GPU ({t.gpus_attention:g} per A, {t.gpus_ffn:g} per FFN instance) r = "
-            f"{per_gpu.point.r} is best: pass --w-attention {t.gpus_attention:g} --w-ffn "
-            f"{t.gpus_ffn:g} to optimise for GPUs.",
+            f"{per_gpu.point.r} is best: pass --objective gpu to optimise for GPUs.",
             highlight=False,
         )
     _render_certainty(result)

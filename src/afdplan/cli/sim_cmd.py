@@ -7,19 +7,28 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import DEFAULT_COEFFS, Backend, Mode, Order, Warmup
+from afdplan.choices import DEFAULT_COEFFS, Backend, Objective, Order, Warmup
 from afdplan.cli.common import (
     TABLE_STYLE,
     CoeffsOpt,
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    GpusAttOpt,
+    GpusFfnOpt,
     JobsOpt,
     JsonOpt,
     KvOpt,
+    LayersOpt,
+    LinearOnlyOpt,
+    MicrobatchesOpt,
     ModeOpt,
     NoiseOpt,
+    ObjectiveOpt,
     OutputOpt,
+    PipelineOpt,
+    PriceAttOpt,
+    PriceFfnOpt,
     PromptColOpt,
     RequestsOpt,
     SeedOpt,
@@ -39,6 +48,8 @@ from afdplan.cli.common import (
     prepare_output_file,
     print_json,
     progress_bar,
+    resolve_pipeline,
+    resolve_weights,
     single_int,
 )
 from afdplan.errors import InputError, require
@@ -62,7 +73,7 @@ def sim_config(
     batch: int,
     requests: int | None,
     steps: int | None,
-    mode: str,
+    pipeline,
     order: str,
     warmup: str | None,
     warmup_steps: int | None,
@@ -95,7 +106,9 @@ def sim_config(
         batch=batch,
         steps=steps,
         requests=requests,
-        mode=mode,
+        mode=pipeline.kind,
+        microbatches=pipeline.microbatches,
+        layers=pipeline.layers,
         order=order,  # type: ignore[arg-type]
         warmup=warmup,  # type: ignore[arg-type]
         warmup_steps=warmup_steps,
@@ -156,6 +169,7 @@ def simulate(
     workload: WorkloadOpt = None,
     coeffs: CoeffsOpt = DEFAULT_COEFFS,
     tables: TablesOpt = None,
+    linear_only: LinearOnlyOpt = False,
     batch: Annotated[
         str | None, typer.Option("--batch", "-B", help="Sequences per Attention worker [as plan].")
     ] = None,
@@ -166,7 +180,12 @@ def simulate(
     steps: StepsOpt = None,
     seed: SeedOpt = 0,
     seeds: Annotated[int, typer.Option("--seeds", help="Number of seeds (CI over seeds).")] = 1,
-    mode: ModeOpt = Mode.overlap,
+    pipeline: PipelineOpt = None,
+    microbatches: MicrobatchesOpt = 1,
+    layers: LayersOpt = None,
+    mode: ModeOpt = None,
+    gpus_attention: GpusAttOpt = None,
+    gpus_ffn: GpusFfnOpt = None,
     order: OrderOpt = Order.iid,
     warmup: Annotated[
         Warmup | None,
@@ -192,12 +211,22 @@ def simulate(
     r = single_int(ratio, "--ratio")
     require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
-    linear, times = load_step_times(coeffs, comm, tables)
+    gpus = (gpus_attention, gpus_ffn)
+    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     stats = wl.stats()
     if b is not None:
         check_memory(linear, stats, [b], kv_capacity, overcommit)
     if r is None or b is None:
-        planned = make_plan(wl, linear, b, mode=mode.value, stats=stats)
+        planned = make_plan(
+            wl,
+            linear,
+            b,
+            pipeline=steps_run,
+            stats=stats,
+            curves=None if times is linear else times,
+            objective=Objective.gpu,
+        )
         b = planned.deployment.batch
         r = r if r is not None else planned.recommended.point.r
     config = sim_config(
@@ -205,7 +234,7 @@ def simulate(
         b,
         requests,
         steps,
-        mode.value,
+        steps_run,
         order.value,
         None if warmup is None else warmup.value,
         warmup_steps,
@@ -228,7 +257,8 @@ def _render_simulation(wl, times, summary, seeds: int) -> None:
     unit = times.time_unit
     out.print(f"[bold]Workload[/bold]  {wl.describe()}", highlight=False, markup=False)
     out.print(
-        f"Bundle  r = {first.ratio}, B = {first.batch}, {first.mode}, "
+        f"Bundle  r = {first.ratio}, B = {first.batch}, pipeline {first.mode}"
+        f"{f' m = {first.microbatches}' if first.microbatches > 1 else ''}, "
         f"order {first.order}, warm-up {first.warmup} ({first.warmup_steps} steps discarded), "
         f"{first.steps:,} steps measured, step times: {times.name}",
         highlight=False,
@@ -267,6 +297,7 @@ def sweep(
     ] = None,
     coeffs: CoeffsOpt = DEFAULT_COEFFS,
     tables: TablesOpt = None,
+    linear_only: LinearOnlyOpt = False,
     batch: Annotated[
         str, typer.Option("--batch", "-B", help="B values, e.g. 64,128,256 or 16-64.")
     ] = "64,128,256",
@@ -275,14 +306,22 @@ def sweep(
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per point.")] = 3,
     requests: RequestsOpt = None,
     steps: StepsOpt = None,
-    mode: ModeOpt = Mode.overlap,
+    pipeline: PipelineOpt = None,
+    microbatches: MicrobatchesOpt = 1,
+    layers: LayersOpt = None,
+    mode: ModeOpt = None,
     order: OrderOpt = Order.iid,
     kv_capacity: KvOpt = None,
     overcommit: OvercommitOpt = False,
     noise: NoiseOpt = 0.0,
     comm: CommOpt = None,
-    w_attention: WAttOpt = 1.0,
-    w_ffn: WFfnOpt = 1.0,
+    objective: ObjectiveOpt = Objective.gpu,
+    gpus_attention: GpusAttOpt = None,
+    gpus_ffn: GpusFfnOpt = None,
+    price_attention: PriceAttOpt = None,
+    price_ffn: PriceFfnOpt = None,
+    w_attention: WAttOpt = None,
+    w_ffn: WFfnOpt = None,
     jobs: JobsOpt = None,
     backend: Annotated[
         Backend | None, typer.Option("--backend", help="joblib backend [loky].")
@@ -314,15 +353,23 @@ def sweep(
         workloads[spec] = load_workload(None, spec)
     if not workloads:
         workloads[DEFAULT_WORKLOAD] = load_workload(None, None)
-    linear, times = load_step_times(coeffs, comm, tables)
+    prices = (price_attention, price_ffn)
+    goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices)
+    gpus = (gpus_attention, gpus_ffn)
+    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
+    if goal is not None:
+        from afdplan.bundle import objective_weights
+
+        w_a, w_f = objective_weights(goal, linear.gpus_attention, linear.gpus_ffn, *prices)
     for wl in workloads.values():
         check_memory(linear, wl.stats(), b_list, kv_capacity, overcommit)
     base = sim_config(
         r_list[0],
-        b_list[0],
+        min(b_list),
         requests,
         steps,
-        mode.value,
+        steps_run,
         order.value,
         None,
         None,
@@ -347,7 +394,16 @@ def sweep(
             backend=backend_name,
             progress=lambda done, _: bar.update(task, completed=done),
         )
-    report = compare_sweep(points, workloads, linear, mode.value, w_attention, w_ffn)
+    report = compare_sweep(
+        points,
+        workloads,
+        linear,
+        steps_run,
+        w_a,
+        w_f,
+        curves=None if times is linear else times,
+        objective=goal or "custom",
+    )
     if output is not None:
         _write_rows(report["rows"], output)
     if as_json:

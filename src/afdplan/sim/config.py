@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from afdplan.choices import MODES, ORDERS, WARMUPS
+from afdplan.bundle import Pipeline
+from afdplan.choices import ORDERS, WARMUPS
 from afdplan.errors import check_nonnegative, require
 
 Order = Literal["iid", "replay"]
@@ -31,7 +32,9 @@ class SimConfig:
     batch: int
     steps: int | None = None
     requests: int | None = None
-    mode: str = "overlap"
+    mode: str = "overlap"  # the pipeline: overlap | serial | pingpong | aic-*
+    microbatches: int = 1
+    layers: int = 1
     order: Order = "iid"
     warmup: Warmup | None = None
     warmup_steps: int | None = None
@@ -61,7 +64,7 @@ class SimConfig:
                 _is_int(self.requests) and self.requests >= 1,
                 f"requests must be >= 1, got {self.requests}",
             )
-        require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        self.pipeline.split(self.batch)  # validates the pipeline; refuses m > B
         require(
             self.order in ORDERS, f"order must be one of {', '.join(ORDERS)}, got {self.order!r}"
         )
@@ -80,6 +83,10 @@ class SimConfig:
         require(
             _is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed}"
         )
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return Pipeline(self.mode, self.microbatches, self.layers)
 
     @property
     def slots(self) -> int:

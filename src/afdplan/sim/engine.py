@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from afdplan.bundle import recurrence, weighted_rate
 from afdplan.errors import require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.results import SimResult, SimSummary
@@ -76,7 +77,8 @@ def build_occupancy(
         plan = replay_plan(as_empirical(workload), r * b, total_steps, first)
     else:
         plan = iid_plan(workload, r * b, total_steps, rng, stationary=stationary)
-    return plan.occupancy(r, b, total_steps)
+    m = config.microbatches if config.pipeline.layered else 1
+    return plan.occupancy(r, b, total_steps, m)
 
 
 def _noise(rng: np.random.Generator, sigma: float, shape: tuple[int, ...]) -> np.ndarray | float:
@@ -108,6 +110,41 @@ def measure(
     return _measure(occ, times, config, warmup, discard)[0]
 
 
+def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_rng):
+    """Per-layer micro-batch service times for a layered pipeline (DESIGN.md §8):
+    a (S, r, m), x (S, r, m) per-worker links or (S, m) one aggregate link, f and y (S, m),
+    plus the FFN tokens per step.
+
+    With a KV cap the slots are not tiled by requests, so a worker's sequences and load are
+    split evenly over its micro-batches (b_i/m sequences and T_i/m tokens each).
+    """
+    pipe = config.pipeline
+    m, L = pipe.microbatches, pipe.layers
+    r, total = occ.ratio, occ.steps
+    if occ.microbatch_loads is not None:
+        loads = np.moveaxis(occ.microbatch_loads, 2, 0)  # (S, r, m)
+        seqs = np.broadcast_to(pipe.split(occ.batch).astype(np.float64), loads.shape)
+    else:
+        share = np.full(m, 1.0 / m)
+        loads = occ.loads.T[:, :, None] * share
+        seqs = occ.active_counts().T[:, :, None].astype(np.float64) * share
+    noise_a = _noise(noise_rng, config.noise, (r, total))
+    a = np.asarray(times.attention_time(seqs, loads), dtype=np.float64) / L
+    a = a * (noise_a.T[:, :, None] if np.ndim(noise_a) else noise_a)
+    per_group = seqs.sum(axis=1)  # (S, m) tokens of micro-batch j over all workers
+    f = np.asarray(times.ffn_time(per_group), dtype=np.float64) / L
+    f = f * np.reshape(_noise(noise_rng, config.noise, (total,)), (-1, 1))
+    comm_noise = np.reshape(_noise(noise_rng, config.noise, (total,)), (-1, 1))
+    if times.comm_scope == "aggregate":
+        x = np.asarray(times.comm_time(per_group, 1), dtype=np.float64) / L * comm_noise
+        y = x
+    else:
+        x = np.asarray(times.comm_time(seqs, 1), dtype=np.float64) / L
+        x = x * comm_noise[:, :, None]
+        y = x.max(axis=1)  # every worker's return transfer starts when the FFN is done
+    return a, x, f, y, seqs.sum(axis=(1, 2))
+
+
 def _measure(
     occ: Occupancy, times: StepTimes, config: SimConfig, warmup: str, discard: int
 ) -> tuple[SimResult, np.ndarray]:
@@ -115,6 +152,37 @@ def _measure(
     total = occ.steps
     # A separate stream for noise keeps the request draws identical with and without it.
     noise_rng = np.random.default_rng([config.seed, 1])
+    pipe = config.pipeline
+    closed_gap = None
+    if pipe.layered:
+        a, x, f, y, tokens = _layered_stages(occ, times, config, noise_rng)
+        L = pipe.layers
+        a_round = a.max(axis=(1, 2))
+        a_busy = a.mean(axis=2).max(axis=1)
+        x_max = x.max(axis=(1, 2)) if x.ndim == 3 else x.max(axis=1)
+        closed = pipe.step_time(a_round, a_busy, x_max, f.max(axis=1), y.max(axis=1))
+        if pipe.kind == "pingpong":
+            cycle = recurrence(a, x, f, y, L)
+            closed_gap = float(closed[discard:].mean() / cycle[discard:].mean() - 1)
+        else:
+            cycle = closed
+        t_att = (a.sum(axis=2) * L).T  # (r, S) busy attention per worker per step
+        t_ffn = f.sum(axis=1) * L
+        t_link = (x.sum(axis=2).max(axis=1) if x.ndim == 3 else x.sum(axis=1)) * L
+        stage_share = np.vstack([t_att.max(axis=0), t_link, t_ffn])
+        return _results(
+            occ,
+            config,
+            warmup,
+            discard,
+            times,
+            cycle,
+            t_att,
+            t_ffn,
+            stage_share,
+            tokens,
+            closed_gap,
+        )
     if occ.active is None:
         t_att = times.attention_time(b, occ.loads)
         tokens = np.full(total, r * b, dtype=np.int64)
@@ -139,6 +207,27 @@ def _measure(
     else:
         stage_share = np.vstack([t_att_max, t_comm, t_ffn])
         cycle = stage_share.max(axis=0)
+    return _results(
+        occ, config, warmup, discard, times, cycle, t_att, t_ffn, stage_share, tokens, None
+    )
+
+
+def _results(
+    occ: Occupancy,
+    config: SimConfig,
+    warmup: str,
+    discard: int,
+    times: StepTimes,
+    cycle: np.ndarray,
+    t_att: np.ndarray,
+    t_ffn: np.ndarray,
+    stage_share: np.ndarray,
+    tokens: np.ndarray,
+    closed_gap: float | None,
+) -> tuple[SimResult, np.ndarray]:
+    """Every reported metric from the per-step times: cycle (S,), busy attention per
+    worker (r, S), busy FFN (S,), the (3, S) stage loads that name the binding stage."""
+    r, total = occ.ratio, occ.steps
     window = slice(discard, total)
     cyc = cycle[window]
     busy_time = float(cyc.sum())
@@ -155,15 +244,15 @@ def _measure(
     loads = occ.loads[:, window]
     result = SimResult(
         ratio=r,
-        batch=b,
+        batch=occ.batch,
         mode=config.mode,
         order=config.order,
         warmup=warmup,
         warmup_steps=discard,
         steps=total - discard,
         seed=config.seed,
-        throughput_per_instance=produced / ((r + 1) * busy_time),
-        throughput_per_gpu=produced / ((r * g_a + g_f) * busy_time),
+        throughput_per_instance=weighted_rate(produced, busy_time, r, 1.0, 1.0),
+        throughput_per_gpu=weighted_rate(produced, busy_time, r, g_a, g_f),
         mean_step_time_s=float(cyc.mean()),
         step_time_p50_s=float(step_q[0]),
         step_time_p90_s=float(step_q[1]),
@@ -182,6 +271,8 @@ def _measure(
         mean_load_per_worker=float(loads.mean()),
         std_load_per_worker=float(loads.std()),
         kv=occ.kv,
+        microbatches=config.microbatches,
+        closed_form_gap=closed_gap,
     )
     return result, cyc
 

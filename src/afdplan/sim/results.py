@@ -22,7 +22,7 @@ class SimResult:
     warmup_steps: int  # simulated before the window and discarded
     steps: int  # steps in the measured window
     seed: int
-    throughput_per_instance: float  # tokens / ((r + 1)·time)
+    throughput_per_instance: float  # tokens / (instances·time), r Attention + 1 FFN
     throughput_per_gpu: float  # tokens / ((r·g_A + g_F)·time)
     mean_step_time_s: float
     step_time_p50_s: float
@@ -42,6 +42,9 @@ class SimResult:
     mean_load_per_worker: float  # KV tokens
     std_load_per_worker: float
     kv: KvStats | None = None
+    microbatches: int = 1
+    # ping-pong: mean step time of the closed form over the exact recurrence's, minus one
+    closed_form_gap: float | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -54,7 +57,19 @@ SUMMARY_METRICS: tuple[str, ...] = tuple(
     f.name
     for f in fields(SimResult)
     if f.name
-    not in ("ratio", "batch", "mode", "order", "warmup", "warmup_steps", "steps", "seed", "kv")
+    not in (
+        "ratio",
+        "batch",
+        "mode",
+        "order",
+        "warmup",
+        "warmup_steps",
+        "steps",
+        "seed",
+        "kv",
+        "microbatches",
+        "closed_form_gap",
+    )
 )
 
 
@@ -99,6 +114,9 @@ class SimSummary:
             "ratio": first.ratio,
             "batch": first.batch,
             "mode": first.mode,
+            "pipeline": first.mode,
+            "microbatches": first.microbatches,
+            "closed_form_gap": first.closed_form_gap,
             "order": first.order,
             "warmup": first.warmup,
             "steps": first.steps,

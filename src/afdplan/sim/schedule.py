@@ -63,6 +63,8 @@ class Occupancy:
     end: np.ndarray
     decode: np.ndarray
     kv: KvStats | None = None
+    # (r, m, S) KV tokens of each worker's m micro-batches (their slots split in order)
+    microbatch_loads: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -88,13 +90,14 @@ def loads_from_requests(
     start: np.ndarray,
     worker: np.ndarray,
     ratio: int,
-    batch: int,
+    batch: int | np.ndarray,
     steps: int,
 ) -> np.ndarray:
     """(r, S) per-worker KV loads of full slots, by scatter-add and cumulative sum.
 
     Requests must tile every slot over [0, S) without gaps (immediate refill), which is
-    what lets the active count be B at every step.
+    what lets the active count be B at every step. ``batch`` may give each row its own
+    number of slots (micro-batches of unequal size).
     """
     offset = prompt.astype(np.float64) - start  # context at step t is offset + t
     begin = np.maximum(start, 0)
@@ -104,7 +107,7 @@ def loads_from_requests(
     weights = np.concatenate([offset, -offset])
     delta = np.bincount(index, weights=weights, minlength=ratio * (steps + 1))
     running = np.cumsum(delta.reshape(ratio, steps + 1)[:, :steps], axis=1)
-    return running + batch * np.arange(steps, dtype=np.float64)
+    return running + np.reshape(batch, (-1, 1)) * np.arange(steps, dtype=np.float64)
 
 
 def _rows_needed(steps: int, mean_decode: float, var_decode: float) -> int:
@@ -123,12 +126,23 @@ class RequestPlan:
     start: np.ndarray
     slot: np.ndarray
 
-    def occupancy(self, ratio: int, batch: int, steps: int) -> Occupancy:
+    def occupancy(self, ratio: int, batch: int, steps: int, microbatches: int = 1) -> Occupancy:
+        """Per-worker loads; with ``microbatches`` m > 1 also each micro-batch's, a worker's
+        slots being split in order into m groups of balanced sizes."""
         worker = self.slot // batch
-        loads = loads_from_requests(
-            self.prompt, self.decode, self.start, worker, ratio, batch, steps
-        )
-        return Occupancy(loads, None, batch, self.start, self.start + self.decode, self.decode)
+        end = self.start + self.decode
+        if microbatches == 1:
+            loads = loads_from_requests(
+                self.prompt, self.decode, self.start, worker, ratio, batch, steps
+            )
+            return Occupancy(loads, None, batch, self.start, end, self.decode)
+        m = microbatches
+        group = worker * m + (self.slot % batch) * m // batch
+        sizes = np.bincount(np.arange(batch) * m // batch, minlength=m)
+        mb = loads_from_requests(
+            self.prompt, self.decode, self.start, group, ratio * m, np.tile(sizes, ratio), steps
+        ).reshape(ratio, m, steps)
+        return Occupancy(mb.sum(axis=1), None, batch, self.start, end, self.decode, None, mb)
 
 
 def iid_plan(

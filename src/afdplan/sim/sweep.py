@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import joblib
 
+from afdplan.bundle import weighted_rate
 from afdplan.errors import InputError, require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.engine import simulate
@@ -35,9 +36,19 @@ class SweepPoint:
         return estimate_over(self.runs, metric)
 
     def weighted_throughput(self, w_attention: float, w_ffn: float) -> Estimate:
-        """tokens / ((r·w_A + w_F)·time), from the per-instance throughput of each seed."""
-        scale = (self.ratio + 1) / (self.ratio * w_attention + w_ffn)
-        return Estimate.of([run.throughput_per_instance * scale for run in self.runs])
+        """tokens / ((r·w_A + w_F)·time) of each seed's measured window."""
+        return Estimate.of(
+            [
+                weighted_rate(
+                    run.tokens_generated,
+                    run.mean_step_time_s * run.steps,
+                    self.ratio,
+                    w_attention,
+                    w_ffn,
+                )
+                for run in self.runs
+            ]
+        )
 
 
 # Below this much work (requests to simulate, all tasks together) a process pool costs more

@@ -1,5 +1,6 @@
 """Theory: the closed-form A/F rule and its barrier-aware refinement (DESIGN.md §3–4)."""
 
+from afdplan.choices import MODES
 from afdplan.theory.barrier import (
     BarrierPoint,
     RatioRow,
@@ -11,13 +12,14 @@ from afdplan.theory.barrier import (
 )
 from afdplan.theory.paper import v1_finite_horizon_load
 from afdplan.theory.rule import (
-    MODES,
     Breakpoints,
     Deployment,
     Mode,
     RuleResult,
     StageLine,
     breakpoints,
+    cycle_lines,
+    layer_lines,
     mean_attention_time,
     mean_field_cycle_time,
     optimal_ratio,
@@ -38,9 +40,11 @@ __all__ = [
     "barrier_point",
     "best_row",
     "breakpoints",
+    "cycle_lines",
     "evaluate_ratios",
     "excess_integral",
     "expected_max_normal",
+    "layer_lines",
     "mean_attention_time",
     "mean_field_cycle_time",
     "optimal_ratio",

@@ -87,14 +87,11 @@ def barrier_point(
     require(int(r) == r and r >= 1, f"r must be an integer >= 1, got {r}")
     r, b = int(r), dep.batch
     times = times or dep.times
+    if dep.pipeline.layered:
+        return _layered_point(dep, load_per_slot, load_var, r, times)
     load = b * load_per_slot
     mu = float(times.attention_time(b, load))
-    step = max(1.0, 0.01 * load)
-    slope = float(
-        times.attention_time(b, load + step) - times.attention_time(b, max(load - step, 0.0))
-    )
-    slope /= load + step - max(load - step, 0.0)
-    sigma = max(slope, 0.0) * math.sqrt(b * load_var)
+    sigma = _attention_slope(times, b, load) * math.sqrt(b * load_var)
     comm = float(times.comm_time(b, r))
     ffn = float(times.ffn_time(r * b))
     stages = {"attention": mu, "communication": comm, "ffn": ffn}
@@ -118,12 +115,59 @@ def barrier_point(
     )
 
 
+def _attention_slope(times: StepTimes, batch: float, load: float) -> float:
+    """d t_A / d T at ``load`` KV tokens (the local slope on measured curves), ≥ 0."""
+    step = max(1.0, 0.01 * load)
+    lo = max(load - step, 0.0)
+    rise = float(times.attention_time(batch, load + step) - times.attention_time(batch, lo))
+    return max(rise / (load + step - lo), 0.0)
+
+
+def _layered_point(
+    dep: Deployment, load_per_slot: float, load_var: float, r: int, times: StepTimes
+) -> BarrierPoint:
+    """E[τ] under a layered pipeline (ping-pong, AIConfigurator's): the closed form of
+    ``Pipeline.step_time`` at one micro-batch's per-layer times, with the barrier.
+
+    A micro-batch of b = B/m sequences holds T_ij ≈ N(b·θ, b·v) tokens on worker i. Its
+    round trip waits for its slowest worker: a_round = E[max_i t_A(b, T_ij)]/L; the
+    attention resource is bound by the busiest worker's m tasks: a_busy =
+    E[max_i Σ_j t_A(b, T_ij)]/(m·L), whose sum has the whole worker's spread √(B·v). Both
+    use μ + σ·E[max of r standard normals] (DESIGN.md §4), exact without variance.
+    """
+    p = dep.pipeline
+    m, L, B = p.microbatches, p.layers, dep.batch
+    b = B / m
+    mu = float(times.attention_time(b, b * load_per_slot))
+    slope = _attention_slope(times, b, b * load_per_slot)
+    spread = expected_max_normal(r) if r > 1 else 0.0
+    a_round = (mu + slope * math.sqrt(b * load_var) * spread) / L
+    a_busy = (m * mu + slope * math.sqrt(B * load_var) * spread) / (m * L)
+    x = float(times.comm_time(b, r)) / L
+    f = float(times.ffn_time(r * b)) / L
+    expected = float(p.step_time(a_round, a_busy, x, f, x))
+    mean_field = float(p.step_time(mu / L, mu / L, x, f, x))
+    work = {"attention": a_busy, "communication": x, "ffn": f}
+    binding = max(work, key=work.__getitem__)
+    if p.kind == "pingpong" and a_round + 2 * x + f > m * work[binding]:
+        binding = "round-trip"  # too few micro-batches to hide the round trip
+    return BarrierPoint(
+        r=r,
+        cycle_time=expected,
+        cycle_time_mean_field=mean_field,
+        t_attention=m * mu,
+        t_ffn=m * L * f,
+        t_comm=m * L * x,
+        binding=binding,
+    )
+
+
 @dataclass(frozen=True)
 class RatioRow:
     """One integer r of the recommendation table."""
 
     point: BarrierPoint
-    throughput_per_instance: float  # r·B/((r+1)·E[τ]), tokens per time unit
+    throughput_per_instance: float  # r·B/(instances·E[τ]), tokens per time unit
     throughput_per_weight: float  # r·B/((r·w_A + w_F)·E[τ])
 
 

@@ -7,8 +7,11 @@ Every stage time is a line in r (the number of Attention workers per FFN worker)
                    t_C(r) = α_C·r·B + β_C                (aggregate round trip)
     ffn            t_F(r) = α_F·r·B + β_F
 
-and the cycle time is their upper envelope (overlap mode: τ = max) or their sum
-(serial mode: τ = t_A + 2·t_C + t_F, itself a line). The objective is
+and the cycle time is their upper envelope (overlap: τ = max) or their sum (serial:
+τ = t_A + 2·t_C + t_F, itself a line). Under the layered pipelines (ping-pong with m
+micro-batches, AIConfigurator's cycle models) the per-layer micro-batch times a, x, f, y
+are lines in r too and the mean-field step time is again an upper envelope of lines
+(``Pipeline.cycle_lines``, DESIGN.md §8). The objective is
 
     Θ_w(r) = r·B / ((r·w_A + w_F)·τ(r))      (tokens per time unit per weight unit)
 
@@ -26,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from afdplan.choices import MODES
+from afdplan.bundle import Pipeline, StageLine, weighted_rate
 from afdplan.errors import check_positive, require
 from afdplan.timing.linear import LinearStepTimes
 
@@ -35,11 +38,13 @@ Mode = Literal["overlap", "serial"]
 
 @dataclass(frozen=True)
 class Deployment:
-    """What the rule needs besides the workload: times, batch B, mode, instance weights."""
+    """What the rule needs besides the workload: times, batch B, how a step runs
+    (``pipeline``: a :class:`Pipeline` or the name of a one-micro-batch pipeline), and the
+    instance weights of the objective (GPUs or cost per instance)."""
 
     times: LinearStepTimes
     batch: int
-    mode: Mode = "overlap"
+    pipeline: Pipeline | str = "overlap"
     w_attention: float = 1.0
     w_ffn: float = 1.0
 
@@ -48,21 +53,17 @@ class Deployment:
             isinstance(self.batch, int | np.integer) and self.batch >= 1,
             f"batch B must be an integer >= 1, got {self.batch}",
         )
-        require(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if isinstance(self.pipeline, str):
+            object.__setattr__(self, "pipeline", Pipeline(self.pipeline))
+        if self.pipeline.layered:
+            self.pipeline.split(self.batch)  # refuses m > B
         check_positive("w_attention", self.w_attention)
         check_positive("w_ffn", self.w_ffn)
 
-
-@dataclass(frozen=True)
-class StageLine:
-    """One stage's time as a function of r: slope·r + intercept (time units)."""
-
-    stage: str
-    slope: float
-    intercept: float
-
-    def at(self, r: np.ndarray | float) -> np.ndarray | float:
-        return self.slope * r + self.intercept
+    @property
+    def mode(self) -> str:
+        """The pipeline's name (overlap, serial, pingpong, aic-*)."""
+        return self.pipeline.kind
 
 
 @dataclass(frozen=True)
@@ -115,22 +116,37 @@ def stage_lines(dep: Deployment, load_per_slot: float) -> list[StageLine]:
     ]
 
 
-def cycle_line_serial(lines: list[StageLine]) -> StageLine:
-    """Serial mode: τ = t_A + 2·t_C + t_F, a single line (DESIGN.md §1)."""
-    a, c, f = lines
-    return StageLine(
-        "serial", a.slope + 2 * c.slope + f.slope, a.intercept + 2 * c.intercept + f.intercept
-    )
+def layer_lines(dep: Deployment, load_per_slot: float) -> dict[str, StageLine]:
+    """One micro-batch's per-layer times a, x, f, y as lines in r (DESIGN.md §8).
+
+    A micro-batch holds b = B/m sequences per worker: a = t_A(b, b·θ)/L, x = y = t_C of
+    its b tokens per worker (or r·b on one aggregate link)/L, f = t_F(r·b)/L.
+    """
+    t, p = dep.times, dep.pipeline
+    b = dep.batch / p.microbatches
+    L = p.layers
+    a = StageLine("a", 0.0, float(t.attention_time(b, b * load_per_slot)) / L)
+    if t.comm_scope == "aggregate":
+        x = StageLine("x", t.comm.alpha * b / L, t.comm.beta / L)
+    else:
+        x = StageLine("x", 0.0, float(t.comm_time(b, 1)) / L)
+    f = StageLine("f", t.ffn.alpha * b / L, t.ffn.beta / L)
+    return {"a": a, "x": x, "f": f, "y": x.scaled(1, "y")}
+
+
+def cycle_lines(dep: Deployment, load_per_slot: float) -> list[StageLine]:
+    """The lines whose upper envelope is the mean-field step time τ(r)."""
+    whole = {line.stage: line for line in stage_lines(dep, load_per_slot)}
+    per_layer = layer_lines(dep, load_per_slot) if dep.pipeline.layered else None
+    return dep.pipeline.cycle_lines(whole, per_layer)
 
 
 def mean_field_cycle_time(
     dep: Deployment, load_per_slot: float, r: np.ndarray | float
 ) -> np.ndarray:
-    """τ(r) in the deployment's mode with every worker at its mean load (time units)."""
-    lines = stage_lines(dep, load_per_slot)
+    """τ(r) under the deployment's pipeline with every worker at its mean load."""
     r = np.asarray(r, dtype=np.float64)
-    if dep.mode == "serial":
-        return np.asarray(cycle_line_serial(lines).at(r))
+    lines = cycle_lines(dep, load_per_slot)
     return np.max([np.broadcast_to(line.at(r), r.shape) for line in lines], axis=0)
 
 
@@ -139,13 +155,14 @@ def weighted_throughput(
 ) -> np.ndarray:
     """Θ_w = r·B / ((r·w_A + w_F)·τ): tokens per time unit per weight unit (DESIGN.md §1)."""
     r = np.asarray(r, dtype=np.float64)
-    return r * dep.batch / ((r * dep.w_attention + dep.w_ffn) * np.asarray(cycle_time))
+    return weighted_rate(r * dep.batch, np.asarray(cycle_time), r, dep.w_attention, dep.w_ffn)
 
 
 def throughput_per_instance(batch: int, r: np.ndarray | float, cycle_time) -> np.ndarray:
-    """Θ = r·B / ((r + 1)·τ): tokens per time unit per instance (the paper's objective)."""
+    """Θ = r·B / (instances·τ), r Attention + 1 FFN: tokens per time unit per instance
+    (the paper's objective)."""
     r = np.asarray(r, dtype=np.float64)
-    return r * batch / ((r + 1) * np.asarray(cycle_time))
+    return weighted_rate(r * batch, np.asarray(cycle_time), r, 1.0, 1.0)
 
 
 def _peak(line: StageLine, dep: Deployment) -> float | None:
@@ -185,16 +202,16 @@ def optimal_ratio(dep: Deployment, load_per_slot: float) -> RuleResult:
     """The continuous r* > 0 maximising Θ_w under the mean-field cycle time.
 
     Implements DESIGN.md §3 (Theorem 4.4 of v1 for per-worker communication, plus the
-    aggregate-communication breakpoints) and, in serial mode, the single-line optimum.
+    aggregate-communication breakpoints) and, for every pipeline, the optimum over the
+    corners and peaks of the envelope of ``cycle_lines`` (serial: one line, its peak).
     """
-    lines = stage_lines(dep, load_per_slot)
     bps = breakpoints(dep, load_per_slot)
-    t_a = lines[0].intercept
-    if dep.mode == "serial":
-        serial = cycle_line_serial(lines)
-        r_star = _peak(serial, dep)
-        require(r_star is not None, "serial cycle time has no interior optimum")
-        return RuleResult(float(r_star), "serial", bps, t_a, load_per_slot)
+    t_a = stage_lines(dep, load_per_slot)[0].intercept
+    lines = cycle_lines(dep, load_per_slot)
+    if len(lines) == 1:
+        r_star = _peak(lines[0], dep)
+        require(r_star is not None, f"the {dep.mode} step time has no interior optimum")
+        return RuleResult(float(r_star), lines[0].stage, bps, t_a, load_per_slot)
     candidates = [p for line in lines if (p := _peak(line, dep)) is not None]
     for i, a in enumerate(lines):
         for b in lines[i + 1 :]:

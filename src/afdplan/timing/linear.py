@@ -79,6 +79,7 @@ class LinearStepTimes:
     gpus_ffn: float = 1.0
     kv_capacity_tokens: int | None = None
     curves: str | None = None  # measured table of the same deployment (path or shipped name)
+    layers: int | None = None  # transformer layers L (the layered pipelines need it)
 
     def __post_init__(self) -> None:
         for stage, coeffs in (
@@ -126,6 +127,7 @@ _META_KEYS = (
     "gpus_ffn",
     "kv_capacity_tokens",
     "curves",
+    "layers",
 )
 # Seconds per unit; "arbitrary" is an unnamed unit that is kept (the paper's Table 2).
 TIME_UNITS: dict[str, float | None] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "arbitrary": None}
@@ -176,6 +178,11 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
             for stage, body in values.items()
         }
         unit = "s"
+    layers = meta.get("layers")
+    require(
+        layers is None or (type(layers) is int and layers >= 1),
+        f"{source}: meta.layers must be an integer >= 1, got {layers!r}",
+    )
     curves = meta.get("curves")
     require(
         curves is None or (isinstance(curves, str) and curves.strip() != ""),
@@ -201,6 +208,7 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         if kv is None
         else int(_number(f"{source}: meta.kv_capacity_tokens", kv)),
         curves=curves,
+        layers=None if layers is None else int(_number(f"{source}: meta.layers", layers)),
     )
 
 
@@ -225,6 +233,8 @@ def coeffs_to_dict(model: LinearStepTimes) -> dict:
         meta["kv_capacity_tokens"] = model.kv_capacity_tokens
     if model.curves is not None:
         meta["curves"] = model.curves
+    if model.layers is not None:
+        meta["layers"] = model.layers
     return {
         "meta": meta,
         "attention": asdict(model.attention),

@@ -1,0 +1,229 @@
+"""How one decode step runs: the ONE place stage times combine into a step time (DESIGN §8).
+
+Five pipelines, by name:
+
+* ``overlap`` — the paper's: τ = max{t_A, t_C, t_F} (stages of consecutive steps overlap
+  perfectly; fixed costs paid once; one micro-batch).
+* ``serial`` — τ = t_A + 2·t_C + t_F (no overlap at all; one micro-batch).
+* ``pingpong`` — what AFD runtimes run (vLLM afd-plugin DBO and FastAFD: m = 2; Step-3
+  and MegaScale-Infer: m = 3): every Attention worker splits its B sequences into m
+  micro-batches, and micro-batch j crosses A → link → FFN → link → A once per layer, so
+  the attention of one micro-batch hides behind the FFN of another. Each micro-batch pays
+  the fixed costs again and the FFN sees r·B/m tokens.
+* ``aic-optimistic`` / ``aic-conservative`` — AIConfigurator's AFD cycle models, offered by
+  name so users can compare: τ = (a + f + 2c) + t_cyc·(m·L − 1) with t_cyc = max(a, f, c)
+  or max(a + c, f + c).
+
+Per-layer service times of one micro-batch (seconds): ``a`` attention on one worker, ``x``
+the A→F transfer, ``f`` the FFN group, ``y`` the F→A transfer. For ``pingpong`` the exact
+model is the FIFO recurrence of DESIGN §8 (:func:`recurrence`, the simulator's ground
+truth); with equal times everywhere it has the closed form
+
+    τ = S + (m − 1)·s_max + (L − 1)·max(m·s_max, S),   S = a + x + f + y,
+    s_max = max(a, x, f, y)
+
+(:func:`pingpong_closed_form`). With r workers of random loads the attention resource is
+bound by the busiest worker's m tasks and a micro-batch's round trip by its slowest
+worker, so the barrier version uses a_round = E[max_i a_ij] in S and
+a_busy = E[max_i Σ_j a_ij]/m in s_max (both equal a without variance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from afdplan.choices import PIPELINES, PipelineKind
+from afdplan.errors import require
+
+
+@dataclass(frozen=True)
+class StageLine:
+    """A time that is a line in r: slope·r + intercept (time units)."""
+
+    stage: str
+    slope: float
+    intercept: float
+
+    def at(self, r):
+        return self.slope * r + self.intercept
+
+    def __add__(self, other: StageLine) -> StageLine:
+        return StageLine(self.stage, self.slope + other.slope, self.intercept + other.intercept)
+
+    def scaled(self, k: float, stage: str | None = None) -> StageLine:
+        return StageLine(stage or self.stage, k * self.slope, k * self.intercept)
+
+
+# Pipelines where a step is split into micro-batches that cross every layer.
+LAYERED = (PipelineKind.pingpong, PipelineKind.aic_optimistic, PipelineKind.aic_conservative)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """How stages combine: ``kind``, ``microbatches`` m, and the model's ``layers`` L.
+
+    ``overlap`` and ``serial`` run one micro-batch per step (m = 1).
+    """
+
+    kind: str = "overlap"
+    microbatches: int = 1
+    layers: int = 1
+
+    def __post_init__(self) -> None:
+        require(
+            self.kind in PIPELINES,
+            f"pipeline must be one of {', '.join(PIPELINES)}, got {self.kind!r}",
+        )
+        require(
+            isinstance(self.microbatches, int | np.integer) and self.microbatches >= 1,
+            f"micro-batches m must be an integer >= 1, got {self.microbatches}",
+        )
+        require(
+            isinstance(self.layers, int | np.integer) and self.layers >= 1,
+            f"layers L must be an integer >= 1, got {self.layers}",
+        )
+        require(
+            self.layered or self.microbatches == 1,
+            f"the {self.kind} pipeline runs one micro-batch per step; "
+            "use --pipeline pingpong (or aic-*) for m > 1",
+        )
+
+    @property
+    def layered(self) -> bool:
+        return self.kind in LAYERED
+
+    def describe(self) -> str:
+        if not self.layered:
+            return self.kind
+        return f"{self.kind} m={self.microbatches} L={self.layers}"
+
+    def split(self, batch: int) -> np.ndarray:
+        """Sequences per micro-batch: a worker's slots p = 0..B−1 go to micro-batch
+        ⌊p·m/B⌋, so the sizes differ by at most one."""
+        m = self.microbatches
+        require(m <= batch, f"micro-batches m = {m} exceed the batch B = {batch}")
+        return np.bincount(np.arange(batch) * m // batch, minlength=m)
+
+    # ------------------------------------------------------------ closed forms
+
+    def cycle_lines(
+        self, whole: dict[str, StageLine], per_layer: dict[str, StageLine] | None
+    ) -> list[StageLine]:
+        """Lines in r whose upper envelope is the mean-field step time.
+
+        ``whole``: whole-step stage times (keys attention, communication, ffn) for overlap
+        and serial; ``per_layer``: one micro-batch's per-layer times (keys a, x, f, y) for
+        the layered pipelines. Each line is named after what binds when it is on top.
+        """
+        if self.kind == PipelineKind.overlap:
+            return list(whole.values())
+        if self.kind == PipelineKind.serial:
+            a, c, f = whole["attention"], whole["communication"], whole["ffn"]
+            return [(a + c.scaled(2) + f).scaled(1, "serial")]
+        assert per_layer is not None
+        m, L = self.microbatches, self.layers
+        a, x, f, y = (per_layer[k] for k in ("a", "x", "f", "y"))
+        round_trip = a + x + f + y
+        names = {"a": "attention", "x": "communication", "f": "ffn", "y": "communication"}
+        lines = []
+        if self.kind == PipelineKind.pingpong:
+            for key, s in per_layer.items():
+                busy = round_trip + s.scaled(m - 1) + s.scaled((L - 1) * m)
+                lines.append(busy.scaled(1, names[key]))
+                fill = round_trip + s.scaled(m - 1) + round_trip.scaled(L - 1)
+                lines.append(fill.scaled(1, "round-trip"))
+            return lines
+        cycles = (
+            {"attention": [a], "ffn": [f], "communication": [x, y]}
+            if self.kind == PipelineKind.aic_optimistic
+            else {"attention": [a + x, a + y], "ffn": [f + x, f + y]}
+        )
+        for name, options in cycles.items():
+            for t_cyc in options:
+                lines.append((round_trip + t_cyc.scaled(m * L - 1)).scaled(1, name))
+        return lines
+
+    def step_time(self, a_round, a_busy, x, f, y):
+        """Step time from per-layer micro-batch times (any shapes that broadcast).
+
+        ``a_round``: the attention time that sets a micro-batch's round trip (the slowest
+        worker's); ``a_busy``: the busiest worker's attention per micro-batch (its m tasks
+        per layer over m). Without variance both are the same a.
+        """
+        m, L = self.microbatches, self.layers
+        if self.kind == PipelineKind.pingpong:
+            return pingpong_closed_form(a_round, a_busy, x, f, y, m, L)
+        c = np.maximum(x, y)
+        if self.kind == PipelineKind.aic_optimistic:
+            cycle = np.maximum(np.maximum(a_busy, f), c)
+        elif self.kind == PipelineKind.aic_conservative:
+            cycle = np.maximum(a_busy + c, f + c)
+        else:
+            raise AssertionError(f"{self.kind} has no per-layer form")
+        return a_round + f + x + y + cycle * (m * L - 1)
+
+
+def pingpong_closed_form(a_round, a_busy, x, f, y, m: int, layers: int):
+    """τ = S + (m − 1)·s_max + (L − 1)·max(m·s_max, S) (DESIGN §8), vectorised."""
+    s_round = a_round + x + f + y
+    s_max = np.maximum(np.maximum(a_busy, x), np.maximum(f, y))
+    return s_round + (m - 1) * s_max + (layers - 1) * np.maximum(m * s_max, s_round)
+
+
+def recurrence(
+    a: np.ndarray, x: np.ndarray, f: np.ndarray, y: np.ndarray, layers: int
+) -> np.ndarray:
+    """The exact ping-pong step time of DESIGN §8, vectorised over steps.
+
+    ``a``: (S, r, m) per-layer attention time of worker i's micro-batch j. ``x``: (S, r, m)
+    per-worker A→F links, or (S, m) one aggregate link that starts when the micro-batch's
+    slowest worker is done. ``f``, ``y``: (S, m) FFN group and F→A link (every worker's
+    return transfer starts when the FFN is done and takes the same time, so one resource
+    stands for them). Each resource serves its tasks FIFO in the order (layer 1: j = 1..m),
+    (layer 2: j = 1..m), …; a task starts when its resource is free and its input is
+    there. Returns τ per step: when the last micro-batch of the last layer is back.
+    O(L·m·r) per step.
+    """
+    steps = a.shape[0]
+    out = np.empty(steps)
+    # Micro-batch-major copies, walked in chunks of steps that stay in cache.
+    a = np.ascontiguousarray(np.moveaxis(a, 2, 0))
+    x = np.ascontiguousarray(np.moveaxis(x, -1, 0))
+    f = np.ascontiguousarray(f.T)
+    y = np.ascontiguousarray(y.T)
+    for lo in range(0, steps, _CHUNK):
+        hi = min(lo + _CHUNK, steps)
+        out[lo:hi] = _recurrence_chunk(a[:, lo:hi], x[:, lo:hi], f[:, lo:hi], y[:, lo:hi], layers)
+    return out
+
+
+_CHUNK = 4096
+
+
+def _recurrence_chunk(a, x, f, y, layers: int) -> np.ndarray:
+    m, steps, r = a.shape
+    per_worker_links = x.ndim == 3
+    a_free = np.zeros((steps, r))
+    x_free = np.zeros((steps, r)) if per_worker_links else np.zeros(steps)
+    f_free = np.zeros(steps)
+    y_free = np.zeros(steps)
+    back = np.zeros((m, steps))  # when micro-batch j returned from the previous layer
+    for _ in range(layers):
+        for j in range(m):
+            np.maximum(a_free, back[j][:, None], out=a_free)
+            a_free += a[j]
+            if per_worker_links:
+                np.maximum(x_free, a_free, out=x_free)
+                x_free += x[j]
+                arrive = x_free.max(axis=1)  # the barrier: the FFN needs every worker's part
+            else:
+                x_free = np.maximum(x_free, a_free.max(axis=1)) + x[j]
+                arrive = x_free
+            np.maximum(f_free, arrive, out=f_free)
+            f_free += f[j]
+            np.maximum(y_free, f_free, out=y_free)
+            y_free += y[j]
+            back[j] = y_free
+    return y_free

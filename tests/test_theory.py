@@ -9,6 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from afdplan.bundle import Pipeline
 from afdplan.errors import InputError
 from afdplan.theory import (
     Deployment,
@@ -56,6 +57,9 @@ def test_reproduces_paper_v1_r_star(batch, mu_p, mu_d, paper_r_star):
     load = v1_finite_horizon_load(batch, mu_p, p, n_requests=10_000)
     r_star = optimal_ratio(Deployment(PAPER, batch), load).r_star
     assert r_star == pytest.approx(paper_r_star, rel=0.01)
+    # The paper's pipeline named explicitly (afdplan.bundle) gives the same number.
+    named = optimal_ratio(Deployment(PAPER, batch, Pipeline("overlap", 1, 61)), load)
+    assert named.r_star == r_star
 
 
 def test_hand_computed_breakpoints():

@@ -395,15 +395,15 @@ def resolve_pipeline(
 
     require(pipeline is None or mode is None, "give --pipeline or its old name --mode, not both")
     kind = (pipeline or mode or PipelineKind.overlap).value
+    if layers is None:
+        layers = linear.layers
     layered = kind not in (PipelineKind.overlap, PipelineKind.serial)
-    if layered:
-        layers = layers or linear.layers
-        require(
-            layers is not None,
-            f"--pipeline {kind} needs the model's layer count: the coefficient set has no "
-            "meta.layers; pass --layers L",
-        )
-    return Pipeline(kind, microbatches, layers or linear.layers or 1)
+    require(
+        layers is not None or not layered,
+        f"--pipeline {kind} needs the model's layer count: the coefficient set has no "
+        "meta.layers; pass --layers L",
+    )
+    return Pipeline(kind, microbatches, 1 if layers is None else layers)
 
 
 def resolve_weights(

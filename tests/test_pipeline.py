@@ -1,0 +1,245 @@
+"""The deployment model v2 (DESIGN.md §8): the ping-pong recurrence, its closed form, the
+AIConfigurator cycle models, objectives, and theory and simulator built on them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from afdplan.bundle import Pipeline, objective_weights, pingpong_closed_form, recurrence
+from afdplan.errors import InputError
+from afdplan.plan import make_plan
+from afdplan.sim import SimConfig, simulate
+from afdplan.theory import Deployment, barrier_point, optimal_ratio
+from afdplan.timing import load_coeffs
+from afdplan.workload import parse_workload
+
+PAPER = load_coeffs("paper-v1-dsv3-910c")
+DSV3 = load_coeffs("deepseek-v3-h200")
+
+
+# ------------------------------------------------------------------ the recurrence
+
+
+def test_recurrence_hand_computed():
+    # r = 2 workers, m = 2 micro-batches, L = 2 layers; per-worker links.
+    # Worker 0 a = (1, 2), worker 1 a = (3, 1); x = 1 everywhere; f = (2, 2); y = (1, 1).
+    a = np.array([[[1.0, 2.0], [3.0, 1.0]]])
+    x = np.ones((1, 2, 2))
+    f = np.array([[2.0, 2.0]])
+    y = np.array([[1.0, 1.0]])
+    # Layer 1: A0 = [0,1],[1,3]; A1 = [0,3],[3,4]; X0 = [1,2],[3,4]; X1 = [3,4],[4,5];
+    # F(1,1) = [4,6], F(1,2) = [6,8]; Y(1,1) = [6,7], Y(1,2) = [8,9].
+    # Layer 2: A0(2,1) = [7,8], A0(2,2) = [9,11]; A1(2,1) = [7,10], A1(2,2) = [10,11];
+    # X0 = [8,9],[11,12]; X1 = [10,11],[11,12]; F(2,1) = [11,13], F(2,2) = [13,15];
+    # Y(2,1) = [13,14], Y(2,2) = [15,16].
+    assert recurrence(a, x, f, y, 2)[0] == 16.0
+    # One aggregate link (x per micro-batch 1): X(1,1) = [3,4], X(1,2) = [4,5], …
+    xa = np.ones((1, 2))
+    # F(1,1) = [4,6], F(1,2) = [6,8], Y = [6,7],[8,9]; layer 2: A0 = [7,8],[9,11],
+    # A1 = [7,10],[10,11]; X(2,1) = [10,11], X(2,2) = [11,12]; F = [11,13],[13,15]; Y ends 16.
+    assert recurrence(a, xa, f, y, 2)[0] == 16.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 60),
+    st.integers(1, 4),
+    st.integers(1, 6),
+    st.lists(st.floats(1e-3, 10.0), min_size=4, max_size=4),
+)
+def test_closed_form_is_exact_with_equal_times(layers, m, r, times):
+    a, x, f, y = times
+    steps = 2
+    exact = recurrence(
+        np.full((steps, r, m), a),
+        np.full((steps, r, m), x),
+        np.full((steps, m), f),
+        np.full((steps, m), y),
+        layers,
+    )
+    closed = pingpong_closed_form(a, a, x, f, y, m, layers)
+    assert np.allclose(exact, closed, rtol=1e-9, atol=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 60),
+    st.integers(1, 4),
+    st.integers(1, 16),
+    st.lists(st.floats(0.05, 1.0), min_size=4, max_size=4),
+    st.floats(0.0, 0.5),
+    st.integers(0, 2**31),
+)
+def test_barrier_closed_form_tracks_the_recurrence(layers, m, r, base, spread, seed):
+    # Random loads: attention ±spread around its mean per worker and micro-batch. The
+    # closed form with the slowest micro-batch in the round trip and the busiest worker's
+    # mean as the attention resource stays within −2% / +10% of the exact recurrence
+    # (measured over 3,000 random cases: median |error| 0.003%, 99th percentile 1%).
+    rng = np.random.default_rng(seed)
+    a = base[0] * (1 + spread * rng.uniform(-1, 1, (1, r, m)))
+    x = np.full((1, r, m), base[1])
+    f = np.full((1, m), base[2])
+    y = np.full((1, m), base[3])
+    exact = recurrence(a, x, f, y, layers)[0]
+    closed = Pipeline("pingpong", m, layers).step_time(
+        a.max(), a.mean(axis=2).max(), base[1], base[2], base[3]
+    )
+    assert -0.02 <= closed / exact - 1 <= 0.10
+
+
+def test_aic_models_by_name():
+    a, f, c = 1.0, 3.0, 0.5
+    m, L = 2, 10
+    opt = Pipeline("aic-optimistic", m, L).step_time(a, a, c, f, c)
+    con = Pipeline("aic-conservative", m, L).step_time(a, a, c, f, c)
+    assert opt == pytest.approx((a + f + 2 * c) + max(a, f, c) * (m * L - 1))
+    assert con == pytest.approx((a + f + 2 * c) + max(a + c, f + c) * (m * L - 1))
+    # Optimistic equals the ping-pong closed form when the busiest resource hides the trip.
+    assert m * max(a, f, c) >= a + f + 2 * c
+    assert opt == pytest.approx(pingpong_closed_form(a, a, c, f, c, m, L))
+
+
+def test_pipeline_rules():
+    assert list(Pipeline("pingpong", 3, 4).split(8)) == [3, 3, 2]
+    with pytest.raises(InputError, match="exceed the batch"):
+        Pipeline("pingpong", 5, 4).split(4)
+    with pytest.raises(InputError, match="one micro-batch per step"):
+        Pipeline("overlap", 2)
+    with pytest.raises(InputError, match="micro-batches m must be an integer >= 1"):
+        Pipeline("pingpong", 0, 4)
+    with pytest.raises(InputError, match="pipeline must be one of"):
+        Pipeline("warp")
+
+
+# ------------------------------------------------------------------ theory
+
+
+def test_pingpong_with_one_microbatch_is_serial():
+    wl = parse_workload("geometric:prefill=500,decode_mean=200")
+    s = wl.stats()
+    serial = Deployment(PAPER, 64, "serial")
+    ping = Deployment(PAPER, 64, Pipeline("pingpong", 1, 61))
+    for r in (1, 4, 9):
+        a = barrier_point(serial, s.theta, s.v, r).cycle_time
+        b = barrier_point(ping, s.theta, s.v, r).cycle_time
+        assert b == pytest.approx(a, rel=1e-12)
+    assert optimal_ratio(ping, s.theta).r_star == pytest.approx(
+        optimal_ratio(serial, s.theta).r_star, rel=1e-9
+    )
+
+
+def test_mean_field_rule_matches_a_brute_force_search():
+    # The envelope of Pipeline.cycle_lines holds the optimum: compare with a dense grid.
+    dep = Deployment(DSV3, 128, Pipeline("pingpong", 2, 61), 1.0, 8.0)
+    theta = 1200.0
+    rule = optimal_ratio(dep, theta)
+    from afdplan.theory import mean_field_cycle_time, weighted_throughput
+
+    grid = np.linspace(0.05, 200, 400_001)
+    value = weighted_throughput(dep, grid, mean_field_cycle_time(dep, theta, grid))
+    assert rule.r_star == pytest.approx(grid[np.argmax(value)], abs=1e-3)
+
+
+# ------------------------------------------------------------------ simulator vs theory
+
+
+def test_simulator_equals_theory_without_variance():
+    # D = 1: every slot holds exactly P tokens at every step, no variance anywhere.
+    wl = parse_workload("fixed:prefill=3000,decode=1")
+    for pipe in (Pipeline("pingpong", 2, 61), Pipeline("pingpong", 3, 61)):
+        dep = Deployment(DSV3, 96, pipe)
+        point = barrier_point(dep, 3000.0, 0.0, 6)
+        cfg = SimConfig(
+            ratio=6, batch=96, steps=50, mode="pingpong", microbatches=pipe.microbatches,
+            layers=61, warmup="cold", warmup_steps=0,
+        )  # fmt: skip
+        res = simulate(wl, DSV3, cfg)
+        assert res.mean_step_time_s == pytest.approx(point.cycle_time, rel=1e-9)
+        assert res.closed_form_gap == pytest.approx(0.0, abs=1e-12)
+
+
+def test_simulated_pingpong_m1_is_serial():
+    wl = parse_workload("geometric:prefill=800,decode_mean=100")
+    common = dict(ratio=4, batch=32, steps=400, seed=2)
+    serial = simulate(wl, PAPER, SimConfig(**common, mode="serial"))
+    ping = simulate(wl, PAPER, SimConfig(**common, mode="pingpong", microbatches=1, layers=61))
+    assert ping.mean_step_time_s == pytest.approx(serial.mean_step_time_s, rel=1e-12)
+    assert ping.tpot_p99_s == pytest.approx(serial.tpot_p99_s, rel=1e-12)
+
+
+def test_simulated_pingpong_near_theory_with_random_loads():
+    wl = parse_workload("geometric:prefill=2000,decode_mean=300")
+    dep = Deployment(DSV3, 128, Pipeline("pingpong", 2, 61))
+    s = wl.stats()
+    predicted = barrier_point(dep, s.theta, s.v, 8).cycle_time
+    res = simulate(
+        wl,
+        DSV3,
+        SimConfig(ratio=8, batch=128, requests=20_000, mode="pingpong", microbatches=2, layers=61),
+    )
+    assert res.mean_step_time_s == pytest.approx(predicted, rel=0.05)
+    assert abs(res.closed_form_gap) < 0.05
+
+
+def test_microbatch_loads_sum_to_the_worker_loads():
+    from afdplan.sim.schedule import iid_plan
+
+    wl = parse_workload("geometric:prefill=300,decode_mean=40")
+    plan = iid_plan(wl, 4 * 10, 200, np.random.default_rng(0), True)
+    whole = plan.occupancy(4, 10, 200)
+    split = plan.occupancy(4, 10, 200, 3)
+    assert np.array_equal(whole.loads, split.loads)
+    assert split.microbatch_loads.shape == (4, 3, 200)
+
+
+# ------------------------------------------------------------------ objectives
+
+
+def test_objective_weights():
+    assert objective_weights("gpu", 1, 8) == (1.0, 8.0)
+    assert objective_weights("instance", 2, 8) == (1.0, 1.0)
+    assert objective_weights("cost", 1, 4, 3.0, 2.5) == (3.0, 10.0)
+    with pytest.raises(InputError, match="needs --price-attention"):
+        objective_weights("cost", 1, 4)
+
+
+def test_per_gpu_objective_is_the_default_and_picks_the_per_gpu_best():
+    wl = parse_workload("geometric:prefill=1000,decode_mean=200")
+    gpu = make_plan(wl, DSV3, 128, objective="gpu")
+    inst = make_plan(wl, DSV3, 128, objective="instance")
+    assert gpu.recommended.point.r == gpu.recommended_per_gpu.point.r
+    assert gpu.recommended.point.r > inst.recommended.point.r  # g_F = 8 favours more workers
+    # r_peak scales with √(w_F/w_A): 8 GPUs in the FFN group, 1 per Attention instance.
+    assert gpu.rule.r_star == pytest.approx(math.sqrt(8) * inst.rule.r_star, rel=1e-9)
+
+
+def test_cli_pipeline_objective_and_json(cli):
+    res = cli("plan", "--pipeline", "pingpong", "-m", "2", "--json")
+    assert res.code == 0, res.err
+    data = res.json()
+    assert (data["pipeline"], data["microbatches"], data["layers"]) == ("pingpong", 2, 61)
+    assert data["objective"] == "gpu" and all("throughput_per_gpu" in r for r in data["rows"])
+    old = cli("plan", "--mode", "serial", "--json").json()
+    assert old["pipeline"] == "serial"
+    sim = cli(
+        "simulate", "--pipeline", "pingpong", "-m", "2", "-r", "4", "-B", "64",
+        "--requests", "2000", "--json",
+    )  # fmt: skip
+    assert sim.code == 0, sim.err
+    assert sim.json()["microbatches"] == 2 and sim.json()["closed_form_gap"] is not None
+    sweep = cli(
+        "sweep", "--pipeline", "pingpong", "-m", "2", "-r", "2-3", "-B", "32", "--seeds", "1",
+        "--requests", "1000", "--jobs", "1", "--objective", "instance", "--json",
+    )  # fmt: skip
+    assert sweep.code == 0, sweep.err
+    row = sweep.json()["rows"][0]
+    assert (row["pipeline"], row["microbatches"], row["objective"]) == ("pingpong", 2, "instance")
+    cost = cli(
+        "plan", "--objective", "cost", "--price-attention", "3", "--price-ffn", "3", "--json"
+    )
+    assert cost.json()["r_recommended"] == cli("plan", "--json").json()["r_recommended"]

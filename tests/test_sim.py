@@ -122,7 +122,9 @@ def test_barrier_formula_matches_simulation_attention_bound():
         res = simulate(workload, PAPER, SimConfig(ratio=r, batch=256, steps=60_000, seed=r))
         predicted = barrier_point(Deployment(PAPER, 256), s.theta, s.v, r).cycle_time
         assert res.mean_step_time_s == pytest.approx(predicted, rel=0.01)
-        assert res.std_load_per_worker == pytest.approx(math.sqrt(256 * s.v), rel=0.05)
+        # The load mixes slowly (a request lives ~500 steps): over a 60,000-step window the
+        # sample spread sits a few percent low and varies by about ±5% across seeds.
+        assert res.std_load_per_worker == pytest.approx(math.sqrt(256 * s.v), rel=0.12)
 
 
 def test_stationary_start_is_unbiased_and_cold_start_is_not():

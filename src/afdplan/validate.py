@@ -31,7 +31,7 @@ import numpy as np
 from afdplan import __version__
 from afdplan.errors import InputError, require
 from afdplan.plan import PlanResult, make_plan
-from afdplan.sim import SimConfig, simulate_with_cycles
+from afdplan.sim import SimConfig, kernels, simulate_with_cycles
 from afdplan.sim.results import Estimate
 from afdplan.sim.sweep import SweepPoint, auto_jobs
 from afdplan.timing import LinearStepTimes, StepTimes, TableStepTimes, load_coeffs
@@ -201,6 +201,8 @@ def _sim_task(
     order: str,
     want_cycles: bool,
 ) -> dict:
+    if order == "replay":
+        kernels.preload()  # the study replays many times: pay numba's start-up once
     cfg = SimConfig(ratio=ratio, batch=batch, steps=steps, order=order, seed=seed)  # type: ignore[arg-type]
     res, cycles = simulate_with_cycles(workload, times, cfg)
     out = {

@@ -117,7 +117,12 @@ def _legend(fig) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    # Fixed margins in inches: tight_layout measured every label of every panel and took
+    # about half of the report's time.
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=0.8 / w, right=1 - 0.2 / w, top=1 - 0.6 / h, bottom=0.9 / h, wspace=0.35, hspace=0.6
+    )
     fig.savefig(path, dpi=90)
     _pyplot().close(fig)
 

@@ -22,8 +22,16 @@ _KERNELS: dict[str, object] = {}
 
 
 def use_compiled(placements: float) -> bool:
-    """Whether a run of about ``placements`` request placements should use the kernels."""
+    """Whether a run of about ``placements`` request placements should use the kernels:
+    always once they are loaded (the cost is paid), else only for a large run."""
+    if _KERNELS.get("replay") is not None:
+        return True
     return placements >= COMPILED_MIN_REQUESTS and _load() is not None
+
+
+def preload() -> None:
+    """Load the kernels now: a study that runs many replays pays numba's start-up once."""
+    _load()
 
 
 def _load():

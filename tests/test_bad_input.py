@@ -92,6 +92,10 @@ CASES: list[tuple[list[str], str]] = [
     ([*PLAN, "--price-ffn", "2"], "with --objective cost only"),
     ([*PLAN, "--objective", "tokens"], "Invalid value for '--objective'"),
     ([*PLAN, "--gpus-ffn", "0"], "--gpus-ffn must be >= 1"),
+    (
+        [*PLAN, "--coeffs", "roofline:qwen3-235b-a22b@gb200", "--gpus-ffn", "3"],
+        "does not divide the 128 experts",
+    ),
     (["simulate", "--pipeline", "pingpong", "-m", "5", "-B", "4", "-r", "2"], "exceed the batch"),
     (["sweep", "--pipeline", "aic-optimistic", "-m", "0"], "micro-batches m must be"),
     # ---------------------------------------------------------------- coefficient sets

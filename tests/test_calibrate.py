@@ -171,9 +171,14 @@ def test_roofline_moe_mla_hand_computation():
     total = 58 * moe_layer + 3 * dense_layer
     active = 58 * (8 * per_expert + per_expert + 7168 * 256) + 3 * dense_layer
     assert min_ffn_gpus(m, hw) == math.ceil(total / (141e9 * 0.9)) == 6
+    # The expert-parallel group must divide the 256 experts: 6 GPUs hold the weights, the
+    # smallest group that splits the experts evenly is 8.
+    assert t.gpus_ffn == 8
     fp8 = 1979e12 * 0.7
-    assert t.ffn.alpha == pytest.approx(2 * active / (6 * fp8))
-    assert t.ffn.beta == pytest.approx(total / (6 * 4.8e12 * 0.8) + 61 * 5e-6)
+    assert t.ffn.alpha == pytest.approx(2 * active / (8 * fp8))
+    assert t.ffn.beta == pytest.approx(total / (8 * 4.8e12 * 0.8) + 61 * 5e-6)
+    with pytest.raises(InputError, match="does not divide the 256 experts"):
+        derive(m, hw, gpus_ffn=6)
     # MLA decode is compute-bound on H200: 2·128·(2·512 + 64) FLOPs per cached token.
     assert t.attention.alpha == pytest.approx(61 * 2 * 128 * (2 * 512 + 64) / (989e12 * 0.7))
     assert m.kv_bytes_per_token() == 61 * 576 * 2
@@ -233,8 +238,22 @@ def test_combine_prefers_measurements_and_falls_back_to_roofline():
     assert cal.times.ffn.alpha == pytest.approx(80 * 0.001 / 1e3)
     assert cal.times.comm == base.comm and "roofline" in cal.sources["comm"]
     assert cal.times.attention.alpha == base.attention.alpha  # no kernel measured
-    with pytest.raises(InputError, match="no measurements for attention"):
+    with pytest.raises(InputError, match="no usable measurements for attention"):
         combine(fit_table(rows), None, {}, "x")
+
+
+def test_a_fit_that_explains_nothing_is_refused_loudly():
+    # FFN "measurements" that do not grow with tokens: a line explains none of them.
+    rng = np.random.default_rng(0)
+    tokens = np.arange(1.0, 201.0)
+    fit = fit_linear("ffn", tokens, 0.01 + 0.002 * rng.random(tokens.size))
+    assert fit.r2 < 0.5
+    base = derive(load_model("llama3-70b"), load_hardware("h100-sxm"), gpus_ffn=2).times
+    cal = combine({"ffn": fit}, base, {"ffn": "noise"}, "x")
+    assert cal.times.ffn == base.ffn and cal.sources["ffn"] == "roofline"
+    assert any(note.startswith("REFUSED the ffn fit (R² = ") for note in cal.notes)
+    with pytest.raises(InputError, match="the ffn fit was refused: R²"):
+        combine({"ffn": fit}, None, {}, "x")
 
 
 # -------------------------------------------------------------------------- CLI

@@ -61,6 +61,21 @@ def fit_table(
     return fits
 
 
+# A fit that explains little is refused, never used silently: below this R², or above
+# this median relative error, the stage falls back to the roofline (or the run stops).
+MIN_R2 = 0.5
+MAX_MEDIAN_ERROR = 0.25
+
+
+def poor_fit(fit: Fit) -> str | None:
+    """Why ``fit`` must not be used, or None if it may."""
+    if not fit.r2 >= MIN_R2:  # also NaN
+        return f"R² = {fit.r2:.2f} < {MIN_R2}"
+    if fit.median_rel_residual > MAX_MEDIAN_ERROR:
+        return f"median error {fit.median_rel_residual:.0%} > {MAX_MEDIAN_ERROR:.0%}"
+    return None
+
+
 def combine(
     fits: dict[str, Fit],
     base: LinearStepTimes | None,
@@ -70,14 +85,27 @@ def combine(
 ) -> Calibration:
     """Coefficients from ``fits`` where present, ``base`` (roofline) elsewhere.
 
-    ``labels`` names the measurement behind each fitted op (for the provenance).
+    ``labels`` names the measurement behind each fitted op (for the provenance). A fit
+    that explains little (:func:`poor_fit`) is refused and said so in the notes; the
+    stage then comes from ``base``, or the calibration stops if there is none.
     """
     sources: dict[str, str] = {}
+    refused = {op: why for op, fit in fits.items() if (why := poor_fit(fit)) is not None}
+    fits = {op: fit for op, fit in fits.items() if op not in refused}
+    notes = (
+        *notes,
+        *(
+            f"REFUSED the {op} fit ({why}): the roofline is used instead"
+            for op, why in refused.items()
+        ),
+    )
 
     def need_base(stage: str) -> LinearStepTimes:
+        why = "; ".join(f"the {op} fit was refused: {r}" for op, r in refused.items())
         require(
             base is not None,
-            f"no measurements for {stage}: give --model and --hardware (roofline) for it",
+            f"no usable measurements for {stage}{f' ({why})' if why else ''}: give --model "
+            "and --hardware (roofline) for it",
         )
         return base  # type: ignore[return-value]
 

@@ -44,6 +44,14 @@ def min_ffn_gpus(model: ModelSpec, hw: HardwareSpec) -> int:
     )
 
 
+def ffn_group_size(model: ModelSpec, minimum: int) -> int:
+    """The smallest FFN group of at least ``minimum`` GPUs the model can be split over:
+    a divisor of the expert count for MoE (expert parallel), else ``minimum``."""
+    if not model.is_moe:
+        return minimum
+    return next(d for d in range(minimum, model.experts + 1) if model.experts % d == 0)
+
+
 def attention_weight_bytes(model: ModelSpec) -> float:
     return (
         model.layers * model.attention_params_layer() + model.embedding_params()
@@ -64,8 +72,15 @@ def derive(
 ) -> Derivation:
     """Roofline α, β (and γ_A) for ``model`` on ``hw`` with the given instance sizes."""
     require(gpus_attention >= 1, f"attention GPUs must be >= 1, got {gpus_attention}")
-    g_f = min_ffn_gpus(model, hw) if gpus_ffn is None else gpus_ffn
+    g_f = ffn_group_size(model, min_ffn_gpus(model, hw)) if gpus_ffn is None else gpus_ffn
     require(g_f >= 1, f"FFN GPUs must be >= 1, got {g_f}")
+    if model.is_moe:
+        divisors = [d for d in range(1, model.experts + 1) if model.experts % d == 0]
+        require(
+            model.experts % g_f == 0,
+            f"an expert-parallel FFN group of {g_f} GPUs does not divide the {model.experts} "
+            f"experts of {model.name}; use one of {', '.join(map(str, divisors))}",
+        )
     g_a = gpus_attention
     L, h = model.layers, model.hidden
     bw = hw.hbm_bandwidth * hw.mem_efficiency

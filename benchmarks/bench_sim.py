@@ -4,7 +4,8 @@ the sequential layouts (arrival-order replay, KV cap) as compiled kernels vs Pyt
 Run:  python benchmarks/bench_sim.py [--requests 1000000] [--repeats 5]
 
 Workload: requests resampled from the Azure conversation trace (shipped with afdplan),
-r = 8, B = 256, the paper's coefficients. Every case
+r = 8, B = 256, the paper's coefficients (overlap; and the ping-pong pipeline with m = 2
+micro-batches over L = 61 layers, by its exact recurrence and by its closed form). Every case
 is timed in this process, after the trace is loaded, as the median of several runs; the
 ratio column compares against the per-slot stepping baseline measured in the same run.
 The baseline steps every slot every step (O(r·B) per step) over the *same* requests and
@@ -113,6 +114,22 @@ def main() -> None:
         "KV cap, Python loop (before)": (capped, False),
         "replay + KV cap, kernel": (both, True),
         "replay + KV cap, Python loop (before)": (both, False),
+        "ping-pong m = 2, L = 61: exact recurrence": (
+            SimConfig(ratio=8, batch=256, requests=n, mode="pingpong", microbatches=2, layers=61),
+            True,
+        ),
+        "ping-pong m = 2, L = 61: closed form per step": (
+            SimConfig(
+                ratio=8,
+                batch=256,
+                requests=n,
+                mode="pingpong",
+                microbatches=2,
+                layers=61,
+                exact=False,
+            ),
+            True,
+        ),
     }
     timings = {"baseline: numpy per-slot stepping": base_times}
     results = {"baseline: numpy per-slot stepping": base_result}

@@ -243,3 +243,26 @@ def test_cli_pipeline_objective_and_json(cli):
         "plan", "--objective", "cost", "--price-attention", "3", "--price-ffn", "3", "--json"
     )
     assert cost.json()["r_recommended"] == cli("plan", "--json").json()["r_recommended"]
+
+
+def test_closed_form_fast_path_is_close_to_the_recurrence():
+    wl = parse_workload("geometric:prefill=2000,decode_mean=300")
+    common = dict(ratio=8, batch=64, requests=3000, mode="pingpong", microbatches=2, layers=61)
+    exact = simulate(wl, DSV3, SimConfig(**common))
+    fast = simulate(wl, DSV3, SimConfig(**common, exact=False))
+    assert fast.closed_form_gap is None
+    assert fast.mean_step_time_s / exact.mean_step_time_s - 1 == pytest.approx(
+        exact.closed_form_gap, abs=1e-12
+    )
+
+
+def test_validation_runs_under_a_pipeline():
+    from afdplan.validate import Grid, builtin_cases, run_validation
+
+    cases, _ = builtin_cases(quick=True)
+    grid = Grid(batches=(32,), seeds=2, requests=1500, min_steps=200, mixing_lifetimes=1.0)
+    wl = {"geo": parse_workload("geometric:prefill=500,decode_mean=200")}
+    res = run_validation(cases[:1], wl, grid, n_jobs=1, pipeline=("pingpong", 2))
+    assert (res["meta"]["pipeline"], res["meta"]["microbatches"]) == ("pingpong", 2)
+    (row,) = res["results"]
+    assert row["r_sim"] >= 1 and row["regret"]["barrier"] < 0.05

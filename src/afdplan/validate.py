@@ -29,6 +29,7 @@ import joblib
 import numpy as np
 
 from afdplan import __version__
+from afdplan.bundle import Pipeline
 from afdplan.errors import InputError, require
 from afdplan.plan import PlanResult, make_plan
 from afdplan.sim import SimConfig, kernels, simulate_with_cycles
@@ -200,10 +201,20 @@ def _sim_task(
     seed: int,
     order: str,
     want_cycles: bool,
+    pipeline: Pipeline,
 ) -> dict:
     if order == "replay":
         kernels.preload()  # the study replays many times: pay numba's start-up once
-    cfg = SimConfig(ratio=ratio, batch=batch, steps=steps, order=order, seed=seed)  # type: ignore[arg-type]
+    cfg = SimConfig(
+        ratio=ratio,
+        batch=batch,
+        steps=steps,
+        order=order,  # type: ignore[arg-type]
+        seed=seed,
+        mode=pipeline.kind,
+        microbatches=pipeline.microbatches,
+        layers=pipeline.layers,
+    )
     res, cycles = simulate_with_cycles(workload, times, cfg)
     out = {
         "throughput": res.throughput_per_instance,
@@ -220,6 +231,12 @@ def _sim_task(
         counts, edges = np.histogram(cycles, bins=40)
         out["hist"] = {"counts": counts.tolist(), "edges": edges.tolist()}
     return out
+
+
+def case_pipeline(case: Case, pipeline: tuple[str, int]) -> Pipeline:
+    """The pipeline ``(kind, micro-batches)`` with the layer count of the case's model."""
+    kind, m = pipeline
+    return Pipeline(kind, m, case.theory.layers or 1)
 
 
 def best_ratio(objective: dict[int, float]) -> int:
@@ -304,15 +321,22 @@ def run_validation(
     progress: Callable[[int, int], None] | None = None,
     skipped: list[dict] | None = None,
     seed: int = 0,
+    pipeline: tuple[str, int] = ("overlap", 1),
 ) -> dict:
-    """Run the study; returns the raw results as a JSON-able dict."""
+    """Run the study; returns the raw results as a JSON-able dict.
+
+    ``pipeline`` (kind, micro-batches) runs every case under that pipeline: the theory its
+    closed form with the barrier, the simulator its exact recurrence, each case with the
+    layer count of its own model.
+    """
     require(bool(cases) and bool(workloads), "validation needs at least one case and workload")
     started = time.perf_counter()
     groups = []
     for case in cases:
         for name, wl in workloads.items():
             for b in grid.batches:
-                plan = make_plan(wl, case.theory, b)
+                steps_run = case_pipeline(case, pipeline)
+                plan = make_plan(wl, case.theory, b, pipeline=steps_run)
                 picks = {
                     "v1": plan.r_recommended_v1,
                     "theta": plan.r_recommended_mean_field,
@@ -320,7 +344,7 @@ def run_validation(
                     "curves": plan.recommended.point.r,
                 }
                 if case.sim is not case.theory:
-                    curves = make_plan(wl, case.theory, b, curves=case.sim)
+                    curves = make_plan(wl, case.theory, b, pipeline=steps_run, curves=case.sim)
                     picks["curves"] = curves.recommended.point.r
                 groups.append(_Group(case, name, wl, b, plan, picks, sweep_ratios(picks), {}))
     done = [0]
@@ -349,6 +373,8 @@ def run_validation(
                 "min_steps": grid.min_steps,
                 "first_seed": seed,
             },
+            "pipeline": pipeline[0],
+            "microbatches": pipeline[1],
             "runtime_s": time.perf_counter() - started,
             "simulations": done[0],
             "miss_error": MISS_ERROR,
@@ -383,7 +409,17 @@ def _run(
                     g,
                     r,
                     want,
-                    (g.workload, g.case.sim, r, g.batch, g.steps(r, grid), seed, g.order, want),
+                    (
+                        g.workload,
+                        g.case.sim,
+                        r,
+                        g.batch,
+                        g.steps(r, grid),
+                        seed,
+                        g.order,
+                        want,
+                        g.plan.deployment.pipeline,
+                    ),
                 )
             )
     total = done[0] + len(tasks)
@@ -491,7 +527,17 @@ def diagnose(result: dict, g: _Group) -> str | None:
         return None
     r_sim = result["r_sim"]
     sim_row = next(row for row in result["curve"] if row["r"] == r_sim)
-    point = make_plan(g.workload, g.case.theory, g.batch, r_max=max(r_sim, 1)).rows[r_sim - 1].point
+    point = (
+        make_plan(
+            g.workload,
+            g.case.theory,
+            g.batch,
+            r_max=max(r_sim, 1),
+            pipeline=g.plan.deployment.pipeline,
+        )
+        .rows[r_sim - 1]
+        .point
+    )
     step_err = point.cycle_time / sim_row["mean_step_time_s"] - 1
     shares = ", ".join(
         f"{s} {sim_row[f'share_{k}_bound']:.0%}"

@@ -81,6 +81,7 @@ def sim_config(
     noise: float,
     seed: int,
     linear,
+    exact: bool = True,
 ):
     from afdplan.sim import SimConfig
 
@@ -115,6 +116,7 @@ def sim_config(
         kv_capacity_tokens=kv,
         noise=noise,
         seed=seed,
+        exact=exact,
     )
 
 
@@ -196,6 +198,14 @@ def simulate(
     ] = None,
     kv_capacity: KvOpt = None,
     overcommit: OvercommitOpt = False,
+    closed_form: Annotated[
+        bool,
+        typer.Option(
+            "--closed-form",
+            help="Ping-pong: evaluate each step by the closed form instead of the exact "
+            "recurrence (faster; the recurrence reports how far apart they are).",
+        ),
+    ] = False,
     noise: NoiseOpt = 0.0,
     comm: CommOpt = None,
     prompt_col: PromptColOpt = None,
@@ -242,6 +252,7 @@ def simulate(
         noise,
         seed,
         linear,
+        exact=not closed_form,
     )
     summary = simulate_seeds(wl, times, config, list(range(seed, seed + seeds)))
     if as_json:

@@ -7,11 +7,14 @@ from typing import Annotated
 
 import typer
 
+from afdplan.choices import PipelineKind
 from afdplan.cli.common import (
     TABLE_STYLE,
     JobsOpt,
     JsonOpt,
+    MicrobatchesOpt,
     OutputOpt,
+    PipelineOpt,
     SaveDirOpt,
     SeedOpt,
     app,
@@ -38,6 +41,8 @@ def validate(
         ),
     ] = None,
     seed: SeedOpt = 0,
+    pipeline: PipelineOpt = None,
+    microbatches: MicrobatchesOpt = 1,
     jobs: JobsOpt = None,
     output: OutputOpt = None,
     save_dir: SaveDirOpt = None,
@@ -54,6 +59,7 @@ def validate(
         QUICK_GRID,
         builtin_cases,
         builtin_workloads,
+        case_pipeline,
         run_validation,
     )
 
@@ -68,6 +74,8 @@ def validate(
     else:
         traces = [resolve_input(t, "trace") for t in trace]
     cases, skipped = builtin_cases(quick)
+    for case in cases:  # refuse a pipeline the cases cannot run before any work
+        case_pipeline(case, ((pipeline or PipelineKind.overlap).value, microbatches))
     workloads = builtin_workloads(quick, traces)
     grid = QUICK_GRID if quick else DEFAULT_GRID
     total = len(cases) * len(workloads) * len(grid.batches)
@@ -80,6 +88,7 @@ def validate(
             n_jobs=jobs,
             skipped=skipped,
             seed=seed,
+            pipeline=((pipeline or PipelineKind.overlap).value, microbatches),
             progress=lambda done, all_: bar.update(task, completed=done, total=all_),
         )
     if output is not None:

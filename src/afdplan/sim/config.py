@@ -35,6 +35,7 @@ class SimConfig:
     mode: str = "overlap"  # the pipeline: overlap | serial | pingpong | aic-*
     microbatches: int = 1
     layers: int = 1
+    exact: bool = True  # ping-pong: the exact recurrence (else its closed form per step)
     order: Order = "iid"
     warmup: Warmup | None = None
     warmup_steps: int | None = None

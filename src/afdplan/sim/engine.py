@@ -161,7 +161,7 @@ def _measure(
         a_busy = a.mean(axis=2).max(axis=1)
         x_max = x.max(axis=(1, 2)) if x.ndim == 3 else x.max(axis=1)
         closed = pipe.step_time(a_round, a_busy, x_max, f.max(axis=1), y.max(axis=1))
-        if pipe.kind == "pingpong":
+        if pipe.kind == "pingpong" and config.exact:
             cycle = recurrence(a, x, f, y, L)
             closed_gap = float(closed[discard:].mean() / cycle[discard:].mean() - 1)
         else:

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from afdplan.cli.common import (
-    TABLE_STYLE,
     JsonOpt,
     OutputOpt,
+    OutTable,
     TablesOpt,
     app,
     out,
@@ -18,6 +18,7 @@ from afdplan.cli.common import (
     prepare_output_dir,
     prepare_output_file,
     print_json,
+    show,
 )
 
 _EFF_HELP = "Achievable share of the peak, in (0, 1] [preset's]."
@@ -153,10 +154,8 @@ def calibrate(
 
 
 def render_calibration(result) -> None:
-    from rich.table import Table
-
     t = result.times
-    table = Table(title=f"Coefficients: {t.name}", **TABLE_STYLE)
+    table = OutTable(title=f"Coefficients: {t.name}")
     for col in ("stage", "alpha", "gamma", "beta", "source"):
         table.add_column(col, justify="left" if col in ("stage", "source") else "right")
     table.add_row(
@@ -172,7 +171,7 @@ def render_calibration(result) -> None:
     table.add_row(
         "comm", f"{t.comm.alpha:.4g} s/tok", "", f"{t.comm.beta:.4g} s", result.sources["comm"]
     )
-    out.print(table)
+    show(table)
     gpus = f"GPUs per instance A:F = {t.gpus_attention:g}:{t.gpus_ffn:g}"
     kv = (
         f", KV capacity {t.kv_capacity_tokens:,} tokens per A instance"

@@ -9,7 +9,6 @@ import typer
 from afdplan.choices import DEFAULT_COEFFS, Objective
 from afdplan.cli.common import (
     STAGE_LETTER,
-    TABLE_STYLE,
     CoeffsOpt,
     CommOpt,
     DecodeColOpt,
@@ -22,6 +21,7 @@ from afdplan.cli.common import (
     MicrobatchesOpt,
     ModeOpt,
     ObjectiveOpt,
+    OutTable,
     PipelineOpt,
     PriceAttOpt,
     PriceFfnOpt,
@@ -41,6 +41,7 @@ from afdplan.cli.common import (
     print_json,
     resolve_pipeline,
     resolve_weights,
+    show,
     single_int,
 )
 
@@ -125,7 +126,6 @@ def _bp(value: float | None) -> str:
 
 def render_plan(result: PlanResult) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     t, d, s = result.times, result.deployment, result.stats
     unit = t.time_unit
@@ -157,14 +157,12 @@ def render_plan(result: PlanResult) -> None:
         )
     time_head = "ms" if unit == "s" else "u"
     rate_head = "tok/s" if unit == "s" else "tok/u"
-    table = Table(
+    table = OutTable(
         title="Barrier-aware prediction per A/F ratio r (★ = recommended)",
-        **TABLE_STYLE,
-        pad_edge=False,
     )
     heads = (
         "r",
-        escape(f"E[τ] {time_head}"),
+        f"E[τ] {time_head}",
         f"τ̄ {time_head}",
         f"{rate_head}/inst",
         f"{rate_head}/GPU",
@@ -188,7 +186,7 @@ def render_plan(result: PlanResult) -> None:
             STAGE_LETTER[p.binding],
             style="bold green" if p.r == best else None,
         )
-    out.print(table)
+    show(table)
     out.print(
         "E[τ]: expected step time with the barrier; τ̄: all workers at mean load.", highlight=False
     )
@@ -257,8 +255,6 @@ def _render_certainty(result: PlanResult) -> None:
 @app.command()
 def presets(as_json: JsonOpt = False) -> None:
     """List the built-in coefficient sets, models, hardware and shipped data files."""
-    from rich.table import Table
-
     from afdplan.calibrate.specs import hardware_names, load_hardware, load_model, model_names
     from afdplan.data import BUILTIN_DATA, KIND_OPTIONS, builtin_path
     from afdplan.timing import builtin_coeff_names, load_coeffs
@@ -287,7 +283,7 @@ def presets(as_json: JsonOpt = False) -> None:
             }
         )
         return
-    table = Table(title="Coefficient sets (--coeffs NAME)", **TABLE_STYLE)
+    table = OutTable(title="Coefficient sets (--coeffs NAME)")
     for col in ("name", "time unit", "GPUs A:F", "curves", "provenance"):
         table.add_column(col, overflow="fold")
     for t in sets:
@@ -298,15 +294,15 @@ def presets(as_json: JsonOpt = False) -> None:
             t.curves or "",
             t.provenance,
         )
-    out.print(table)
-    mtable = Table(title="Models (--model NAME, or a config.json path)", **TABLE_STYLE)
+    show(table)
+    mtable = OutTable(title="Models (--model NAME, or a config.json path)")
     for col in ("name", "layers", "hidden", "attention", "FFN", "source"):
         mtable.add_column(col, overflow="fold")
     for m in models:
         row = _model_row(m)
         mtable.add_row(m.name, str(m.layers), str(m.hidden), row["attention"], row["ffn"], m.source)
-    out.print(mtable)
-    hw = Table(title="Hardware (--hardware NAME)", **TABLE_STYLE)
+    show(mtable)
+    hw = OutTable(title="Hardware (--hardware NAME)")
     for col in ("name", "BF16 TFLOP/s", "HBM TB/s", "HBM GB", "link GB/s", "source"):
         hw.add_column(col, overflow="fold")
     for h in hardware:
@@ -318,13 +314,13 @@ def presets(as_json: JsonOpt = False) -> None:
             f"{h.link_bandwidth / 1e9:.0f}",
             h.source,
         )
-    out.print(hw)
-    data = Table(title="Shipped data (give the name where a file is asked for)", **TABLE_STYLE)
+    show(hw)
+    data = OutTable(title="Shipped data (give the name where a file is asked for)")
     for col in ("name", "option", "what", "source"):
         data.add_column(col, overflow="fold")
     for name, entry in BUILTIN_DATA.items():
         data.add_row(name, KIND_OPTIONS[entry.kind], entry.description, entry.source)
-    out.print(data)
+    show(data)
 
 
 def _model_row(m) -> dict:

@@ -9,7 +9,6 @@ import typer
 
 from afdplan.choices import DEFAULT_COEFFS, Backend, Objective, Order, Warmup
 from afdplan.cli.common import (
-    TABLE_STYLE,
     CoeffsOpt,
     CommOpt,
     DecodeColOpt,
@@ -26,6 +25,7 @@ from afdplan.cli.common import (
     NoiseOpt,
     ObjectiveOpt,
     OutputOpt,
+    OutTable,
     PipelineOpt,
     PriceAttOpt,
     PriceFfnOpt,
@@ -50,6 +50,7 @@ from afdplan.cli.common import (
     progress_bar,
     resolve_pipeline,
     resolve_weights,
+    show,
     single_int,
 )
 from afdplan.errors import InputError, require
@@ -262,11 +263,9 @@ def simulate(
 
 
 def _render_simulation(wl, times, summary, seeds: int) -> None:
-    from rich.table import Table
-
     first = summary.runs[0]
     unit = times.time_unit
-    out.print(f"[bold]Workload[/bold]  {wl.describe()}", highlight=False, markup=False)
+    out.print(f"Workload  {wl.describe()}", highlight=False, markup=False)
     out.print(
         f"Bundle  r = {first.ratio}, B = {first.batch}, pipeline {first.mode}"
         f"{f' m = {first.microbatches}' if first.microbatches > 1 else ''}, "
@@ -275,7 +274,7 @@ def _render_simulation(wl, times, summary, seeds: int) -> None:
         highlight=False,
         markup=False,
     )
-    table = Table(box=TABLE_STYLE["box"], pad_edge=False)
+    table = OutTable()
     table.add_column("metric")
     table.add_column("value", justify="right")
     if seeds > 1:
@@ -286,7 +285,7 @@ def _render_simulation(wl, times, summary, seeds: int) -> None:
         if seeds > 1:
             cells.append(_fmt_metric(est.half_width, kind, unit))
         table.add_row(*cells)
-    out.print(table)
+    show(table)
     if first.kv is not None:
         kv = first.kv
         out.print(
@@ -437,9 +436,7 @@ def _write_rows(rows: list[dict], path: Path) -> None:
 
 
 def render_sweep(report: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title="Simulated optimum vs theory per B", **TABLE_STYLE, pad_edge=False)
+    table = OutTable(title="Simulated optimum vs theory per B")
     for col in ("workload", "B", "r sim", "r thy", "r*(θ)", "r*(v1)", "regime", "error", "regret"):
         table.add_column(
             col,
@@ -458,7 +455,7 @@ def render_sweep(report: dict) -> None:
             f"{o['rel_error']:.1%}",
             "n/a" if o["regret"] is None else f"{o['regret']:.2%}",
         )
-    out.print(table)
+    show(table)
     out.print(
         "r sim: simulated best r; r thy: barrier-aware recommendation; "
         "error = |r thy − r sim|/r sim; regret: throughput lost at r thy "

@@ -9,11 +9,11 @@ import typer
 
 from afdplan.choices import PipelineKind
 from afdplan.cli.common import (
-    TABLE_STYLE,
     JobsOpt,
     JsonOpt,
     MicrobatchesOpt,
     OutputOpt,
+    OutTable,
     PipelineOpt,
     SaveDirOpt,
     SeedOpt,
@@ -23,6 +23,7 @@ from afdplan.cli.common import (
     prepare_output_file,
     print_json,
     progress_bar,
+    show,
     to_json,
 )
 from afdplan.errors import InputError, require
@@ -104,21 +105,18 @@ def validate(
 
 
 def _render_validation(results: dict, total: int, skipped, output, save_dir) -> None:
-    from rich.table import Table
-
     from afdplan.report.validation import summary_table
 
-    table = Table(
+    table = OutTable(
         title=f"Validation: {total} configurations, {results['meta']['simulations']:,} "
         f"simulations, {results['meta']['runtime_s']:.0f} s",
-        **TABLE_STYLE,
     )
     rows = summary_table(results["summary"], short=True)
     for col in rows[0]:
         table.add_column(col, justify="left" if col in ("cases", "rule") else "right")
     for row in rows[1:]:
         table.add_row(*row)
-    out.print(table)
+    show(table)
     for item in skipped:
         out.print(f"skipped {item['case']}: {item['reason']}", highlight=False, markup=False)
     misses = [r for r in results["results"] if r.get("diagnosis")]

@@ -75,23 +75,29 @@ class BarrierPoint:
 
 
 def barrier_point(
-    dep: Deployment, load_per_slot: float, load_var: float, r: int, times: StepTimes | None = None
+    dep: Deployment,
+    load_per_slot: float,
+    load_var: float,
+    r: int,
+    times: StepTimes | None = None,
+    attention: tuple[float, float] | None = None,
 ) -> BarrierPoint:
     """E[τ] at integer r under the Gaussian barrier model (DESIGN.md §4).
 
     ``times`` (default: the deployment's linear model) may be any step-time source, e.g.
     measured curves: then μ = t_A(B, B·θ), σ = t_A'(B·θ)·√(B·v) with the local slope, and
     t_C, t_F are read off the curves at r — the same formula on the real shapes.
+    ``attention``: (t_A, its slope in KV tokens) at one micro-batch's mean load, which do
+    not depend on r (:func:`attention_at_mean`; computed here when not given).
     """
     check_nonnegative("load variance v", load_var)
     require(int(r) == r and r >= 1, f"r must be an integer >= 1, got {r}")
     r, b = int(r), dep.batch
     times = times or dep.times
+    mu, slope = attention or attention_at_mean(dep, load_per_slot, times)
     if dep.pipeline.layered:
-        return _layered_point(dep, load_per_slot, load_var, r, times)
-    load = b * load_per_slot
-    mu = float(times.attention_time(b, load))
-    sigma = _attention_slope(times, b, load) * math.sqrt(b * load_var)
+        return _layered_point(dep, load_per_slot, load_var, r, times, mu, slope)
+    sigma = slope * math.sqrt(b * load_var)
     comm = float(times.comm_time(b, r))
     ffn = float(times.ffn_time(r * b))
     stages = {"attention": mu, "communication": comm, "ffn": ffn}
@@ -115,6 +121,18 @@ def barrier_point(
     )
 
 
+def attention_at_mean(
+    dep: Deployment, load_per_slot: float, times: StepTimes | None = None
+) -> tuple[float, float]:
+    """(t_A, dt_A/dT) for one micro-batch (B/m sequences) at its mean load: the attention
+    side of every row, the same at every r."""
+    times = times or dep.times
+    b = dep.batch / dep.pipeline.microbatches
+    return float(times.attention_time(b, b * load_per_slot)), _attention_slope(
+        times, b, b * load_per_slot
+    )
+
+
 def _attention_slope(times: StepTimes, batch: float, load: float) -> float:
     """d t_A / d T at ``load`` KV tokens (the local slope on measured curves), ≥ 0."""
     step = max(1.0, 0.01 * load)
@@ -124,7 +142,13 @@ def _attention_slope(times: StepTimes, batch: float, load: float) -> float:
 
 
 def _layered_point(
-    dep: Deployment, load_per_slot: float, load_var: float, r: int, times: StepTimes
+    dep: Deployment,
+    load_per_slot: float,
+    load_var: float,
+    r: int,
+    times: StepTimes,
+    mu: float,
+    slope: float,
 ) -> BarrierPoint:
     """E[τ] under a layered pipeline (ping-pong, AIConfigurator's): the closed form of
     ``Pipeline.step_time`` at one micro-batch's per-layer times, with the barrier.
@@ -138,8 +162,6 @@ def _layered_point(
     p = dep.pipeline
     m, L, B = p.microbatches, p.layers, dep.batch
     b = B / m
-    mu = float(times.attention_time(b, b * load_per_slot))
-    slope = _attention_slope(times, b, b * load_per_slot)
     spread = expected_max_normal(r) if r > 1 else 0.0
     a_round = (mu + slope * math.sqrt(b * load_var) * spread) / L
     a_busy = (m * mu + slope * math.sqrt(B * load_var) * spread) / (m * L)
@@ -180,8 +202,9 @@ def evaluate_ratios(
 ) -> list[RatioRow]:
     """Barrier-aware rows for each integer r in ``r_values`` (``times``: see barrier_point)."""
     rows = []
+    attention = attention_at_mean(dep, load_per_slot, times)
     for r in r_values:
-        point = barrier_point(dep, load_per_slot, load_var, r, times)
+        point = barrier_point(dep, load_per_slot, load_var, r, times, attention)
         rows.append(
             RatioRow(
                 point=point,

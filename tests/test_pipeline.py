@@ -78,8 +78,9 @@ def test_closed_form_is_exact_with_equal_times(layers, m, r, times):
 def test_barrier_closed_form_tracks_the_recurrence(layers, m, r, base, spread, seed):
     # Random loads: attention ±spread around its mean per worker and micro-batch. The
     # closed form with the slowest micro-batch in the round trip and the busiest worker's
-    # mean as the attention resource stays within −2% / +10% of the exact recurrence
-    # (measured over 3,000 random cases: median |error| 0.003%, 99th percentile 1%).
+    # mean as the attention resource: measured over 6,000 random cases, within −1.2% /
+    # +0.9% of the exact recurrence from L = 8 layers (real models have 24–126), up to
+    # +12% for a pipeline one to seven layers deep, whose fill the closed form rounds up.
     rng = np.random.default_rng(seed)
     a = base[0] * (1 + spread * rng.uniform(-1, 1, (1, r, m)))
     x = np.full((1, r, m), base[1])
@@ -89,7 +90,8 @@ def test_barrier_closed_form_tracks_the_recurrence(layers, m, r, base, spread, s
     closed = Pipeline("pingpong", m, layers).step_time(
         a.max(), a.mean(axis=2).max(), base[1], base[2], base[3]
     )
-    assert -0.02 <= closed / exact - 1 <= 0.10
+    low, high = (-0.02, 0.02) if layers >= 8 else (-0.05, 0.20)
+    assert low <= closed / exact - 1 <= high
 
 
 def test_aic_models_by_name():

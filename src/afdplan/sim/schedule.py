@@ -329,6 +329,14 @@ def _kv_limited_compiled(workload, ratio, batch, steps, capacity, rng, replay, f
             expected *= 2
     loads, active, start, decode, stats = done
     blocked, waited, total_wait, rejected = (int(x) for x in stats[:4])
+    return _kv_occupancy(
+        loads, active, batch, start, decode, capacity, blocked, waited, total_wait, rejected
+    )
+
+
+def _kv_occupancy(
+    loads, active, batch, start, decode, capacity, blocked, waited, total_wait, rejected
+) -> Occupancy:
     kv = KvStats(
         capacity_tokens=capacity,
         blocked_steps=blocked,
@@ -404,12 +412,6 @@ def kv_limited_occupancy_loop(
             active[w, t] = count[w]
     start = np.array(out_s, dtype=np.int64)
     decode = np.array(out_d, dtype=np.int64)
-    kv = KvStats(
-        capacity_tokens=capacity,
-        blocked_steps=blocked_steps,
-        waited_requests=waited,
-        mean_wait_steps=total_wait / waited if waited else 0.0,
-        rejected_requests=rejected,
-        slot_utilisation=float(active.mean() / batch),
+    return _kv_occupancy(
+        loads, active, batch, start, decode, capacity, blocked_steps, waited, total_wait, rejected
     )
-    return Occupancy(loads, active, batch, start, start + decode, decode, kv)

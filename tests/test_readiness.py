@@ -282,3 +282,17 @@ def test_search_over_r_is_not_bounded_by_the_linear_rule():
     wl = parse_workload("geometric:prefill=100,decode_mean=100")
     res = make_plan(wl, linear, 64, curves=flat)
     assert res.recommended.point.r > 4 * res.rule.r_star
+
+
+def test_plan_says_when_it_reads_curves_outside_their_range(cli):
+    long = (
+        "lognormal:prefill_median=200000,prefill_sigma=0.3,prefill_max=400000,"
+        "decode_median=100,decode_sigma=0.5,decode_max=1000"
+    )
+    res = cli("plan", "--workload", long, "--json")
+    assert res.code == 0, res.err
+    (note,) = res.json()["notes"]
+    assert note.startswith("attention:") and "beyond the longest measured context" in note
+    assert cli("plan", "--json").json()["notes"] == []
+    flat = cli("plan", "--workload", long, "--linear-only", "--json").json()
+    assert flat["notes"] == []  # a linear model has no measured range to leave

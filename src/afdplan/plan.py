@@ -73,6 +73,7 @@ class PlanResult:
     curves: str | None = None  # measured step-time source behind the rows, if any
     dropped_rows: int = 0  # invalid trace rows dropped on request (--drop-invalid)
     objective: str = "custom"  # gpu | cost | instance, or custom weights
+    notes: tuple[str, ...] = ()  # e.g. the recommendation read outside measured curves
 
     @property
     def times(self) -> LinearStepTimes:
@@ -135,6 +136,7 @@ class PlanResult:
             "max_feasible_batch": self.max_feasible_batch,
             "dropped_rows": self.dropped_rows,
             "certainty": asdict(self.certainty),
+            "notes": list(self.notes),
             "rows": [self.row_dict(row) for row in self.rows],
         }
 
@@ -248,7 +250,20 @@ def make_plan(
         curves=None if curves is None else curves.name,
         dropped_rows=getattr(workload, "dropped_rows", 0),
         objective=objective or "custom",
+        notes=_range_notes(dep, stats, best.point.r, curves),
     )
+
+
+def _range_notes(
+    dep: Deployment, stats: LoadStats, r: int, curves: StepTimes | None
+) -> tuple[str, ...]:
+    """Where the recommendation reads measured curves outside their measured range (one
+    micro-batch's sequences and mean-plus-3σ load, its FFN tokens)."""
+    if curves is None or not hasattr(curves, "outside_range"):
+        return ()
+    b = dep.batch / dep.pipeline.microbatches
+    load = b * stats.theta + KV_HEADROOM_SIGMAS * math.sqrt(b * stats.v)
+    return tuple(curves.outside_range(b, load, r * b))
 
 
 def _search_rows(

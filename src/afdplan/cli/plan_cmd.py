@@ -222,6 +222,8 @@ def render_plan(result: PlanResult) -> None:
             highlight=False,
         )
     _render_certainty(result)
+    for note in result.notes:
+        out.print(f"Note: {note}.", highlight=False, markup=False)
     per = "s" if unit == "s" else "u"
     out.print(
         f"[bold green]Recommendation: r = {best}[/bold green] Attention instances per FFN "

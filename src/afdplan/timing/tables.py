@@ -152,6 +152,30 @@ class TableStepTimes:
     def with_comm_scope(self, scope: str) -> TableStepTimes:
         return replace(self, fallback=self.fallback.with_comm_scope(scope))
 
+    def outside_range(self, batch: float, kv_tokens: float, ffn_tokens: float) -> list[str]:
+        """Where an operating point leaves the measured range (one line each): the curves
+        continue along their last segment there, which the user should know."""
+        notes = []
+        if self.attention is not None:
+            bs = self.attention.batches
+            per_seq = max(c.x[-1] / b for c, b in zip(self.attention.curves, bs, strict=True))
+            if kv_tokens / batch > per_seq:
+                notes.append(
+                    f"attention: {kv_tokens / batch:,.0f} KV tokens per sequence is beyond the "
+                    f"longest measured context ({per_seq:,.0f}); extrapolated linearly"
+                )
+            if batch > bs[-1]:
+                notes.append(
+                    f"attention: batch {batch:g} is above the largest measured ({bs[-1]:g}); "
+                    "extrapolated linearly"
+                )
+        if self.ffn is not None and not self.ffn.x[0] <= ffn_tokens <= self.ffn.x[-1]:
+            notes.append(
+                f"ffn: {ffn_tokens:,.0f} tokens is outside the measured "
+                f"{self.ffn.x[0]:,.0f}..{self.ffn.x[-1]:,.0f}; extrapolated linearly"
+            )
+        return notes
+
     def stages(self) -> list[str]:
         """The stages that come from measurements (attention if either attention op)."""
         have = {op for op in TABLE_OPS if getattr(self, op) is not None}

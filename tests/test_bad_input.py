@@ -104,6 +104,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*PLAN, "--coeffs", "roofline:llama3-70b"], "use roofline:MODEL@HARDWARE"),
     ([*PLAN, "--coeffs", "roofline:nope@h100-sxm"], "unknown model 'nope'; known:"),
     ([*PLAN, "--coeffs", "roofline:llama3-70b@tpu9"], "unknown hardware 'tpu9'; known:"),
+    ([*PLAN, "--coeffs", "roofline:llama3-70b@h20+"], "roofline:MODEL@ATTENTION_HW+FFN_HW"),
+    ([*PLAN, "--coeffs", "roofline:llama3-70b@h20+tpu9"], "unknown hardware 'tpu9'; known:"),
     ([*PLAN, "--coeffs", "{bad}/neg.toml"], "attention.alpha must be >= 0"),
     ([*PLAN, "--coeffs", "{bad}/meta.toml"], "unknown key(s) in [meta]: colour; known:"),
     ([*PLAN, "--coeffs", "{bad}/unit.toml"], "unknown time_unit 'minutes'; known: s, ms, us"),

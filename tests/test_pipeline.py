@@ -268,3 +268,22 @@ def test_validation_runs_under_a_pipeline():
     assert (res["meta"]["pipeline"], res["meta"]["microbatches"]) == ("pingpong", 2)
     (row,) = res["results"]
     assert row["r_sim"] >= 1 and row["regret"]["barrier"] < 0.05
+
+
+def test_heterogeneous_roofline_takes_each_side_from_its_hardware():
+    from afdplan.calibrate.roofline import INTER_NODE_LINK_BANDWIDTH, derive
+    from afdplan.calibrate.specs import load_hardware, load_model
+
+    model = load_model("deepseek-v3")
+    h20, h200 = load_hardware("h20"), load_hardware("h200")
+    pair = derive(model, h20, 1, 8, ffn_hw=h200).times
+    attention_side = derive(model, h20, 1, 8).times
+    ffn_side = derive(model, h200, 1, 8).times
+    assert pair.attention == attention_side.attention
+    assert pair.kv_capacity_tokens == attention_side.kv_capacity_tokens
+    assert pair.ffn == ffn_side.ffn
+    # Different machines: the transfers cross a 400 Gb/s port, not NVLink.
+    link = INTER_NODE_LINK_BANDWIDTH * h20.link_efficiency
+    assert pair.comm.alpha == pytest.approx(2 * 61 * 7168 * model.act_bytes / link)
+    assert pair.comm.alpha > attention_side.comm.alpha
+    assert pair.name == "roofline:deepseek-v3@h20+h200"

@@ -23,7 +23,8 @@ def resolve_coeffs(
     gpus_attention: int | None = None,
     gpus_ffn: int | None = None,
 ) -> LinearStepTimes:
-    """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``.
+    """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``
+    (``roofline:MODEL@ATTENTION_HW+FFN_HW`` for a heterogeneous pair).
 
     ``gpus_attention``/``gpus_ffn`` set the GPUs per instance: a roofline set is derived
     for them (attention TP, FFN group size); a fitted set keeps its step times, which
@@ -35,10 +36,18 @@ def resolve_coeffs(
         from afdplan.calibrate.specs import load_hardware, load_model
 
         model, at, hardware = spec.removeprefix("roofline:").partition("@")
-        if not (at and model and hardware):
-            raise InputError(f"--coeffs {spec!r}: use roofline:MODEL@HARDWARE")
+        attention_hw, plus, ffn_hw = hardware.partition("+")
+        if not (at and model and attention_hw) or (plus and not ffn_hw):
+            raise InputError(
+                f"--coeffs {spec!r}: use roofline:MODEL@HARDWARE or "
+                "roofline:MODEL@ATTENTION_HW+FFN_HW"
+            )
         times = derive(
-            load_model(model), load_hardware(hardware), gpus_attention or 1, gpus_ffn
+            load_model(model),
+            load_hardware(attention_hw),
+            gpus_attention or 1,
+            gpus_ffn,
+            load_hardware(ffn_hw) if plus else None,
         ).times
     else:
         times = load_coeffs(spec)

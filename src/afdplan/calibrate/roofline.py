@@ -64,15 +64,26 @@ def kv_capacity_tokens(model: ModelSpec, hw: HardwareSpec, gpus_attention: int =
     return max(0, math.floor(free / model.kv_bytes_per_token()))
 
 
+# The A↔F link when the two sides run on different hardware, hence different machines:
+# one 400 Gb/s InfiniBand NDR / RoCE port per GPU (NVIDIA ConnectX-7), per direction.
+INTER_NODE_LINK_BANDWIDTH = 50e9  # bytes/s
+INTER_NODE_LINK_LATENCY = 5e-6  # seconds
+
+
 def derive(
     model: ModelSpec,
     hw: HardwareSpec,
     gpus_attention: int = 1,
     gpus_ffn: int | None = None,
+    ffn_hw: HardwareSpec | None = None,
 ) -> Derivation:
-    """Roofline α, β (and γ_A) for ``model`` on ``hw`` with the given instance sizes."""
+    """Roofline α, β (and γ_A) for ``model`` with the given instance sizes: attention on
+    ``hw``, the FFN group on ``ffn_hw`` (default ``hw``). With different hardware on the
+    two sides the transfers cross an inter-node link (``INTER_NODE_LINK_*``), not NVLink.
+    """
     require(gpus_attention >= 1, f"attention GPUs must be >= 1, got {gpus_attention}")
-    g_f = ffn_group_size(model, min_ffn_gpus(model, hw)) if gpus_ffn is None else gpus_ffn
+    fhw = ffn_hw or hw
+    g_f = ffn_group_size(model, min_ffn_gpus(model, fhw)) if gpus_ffn is None else gpus_ffn
     require(g_f >= 1, f"FFN GPUs must be >= 1, got {g_f}")
     if model.is_moe:
         divisors = [d for d in range(1, model.experts + 1) if model.experts % d == 0]
@@ -96,15 +107,21 @@ def derive(
     beta_a = (p_attn + model.embedding_params()) * model.weight_bytes / (
         g_a * bw
     ) + L * hw.layer_overhead_s
-    alpha_f = 2 * model.ffn_active_params() / (g_f * flops)
-    beta_f = model.ffn_params() * model.weight_bytes / (g_f * bw) + L * hw.layer_overhead_s
-    link = hw.link_bandwidth * hw.link_efficiency
+    ffn_flops = fhw.peak_flops(model.weight_bytes) * fhw.compute_efficiency
+    ffn_bw = fhw.hbm_bandwidth * fhw.mem_efficiency
+    alpha_f = 2 * model.ffn_active_params() / (g_f * ffn_flops)
+    beta_f = model.ffn_params() * model.weight_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
+    if fhw is hw:
+        link_bw, link_latency, link_name = hw.link_bandwidth, hw.link_latency, "NVLink"
+    else:
+        link_bw, link_latency = INTER_NODE_LINK_BANDWIDTH, INTER_NODE_LINK_LATENCY
+        link_name = "inter-node 400 Gb/s"
+    link = link_bw * hw.link_efficiency
     alpha_c = 2 * L * h * model.act_bytes / link
-    beta_c = 2 * L * hw.link_latency
+    beta_c = 2 * L * link_latency
     capacity = kv_capacity_tokens(model, hw, g_a)
     require(capacity >= 1, f"{model.name} attention weights do not fit {g_a} x {hw.name}; add GPUs")
     bound = "memory" if kv_mem >= kv_cmp else "compute"
-    peak = hw.peak_flops(model.weight_bytes)
     shape = (
         f"MLA kv_lora {model.kv_lora_rank}+{model.qk_rope_dim}"
         if model.is_mla
@@ -120,10 +137,14 @@ def derive(
     notes = (
         f"model {model.name}: L={L}, h={h}, heads {model.heads}/{model.kv_heads} KV, {shape}, "
         f"{ffn_kind}; {model.weight_bytes:g} B/weight, {model.kv_bytes:g} B/KV element",
-        f"hardware {hw.name}: {peak / 1e12:.0f} TFLOP/s x {hw.compute_efficiency:g}, "
-        f"HBM {hw.hbm_bandwidth / 1e12:.2f} TB/s x {hw.mem_efficiency:g}, "
-        f"link {hw.link_bandwidth / gb:.0f} GB/s x {hw.link_efficiency:g}, "
-        f"{hw.link_latency * 1e6:.0f} us",
+        *(
+            f"{side} hardware {x.name}: {x.peak_flops(model.weight_bytes) / 1e12:.0f} TFLOP/s "
+            f"x {x.compute_efficiency:g}, HBM {x.hbm_bandwidth / 1e12:.2f} TB/s x "
+            f"{x.mem_efficiency:g}"
+            for side, x in (("attention", hw), ("FFN", fhw))
+        ),
+        f"A-F link ({link_name}): {link_bw / gb:.0f} GB/s x {hw.link_efficiency:g}, "
+        f"{link_latency * 1e6:.0f} us",
         f"instances: Attention {g_a} GPU(s); FFN {g_f} GPU(s)"
         + (" (fewest that hold the FFN weights)" if gpus_ffn is None else ""),
         f"alpha_A = {alpha_a:.4g} s/KV token: {L} layers x max({kv_layer_bytes:g} B / HBM "
@@ -146,8 +167,9 @@ def derive(
         attention=AttentionLinear(alpha=alpha_a, beta=beta_a, gamma=gamma_a),
         ffn=Linear(alpha=alpha_f, beta=beta_f),
         comm=Linear(alpha=alpha_c, beta=beta_c),
-        name=f"roofline:{model.name}@{hw.name}",
-        provenance=f"roofline from {model.source or model.name} and {hw.source or hw.name}",
+        name=f"roofline:{model.name}@{hw.name}" + ("" if fhw is hw else f"+{fhw.name}"),
+        provenance=f"roofline from {model.source or model.name} and {hw.source or hw.name}"
+        + ("" if fhw is hw else f"; FFN on {fhw.source or fhw.name}"),
         gpus_attention=float(g_a),
         gpus_ffn=float(g_f),
         kv_capacity_tokens=capacity,

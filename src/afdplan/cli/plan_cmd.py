@@ -231,6 +231,12 @@ def render_plan(result: PlanResult) -> None:
         f"instance, {fmt_rate(result.throughput_per_gpu(rec))} per GPU; idle A "
         f"{rec.point.idle_attention:.1%}, idle F {rec.point.idle_ffn:.1%}."
     )
+    if result.objective == Objective.cost and unit == "s":
+        # weights are dollars per hour per instance: tokens/s per ($/h) × 3600 s/h
+        out.print(
+            f"  {rec.throughput_per_weight * 3600:,.0f} tokens per dollar at the given prices.",
+            highlight=False,
+        )
 
 
 def _render_certainty(result: PlanResult) -> None:

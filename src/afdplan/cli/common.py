@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.console import Console
 
 from afdplan.choices import CommScope, Mode, Objective, PipelineKind
@@ -30,7 +29,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     # Plain help text: rich markup would eat the bracketed defaults, e.g. "[200000]".
     rich_markup_mode=None,
-    help="Size Attention–FFN disaggregated (AFD) LLM decoding: A/F ratio, batch, throughput.",
 )
 
 
@@ -46,7 +44,6 @@ def _group() -> None:
 _WIDTH = None if sys.stdout.isatty() else 1000
 out = Console(width=_WIDTH, highlight=False)
 err = Console(stderr=True)
-TABLE_STYLE = {"title_justify": "left", "box": box.SIMPLE_HEAD}
 
 # ------------------------------------------------------------------ options
 # One name, one meaning, in every command.
@@ -306,10 +303,11 @@ class OutTable:
 def show(table: OutTable) -> None:
     """Print ``table`` (see :class:`OutTable`)."""
     if out.is_terminal:
+        from rich import box
         from rich.table import Table
         from rich.text import Text
 
-        rich_table = Table(title=table.title, **TABLE_STYLE)
+        rich_table = Table(title=table.title, title_justify="left", box=box.SIMPLE_HEAD)
         for name, justify in table.columns:
             rich_table.add_column(Text(name), justify=justify)  # type: ignore[arg-type]
         for cells, style in zip(table.rows, table.styles, strict=True):

@@ -438,6 +438,13 @@ def load_step_times(
     return linear, times
 
 
+def check_jobs(jobs: int | None) -> None:
+    require(
+        jobs is None or (jobs != 0 and jobs >= -1),
+        f"--jobs must be >= 1 or -1 (all cores), got {jobs}",
+    )
+
+
 def resolve_pipeline(
     pipeline: PipelineKind | None, mode: Mode | None, microbatches: int, layers: int | None, linear
 ):
@@ -462,12 +469,17 @@ def resolve_weights(
     w_attention: float | None,
     w_ffn: float | None,
     prices: tuple[float | None, float | None],
+    linear,
 ) -> tuple[str | None, float, float]:
-    """(objective name or None for custom weights, w_A, w_F)."""
+    """(objective name, or None for custom weights; w_A, w_F) with the GPUs per instance
+    of the coefficient set ``linear``."""
     if w_attention is None and w_ffn is None:
+        from afdplan.bundle import objective_weights
+
         if objective != Objective.cost:
             require(prices == (None, None), "--price-* are used with --objective cost only")
-        return objective.value, 1.0, 1.0
+        weights = objective_weights(objective, linear.gpus_attention, linear.gpus_ffn, *prices)
+        return (objective.value, *weights)
     return (
         None,
         1.0 if w_attention is None else w_attention,

@@ -92,10 +92,10 @@ def plan(
     b = single_int(batch, "--batch")
     r_values = None if ratio is None else parse_int_list(ratio, "--ratio")
     prices = (price_attention, price_ffn)
-    goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices)
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     # Measured curves by default (the linear fit stays for the closed-form breakpoints
     # and its recommendation is reported beside them).

@@ -39,6 +39,7 @@ from afdplan.cli.common import (
     WFfnOpt,
     WorkloadOpt,
     app,
+    check_jobs,
     fmt_rate,
     fmt_time,
     load_step_times,
@@ -352,10 +353,7 @@ def sweep(
     b_list = parse_int_list(batch, "--batch")
     r_list = parse_int_list(ratio, "--ratio")
     require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
-    require(
-        jobs is None or (jobs != 0 and jobs >= -1),
-        f"--jobs must be >= 1 or -1 (all cores), got {jobs}",
-    )
+    check_jobs(jobs)
     workloads = {}
     for name in trace or []:
         workloads[name] = load_workload(name, None)
@@ -364,14 +362,10 @@ def sweep(
     if not workloads:
         workloads[DEFAULT_WORKLOAD] = load_workload(None, None)
     prices = (price_attention, price_ffn)
-    goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
-    if goal is not None:
-        from afdplan.bundle import objective_weights
-
-        w_a, w_f = objective_weights(goal, linear.gpus_attention, linear.gpus_ffn, *prices)
     for wl in workloads.values():
         check_memory(linear, wl.stats(), b_list, kv_capacity, overcommit)
     base = sim_config(

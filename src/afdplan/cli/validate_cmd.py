@@ -18,6 +18,7 @@ from afdplan.cli.common import (
     SaveDirOpt,
     SeedOpt,
     app,
+    check_jobs,
     out,
     prepare_output_dir,
     prepare_output_file,
@@ -66,10 +67,7 @@ def validate(
 
     output = prepare_output_file(output, "--output", (".json",))
     save_dir = prepare_output_dir(save_dir)
-    require(
-        jobs is None or (jobs != 0 and jobs >= -1),
-        f"--jobs must be >= 1 or -1 (all cores), got {jobs}",
-    )
+    check_jobs(jobs)
     if trace is None:
         traces = [] if quick else [resolve_input(n, "trace") for n in builtin_names("trace")]
     else:

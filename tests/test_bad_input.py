@@ -14,6 +14,7 @@ import pytest
 PLAN = ["plan"]
 SIM = ["simulate", "-r", "2", "-B", "4", "--requests", "200"]
 PAPER = ["--coeffs", "paper-v1-dsv3-910c"]
+DEPLOY = ["deploy", "--gpus-ffn", "8", "-m", "2", "--no-verify", "--runtime", "none"]
 GOOD_TRACE = "num_prefill_tokens,num_decode_tokens\n100,10\n200,20\n"
 COEFFS = (
     "[attention]\nalpha=1e-8\nbeta=1e-3\n"
@@ -275,6 +276,31 @@ CASES: list[tuple[list[str], str]] = [
     (["report", "{bad}/bad.json"], "not valid JSON"),
     (["report", "{bad}/not_results.json"], "not validation results"),
     (["presets", "--bogus"], "No such option"),
+    # deploy (fast: one FFN group, one m, no simulation)
+    ([*DEPLOY, "--tpot-ms", "0"], "--tpot-ms must be > 0"),
+    ([*DEPLOY, "--tpot-ms", "nan"], "--tpot-ms"),
+    ([*DEPLOY, "--tpot-ms", "1"], "no AFD configuration meets p99 step time <= 1 ms; the closest"),
+    ([*DEPLOY, "--tpot-percentile", "p95"], "Invalid value for '--tpot-percentile'"),
+    ([*DEPLOY, "--model", "gpt-7"], "unknown model 'gpt-7'; known:"),
+    ([*DEPLOY, "--model", "acme/NoSuchModel-1B"], "unknown Hugging Face model"),
+    ([*DEPLOY, "--model", "{bad}/bad.json"], "not valid JSON"),
+    ([*DEPLOY, "--attention-hw", "h300"], "unknown hardware 'h300'; known:"),
+    ([*DEPLOY, "--ffn-hw", "tpu"], "unknown hardware 'tpu'; known:"),
+    ([*DEPLOY, "--runtime", "trtllm"], "Invalid value for '--runtime'"),
+    ([*DEPLOY, "--gpus", "1"], "--gpus must be >= 2"),
+    ([*DEPLOY, "--gpus-ffn", "0"], "--gpus-ffn must be an integer >= 1"),
+    ([*DEPLOY, "--gpus-ffn", "7"], "does not divide the 256 experts"),
+    ([*DEPLOY, "--microbatches", "x"], "--microbatches: 'x' is not an integer"),
+    ([*DEPLOY, "--objective", "cost"], "--objective cost needs --price-attention"),
+    ([*DEPLOY, "--top", "0"], "--top must be >= 1"),
+    ([*DEPLOY, "--seeds", "0"], "--seeds must be >= 1"),
+    ([*DEPLOY, "--trace", "{bad}/empty.csv"], "no requests"),
+    ([*DEPLOY, "--save-dir", "{bad}/a_file"], "is a file, not a folder"),
+    ([*DEPLOY, "--gpus-ffn", "4"], "the FFN weights of deepseek-v3 need at least 6 x h200"),
+    (
+        [*DEPLOY, "--runtime", "vllm-afd", "-m", "3", "--tpot-ms", "100"],
+        "no configuration that vllm-afd can launch meets the SLO",
+    ),
 ]
 
 
@@ -291,7 +317,16 @@ def test_corpus_is_large_and_distinct():
     keys = [tuple(args) for args, _ in CASES]
     assert len(keys) == len(set(keys))
     commands = {args[0] for args, _ in CASES}
-    assert commands >= {"plan", "simulate", "sweep", "calibrate", "validate", "report", "presets"}
+    assert commands >= {
+        "plan",
+        "simulate",
+        "sweep",
+        "calibrate",
+        "validate",
+        "report",
+        "presets",
+        "deploy",
+    }
 
 
 @pytest.mark.parametrize("args, message", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])

@@ -287,3 +287,24 @@ def test_heterogeneous_roofline_takes_each_side_from_its_hardware():
     assert pair.comm.alpha == pytest.approx(2 * 61 * 7168 * model.act_bytes / link)
     assert pair.comm.alpha > attention_side.comm.alpha
     assert pair.name == "roofline:deepseek-v3@h20+h200"
+
+
+def test_colocated_step_time_hand_values():
+    """Compute (a + f) and transfers (x + y) as two resources (DESIGN §8's closed form)."""
+    a, x, f, y, L = 3.0, 1.0, 2.0, 1.0, 4
+    one = Pipeline("pingpong", 1, L)
+    assert one.colocated_step_time(a, a, x, f, y) == pytest.approx(L * (a + x + f + y))
+    two = Pipeline("pingpong", 2, L)
+    # S = 7, s_max = 5: 7 + 5 + 3·max(10, 7) = 42; transfers hide behind compute.
+    assert two.colocated_step_time(a, a, x, f, y) == pytest.approx(42.0)
+
+
+def test_normal_ppf_matches_scipy():
+    from scipy.special import ndtri
+
+    from afdplan import normal
+
+    for p in (1e-12, 1e-6, 0.01, 0.3, 0.5, 0.77, 0.99, 1 - 1e-9):
+        assert normal.ppf(p) == pytest.approx(float(ndtri(p)), abs=1e-9)
+    with pytest.raises(ValueError):
+        normal.ppf(1.0)

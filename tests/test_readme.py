@@ -53,6 +53,8 @@ def fast_variant(args: list[str]) -> list[str]:
     if command == "sweep":
         args = _set(_set(_set(args, "--ratio", "2-3"), "--seeds", "1"), "--batch", "64")
         args = _set(args, "--jobs", "1")
+    if command == "deploy":
+        args = _set(_set(_set(args, "--gpus-ffn", "8,16"), "--top", "1"), "--seeds", "1")
     if command == "validate" and "--quick" not in args:
         args = [*args, "--quick"]
     return args

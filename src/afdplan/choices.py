@@ -34,6 +34,21 @@ class Objective(StrEnum):
     instance = "instance"  # the paper's r·B / ((r + 1)·τ)
 
 
+class Runtime(StrEnum):
+    """AFD runtimes ``afdplan deploy`` writes launch files for (their topology rules apply)."""
+
+    vllm_afd = "vllm-afd"  # vllm-project/afd-plugin
+    none = "none"  # no runtime rules, no launch files
+
+
+class Percentile(StrEnum):
+    """The percentile an SLO names."""
+
+    p50 = "p50"
+    p90 = "p90"
+    p99 = "p99"
+
+
 class CommScope(StrEnum):
     """What one A↔F transfer carries (DESIGN.md §3)."""
 

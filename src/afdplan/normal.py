@@ -35,6 +35,27 @@ def pdf(x: float) -> float:
     return math.exp(-0.5 * x * x - _LOG_SQRT_2PI)
 
 
+def ppf(p: float) -> float:
+    """Φ⁻¹(p) for 0 < p < 1, to 1e-12 (bisection on :func:`cdf`/:func:`sf`; tested
+    against scipy.special.ndtri)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"ppf needs 0 < p < 1, got {p}")
+    # Work in the tail that keeps precision: sf for the upper half.
+    upper = p > 0.5
+    target = 1.0 - p if upper else p
+    lo, hi = -40.0, 0.0  # Φ(x) = target has its root in x ≤ 0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if cdf(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-13:
+            break
+    x = 0.5 * (lo + hi)
+    return -x if upper else x
+
+
 def log_cdf(x: float) -> float:
     """log Φ(x) with full relative precision for every finite x."""
     if x > -1.0:

@@ -164,6 +164,18 @@ class Pipeline:
             raise AssertionError(f"{self.kind} has no per-layer form")
         return a_round + f + x + y + cycle * (m * L - 1)
 
+    def colocated_step_time(self, a_round, a_busy, x, f, y):
+        """Step time when attention and FFN share the same GPUs (ordinary decode: data-
+        parallel attention, expert-parallel MoE), for the AFD-vs-colocated comparison.
+
+        Compute (attention then FFN) is one resource and the all-to-all transfers another;
+        with m micro-batches (two-batch overlap for m = 2) the transfers of one micro-batch
+        hide behind the compute of another: the closed form of DESIGN §8 on those two
+        resources. m = 1 gives L·(a + x + f + y), the same as AFD's serial step.
+        """
+        m, L = self.microbatches, self.layers
+        return pingpong_closed_form(a_round + f, a_busy + f, x + y, 0.0, 0.0, m, L)
+
 
 def pingpong_closed_form(a_round, a_busy, x, f, y, m: int, layers: int):
     """τ = S + (m − 1)·s_max + (L − 1)·max(m·s_max, S) (DESIGN §8), vectorised."""

@@ -76,10 +76,12 @@ def derive(
     gpus_attention: int = 1,
     gpus_ffn: int | None = None,
     ffn_hw: HardwareSpec | None = None,
+    cross_node: bool = False,
 ) -> Derivation:
     """Roofline α, β (and γ_A) for ``model`` with the given instance sizes: attention on
     ``hw``, the FFN group on ``ffn_hw`` (default ``hw``). With different hardware on the
-    two sides the transfers cross an inter-node link (``INTER_NODE_LINK_*``), not NVLink.
+    two sides, or a bundle larger than one NVLink domain (``cross_node``), the transfers
+    cross an inter-node link (``INTER_NODE_LINK_*``), not NVLink.
     """
     require(gpus_attention >= 1, f"attention GPUs must be >= 1, got {gpus_attention}")
     fhw = ffn_hw or hw
@@ -111,7 +113,7 @@ def derive(
     ffn_bw = fhw.hbm_bandwidth * fhw.mem_efficiency
     alpha_f = 2 * model.ffn_active_params() / (g_f * ffn_flops)
     beta_f = model.ffn_params() * model.weight_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
-    if fhw is hw:
+    if fhw is hw and not cross_node:
         link_bw, link_latency, link_name = hw.link_bandwidth, hw.link_latency, "NVLink"
     else:
         link_bw, link_latency = INTER_NODE_LINK_BANDWIDTH, INTER_NODE_LINK_LATENCY

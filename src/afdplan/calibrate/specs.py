@@ -146,6 +146,8 @@ class HardwareSpec:
     link_efficiency: float = 0.8
     layer_overhead_s: float = 5e-6  # kernel launches and sync per layer per stage
     usable_memory: float = 0.9  # share of HBM left for weights + KV after runtime buffers
+    gpus_per_node: int = 8  # a node or tray: the unit runtimes place ranks in
+    scaleup_gpus: int = 8  # GPUs one NVLink (scale-up) domain joins; beyond it, the network
     source: str = ""
 
     def peak_flops(self, weight_bytes: float) -> float:
@@ -158,19 +160,74 @@ class HardwareSpec:
 REQUIRED_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
+# The spellings of the same MoE fields across model families' configs (DeepSeek, Qwen,
+# Mixtral, Llama 4, gpt-oss, MiniMax, ...). The first present key wins.
+EXPERT_KEYS = ("n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts")
+TOP_K_KEYS = (
+    "num_experts_per_tok",
+    "num_experts_per_token",
+    "experts_per_token",
+    "top_k_experts",
+    "moe_top_k",
+)
+EXPERT_WIDTH_KEYS = ("moe_intermediate_size", "expert_intermediate_size", "intermediate_size")
+SHARED_COUNT_KEYS = ("n_shared_experts", "num_shared_experts")
+SHARED_WIDTH_KEYS = ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size")
+
+
+def _first(config: dict, keys: tuple[str, ...]) -> str | None:
+    return next((k for k in keys if config.get(k) not in (None, 0)), None)
+
+
+def _quantized_dtype(quant: dict) -> str | None:
+    """The weight dtype a ``quantization_config`` implies: FP8 (``quant_method: fp8``),
+    modelopt's ``quant_algo``, or compressed-tensors' weight ``num_bits`` (4 or 8)."""
+    algo = str(quant.get("quant_method", "")).lower()
+    if algo == "fp8" or str(quant.get("quant_algo", "")).upper() == "FP8":
+        return "fp8"
+    if str(quant.get("quant_algo", "")).upper() in ("NVFP4", "W4A8_AWQ", "W4A16_AWQ"):
+        return "fp4"
+    for group in (quant.get("config_groups") or {}).values():
+        bits = ((group or {}).get("weights") or {}).get("num_bits")
+        if bits in (4, 8):
+            return "fp4" if bits == 4 else "fp8"
+    return None
+
+
 def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
-    """A ModelSpec from HF config.json fields (dense, MoE, GQA or MLA)."""
+    """A ModelSpec from HF config.json fields (dense, MoE, GQA or MLA).
+
+    Multimodal configs keep the language model under ``text_config``; its fields are
+    read there. A config that names MoE fields but no expert count this parser knows is
+    refused: reading it as a dense model would be silently wrong.
+    """
     require(isinstance(config, dict), f"{name}: config must be a JSON object")
+    if isinstance(config.get("text_config"), dict):
+        outer = {k: v for k, v in config.items() if k in ("quantization_config", "source")}
+        config = {**outer, **config["text_config"]}
+    expert_key = _first(config, EXPERT_KEYS)
+    hints = sorted(
+        k
+        for k, v in config.items()
+        if ("expert" in k.lower() or k.lower().startswith("moe")) and v not in (None, 0, False)
+    )
+    require(
+        expert_key is not None or not hints,
+        f"{name}: config has MoE fields ({', '.join(hints[:4])}) but no expert count this "
+        f"parser knows; give one of {', '.join(EXPERT_KEYS)}",
+    )
+    is_moe = expert_key is not None
     missing = [f for f in REQUIRED_FIELDS if f not in config]
-    is_moe = any(k in config for k in ("n_routed_experts", "num_experts", "num_local_experts"))
     if not is_moe and "intermediate_size" not in config:
         missing.append("intermediate_size")
-    if is_moe and "moe_intermediate_size" not in config and "intermediate_size" not in config:
+    if is_moe and _first(config, EXPERT_WIDTH_KEYS) is None:
         missing.append("moe_intermediate_size")
+    if is_moe and _first(config, TOP_K_KEYS) is None:
+        missing.append("num_experts_per_tok")
     require(not missing, f"{name}: config is missing required field(s) {', '.join(missing)}")
 
-    def num(key: str, default: float | None = None) -> float:
-        value = config.get(key, default)
+    def num(key: str | None, default: float | None = None) -> float:
+        value = config.get(key, default) if key else default
         require(
             isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
             f"{name}: field {key!r} must be a number, got {value!r}",
@@ -179,15 +236,15 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
 
     hidden = int(check_positive(f"{name}: hidden_size", num("hidden_size")))
     heads = int(check_positive(f"{name}: num_attention_heads", num("num_attention_heads")))
-    experts = int(num("n_routed_experts", num("num_experts", num("num_local_experts", 0))))
-    moe_inter = int(num("moe_intermediate_size", num("intermediate_size", 0))) if experts else 0
-    shared = int(num("n_shared_experts", 0)) * moe_inter + int(
-        num("shared_expert_intermediate_size", 0)
+    experts = int(num(expert_key, 0))
+    moe_inter = int(num(_first(config, EXPERT_WIDTH_KEYS), 0)) if experts else 0
+    shared = int(num(_first(config, SHARED_COUNT_KEYS), 0)) * moe_inter + int(
+        num(_first(config, SHARED_WIDTH_KEYS), 0)
     )
-    quant = config.get("quantization_config") or {}
     weight_dtype = str(
         config.get("weight_dtype")
-        or ("fp8" if quant.get("quant_method") == "fp8" else config.get("torch_dtype", "bfloat16"))
+        or _quantized_dtype(config.get("quantization_config") or {})
+        or config.get("torch_dtype", "bfloat16")
     )
     kv_dtype = str(config.get("kv_dtype", "bfloat16"))
     for label, dtype in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype)):
@@ -205,7 +262,7 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
         intermediate=int(num("intermediate_size", 0)),
         vocab=int(num("vocab_size")),
         experts=experts,
-        top_k=int(num("num_experts_per_tok", 0)) if experts else 0,
+        top_k=int(num(_first(config, TOP_K_KEYS), 0)) if experts else 0,
         moe_intermediate=moe_inter,
         shared_intermediate=shared if experts else 0,
         first_dense_layers=int(num("first_k_dense_replace", 0)) if experts else 0,
@@ -220,7 +277,6 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
         source=source or str(config.get("source", "")),
     )
     require(spec.kv_heads >= 1 and spec.head_dim >= 1, f"{name}: head counts must be >= 1")
-    require(not spec.is_moe or spec.top_k >= 1, f"{name}: an MoE config needs num_experts_per_tok")
     require(spec.is_moe or spec.intermediate >= 1, f"{name}: intermediate_size must be >= 1")
     return spec
 
@@ -238,28 +294,80 @@ def hardware_names() -> list[str]:
 
 
 def load_model(name_or_path: str) -> ModelSpec:
-    """A built-in model preset by name, or an HF ``config.json`` by path."""
+    """A built-in model preset by name, an HF ``config.json`` by path, or a Hugging Face id
+    (``org/name``) resolved offline from aiconfigurator-core's cached configs (the
+    ``measured`` extra)."""
     path = Path(name_or_path)
+    if path.is_dir() and (path / "config.json").is_file():
+        path = path / "config.json"
     if path.suffix.lower() == ".json" or path.is_file():
         require(path.is_file(), f"{path}: no such config file")
-        try:
-            config = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{path}: not valid JSON: {str(exc).splitlines()[0]}") from exc
-        return model_from_config(config, path.stem, source=str(path))
+        return model_from_config(_read_json(path), path.stem, source=str(path))
     table = _load_table("models.toml")
     key = name_or_path.lower()
-    if key not in table:
-        raise unknown_name("model", name_or_path, table)
-    return model_from_config(table[key], key)
+    if key in table:
+        return model_from_config(table[key], key)
+    if "/" in name_or_path:
+        cached = _cached_hf_config(name_or_path)
+        config = _read_json(cached)
+        sidecar = cached.with_name(cached.name.replace("_config.json", "_hf_quant_config.json"))
+        if sidecar.is_file() and "quantization_config" not in config:
+            quant = _read_json(sidecar).get("quantization") or {}
+            config = {**config, "quantization_config": quant}
+            if str(quant.get("kv_cache_quant_algo", "")).upper() == "FP8":
+                config.setdefault("kv_dtype", "fp8")
+        return model_from_config(config, name_or_path, source=f"{name_or_path} ({cached.name})")
+    raise unknown_name("model", name_or_path, table)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON: {str(exc).splitlines()[0]}") from exc
+
+
+def _cached_hf_config(hf_id: str) -> Path:
+    """aiconfigurator-core ships the config.json of the models it supports, named
+    ``org--name_config.json``; no network is used."""
+    from importlib.util import find_spec
+
+    if find_spec("aiconfigurator_core") is None:
+        raise InputError(
+            f"model {hf_id!r}: a Hugging Face id is resolved from aiconfigurator-core's "
+            "cached configs; install the extra (pip install 'afdplan[measured]') or give "
+            "the path of its config.json"
+        )
+    folder = resources.files("aiconfigurator_core") / "model_configs"
+    wanted = hf_id.replace("/", "--").lower() + "_config.json"
+    by_name = {f.name.lower(): f for f in folder.iterdir() if f.name.endswith("_config.json")}
+    if wanted not in by_name:
+        known = sorted(
+            f.name.removesuffix("_config.json").replace("--", "/")
+            for f in folder.iterdir()
+            if f.name.endswith("_config.json") and not f.name.endswith("hf_quant_config.json")
+        )
+        raise unknown_name("Hugging Face model (cached by aiconfigurator-core)", hf_id, known)
+    return Path(str(by_name[wanted]))
+
+
+# NVIDIA AIConfigurator's system names for the same GPUs, so its users can keep them.
+HARDWARE_ALIASES = {
+    "h100_sxm": "h100-sxm",
+    "h200_sxm": "h200",
+    "b200_sxm": "b200",
+    "a100_sxm": "a100-80g",
+    "gb200_nvl72": "gb200",
+}
 
 
 def load_hardware(name: str, **overrides: float) -> HardwareSpec:
-    """A built-in hardware preset by name, with optional field overrides."""
+    """A built-in hardware preset by name (or AIConfigurator system name), with optional
+    field overrides."""
     table = _load_table("hardware.toml")
-    key = name.lower()
+    key = HARDWARE_ALIASES.get(name.lower(), name.lower())
     if key not in table:
-        raise unknown_name("hardware", name, table)
+        raise unknown_name("hardware", name, [*table, *HARDWARE_ALIASES])
     fields = {k: v for k, v in table[key].items()}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     for k, v in fields.items():

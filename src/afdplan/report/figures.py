@@ -49,3 +49,28 @@ def plot_calibration(frame: pd.DataFrame, fits: dict[str, Fit], path: str | Path
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_frontier(frontier: pd.DataFrame, chosen: dict, title: str, path: str | Path) -> None:
+    """Tokens/s per GPU against tokens/s per user, one frontier per family (AFD,
+    colocated), with the chosen configuration marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for family, part in frontier.groupby("family", sort=False):
+        part = part.sort_values("throughput_per_user")
+        ax.step(part.throughput_per_user, part.throughput_per_gpu, where="post", label=family)
+    ax.plot(
+        [chosen["throughput_per_user"]],
+        [chosen["throughput_per_gpu"]],
+        "k*",
+        markersize=12,
+        label=f"chosen: r={chosen['r']}, B={chosen['batch']}, m={chosen['microbatches']}",
+    )
+    ax.set_xscale("log")
+    ax.set_xlabel("tokens/s per user (1 / mean step time)")
+    ax.set_ylabel("tokens/s per GPU")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -13,12 +13,14 @@ full relative precision both where Φ^r ≈ 1 and where it underflows.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from afdplan import normal
+from afdplan.bundle import Pipeline
 from afdplan.errors import check_nonnegative, require
 from afdplan.theory.rule import Deployment, throughput_per_instance, weighted_throughput
 from afdplan.timing import StepTimes
@@ -44,6 +46,7 @@ def excess_integral(z0: float, r: int) -> float:
     return lead + normal.integrate(lambda x: _one_minus_phi_pow(x, r), lo, _Z_CEIL)
 
 
+@functools.lru_cache(maxsize=4096)
 def expected_max_normal(r: int) -> float:
     """E[max of r i.i.d. standard normals] = ∫_0^∞(1 − Φ^r) − ∫_{−∞}^0 Φ^r."""
     # Below −10, Φ^r < 1e-23: the rest of the lower integral is under 1e-24.
@@ -133,12 +136,68 @@ def attention_at_mean(
     )
 
 
-def _attention_slope(times: StepTimes, batch: float, load: float) -> float:
-    """d t_A / d T at ``load`` KV tokens (the local slope on measured curves), ≥ 0."""
-    step = max(1.0, 0.01 * load)
-    lo = max(load - step, 0.0)
-    rise = float(times.attention_time(batch, load + step) - times.attention_time(batch, lo))
-    return max(rise / (load + step - lo), 0.0)
+def _attention_slope(times: StepTimes, batch, load):
+    """d t_A / d T at ``load`` KV tokens (the local slope on measured curves), ≥ 0;
+    elementwise over arrays of ``batch`` and ``load``."""
+    step = np.maximum(1.0, 0.01 * np.asarray(load, dtype=np.float64))
+    lo = np.maximum(load - step, 0.0)
+    rise = times.attention_time(batch, load + step) - times.attention_time(batch, lo)
+    slope = np.maximum(rise / (load + step - lo), 0.0)
+    return float(slope) if np.ndim(slope) == 0 else slope
+
+
+@dataclass(frozen=True)
+class LayeredTimes:
+    """Per-layer micro-batch times of a layered pipeline and the step time they give
+    (seconds; arrays over batches where the inputs were arrays)."""
+
+    step_time: np.ndarray | float  # τ at the given spread of the slowest worker
+    a_round: np.ndarray | float  # the slowest worker's attention on one micro-batch, per layer
+    a_busy: np.ndarray | float  # the busiest worker's attention per micro-batch and layer
+    x: np.ndarray | float  # one transfer, each direction
+    f: np.ndarray | float  # the FFN group on one micro-batch
+    attention: np.ndarray | float  # one worker's whole-step attention at its mean load
+
+
+def layered_times(
+    pipeline: Pipeline,
+    times: StepTimes,
+    batch,
+    r: int,
+    load_per_slot: float,
+    load_var: float,
+    spread: float,
+    attention: tuple | None = None,
+    colocated: bool = False,
+) -> LayeredTimes:
+    """Step time of a layered pipeline when the slowest of r workers sits ``spread``
+    standard deviations above the mean load (DESIGN.md §4, §8); vectorised over ``batch``.
+
+    A micro-batch of b = B/m sequences holds T_ij ≈ N(b·θ, b·v) tokens on worker i. Its
+    round trip waits for its slowest worker: a_round = (t_A(b, bθ) + t_A'·√(b·v)·spread)/L;
+    the attention resource is bound by the busiest worker's m tasks, whose sum has the
+    whole worker's spread √(B·v): a_busy = (m·t_A + t_A'·√(B·v)·spread)/(m·L).
+    ``spread`` = E[max of r standard normals] gives E[τ]; Φ⁻¹(q^{1/r}) gives τ's
+    q-quantile (τ is increasing in the slowest worker's load). ``attention``: (t_A, slope)
+    at one micro-batch's mean load when already known. ``colocated``: attention and FFN
+    share the GPUs (``Pipeline.colocated_step_time``).
+    """
+    m, L = pipeline.microbatches, pipeline.layers
+    b = np.asarray(batch, dtype=np.float64) / m
+    if attention is None:
+        mu = times.attention_time(b, b * load_per_slot)
+        slope = _attention_slope(times, b, b * load_per_slot)
+    else:
+        mu, slope = attention
+    a_round = (mu + slope * np.sqrt(b * load_var) * spread) / L
+    a_busy = (m * mu + slope * np.sqrt(m * b * load_var) * spread) / (m * L)
+    x = times.comm_time(b, r) / L
+    f = times.ffn_time(r * b) / L
+    if colocated:
+        tau = pipeline.colocated_step_time(a_round, a_busy, x, f, x)
+    else:
+        tau = pipeline.step_time(a_round, a_busy, x, f, x)
+    return LayeredTimes(tau, a_round, a_busy, x, f, m * mu)
 
 
 def _layered_point(
@@ -150,38 +209,34 @@ def _layered_point(
     mu: float,
     slope: float,
 ) -> BarrierPoint:
-    """E[τ] under a layered pipeline (ping-pong, AIConfigurator's): the closed form of
-    ``Pipeline.step_time`` at one micro-batch's per-layer times, with the barrier.
-
-    A micro-batch of b = B/m sequences holds T_ij ≈ N(b·θ, b·v) tokens on worker i. Its
-    round trip waits for its slowest worker: a_round = E[max_i t_A(b, T_ij)]/L; the
-    attention resource is bound by the busiest worker's m tasks: a_busy =
-    E[max_i Σ_j t_A(b, T_ij)]/(m·L), whose sum has the whole worker's spread √(B·v). Both
-    use μ + σ·E[max of r standard normals] (DESIGN.md §4), exact without variance.
-    """
+    """E[τ] under a layered pipeline (ping-pong, AIConfigurator's) with the barrier: the
+    closed form at the expected spread of the slowest of r workers (:func:`layered_times`)."""
     p = dep.pipeline
-    m, L, B = p.microbatches, p.layers, dep.batch
-    b = B / m
+    m, L = p.microbatches, p.layers
     spread = expected_max_normal(r) if r > 1 else 0.0
-    a_round = (mu + slope * math.sqrt(b * load_var) * spread) / L
-    a_busy = (m * mu + slope * math.sqrt(B * load_var) * spread) / (m * L)
-    x = float(times.comm_time(b, r)) / L
-    f = float(times.ffn_time(r * b)) / L
-    expected = float(p.step_time(a_round, a_busy, x, f, x))
-    mean_field = float(p.step_time(mu / L, mu / L, x, f, x))
-    work = {"attention": a_busy, "communication": x, "ffn": f}
-    binding = max(work, key=work.__getitem__)
-    if p.kind == "pingpong" and a_round + 2 * x + f > m * work[binding]:
-        binding = "round-trip"  # too few micro-batches to hide the round trip
+    at = (mu, slope)
+    lt = layered_times(p, times, dep.batch, r, load_per_slot, load_var, spread, at)
+    mean_field = layered_times(p, times, dep.batch, r, load_per_slot, 0.0, 0.0, at).step_time
+    x, f = float(lt.x), float(lt.f)
     return BarrierPoint(
         r=r,
-        cycle_time=expected,
-        cycle_time_mean_field=mean_field,
+        cycle_time=float(lt.step_time),
+        cycle_time_mean_field=float(mean_field),
         t_attention=m * mu,
         t_ffn=m * L * f,
         t_comm=m * L * x,
-        binding=binding,
+        binding=layered_binding(p, float(lt.a_round), float(lt.a_busy), x, f),
     )
+
+
+def layered_binding(p: Pipeline, a_round: float, a_busy: float, x: float, f: float) -> str:
+    """What sets a layered step: the busiest resource, or the round trip of one
+    micro-batch when there are too few micro-batches to hide it (DESIGN.md §8)."""
+    work = {"attention": a_busy, "communication": x, "ffn": f}
+    binding = max(work, key=work.__getitem__)
+    if p.kind == "pingpong" and a_round + 2 * x + f > p.microbatches * work[binding]:
+        return "round-trip"
+    return binding
 
 
 @dataclass(frozen=True)

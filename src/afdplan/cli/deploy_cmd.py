@@ -1,0 +1,260 @@
+"""``afdplan deploy``: what to launch under a TPOT SLO, checked by simulation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from afdplan.choices import Objective, Percentile, Runtime
+from afdplan.cli.common import (
+    DecodeColOpt,
+    DropInvalidOpt,
+    JsonOpt,
+    ObjectiveOpt,
+    OutTable,
+    PriceAttOpt,
+    PriceFfnOpt,
+    PromptColOpt,
+    SaveDirOpt,
+    SeedOpt,
+    TraceOpt,
+    WorkloadOpt,
+    app,
+    fmt_rate,
+    load_workload,
+    out,
+    parse_int_list,
+    prepare_output_dir,
+    print_json,
+    progress_bar,
+    show,
+)
+from afdplan.errors import require
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        help="Model preset, config.json path, or Hugging Face id (cached by the measured extra).",
+    ),
+]
+
+
+@app.command()
+def deploy(
+    model: ModelOpt = "deepseek-v3",
+    attention_hw: Annotated[
+        str, typer.Option("--attention-hw", help="Attention hardware (preset or AIC name).")
+    ] = "h200",
+    ffn_hw: Annotated[
+        str | None, typer.Option("--ffn-hw", help="FFN hardware [the attention hardware].")
+    ] = None,
+    trace: TraceOpt = None,
+    workload: WorkloadOpt = None,
+    prompt_col: PromptColOpt = None,
+    decode_col: DecodeColOpt = None,
+    drop_invalid: DropInvalidOpt = False,
+    tpot_ms: Annotated[
+        float, typer.Option("--tpot-ms", help="SLO on the decode step time, milliseconds.")
+    ] = 50.0,
+    tpot_percentile: Annotated[
+        Percentile,
+        typer.Option("--tpot-percentile", help="Percentile of the step time the SLO bounds."),
+    ] = Percentile.p99,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="Most GPUs one bundle may use.")
+    ] = None,
+    gpus_attention: Annotated[
+        str, typer.Option("--gpus-attention", help="Attention TP sizes to search (list).")
+    ] = "1,2,4,8",
+    gpus_ffn: Annotated[
+        str | None,
+        typer.Option("--gpus-ffn", help="FFN group sizes to search [all that fit, to 72]."),
+    ] = None,
+    microbatches: Annotated[
+        str, typer.Option("--microbatches", "-m", help="Micro-batch counts to search (list).")
+    ] = "1-4",
+    objective: ObjectiveOpt = Objective.gpu,
+    price_attention: PriceAttOpt = None,
+    price_ffn: PriceFfnOpt = None,
+    runtime: Annotated[
+        Runtime, typer.Option("--runtime", help="Runtime whose rules and launch files apply.")
+    ] = Runtime.vllm_afd,
+    top: Annotated[int, typer.Option("--top", help="Configurations to show and simulate.")] = 5,
+    seeds: Annotated[int, typer.Option("--seeds", help="Simulation seeds per configuration.")] = 3,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify/--no-verify", help="Check the top configurations by simulation."),
+    ] = True,
+    seed: SeedOpt = 0,
+    save_dir: SaveDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Search r, B, micro-batches and parallelism under a TPOT SLO; compare with colocated
+    decode; simulate the best; write launch files (with --save-dir)."""
+    require(top >= 1, f"--top must be >= 1, got {top}")
+    require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
+    require(seed >= 0, f"--seed must be >= 0, got {seed}")
+    folder = prepare_output_dir(save_dir)
+
+    from afdplan.calibrate.specs import load_hardware, load_model
+    from afdplan.deploy import Slo, Space, Target, search
+
+    wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
+    spec = load_model(model)
+    a_hw = load_hardware(attention_hw)
+    target = Target(
+        model=spec,
+        attention_hw=a_hw,
+        ffn_hw=load_hardware(ffn_hw) if ffn_hw else a_hw,
+        stats=wl.stats(),
+        slo=Slo(tpot_ms, int(tpot_percentile.value[1:])),
+        objective=objective.value,
+        prices=(price_attention, price_ffn),
+        space=Space(
+            gpus_attention=tuple(parse_int_list(gpus_attention, "--gpus-attention", 64)),
+            gpus_ffn=None if gpus_ffn is None else tuple(parse_int_list(gpus_ffn, "--gpus-ffn")),
+            microbatches=tuple(parse_int_list(microbatches, "--microbatches", 16)),
+            gpu_budget=gpus,
+        ),
+    )
+    result = search(target, runtime.value)
+    if verify:
+        from afdplan.deploy.verify import verify as run_verify
+
+        n = len(result.top(top))
+        with progress_bar("simulating") as bar:
+            task = bar.add_task("simulating", total=n)
+            rows = run_verify(
+                result,
+                wl,
+                top,
+                seeds,
+                seed=seed,
+                progress=lambda i, _: bar.update(task, completed=i),
+            )
+        result = result.with_verification(rows)
+    files = _write_files(folder, result, wl) if folder is not None else []
+    if json_out:
+        print_json({"workload": wl.describe(), **result.to_dict([str(f) for f in files])})
+        return
+    _render(result, wl.describe(), top, files)
+
+
+def _write_files(folder: Path, result, wl) -> list[Path]:
+    from afdplan.deploy.runtime import write_launch_files
+    from afdplan.report.figures import plot_frontier
+
+    t = result.target
+    paths = []
+    for name, frame in (("configurations", result.configs), ("frontier", result.frontier)):
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+        paths += [folder / f"{name}.csv", folder / f"{name}.parquet"]
+    png = folder / "frontier.png"
+    plot_frontier(
+        result.frontier,
+        result.chosen,
+        f"{t.model.name} on {t.attention_hw.name}"
+        + (f" + {t.ffn_hw.name}" if t.heterogeneous else "")
+        + f", p{t.slo.percentile} step <= {t.slo.tpot_ms:g} ms",
+        png,
+    )
+    paths.append(png)
+    stats = t.stats
+    paths += write_launch_files(
+        folder, result.runtime, result.chosen, t.model, t.attention_hw,
+        stats.mu_prefill, stats.mu_decode,
+    )  # fmt: skip
+    return paths
+
+
+def _render(result, workload: str, top: int, files: list[Path]) -> None:
+    t, c = result.target, result.chosen
+    pct = f"p{t.slo.percentile}"
+    out.print(
+        f"{t.model.name}: attention on {t.attention_hw.name}, FFN on {t.ffn_hw.name}; "
+        f"{workload} (θ = {t.stats.theta:,.0f} KV tokens/slot); SLO: {pct} step time <= "
+        f"{t.slo.tpot_ms:g} ms; objective: tokens/s per "
+        + {"gpu": "GPU", "cost": "$/hour", "instance": "instance"}[t.objective],
+        markup=False,
+    )
+    table = OutTable(f"Best launchable configurations ({result.runtime})")
+    for name in ("r", "g_A", "g_F", "m", "B", "GPUs", f"{pct} ms", "mean ms", "tok/s/GPU",
+                 "tok/s/user", "idle A", "idle F", "binds", "KV free"):  # fmt: skip
+        table.add_column(name, justify="left" if name == "binds" else "right")
+    for row in result.top(top).itertuples():
+        table.add_row(
+            row.r, row.gpus_attention, row.gpus_ffn, row.microbatches, row.batch, row.gpus,
+            f"{row.tpot_ms:.1f}", f"{row.step_time_mean_ms:.1f}", fmt_rate(row.throughput_per_gpu),
+            f"{row.throughput_per_user:.1f}", f"{row.idle_attention:.0%}", f"{row.idle_ffn:.0%}",
+            row.binding, f"{row.kv_headroom:.0%}",
+        )  # fmt: skip
+    show(table)
+    if result.verification:
+        sim = OutTable("Checked by simulation (exact ping-pong recurrence, 95% CI over seeds)")
+        for name in ("r", "m", "B", "tok/s/GPU pred", "tok/s/GPU sim", f"step {pct} pred",
+                     f"step {pct} sim", f"TPOT {pct} sim", "SLO"):  # fmt: skip
+            sim.add_column(name, justify="right")
+        for v in result.verification:
+            s_tp, s_step, s_tpot = (
+                v["simulated_throughput_per_gpu"], v["simulated_step_time_ms"],
+                v["simulated_tpot_ms"],
+            )  # fmt: skip
+            sim.add_row(
+                v["r"], v["microbatches"], v["batch"], fmt_rate(v["predicted_throughput_per_gpu"]),
+                f"{fmt_rate(s_tp['mean'])} ± {_hw(s_tp['half_width'])}",
+                f"{v['predicted_step_time_ms']:.2f}",
+                f"{s_step['mean']:.2f} ± {_hw(s_step['half_width'], 2)}",
+                f"{s_tpot['mean']:.2f} ± {_hw(s_tpot['half_width'], 2)}",
+                "BREAKS" if v["breaks_slo"] else "ok",
+            )  # fmt: skip
+        show(sim)
+    _render_frontier(result.frontier)
+    best = result.best_unconstrained
+    if result.runtime_cost > 0:
+        out.print(
+            f"{result.runtime}'s rules cost {result.runtime_cost:.1%} of the objective: the best "
+            f"without them is r = {best['r']}, g_F = {best['gpus_ffn']}, m = "
+            f"{best['microbatches']}, B = {best['batch']} ({fmt_rate(best['throughput_per_gpu'])}"
+            f" tok/s/GPU; {best['runtime_note']}).",
+            markup=False,
+        )
+    if result.colocated is not None:
+        col, ratio = result.colocated, result.afd_over_colocated
+        verdict = "AFD pays" if ratio > 1.0 else "AFD does not pay"
+        out.print(
+            f"AFD vs colocated: {verdict} here: {ratio:.2f}x the objective of the best colocated "
+            f"decode ({col['architecture']}, group of {col['gpus_ffn']} GPUs, m = "
+            f"{col['microbatches']}, B = {col['batch']}/GPU: {fmt_rate(col['throughput_per_gpu'])}"
+            f" tok/s/GPU at {col['tpot_ms']:.1f} ms {pct}).",
+            markup=False,
+        )
+    out.print(
+        f"Chosen: r = {c['r']} attention instances x {c['gpus_attention']} GPU(s) + an FFN group "
+        f"of {c['gpus_ffn']}, B = {c['batch']}, m = {c['microbatches']}: "
+        f"{fmt_rate(c['throughput_per_gpu'])} tok/s/GPU at {c['tpot_ms']:.1f} ms {pct} step time.",
+        markup=False,
+    )
+    for path in files:
+        out.print(f"wrote {path}", markup=False)
+
+
+def _render_frontier(frontier) -> None:
+    from afdplan.deploy.result import thin_frontier
+
+    table = OutTable("Frontier: tokens/s per GPU against tokens/s per user (a few points each)")
+    for name in ("family", "tok/s/user", "tok/s/GPU", "r", "g_A", "g_F", "m", "B"):
+        table.add_column(name, justify="left" if name == "family" else "right")
+    for row in thin_frontier(frontier, 6).itertuples():
+        table.add_row(
+            row.family, f"{row.throughput_per_user:.1f}", fmt_rate(row.throughput_per_gpu),
+            row.r, row.gpus_attention, row.gpus_ffn, row.microbatches, row.batch,
+        )  # fmt: skip
+    show(table)
+
+
+def _hw(value: float, digits: int = 0) -> str:
+    return "n/a" if value != value else f"{value:,.{digits}f}"

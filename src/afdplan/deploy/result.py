@@ -1,0 +1,209 @@
+"""The deploy answer: configurations, frontier, the chosen bundle, AFD vs colocated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from afdplan.choices import Runtime
+from afdplan.deploy.runtime import violation
+from afdplan.deploy.search import (
+    KV_SIGMAS,
+    ROW_COLUMNS,
+    Target,
+    _Collector,
+    _pareto,
+    search_afd,
+    search_colocated,
+)
+from afdplan.errors import InputError
+
+FRONTIER_COLUMNS = (
+    "family",
+    "throughput_per_user",
+    "throughput_per_gpu",
+    "architecture",
+    "gpus_attention",
+    "gpus_ffn",
+    "microbatches",
+    "r",
+    "batch",
+)
+
+
+@dataclass(frozen=True)
+class DeployResult:
+    """``configs``: each configuration's best B, best objective first, with
+    ``runtime_ok``/``runtime_note``; ``frontier``: the Pareto points of tokens/s per GPU
+    against tokens/s per user, one frontier per ``family`` (afd, colocated)."""
+
+    target: Target
+    runtime: str
+    configs: pd.DataFrame
+    frontier: pd.DataFrame
+    chosen: dict
+    best_unconstrained: dict
+    colocated: dict | None
+    verification: list[dict] = field(default_factory=list)
+
+    @property
+    def runtime_cost(self) -> float:
+        """Share of the objective the runtime's topology rules give up."""
+        return 1.0 - self.chosen["score"] / self.best_unconstrained["score"]
+
+    @property
+    def afd_over_colocated(self) -> float | None:
+        """AFD's best objective over colocated decode's (same GPUs, workload and SLO)."""
+        if self.colocated is None:
+            return None
+        return self.chosen["score"] / self.colocated["score"]
+
+    def top(self, n: int) -> pd.DataFrame:
+        """The n best AFD configurations the runtime can launch."""
+        afd = self.configs[(self.configs.architecture == "afd") & self.configs.runtime_ok]
+        return afd.head(n)
+
+    def with_verification(self, rows: list[dict]) -> DeployResult:
+        return replace(self, verification=rows)
+
+    def to_dict(self, files: list[str] | None = None) -> dict:
+        t = self.target
+        chosen = dict(self.chosen)
+        if self.verification:
+            chosen["simulated"] = self.verification[0]
+        return {
+            "model": t.model.name,
+            "attention_hw": t.attention_hw.name,
+            "ffn_hw": t.ffn_hw.name,
+            "slo": {
+                "tpot_ms": t.slo.tpot_ms,
+                "percentile": t.slo.percentile,
+                "quantity": "step time (per-request TPOT is simulated)",
+            },
+            "objective": t.objective,
+            "runtime": self.runtime,
+            "kv_sigmas": KV_SIGMAS,
+            "theta": t.stats.theta,
+            "v": t.stats.v,
+            "chosen": chosen,
+            "best_unconstrained": self.best_unconstrained,
+            "runtime_cost": self.runtime_cost,
+            "colocated": None
+            if self.colocated is None
+            else {"best": self.colocated, "afd_over_colocated": self.afd_over_colocated},
+            "frontier": thin_frontier(self.frontier, 40).to_dict(orient="records"),
+            "top": self.top(10).to_dict(orient="records"),
+            "verification": self.verification,
+            "files": files or [],
+        }
+
+
+def thin_frontier(frontier: pd.DataFrame, per_family: int) -> pd.DataFrame:
+    """At most ``per_family`` points of each frontier, evenly spread in log tokens/s per
+    user, always keeping both ends."""
+    parts = []
+    for _, part in frontier.groupby("family", sort=False):
+        part = part.sort_values("throughput_per_user")
+        if len(part) > per_family:
+            x = np.log(part.throughput_per_user.to_numpy())
+            targets = np.linspace(x[0], x[-1], per_family)
+            keep = np.unique(np.searchsorted(x, targets).clip(0, len(part) - 1))
+            part = part.iloc[keep]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _plain(row: pd.Series | dict) -> dict:
+    """A row with Python scalars (JSON-ready)."""
+    items = row.items() if isinstance(row, dict) else row.to_dict().items()
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in items}
+
+
+def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
+    """Search AFD bundles (and colocated decode) for ``target``; choose the best that
+    ``runtime`` can launch."""
+    out = _Collector()
+    search_afd(target, out)
+    afd_rows = len(out.rows)
+    if target.space.colocated:
+        search_colocated(target, out)
+    if afd_rows == 0:
+        raise InputError(_no_config_message(target, out))
+    configs = pd.DataFrame(out.rows, columns=list(ROW_COLUMNS))
+    notes = [
+        violation(runtime, int(r.r), int(r.gpus_attention), int(r.gpus_ffn), int(r.microbatches))
+        if r.architecture == "afd"
+        else None
+        for r in configs.itertuples()
+    ]
+    configs["runtime_ok"] = [n is None for n in notes]
+    configs["runtime_note"] = [n or "" for n in notes]
+    frontier = _frontier(out, configs, runtime)
+    configs = configs.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    afd = configs[configs.architecture == "afd"]
+    allowed = afd[afd.runtime_ok]
+    if allowed.empty:
+        best = afd.iloc[0]
+        raise InputError(
+            f"no configuration that {runtime} can launch meets the SLO; the best without its "
+            f"rules is r = {best.r}, g_A = {best.gpus_attention}, g_F = {best.gpus_ffn}, "
+            f"m = {best.microbatches} ({afd.iloc[0].runtime_note})"
+        )
+    colocated = configs[configs.architecture != "afd"]
+    return DeployResult(
+        target=target,
+        runtime=runtime,
+        configs=configs,
+        frontier=frontier,
+        chosen=_plain(allowed.iloc[0]),
+        best_unconstrained=_plain(afd.iloc[0]),
+        colocated=None if colocated.empty else _plain(colocated.iloc[0]),
+    )
+
+
+def _frontier(out: _Collector, configs: pd.DataFrame, runtime: str) -> pd.DataFrame:
+    """One frontier per family: every AFD configuration, the ones ``runtime`` can launch
+    (when it has rules), and colocated decode."""
+    points = np.vstack(out.frontier)
+    row = points[:, 2].astype(int)
+    is_afd = configs.architecture.to_numpy()[row] == "afd"
+    families = [("afd", is_afd), ("colocated", ~is_afd)]
+    if runtime != Runtime.none:
+        families.insert(1, (f"afd ({runtime})", is_afd & configs.runtime_ok.to_numpy()[row]))
+    frames = []
+    for name, mask in families:
+        chosen = _pareto(points[mask])
+        if chosen.size == 0:
+            continue
+        rows = configs.iloc[chosen[:, 2].astype(int)]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "family": name,
+                    "throughput_per_user": chosen[:, 0],
+                    "throughput_per_gpu": chosen[:, 1],
+                    "architecture": rows.architecture.to_numpy(),
+                    "gpus_attention": rows.gpus_attention.to_numpy(),
+                    "gpus_ffn": rows.gpus_ffn.to_numpy(),
+                    "microbatches": rows.microbatches.to_numpy(),
+                    "r": rows.r.to_numpy(),
+                    "batch": chosen[:, 3].astype(int),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)[list(FRONTIER_COLUMNS)]
+
+
+def _no_config_message(target: Target, out: _Collector) -> str:
+    slo = target.slo
+    head = f"no AFD configuration meets p{slo.percentile} step time <= {slo.tpot_ms:g} ms"
+    if out.closest is None:
+        return head + " (no configuration fits the weights and one request's KV cache)"
+    tau, where = out.closest
+    return (
+        f"{head}; the closest is r = {where['r']}, g_A = {where['gpus_attention']}, "
+        f"g_F = {where['gpus_ffn']}, m = {where['microbatches']}, B = {where['batch']} at "
+        f"{1e3 * tau:.1f} ms"
+    )

@@ -1,0 +1,212 @@
+"""Runtime topology rules and launch files (issue 9, item 5).
+
+vLLM's AFD plugin (github.com/vllm-project/afd-plugin, targets vLLM 0.19.1) is configured
+through ``--additional-config '{"afd": {...}}'`` on two ``vllm serve`` commands, one per
+role, with the worker classes ``afd_plugin.v1.worker.AFDAttentionWorker`` and
+``AFDFFNWorker``. Its ``p2pconnector`` needs ``num_attention_servers`` ≥
+``num_ffn_servers`` and a multiple of it; dual-batch overlap (DBO) with CUDA graphs is
+limited to two micro-batches. Files are templates: hosts, ports and the model path are
+shell variables the operator sets.
+
+AIConfigurator's ``cli estimate --estimate-mode afd`` counts whole nodes on each side, so
+the matching command rounds the attention GPUs up to whole nodes and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+
+from afdplan.calibrate.specs import HARDWARE_ALIASES, HardwareSpec, ModelSpec
+from afdplan.choices import Runtime
+
+VLLM_AFD_MICROBATCHES = (1, 2)
+VLLM_VERSION = "0.19.1"
+
+
+def violation(runtime: str, r: int, g_a: int, g_f: int, m: int) -> str | None:
+    """Why ``runtime`` cannot launch this bundle, or None when it can."""
+    if runtime == Runtime.none:
+        return None
+    attention, ffn = r * g_a, g_f
+    if m not in VLLM_AFD_MICROBATCHES:
+        return f"vllm-afd runs 1 or 2 micro-batches (DBO), not {m}"
+    if attention < ffn or attention % ffn:
+        return (
+            f"vllm-afd needs attention ranks ({attention}) >= FFN ranks ({ffn}) and a "
+            "multiple of them"
+        )
+    return None
+
+
+def hf_id(model: ModelSpec) -> str:
+    """The model's Hugging Face id where its source names one (presets and cached
+    configs), else its name."""
+    first = model.source.split(" ")[0] if model.source else ""
+    return first if "/" in first and not first.endswith(".json") else model.name
+
+
+def aiconfigurator_system(hw: HardwareSpec) -> str:
+    reverse = {ours: theirs for theirs, ours in HARDWARE_ALIASES.items() if "nvl" not in theirs}
+    return reverse.get(hw.name, hw.name)
+
+
+def afd_config(role: str, r: int, g_a: int, g_f: int) -> str:
+    """The plugin's ``additional_config`` as one JSON line; host and port are shell
+    variables filled in when the script runs."""
+    return json.dumps(
+        {
+            "afd": {
+                "enabled": True,
+                "role": role,
+                "connector": "p2pconnector",
+                "host": "${FFN_HOST}",
+                "port": 0,
+                "num_attention_servers": r * g_a,
+                "num_ffn_servers": g_f,
+            }
+        }
+    ).replace('"port": 0', '"port": ${AFD_PORT}')
+
+
+def _serve(worker: str, args: list[str], config: str) -> str:
+    return (
+        f"AFD_CONFIG=$(cat <<EOF\n{config}\nEOF\n)\n"
+        + " \\\n  ".join(
+            [
+                'vllm serve "$MODEL_PATH"',
+                f"--worker-cls afd_plugin.v1.worker.{worker}",
+                *args,
+                '--additional-config "$AFD_CONFIG"',
+            ]
+        )
+        + "\n"
+    )
+
+
+def vllm_afd_files(row: dict, model: ModelSpec) -> dict[str, str]:
+    """File name → text of the vLLM afd-plugin launch templates for one bundle."""
+    r, g_a, g_f, m, b = (
+        int(row[k]) for k in ("r", "gpus_attention", "gpus_ffn", "microbatches", "batch")
+    )
+    header = (
+        "#!/usr/bin/env bash\n"
+        f"# afdplan deploy: {r} attention instances x TP{g_a} + FFN group of {g_f} GPUs, "
+        f"B = {b}, m = {m}.\n"
+        f"# vLLM {VLLM_VERSION} with vllm-project/afd-plugin; set the variables below.\n"
+        "set -euo pipefail\n"
+        'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
+        'FFN_HOST="${FFN_HOST:?address of the first FFN node}"\n'
+        'AFD_PORT="${AFD_PORT:-6239}"\n'
+        "export VLLM_PLUGINS=afd\n"
+        "unset VLLM_USE_V2_MODEL_RUNNER\n"
+    )
+    ep = ["--enable-expert-parallel"] if model.is_moe else []
+    ffn_parallel = (
+        [f"--data-parallel-size {g_f}", "--tensor-parallel-size 1"]
+        if model.is_moe
+        else ["--data-parallel-size 1", f"--tensor-parallel-size {g_f}"]
+    )
+    dbo = (
+        ["--enable-dbo", "--dbo-decode-token-threshold 2", "--dbo-prefill-token-threshold 12"]
+        if m == 2
+        else []
+    )
+    ffn = (
+        header
+        + 'API_PORT="${API_PORT:-18001}"\n'
+        + _serve(
+            "AFDFFNWorker",
+            [*ffn_parallel, *ep, '--port "$API_PORT"'],
+            afd_config("ffn", r, g_a, g_f),
+        )
+    )
+    attention = (
+        header
+        + 'API_PORT="${API_PORT:-18000}"\n'
+        + _serve(
+            "AFDAttentionWorker",
+            [
+                f"--data-parallel-size {r}",
+                f"--tensor-parallel-size {g_a}",
+                *ep,
+                f"--max-num-seqs {b}",
+                *dbo,
+                '--port "$API_PORT"',
+            ],
+            afd_config("attention", r, g_a, g_f),
+        )
+    )
+    return {"vllm-afd/ffn.sh": ffn, "vllm-afd/attention.sh": attention}
+
+
+def aiconfigurator_command(
+    row: dict, model: ModelSpec, hw: HardwareSpec, isl: float, osl: float
+) -> str:
+    """The matching single-point AIConfigurator AFD estimate (nodes rounded up)."""
+    r, g_a, g_f, m, b = (
+        int(row[k]) for k in ("r", "gpus_attention", "gpus_ffn", "microbatches", "batch")
+    )
+    per_node = hw.gpus_per_node
+    a_nodes = math.ceil(r * g_a / per_node)
+    f_nodes = math.ceil(g_f / per_node)
+    notes = []
+    if a_nodes * per_node != r * g_a:
+        notes.append(
+            f"# AIConfigurator counts whole {per_node}-GPU nodes: {r * g_a} attention GPUs "
+            f"round up to {a_nodes} node(s) (r = {a_nodes * per_node // g_a})."
+        )
+    if f_nodes * per_node != g_f:
+        notes.append(
+            f"# The FFN group of {g_f} GPUs rounds up to {f_nodes} node(s); EP stays {g_f}."
+        )
+    args = [
+        "aiconfigurator", "cli", "estimate",
+        "--model", hf_id(model),
+        "--estimate-mode", "afd",
+        "--system", aiconfigurator_system(hw),
+        "--backend", "vllm",
+        "--isl", str(max(1, round(isl))),
+        "--osl", str(max(1, round(osl))),
+        "--n-a-nodes", str(a_nodes),
+        "--n-f-nodes", str(f_nodes),
+        "--a-tp-size", str(g_a),
+        "--a-batch-size", str(b),
+        "--f-moe-ep-size", str(g_f),
+        "--num-microbatches", str(m),
+        "--pipeline-model", "optimistic",
+    ]  # fmt: skip
+    body = " \\\n  ".join(
+        shlex.join(args[i : i + 2]) if i else shlex.join(args[:3]) for i in _pairs(args)
+    )
+    return "#!/usr/bin/env bash\n" + "".join(n + "\n" for n in notes) + body + "\n"
+
+
+def _pairs(args: list[str]) -> list[int]:
+    """Start indices: the 3-word command, then each flag with its value."""
+    return [0, *range(3, len(args), 2)]
+
+
+def write_launch_files(
+    folder: Path,
+    runtime: str,
+    row: dict,
+    model: ModelSpec,
+    hw: HardwareSpec,
+    isl: float,
+    osl: float,
+) -> list[Path]:
+    """Write the chosen bundle's launch templates and AIConfigurator command; return paths."""
+    files = {"aiconfigurator.sh": aiconfigurator_command(row, model, hw, isl, osl)}
+    if runtime == Runtime.vllm_afd:
+        files |= vllm_afd_files(row, model)
+    written = []
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+        written.append(path)
+    return written

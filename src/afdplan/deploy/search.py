@@ -1,0 +1,442 @@
+"""What to launch: the search over AFD bundles under a TPOT SLO (issue 9, DESIGN.md §8).
+
+For every attention TP size g_A, FFN group size g_F, micro-batch count m and integer
+ratio r, every batch B from m up to the KV limit is evaluated at once (numpy over B):
+
+* E[τ] with the barrier: the layered closed form at the expected spread of the slowest
+  of r workers (``theory.barrier.layered_times``);
+* τ's SLO quantile: the same closed form with the slowest worker at Φ⁻¹(q^{1/r})
+  standard deviations (P(max of r loads ≤ x) = Φ(x)^r, DESIGN.md §8 "TPOT and the SLO");
+* the KV limit: B·θ + z·√(B·v) ≤ the attention instance's KV capacity, z = 3.
+
+The SLO is on the per-step time at its percentile; a request's TPOT is the mean of its
+step times, so its percentile sits at or below the step-time one when steps vary — the
+verification simulation reports both. Every B that meets the SLO is a point of the
+throughput-per-GPU vs tokens-per-user frontier; per configuration the best B by the
+objective is a row. The same search runs for ordinary colocated decode (attention and FFN
+on the same GPUs: data-parallel attention, expert-parallel FFN) on the same hardware and
+workload, so the user sees whether AFD pays.
+
+Step times come from the roofline (``calibrate.roofline.derive``) for each instance size:
+measured tables exist only for single instance sizes, so they cannot rank group sizes.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from afdplan import normal
+from afdplan.bundle import Pipeline
+from afdplan.calibrate.roofline import (
+    attention_weight_bytes,
+    derive,
+    ffn_group_size,
+    min_ffn_gpus,
+)
+from afdplan.calibrate.specs import HardwareSpec, ModelSpec
+from afdplan.choices import Objective
+from afdplan.errors import InputError, check_positive, require
+from afdplan.theory.barrier import expected_max_normal, layered_binding, layered_times
+from afdplan.theory.memory import max_feasible_batch
+from afdplan.timing import Linear, LinearStepTimes
+from afdplan.workload import LoadStats
+
+KV_SIGMAS = 3.0  # z of the KV limit: a worker's load exceeds it at ~0.13% of steps
+PERCENTILES = (50, 90, 99)
+MICROBATCHES = (1, 2, 3, 4)
+ATTENTION_TP = (1, 2, 4, 8)
+MAX_RATIO = 512
+MAX_BATCH = 4096  # per attention instance; far above any runtime's max_num_seqs
+RACK_GPUS = 72  # the largest FFN group searched (one NVL72 rack)
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Per-step time at ``percentile`` (50, 90 or 99) must not exceed ``tpot_ms``."""
+
+    tpot_ms: float
+    percentile: int = 99
+
+    def __post_init__(self) -> None:
+        check_positive("--tpot-ms", self.tpot_ms)
+        require(
+            self.percentile in PERCENTILES,
+            f"--tpot-percentile must be one of {', '.join(f'p{p}' for p in PERCENTILES)}, "
+            f"got {self.percentile}",
+        )
+
+    @property
+    def seconds(self) -> float:
+        return self.tpot_ms / 1e3
+
+    @property
+    def quantile(self) -> float:
+        return self.percentile / 100
+
+
+@dataclass(frozen=True)
+class Space:
+    """What the search may choose (``None``: the defaults in the module docstring)."""
+
+    gpus_attention: tuple[int, ...] = ATTENTION_TP
+    gpus_ffn: tuple[int, ...] | None = None
+    microbatches: tuple[int, ...] = MICROBATCHES
+    max_ratio: int = MAX_RATIO
+    max_batch: int = MAX_BATCH
+    gpu_budget: int | None = None  # GPUs one bundle may use
+    colocated: bool = True
+
+    def __post_init__(self) -> None:
+        for label, values in (
+            ("--gpus-attention", self.gpus_attention),
+            ("--gpus-ffn", self.gpus_ffn or (1,)),
+            ("--microbatches", self.microbatches),
+        ):
+            require(
+                bool(values) and all(int(v) == v and v >= 1 for v in values),
+                f"{label} values must be integers >= 1, got {values}",
+            )
+        require(self.max_ratio >= 1, f"max ratio must be >= 1, got {self.max_ratio}")
+        require(self.max_batch >= 1, f"max batch must be >= 1, got {self.max_batch}")
+        if self.gpu_budget is not None:
+            require(self.gpu_budget >= 2, f"--gpus must be >= 2, got {self.gpu_budget}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The question: a model on attention/FFN hardware, a workload, an SLO, an objective
+    (``prices``: $ per GPU-hour of the attention and FFN hardware, for ``cost``)."""
+
+    model: ModelSpec
+    attention_hw: HardwareSpec
+    ffn_hw: HardwareSpec
+    stats: LoadStats
+    slo: Slo
+    objective: str = Objective.gpu
+    prices: tuple[float | None, float | None] = (None, None)
+    space: Space = field(default_factory=Space)
+
+    def __post_init__(self) -> None:
+        require(
+            self.objective in tuple(o.value for o in Objective),
+            f"objective must be one of {', '.join(o.value for o in Objective)}",
+        )
+        if self.objective == Objective.cost:
+            require(
+                None not in self.prices,
+                "--objective cost needs --price-attention and --price-ffn ($ per GPU-hour)",
+            )
+            for p in self.prices:
+                check_positive("price per GPU-hour", p)
+
+    @property
+    def heterogeneous(self) -> bool:
+        return self.attention_hw.name != self.ffn_hw.name
+
+
+# Columns of a configuration row, in order (times in ms, rates in tokens/s).
+ROW_COLUMNS = (
+    "architecture",
+    "gpus_attention",
+    "gpus_ffn",
+    "microbatches",
+    "r",
+    "batch",
+    "gpus",
+    "tpot_ms",
+    "step_time_mean_ms",
+    "throughput_per_gpu",
+    "throughput_per_user",
+    "throughput_per_bundle",
+    "score",
+    "idle_attention",
+    "idle_ffn",
+    "binding",
+    "kv_headroom",
+    "max_batch_kv",
+    "cross_node",
+)
+
+
+@dataclass
+class _Collector:
+    rows: list[dict] = field(default_factory=list)
+    frontier: list[np.ndarray] = field(default_factory=list)  # per user, per GPU, row, B
+    closest: tuple[float, dict] | None = None  # smallest SLO-quantile τ seen, and where
+
+    def near_miss(self, tau_q: float, where: dict) -> None:
+        if self.closest is None or tau_q < self.closest[0]:
+            self.closest = (tau_q, where)
+
+
+@functools.lru_cache(maxsize=4096)
+def spread_quantile(r: int, q: float) -> float:
+    """z with Φ(z)^r = q: the q-quantile of the largest of r standard normals."""
+    return normal.ppf(q ** (1.0 / r))
+
+
+def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[int]:
+    """FFN group sizes that hold the FFN weights: divisors of the expert count (expert
+    parallel) for MoE, powers of two for dense (tensor parallel), up to a rack."""
+    least = min_ffn_gpus(model, hw)
+    if space.gpus_ffn is not None:
+        for g in space.gpus_ffn:
+            if model.is_moe and model.experts % g:
+                divisors = [d for d in range(1, model.experts + 1) if model.experts % d == 0]
+                raise InputError(
+                    f"--gpus-ffn {g}: an expert-parallel group does not divide the "
+                    f"{model.experts} experts of {model.name}; use one of "
+                    + ", ".join(map(str, divisors))
+                )
+            require(
+                g >= least,
+                f"--gpus-ffn {g}: the FFN weights of {model.name} need at least {least} "
+                f"x {hw.name}",
+            )
+        return sorted(set(space.gpus_ffn))
+    if model.is_moe:
+        sizes = [d for d in range(least, RACK_GPUS + 1) if model.experts % d == 0]
+        return sizes or [ffn_group_size(model, least)]
+    return [g for g in (1, 2, 4, 8, 16, 32, 64) if least <= g <= RACK_GPUS] or [least]
+
+
+def kv_limit(capacity: float, stats: LoadStats, max_batch: int) -> int:
+    """Largest B with B·θ + z·√(B·v) ≤ capacity (z = ``KV_SIGMAS``), at most max_batch."""
+    return min(max_feasible_batch(capacity, stats.theta, stats.v, KV_SIGMAS), max_batch)
+
+
+def _derive(target: Target, g_a: int, g_f: int, cross_node: bool) -> LinearStepTimes | None:
+    """Roofline times for one instance-size pair, or None when the weights do not fit."""
+    try:
+        return derive(
+            target.model,
+            target.attention_hw,
+            g_a,
+            g_f,
+            target.ffn_hw if target.heterogeneous else None,
+            cross_node=cross_node,
+        ).times
+    except InputError:
+        return None
+
+
+def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:
+    """The transfers of a bundle whose r attention instances send to g_F FFN GPUs: each
+    attention instance sends its b tokens over its own link, but the FFN group receives
+    r·b tokens over g_F links, so a transfer takes as long as the busier end:
+    α_C·b·max(1, r/g_F) + β_C."""
+    fan_in = r / g_f
+    if fan_in <= 1:
+        return times
+    comm = Linear(alpha=times.comm.alpha * fan_in, beta=times.comm.beta)
+    return replace(times, comm=comm)
+
+
+def bundle_times(target: Target, g_a: int, g_f: int, r: int) -> tuple[LinearStepTimes, bool]:
+    """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
+    scale-up domain on one kind of hardware, else the inter-node link; FFN fan-in."""
+    cross = target.heterogeneous or r * g_a + g_f > target.attention_hw.scaleup_gpus
+    times = _derive(target, g_a, g_f, cross)
+    require(times is not None, f"the weights do not fit g_A = {g_a}, g_F = {g_f}")
+    return with_fan_in(times, r, g_f), cross
+
+
+def _weights(target: Target, g_a: float, g_f: float) -> tuple[float, float]:
+    """(w_A, w_F) of the objective for one attention and one FFN instance."""
+    if target.objective == Objective.gpu:
+        return g_a, g_f
+    if target.objective == Objective.instance:
+        return 1.0, 1.0
+    p_a, p_f = target.prices
+    return g_a * p_a, g_f * p_f  # type: ignore[operator]
+
+
+def _record(
+    out: _Collector,
+    target: Target,
+    config: dict,
+    times: LinearStepTimes,
+    pipeline: Pipeline,
+    b_max: int,
+    weight: float,
+    gpus: int,
+    colocated: bool = False,
+) -> float | None:
+    """Evaluate one configuration (r = ``config["r"]`` workers, the bundle's objective
+    weight ``weight``) at every B; keep its best row and its frontier points. Returns the
+    best score, or None when no B meets the SLO."""
+    if b_max < pipeline.microbatches:
+        return None
+    r, s = config["r"], target.stats
+    batch = np.arange(pipeline.microbatches, b_max + 1, dtype=np.float64)
+    mean_spread = expected_max_normal(r) if r > 1 else 0.0
+    mean = layered_times(pipeline, times, batch, r, s.theta, s.v, mean_spread, colocated=colocated)
+    q_spread = spread_quantile(r, target.slo.quantile)
+    tau_q = np.asarray(
+        layered_times(
+            pipeline, times, batch, r, s.theta, s.v, q_spread, colocated=colocated
+        ).step_time
+    )
+    tokens = r * batch  # per step, every worker's B sequences
+    score = tokens / (weight * mean.step_time)
+    per_gpu = tokens / (gpus * mean.step_time)
+    ok = tau_q <= target.slo.seconds
+    if not ok.any():
+        if not colocated:
+            i = int(np.argmin(tau_q))
+            out.near_miss(float(tau_q[i]), {**config, "batch": int(batch[i])})
+        return None
+    idx = np.flatnonzero(ok)
+    best = int(idx[np.argmax(score[idx])])
+    step = float(mean.step_time[best])
+    m, L = pipeline.microbatches, pipeline.layers
+    a_busy, x, f = (float(np.asarray(v)[best]) for v in (mean.a_busy, mean.x, mean.f))
+    a_round = float(np.asarray(mean.a_round)[best])
+    row = {
+        **config,
+        "batch": int(batch[best]),
+        "gpus": gpus,
+        "tpot_ms": 1e3 * float(tau_q[best]),
+        "step_time_mean_ms": 1e3 * step,
+        "throughput_per_gpu": float(per_gpu[best]),
+        "throughput_per_user": 1.0 / step,
+        "throughput_per_bundle": float(tokens[best]) / step,
+        "score": float(score[best]),
+        "idle_attention": 1.0 - m * L * a_busy / step,
+        "idle_ffn": (1.0 - m * L * f / step) if not colocated else 0.0,
+        "binding": "colocated" if colocated else layered_binding(pipeline, a_round, a_busy, x, f),
+        "kv_headroom": 1.0 - _kv_load(target.stats, float(batch[best])) / times.kv_capacity_tokens,
+        "max_batch_kv": b_max,
+    }
+    out.rows.append(row)
+    points = np.column_stack(
+        [
+            1.0 / mean.step_time[idx],
+            per_gpu[idx],
+            np.full(idx.size, len(out.rows) - 1.0),
+            batch[idx],
+        ]
+    )
+    out.frontier.append(_pareto(points))
+    return row["score"]
+
+
+def _kv_load(stats: LoadStats, batch: float) -> float:
+    return batch * stats.theta + KV_SIGMAS * math.sqrt(batch * stats.v)
+
+
+def _pareto(points: np.ndarray) -> np.ndarray:
+    """Rows of (per user, per GPU, …) that no other row beats on both (ties kept once)."""
+    if points.size == 0:
+        return points
+    order = np.lexsort((-points[:, 1], -points[:, 0]))
+    p = points[order]
+    best_so_far = np.maximum.accumulate(p[:, 1])
+    keep = np.ones(len(p), dtype=bool)
+    keep[1:] = p[1:, 1] > best_so_far[:-1]
+    return p[keep]
+
+
+def search_afd(target: Target, out: _Collector) -> None:
+    """Every (g_A, g_F, m, r) whose weights fit; the best B of each (see module doc)."""
+    model, space = target.model, target.space
+    for g_a in space.gpus_attention:
+        for g_f in ffn_group_sizes(model, target.ffn_hw, space):
+            if space.gpu_budget is not None and g_a + g_f > space.gpu_budget:
+                continue
+            near = _derive(target, g_a, g_f, cross_node=False)
+            far = _derive(target, g_a, g_f, cross_node=True)
+            if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
+                continue
+            b_kv = kv_limit(near.kv_capacity_tokens, target.stats, space.max_batch)
+            w_a, w_f = _weights(target, g_a, g_f)
+            for m in space.microbatches:
+                pipeline = Pipeline("pingpong", m, model.layers)
+                best_r, best_score, misses = 0, -1.0, 0
+                for r in range(1, space.max_ratio + 1):
+                    gpus = r * g_a + g_f
+                    if space.gpu_budget is not None and gpus > space.gpu_budget:
+                        break
+                    cross = target.heterogeneous or gpus > target.attention_hw.scaleup_gpus
+                    times = with_fan_in(far if cross else near, r, g_f)
+                    config = {
+                        "architecture": "afd",
+                        "gpus_attention": g_a,
+                        "gpus_ffn": g_f,
+                        "microbatches": m,
+                        "r": r,
+                        "cross_node": bool(cross),
+                    }
+                    weight = r * w_a + w_f
+                    score = _record(out, target, config, times, pipeline, b_kv, weight, gpus)
+                    if score is None:
+                        misses += 1
+                        if misses >= 3:
+                            break  # more workers only lengthen the step
+                        continue
+                    misses = 0
+                    if score > best_score:
+                        best_r, best_score = r, score
+                    elif r > 2 * best_r + 8:
+                        break  # well past the peak of a unimodal objective
+
+
+def colocated_capacity(model: ModelSpec, hw: HardwareSpec, group: int) -> int:
+    """KV tokens one GPU of a colocated group holds: usable HBM − attention weights (data
+    parallel: a full copy) − its 1/group share of the FFN weights."""
+    free = (
+        hw.hbm_bytes * hw.usable_memory
+        - attention_weight_bytes(model)
+        - model.ffn_params() * model.weight_bytes / group
+    )
+    return max(0, math.floor(free / model.kv_bytes_per_token()))
+
+
+def search_colocated(target: Target, out: _Collector) -> None:
+    """Ordinary decode on groups of G GPUs (each GPU: its own B sequences' attention, and
+    1/G of the FFN over all G·B tokens), with and without two-batch overlap."""
+    model, space = target.model, target.space
+    hardware = [target.attention_hw] + ([target.ffn_hw] if target.heterogeneous else [])
+    for side, hw in enumerate(hardware):
+        price = target.prices[side]
+        for g in ffn_group_sizes(model, hw, Space(gpu_budget=space.gpu_budget)):
+            if space.gpu_budget is not None and g > space.gpu_budget:
+                continue
+            capacity = colocated_capacity(model, hw, g)
+            try:
+                times = derive(model, hw, 1, g, cross_node=g > hw.scaleup_gpus).times
+            except InputError:
+                continue
+            if capacity < 1:
+                continue
+            times = LinearStepTimes(
+                attention=times.attention,
+                ffn=times.ffn,
+                comm=times.comm,
+                name=f"colocated:{model.name}@{hw.name}",
+                gpus_attention=1.0,
+                gpus_ffn=float(g),
+                kv_capacity_tokens=capacity,
+                layers=times.layers,
+            )
+            b_kv = kv_limit(capacity, target.stats, space.max_batch)
+            weight = {
+                Objective.gpu: float(g),
+                Objective.instance: float(g),
+                Objective.cost: g * (price or 0.0),
+            }[Objective(target.objective)]
+            for m in (1, 2):
+                config = {
+                    "architecture": f"colocated@{hw.name}",
+                    "gpus_attention": 1,
+                    "gpus_ffn": g,
+                    "microbatches": m,
+                    "r": g,
+                    "cross_node": g > hw.scaleup_gpus,
+                }
+                pipeline = Pipeline("pingpong", m, model.layers)
+                _record(out, target, config, times, pipeline, b_kv, weight, g, colocated=True)

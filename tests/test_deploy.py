@@ -1,0 +1,213 @@
+"""afdplan deploy: the SLO search, runtime rules, launch files, verification (issue 9)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from afdplan.calibrate.specs import load_hardware, load_model, model_from_config
+from afdplan.deploy import Slo, Space, Target, search
+from afdplan.deploy.result import thin_frontier
+from afdplan.deploy.runtime import afd_config, aiconfigurator_command, violation, vllm_afd_files
+from afdplan.deploy.search import _pareto, kv_limit, spread_quantile, with_fan_in
+from afdplan.deploy.verify import verify
+from afdplan.errors import InputError
+from afdplan.theory.memory import max_feasible_batch
+from afdplan.workload import LoadStats, parse_workload
+
+WORKLOAD = parse_workload("fixed:prefill=1024,decode=128")
+VARIED = parse_workload(
+    "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=16384,"
+    "decode_median=128,decode_sigma=0.9,decode_max=2048"
+)
+
+
+def small_target(tpot_ms: float = 50.0, workload=VARIED, **space) -> Target:
+    space = {"gpus_attention": (1,), "gpus_ffn": (8,), "microbatches": (1, 2), **space}
+    hw = load_hardware("h200")
+    return Target(
+        load_model("deepseek-v3"), hw, hw, workload.stats(), Slo(tpot_ms, 99), space=Space(**space)
+    )
+
+
+@pytest.fixture(scope="module")
+def result():
+    return search(small_target(), "vllm-afd")
+
+
+def test_spread_quantile_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    for r, q in ((1, 0.99), (8, 0.9), (64, 0.99)):
+        sample = rng.standard_normal((200_000, r)).max(axis=1)
+        assert spread_quantile(r, q) == pytest.approx(np.quantile(sample, q), abs=0.02)
+
+
+@given(
+    cap=st.floats(1e3, 1e7),
+    theta=st.floats(10, 5e4),
+    v=st.floats(0, 1e7),
+)
+@settings(max_examples=60, deadline=None)
+def test_kv_limit_agrees_with_the_closed_form(cap, theta, v):
+    b = kv_limit(cap, LoadStats(1, 1, theta, v), 4096)
+    assert b == min(max_feasible_batch(cap, theta, v, 3.0), 4096)
+    if b < 4096:  # one more sequence would not fit (a tolerance for the exact boundary)
+        assert (b + 1) * theta + 3 * math.sqrt((b + 1) * v) > cap * (1 - 1e-12)
+
+
+@given(st.lists(st.tuples(st.floats(0.1, 100), st.floats(0.1, 100)), min_size=1, max_size=40))
+@settings(max_examples=80, deadline=None)
+def test_pareto_keeps_exactly_the_undominated_points(pairs):
+    pts = np.array([[u, g, i, 1.0] for i, (u, g) in enumerate(pairs)])
+    kept = _pareto(pts)
+    for u, g, *_ in kept:  # nothing beats a kept point on both axes
+        assert not any((pu >= u and pg >= g) and (pu > u or pg > g) for pu, pg, *_ in pts)
+    for u, g, *_ in pts:  # every point is matched or beaten by a kept one
+        assert any(ku >= u and kg >= g for ku, kg, *_ in kept)
+
+
+def test_fan_in_scales_only_the_per_token_transfer():
+    times = small_target().model and load_hardware("h200")
+    from afdplan.calibrate.roofline import derive
+
+    t = derive(load_model("deepseek-v3"), times, 1, 8).times
+    assert with_fan_in(t, 4, 8) is t
+    fanned = with_fan_in(t, 24, 8)
+    assert fanned.comm.alpha == pytest.approx(3 * t.comm.alpha)
+    assert fanned.comm.beta == t.comm.beta
+
+
+def test_every_row_meets_the_slo_and_fits_the_kv_cache(result):
+    t = result.target
+    assert (result.configs.tpot_ms <= t.slo.tpot_ms + 1e-9).all()
+    assert (result.configs.batch <= result.configs.max_batch_kv).all()
+    assert (result.configs.kv_headroom >= 0).all()
+    assert (result.configs.batch >= result.configs.microbatches).all()
+    # the chosen row is the best launchable one by the objective
+    allowed = result.configs[(result.configs.architecture == "afd") & result.configs.runtime_ok]
+    assert result.chosen["score"] == pytest.approx(allowed.score.max())
+    assert result.chosen["throughput_per_gpu"] == pytest.approx(
+        result.chosen["r"]
+        * result.chosen["batch"]
+        / (result.chosen["gpus"] * result.chosen["step_time_mean_ms"] / 1e3)
+    )
+
+
+def test_zero_variance_quantile_equals_the_mean():
+    one_step = parse_workload("fixed:prefill=1024,decode=1")
+    assert one_step.stats().v == 0
+    res = search(small_target(workload=one_step), "none")
+    row = res.chosen
+    assert row["tpot_ms"] == pytest.approx(row["step_time_mean_ms"], rel=1e-12)
+
+
+def test_looser_slo_never_lowers_the_best_objective():
+    scores = [search(small_target(ms), "none").chosen["score"] for ms in (30, 50, 80)]
+    assert scores == sorted(scores)
+
+
+def test_impossible_slo_names_the_closest_configuration():
+    with pytest.raises(
+        InputError,
+        match=r"no AFD configuration meets p99.*closest is r = 1, g_A = 1, g_F = 8, .* ms$",
+    ):
+        search(small_target(1.0), "none")
+
+
+def test_frontier_is_monotone_and_thinned(result):
+    for _, part in result.frontier.groupby("family"):
+        part = part.sort_values("throughput_per_user")
+        assert np.all(np.diff(part.throughput_per_gpu.to_numpy()) <= 1e-9)
+    thin = thin_frontier(result.frontier, 5)
+    assert thin.groupby("family").size().max() <= 5
+
+
+def test_colocated_baseline_is_reported(result):
+    assert result.colocated is not None
+    assert result.colocated["architecture"] == "colocated@h200"
+    assert result.afd_over_colocated == pytest.approx(
+        result.chosen["score"] / result.colocated["score"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("r", "g_a", "g_f", "m", "ok"),
+    [(8, 1, 8, 2, True), (16, 1, 8, 1, True), (5, 1, 8, 2, False), (12, 1, 8, 2, False),
+     (8, 1, 8, 3, False), (4, 2, 8, 2, True)],
+)  # fmt: skip
+def test_vllm_afd_topology_rule(r, g_a, g_f, m, ok):
+    assert (violation("vllm-afd", r, g_a, g_f, m) is None) == ok
+    assert violation("none", r, g_a, g_f, m) is None
+
+
+def test_launch_files_parse_and_obey_the_runtime(result, tmp_path):
+    files = vllm_afd_files(result.chosen, result.target.model)
+    c = result.chosen
+    for name, text in files.items():
+        path = tmp_path / name.replace("/", "_")
+        path.write_text(text)
+        subprocess.run(["bash", "-n", str(path)], check=True)
+        line = next(ln for ln in text.splitlines() if ln.startswith('{"afd"'))
+        config = json.loads(line.replace("${FFN_HOST}", "10.0.0.1").replace("${AFD_PORT}", "6239"))
+        afd = config["afd"]
+        assert afd["role"] == ("ffn" if "ffn" in name else "attention")
+        assert afd["num_attention_servers"] == c["r"] * c["gpus_attention"]
+        assert afd["num_ffn_servers"] == c["gpus_ffn"]
+        assert afd["num_attention_servers"] % afd["num_ffn_servers"] == 0
+    attention = files["vllm-afd/attention.sh"]
+    assert f"--max-num-seqs {c['batch']}" in attention
+    assert f"--data-parallel-size {c['r']}" in attention
+    assert ("--enable-dbo" in attention) == (c["microbatches"] == 2)
+    assert json.loads(afd_config("ffn", 2, 1, 2).replace("${AFD_PORT}", "1"))["afd"]["port"] == 1
+
+
+def test_aiconfigurator_command_rounds_to_whole_nodes(tmp_path):
+    row = {"r": 12, "gpus_attention": 1, "gpus_ffn": 8, "microbatches": 3, "batch": 64}
+    text = aiconfigurator_command(row, load_model("deepseek-v3"), load_hardware("h200"), 1e3, 200)
+    (tmp_path / "a.sh").write_text(text)
+    subprocess.run(["bash", "-n", str(tmp_path / "a.sh")], check=True)
+    assert "--n-a-nodes 2" in text and "--n-f-nodes 1" in text and "--system h200_sxm" in text
+    assert "round up to 2 node(s) (r = 16)" in text
+    assert "--model deepseek-ai/DeepSeek-V3" in text
+
+
+def test_simulation_agrees_with_the_prediction(result):
+    rows = verify(result, VARIED, top=1, seeds=2, steps=800)
+    v = rows[0]
+    assert v["simulated_throughput_per_gpu"]["mean"] == pytest.approx(
+        v["predicted_throughput_per_gpu"], rel=0.03
+    )
+    assert v["simulated_step_time_ms"]["mean"] == pytest.approx(
+        v["predicted_step_time_ms"], rel=0.03
+    )
+    again = verify(result, VARIED, top=1, seeds=2, steps=800)
+    assert again == rows  # deterministic per seed
+
+
+def test_model_config_variants():
+    base = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}
+    moe = model_from_config(
+        {"text_config": {**base, "num_local_experts": 8, "experts_per_token": 2,
+                         "expert_intermediate_size": 32}}, "vl"
+    )  # fmt: skip
+    assert (moe.experts, moe.top_k, moe.moe_intermediate) == (8, 2, 32)
+    with pytest.raises(InputError, match=r"MoE fields .* no expert count"):
+        model_from_config({**base, "intermediate_size": 8, "moe_expert_count": 8}, "odd")
+    fp4 = model_from_config(
+        {**base, "intermediate_size": 8,
+         "quantization_config": {"config_groups": {"g": {"weights": {"num_bits": 4}}}}}, "q"
+    )  # fmt: skip
+    assert fp4.weight_bytes == 0.5
+
+
+def test_hardware_aliases_and_unknown_names():
+    assert load_hardware("h200_sxm").name == "h200"
+    with pytest.raises(InputError, match=re.escape("unknown hardware 'h300'; known:")):
+        load_hardware("h300")

@@ -14,6 +14,7 @@ import pytest
 PLAN = ["plan"]
 SIM = ["simulate", "-r", "2", "-B", "4", "--requests", "200"]
 PAPER = ["--coeffs", "paper-v1-dsv3-910c"]
+OPEN = ["simulate", "--arrivals", "poisson", "--rate", "4", "-r", "2", "-B", "4"]
 DEPLOY = ["deploy", "--gpus-ffn", "8", "-m", "2", "--no-verify", "--runtime", "none"]
 GOOD_TRACE = "num_prefill_tokens,num_decode_tokens\n100,10\n200,20\n"
 COEFFS = (
@@ -39,6 +40,7 @@ BAD_FILES = {
     "bad.jsonl": "{not json\n",
     "trace.txt": GOOD_TRACE,
     "bad.parquet": "this is not parquet",
+    "unsorted.csv": "arrived_at,num_prefill_tokens,num_decode_tokens\n2.0,10,3\n1.0,20,4\n",
     "good.csv": GOOD_TRACE,
     "good.toml": COEFFS,
     "neg.toml": COEFFS.replace("alpha=1e-8", "alpha=-1"),
@@ -276,6 +278,54 @@ CASES: list[tuple[list[str], str]] = [
     (["report", "{bad}/bad.json"], "not valid JSON"),
     (["report", "{bad}/not_results.json"], "not validation results"),
     (["presets", "--bogus"], "No such option"),
+    # open system and capacity
+    (["capacity", "--rate", "0", "--tpot-ms", "80", "-r", "4", "-B", "16"], "--rate must be > 0"),
+    (["capacity", "--rate", "nan", "--tpot-ms", "80"], "--rate must be > 0"),
+    (["capacity", "--rate", "fast", "--tpot-ms", "80"], "is not a number or a multiple"),
+    (["capacity", "--rate", "5"], "give an SLO: --tpot-ms and/or --wait-ms"),
+    (["capacity", "--rate", "5", "--tpot-ms", "-1"], "--tpot-ms must be > 0"),
+    (
+        ["capacity", "--rate", "5", "--tpot-ms", "10", "-r", "4", "-B", "16"],
+        "even an idle bundle's step takes",
+    ),
+    (
+        [
+            "capacity",
+            "--rate",
+            "1e5",
+            "--wait-ms",
+            "100",
+            "-r",
+            "2",
+            "-B",
+            "4",
+            "--max-bundles",
+            "2",
+            "--requests",
+            "3000",
+            "--no-curve",
+        ],
+        "no fleet of up to 2 bundles meets the SLOs",
+    ),
+    (
+        ["capacity", "--rate", "10x", "--workload", "fixed:prefill=10,decode=5", "--tpot-ms", "80"],
+        "a multiple needs a trace with arrival timestamps",
+    ),
+    (["capacity", "--deployment", "{bad}/missing.json", "--tpot-ms", "80"], "no such file"),
+    (["capacity", "--deployment", "{bad}/bad.json", "--tpot-ms", "80"], "not valid JSON"),
+    (["capacity", "--deployment", "{bad}/not_results.json", "--tpot-ms", "80"], "not the JSON of"),
+    (["capacity", "--rate", "5", "--tpot-ms", "80", "--max-bundles", "0"], "--max-bundles"),
+    (["capacity", "--rate", "5", "--tpot-ms", "80", "--router", "random"], "Invalid value"),
+    ([*OPEN, "--bundles", "0"], "--bundles must be >= 1"),
+    (["simulate", "--arrivals", "poisson", "-r", "2", "-B", "4"], "poisson arrivals need --rate"),
+    ([*OPEN, "--arrivals", "trace", "--workload", "fixed:prefill=10,decode=5"], "arrival-time"),
+    ([*OPEN, "--arrivals", "gamma"], "gamma:cv=X"),
+    ([*OPEN, "--arrivals", "gamma:cv=-1"], "gamma cv must be > 0"),
+    ([*OPEN, "--arrivals", "gamma:k=2"], "only gamma takes a parameter, as gamma:cv=X"),
+    ([*OPEN, "--arrivals", "burst"], "arrivals must be one of trace, poisson, gamma:cv=X"),
+    ([*OPEN, "--order", "replay"], "closed-system option(s); not with --arrivals"),
+    ([*OPEN, "--rate", "1,2"], "--rate takes one value here"),
+    ([*OPEN, "--trace", "{bad}/unsorted.csv", "--arrivals", "trace"], "not in order"),
     # deploy (fast: one FFN group, one m, no simulation)
     ([*DEPLOY, "--tpot-ms", "0"], "--tpot-ms must be > 0"),
     ([*DEPLOY, "--tpot-ms", "nan"], "--tpot-ms"),

@@ -55,6 +55,12 @@ def fast_variant(args: list[str]) -> list[str]:
         args = _set(args, "--jobs", "1")
     if command == "deploy":
         args = _set(_set(_set(args, "--gpus-ffn", "8,16"), "--top", "1"), "--seeds", "1")
+    if command == "capacity":
+        rate = "50" if "--deployment" in args else "1x"
+        args = _set(_set(args, "--requests", "3000"), "--rate", rate)
+        args = [*args, "--no-curve"] if "--no-curve" not in args else args
+    if command == "simulate" and "--arrivals" in args:
+        args = _set(args, "--requests", "3000")
     if command == "validate" and "--quick" not in args:
         args = [*args, "--quick"]
     return args
@@ -78,9 +84,16 @@ def test_readme_afdplan_commands_run_in_order(cli, tmp_path, monkeypatch):
     commands = [c for c in readme_commands() if c.startswith("afdplan ")]
     assert len(commands) >= 15
     for command in commands:
-        args = fast_variant(shlex.split(command)[1:])
+        words = shlex.split(command)
+        target = None
+        if ">" in words:  # a redirect: the command's stdout goes to a file
+            target = tmp_path / words[words.index(">") + 1]
+            words = words[: words.index(">")]
+        args = fast_variant(words[1:])
         res = cli(*args)
         assert res.code == 0, f"{command}\n{res.err}"
+        if target is not None:
+            target.write_text(res.out)
         if "--json" in args:
             res.json()  # valid JSON on stdout, nothing else
     assert (tmp_path / "out" / "validation.json").is_file()
@@ -92,6 +105,8 @@ def test_readme_afdplan_commands_run_in_order(cli, tmp_path, monkeypatch):
     [
         ("bench_sim.py", ["--requests", "3000", "--repeats", "1", "--baseline-repeats", "1"]),
         ("bench_cli.py", ["--repeats", "1"]),
+        ("bench_deploy.py", ["--repeats", "1", "--top", "1", "--seeds", "1"]),
+        ("bench_open.py", ["--repeats", "1", "--requests", "3000"]),
     ],
 )
 def test_benchmarks_run_without_shared_data(script, args, tmp_path):

@@ -41,6 +41,14 @@ class Runtime(StrEnum):
     none = "none"  # no runtime rules, no launch files
 
 
+class Router(StrEnum):
+    """How an open-system run assigns an arriving request to an attention worker."""
+
+    round_robin = "round-robin"
+    least_kv = "least-kv"  # fewest KV tokens reserved and queued
+    power_of_two = "power-of-two"  # the less loaded of two random workers
+
+
 class Percentile(StrEnum):
     """The percentile an SLO names."""
 
@@ -82,6 +90,7 @@ PIPELINES: tuple[str, ...] = tuple(p.value for p in PipelineKind)
 COMM_SCOPES: tuple[str, ...] = tuple(c.value for c in CommScope)
 ORDERS: tuple[str, ...] = tuple(o.value for o in Order)
 WARMUPS: tuple[str, ...] = tuple(w.value for w in Warmup)
+ROUTERS: tuple[str, ...] = tuple(r.value for r in Router)
 
 DEFAULT_COEFFS = "deepseek-v3-h200"
 DEFAULT_WORKLOAD = (

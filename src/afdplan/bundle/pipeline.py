@@ -145,24 +145,20 @@ class Pipeline:
                 lines.append((round_trip + t_cyc.scaled(m * L - 1)).scaled(1, name))
         return lines
 
+    @property
+    def code(self) -> int:
+        """The kind as an integer (its index in ``PIPELINES``), for compiled loops."""
+        return PIPELINES.index(self.kind)
+
     def step_time(self, a_round, a_busy, x, f, y):
         """Step time from per-layer micro-batch times (any shapes that broadcast).
 
         ``a_round``: the attention time that sets a micro-batch's round trip (the slowest
         worker's); ``a_busy``: the busiest worker's attention per micro-batch (its m tasks
-        per layer over m). Without variance both are the same a.
+        per layer over m). Without variance both are the same a. For ``overlap`` and
+        ``serial`` (m = 1) the per-layer times are the whole-step stage times over L.
         """
-        m, L = self.microbatches, self.layers
-        if self.kind == PipelineKind.pingpong:
-            return pingpong_closed_form(a_round, a_busy, x, f, y, m, L)
-        c = np.maximum(x, y)
-        if self.kind == PipelineKind.aic_optimistic:
-            cycle = np.maximum(np.maximum(a_busy, f), c)
-        elif self.kind == PipelineKind.aic_conservative:
-            cycle = np.maximum(a_busy + c, f + c)
-        else:
-            raise AssertionError(f"{self.kind} has no per-layer form")
-        return a_round + f + x + y + cycle * (m * L - 1)
+        return combine(self.code, self.microbatches, self.layers, a_round, a_busy, x, f, y)
 
     def colocated_step_time(self, a_round, a_busy, x, f, y):
         """Step time when attention and FFN share the same GPUs (ordinary decode: data-
@@ -177,11 +173,38 @@ class Pipeline:
         return pingpong_closed_form(a_round + f, a_busy + f, x + y, 0.0, 0.0, m, L)
 
 
+def combine(code: int, m: int, layers: int, a_round, a_busy, x, f, y):
+    """Step time of pipeline ``PIPELINES[code]`` from per-layer micro-batch times.
+
+    Plain arithmetic and ``np.maximum`` only, so the same function runs on numpy arrays
+    here and compiled inside the open-system simulator's loop (``afdplan.sim.kernels``).
+    """
+    L = layers
+    if code == _OVERLAP:
+        return L * np.maximum(np.maximum(a_round, f), np.maximum(x, y))
+    if code == _SERIAL:
+        return L * (a_round + x + f + y)
+    if code == _PINGPONG:
+        s_round = a_round + x + f + y
+        s_max = np.maximum(np.maximum(a_busy, x), np.maximum(f, y))
+        return s_round + (m - 1) * s_max + (L - 1) * np.maximum(m * s_max, s_round)
+    c = np.maximum(x, y)
+    if code == _AIC_OPTIMISTIC:
+        cycle = np.maximum(np.maximum(a_busy, f), c)
+    else:
+        cycle = np.maximum(a_busy + c, f + c)
+    return a_round + f + x + y + cycle * (m * L - 1)
+
+
+_OVERLAP, _SERIAL, _PINGPONG, _AIC_OPTIMISTIC, _AIC_CONSERVATIVE = (
+    PIPELINES.index(k)
+    for k in ("overlap", "serial", "pingpong", "aic-optimistic", "aic-conservative")
+)
+
+
 def pingpong_closed_form(a_round, a_busy, x, f, y, m: int, layers: int):
     """τ = S + (m − 1)·s_max + (L − 1)·max(m·s_max, S) (DESIGN §8), vectorised."""
-    s_round = a_round + x + f + y
-    s_max = np.maximum(np.maximum(a_busy, x), np.maximum(f, y))
-    return s_round + (m - 1) * s_max + (layers - 1) * np.maximum(m * s_max, s_round)
+    return combine(_PINGPONG, m, layers, a_round, a_busy, x, f, y)
 
 
 def recurrence(

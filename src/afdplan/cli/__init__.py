@@ -25,6 +25,7 @@ __all__ = ["app", "load_commands", "main"]
 # it runs; help and unknown commands import them all, in this order.
 COMMAND_MODULES = {
     "calibrate": "calibrate_cmd",
+    "capacity": "capacity_cmd",
     "deploy": "deploy_cmd",
     "plan": "plan_cmd",
     "presets": "plan_cmd",

@@ -438,6 +438,22 @@ def load_step_times(
     return linear, times
 
 
+def parse_kv_capacity(kv_capacity: str | None, linear) -> int | None:
+    """``--kv-capacity``: None, 'auto' (the coefficient set's) or an integer."""
+    if kv_capacity is None:
+        return None
+    if kv_capacity == "auto":
+        kv = linear.kv_capacity_tokens
+        require(kv is not None, "--kv-capacity auto: the coefficient set has no kv_capacity_tokens")
+        return int(kv)
+    try:
+        return int(kv_capacity)
+    except ValueError as exc:
+        raise InputError(
+            f"--kv-capacity must be an integer or 'auto', got {kv_capacity!r}"
+        ) from exc
+
+
 def check_jobs(jobs: int | None) -> None:
     require(
         jobs is None or (jobs != 0 and jobs >= -1),

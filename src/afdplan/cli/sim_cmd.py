@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import DEFAULT_COEFFS, Backend, Objective, Order, Warmup
+from afdplan.choices import DEFAULT_COEFFS, Backend, Objective, Order, Router, Warmup
 from afdplan.cli.common import (
     CoeffsOpt,
     CommOpt,
@@ -46,6 +46,7 @@ from afdplan.cli.common import (
     load_workload,
     out,
     parse_int_list,
+    parse_kv_capacity,
     prepare_output_file,
     print_json,
     progress_bar,
@@ -90,20 +91,7 @@ def sim_config(
     if requests is None and steps is None:
         requests = DEFAULT_REQUESTS
     require(requests is None or steps is None, "give --requests or --steps, not both")
-    kv = None
-    if kv_capacity is not None:
-        if kv_capacity == "auto":
-            kv = linear.kv_capacity_tokens
-            require(
-                kv is not None, "--kv-capacity auto: the coefficient set has no kv_capacity_tokens"
-            )
-        else:
-            try:
-                kv = int(kv_capacity)
-            except ValueError as exc:
-                raise InputError(
-                    f"--kv-capacity must be an integer or 'auto', got {kv_capacity!r}"
-                ) from exc
+    kv = parse_kv_capacity(kv_capacity, linear)
     return SimConfig(
         ratio=ratio,
         batch=batch,
@@ -213,11 +201,45 @@ def simulate(
     prompt_col: PromptColOpt = None,
     decode_col: DecodeColOpt = None,
     drop_invalid: DropInvalidOpt = False,
+    arrivals: Annotated[
+        str | None,
+        typer.Option(
+            "--arrivals",
+            help="Open system: trace | poisson | gamma:cv=X arrivals over time (with --rate).",
+        ),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", help="Open system: requests/s, or a multiple of the trace's (10x)."),
+    ] = None,
+    bundles: Annotated[int, typer.Option("--bundles", help="Open system: bundles.")] = 1,
+    router: Annotated[
+        Router, typer.Option("--router", help="Open system: how a request picks its worker.")
+    ] = Router.least_kv,
     as_json: JsonOpt = False,
 ) -> None:
-    """Simulate one rA–1F bundle and report throughput, step times, idle time and TPOT."""
+    """Simulate one rA–1F bundle and report throughput, step times, idle time and TPOT;
+    with --arrivals, an open system of --bundles bundles fed over time."""
     from afdplan.plan import make_plan
     from afdplan.sim import simulate_seeds
+
+    if arrivals is not None or rate is not None:
+        closed_only = {
+            "--steps": steps is not None, "--tables": tables is not None,
+            "--order": order != Order.iid, "--warmup": warmup is not None,
+            "--warmup-steps": warmup_steps is not None, "--closed-form": closed_form,
+            "--noise": noise != 0.0, "--overcommit": overcommit, "--comm": comm is not None,
+            "--gpus-attention": gpus_attention is not None, "--gpus-ffn": gpus_ffn is not None,
+            "--mode": mode is not None,
+        }  # fmt: skip
+        given = [k for k, v in closed_only.items() if v]
+        require(not given, f"{', '.join(given)}: closed-system option(s); not with --arrivals")
+        _simulate_open(
+            trace, workload, prompt_col, decode_col, drop_invalid, coeffs, ratio, batch,
+            pipeline, microbatches, layers, kv_capacity, router, bundles, arrivals, rate,
+            requests, seed, seeds, as_json,
+        )  # fmt: skip
+        return
 
     b = single_int(batch, "--batch")
     r = single_int(ratio, "--ratio")
@@ -261,6 +283,95 @@ def simulate(
         print_json({"workload": wl.describe(), "step_times": times.name, **summary.to_dict()})
         return
     _render_simulation(wl, times, summary, seeds)
+
+
+def _simulate_open(
+    trace, workload, prompt_col, decode_col, drop_invalid, coeffs, ratio, batch, pipeline,
+    microbatches, layers, kv_capacity, router, bundles, arrivals, rate, requests, seed, seeds,
+    as_json,
+) -> None:  # fmt: skip
+    from afdplan.capacity import ca2_of, predict
+    from afdplan.cli.capacity_cmd import build_fleet, parse_rates, resolve_arrivals
+    from afdplan.sim.open import simulate_open
+
+    require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
+    wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
+    values = parse_rates(rate, wl)
+    require(len(values) == 1, "--rate takes one value here (lists: capacity)")
+    arr = resolve_arrivals(arrivals, values[0], wl)
+    fleet, label = build_fleet(
+        wl, None, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router,
+        bundles,
+    )  # fmt: skip
+    n = requests or DEFAULT_REQUESTS
+    runs = [simulate_open(wl, fleet, arr, n, s) for s in range(seed, seed + seeds)]
+    summaries = [run.summary() for run in runs]
+    offered = summaries[0]["offered_rate"]
+    theory = predict(fleet, wl, offered, ca2_of(arr, runs[0].arrival))
+    from afdplan.sim.results import Estimate
+
+    est = {k: Estimate.of([sm[k] for sm in summaries]) for k in summaries[0]}
+    if as_json:
+        print_json(
+            {
+                "workload": wl.describe(),
+                "arrivals": arr.describe(),
+                "step_times": label,
+                "bundles": fleet.bundles,
+                "r": fleet.ratio,
+                "batch": fleet.batch,
+                "router": fleet.router,
+                "seeds": list(range(seed, seed + seeds)),
+                "simulated": {
+                    k: {"mean": e.mean, "half_width": e.half_width} for k, e in est.items()
+                },
+                "predicted": {
+                    "saturation_rate": theory.saturation_rate,
+                    "occupancy": theory.occupancy,
+                    "tpot_mean_s": theory.step_time_s,
+                    "wait_mean_s": theory.wait_mean_s,
+                },
+            }
+        )
+        return
+    out.print(
+        f"Open system: {fleet.bundles} bundle(s) of r = {fleet.ratio}, B = {fleet.batch}, "
+        f"{fleet.pipeline.describe()}; {arr.describe()}, {n:,} requests; router "
+        f"{fleet.router}; step times: {label}",
+        markup=False,
+    )
+    table = OutTable()
+    for name in ("metric", "simulated", "± 95% CI", "theory"):
+        table.add_column(name, justify="left" if name == "metric" else "right")
+    inf, saturation = float("inf"), theory.saturation_rate
+    rows = [
+        ("offered rate (req/s)", "offered_rate", 1.0, f"{offered:.4g}"),
+        ("throughput (req/s)", "throughput_requests", 1.0, f"{min(offered, saturation):.4g}"),
+        ("throughput (tokens/s)", "throughput_tokens", 1.0, ""),
+        ("saturation rate (req/s)", None, 1.0, f"{theory.saturation_rate:.4g}"),
+        ("TPOT mean (ms)", "tpot_mean_s", 1e3, f"{1e3 * theory.step_time_s:.2f}"),
+        ("TPOT p50 / p99 (ms)", "tpot_p99_s", 1e3, ""),
+        ("wait mean (ms)", "wait_mean_s", 1e3,
+         "saturated" if theory.wait_mean_s == inf else f"{1e3 * theory.wait_mean_s:.1f}"),
+        ("wait p50 (ms)", "wait_p50_s", 1e3, ""),
+        ("wait p99 (ms)", "wait_p99_s", 1e3, ""),
+        ("busy slots ρ", None, 1.0, f"{theory.occupancy:.3f}"),
+        ("bundle utilisation", "utilisation", 1.0, ""),
+        ("mean in system", "mean_in_system", 1.0, ""),
+        ("mean waiting", "mean_queued", 1.0, ""),
+        ("KV tokens per worker", "mean_kv_tokens_per_worker", 1.0, ""),
+    ]  # fmt: skip
+    for name, key, scale, theory_cell in rows:
+        if key is None:
+            table.add_row(name, "", "", theory_cell)
+            continue
+        e = est[key]
+        ci = "" if e.half_width != e.half_width else f"{scale * e.half_width:.3g}"
+        value = f"{scale * e.mean:.4g}"
+        if key == "tpot_p99_s":
+            value = f"{1e3 * est['tpot_p50_s'].mean:.2f} / {1e3 * e.mean:.2f}"
+        table.add_row(name, value, ci, theory_cell)
+    show(table)
 
 
 def _render_simulation(wl, times, summary, seeds: int) -> None:

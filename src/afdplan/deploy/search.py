@@ -236,12 +236,16 @@ def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:
     return replace(times, comm=comm)
 
 
-def bundle_times(target: Target, g_a: int, g_f: int, r: int) -> tuple[LinearStepTimes, bool]:
+def bundle_times(
+    model: ModelSpec, attention_hw: HardwareSpec, ffn_hw: HardwareSpec, g_a: int, g_f: int, r: int
+) -> tuple[LinearStepTimes, bool]:
     """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
     scale-up domain on one kind of hardware, else the inter-node link; FFN fan-in."""
-    cross = target.heterogeneous or r * g_a + g_f > target.attention_hw.scaleup_gpus
-    times = _derive(target, g_a, g_f, cross)
-    require(times is not None, f"the weights do not fit g_A = {g_a}, g_F = {g_f}")
+    heterogeneous = attention_hw.name != ffn_hw.name
+    cross = heterogeneous or r * g_a + g_f > attention_hw.scaleup_gpus
+    times = derive(
+        model, attention_hw, g_a, g_f, ffn_hw if heterogeneous else None, cross_node=cross
+    ).times
     return with_fan_in(times, r, g_f), cross
 
 

@@ -38,7 +38,8 @@ def verify(
     pct = t.slo.percentile
     out = []
     for i, row in enumerate(rows):
-        times, _ = bundle_times(t, int(row["gpus_attention"]), int(row["gpus_ffn"]), int(row["r"]))
+        g_a, g_f, r = (int(row[k]) for k in ("gpus_attention", "gpus_ffn", "r"))
+        times, _ = bundle_times(t.model, t.attention_hw, t.ffn_hw, g_a, g_f, r)
         config = SimConfig(
             ratio=int(row["r"]),
             batch=int(row["batch"]),

@@ -74,3 +74,27 @@ def plot_frontier(frontier: pd.DataFrame, chosen: dict, title: str, path: str | 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_queue(result, title: str, path: str | Path) -> None:
+    """Requests queued and in the system, and KV tokens per worker, over time (seconds
+    since the first arrival) of one open-system run."""
+    ev = result.events
+    t = ev["time"] - ev["time"][0]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True)
+    top.step(t, ev["in_system"], where="post", label="in the system", lw=0.8)
+    top.step(t, ev["queued"], where="post", label="waiting", lw=0.8)
+    top.set_ylabel("requests")
+    top.legend(fontsize=8)
+    top.set_title(title, fontsize=10)
+    bottom.step(t, ev["kv_tokens"] / result.fleet.workers, where="post", lw=0.8)
+    if result.fleet.kv_capacity_tokens:
+        bottom.axhline(result.fleet.kv_capacity_tokens, color="k", ls="--", lw=0.8, label="KV cap")
+        bottom.legend(fontsize=8)
+    bottom.set_ylabel("KV tokens per worker")
+    bottom.set_xlabel("seconds")
+    for ax in (top, bottom):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

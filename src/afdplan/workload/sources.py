@@ -207,6 +207,7 @@ class EmpiricalWorkload(Workload):
     source: str = "trace"
     arrival: np.ndarray | None = None
     dropped_rows: int = 0
+    arrival_sorted: bool = True  # the file listed requests in arrival order
     _biased_cdf: np.ndarray = field(init=False, repr=False, compare=False)
     # moments and stats, computed once: a study asks for them at every (case, B, r)
     _cache: dict = field(init=False, repr=False, compare=False)

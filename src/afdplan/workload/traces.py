@@ -128,6 +128,7 @@ def read_trace(
     keep = ~invalid
     require(bool(keep.any()), f"{path}: no valid requests left after dropping invalid rows")
     arrival = None
+    in_order = True
     arrival_col = next((c for c in ARRIVAL_COLUMNS if c in frame.columns), None)
     order = np.arange(int(keep.sum()))
     if arrival_col is not None:
@@ -137,6 +138,7 @@ def read_trace(
             times = (times - times.min()).dt.total_seconds()
         if not times.isna().any():
             arrival = times.to_numpy(dtype=np.float64)[keep]
+            in_order = bool(np.all(np.diff(arrival) >= 0))
             order = np.argsort(arrival, kind="stable")
             arrival = arrival[order] - arrival[order][0]
     return EmpiricalWorkload(
@@ -145,4 +147,5 @@ def read_trace(
         source=path.name,
         arrival=arrival,
         dropped_rows=int(invalid.sum()),
+        arrival_sorted=in_order,
     )

@@ -1,0 +1,303 @@
+"""From a request rate to a fleet of AFD bundles (issue 12).
+
+``size_fleet`` finds the smallest number of identical bundles that meets the SLOs (a
+percentile of per-request TPOT, and of the wait before the first decode step) at a given
+rate, by open-system simulation (``afdplan.sim.open``), starting from the closed-form
+saturation bound of ``afdplan.theory.queueing``. ``goodput_curve`` sweeps the rate
+offered to one bundle and finds its knee. ``predict`` is the closed form printed beside
+every simulated figure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from afdplan.errors import InputError, check_positive, require
+from afdplan.sim.open import Arrivals, Fleet, OpenResult, simulate_open
+from afdplan.theory.barrier import expected_max_normal, layered_times
+from afdplan.theory.queueing import allen_cunneen_wait
+from afdplan.workload import Workload
+
+DEFAULT_MAX_BUNDLES = 4096
+CURVE_RESIDENCES = 25
+CURVE_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
+
+
+@dataclass(frozen=True)
+class Slos:
+    """Per-request TPOT and wait (seconds) at their percentiles; None: not constrained."""
+
+    tpot_s: float | None = None
+    tpot_percentile: int = 99
+    wait_s: float | None = None
+    wait_percentile: int = 99
+
+    def __post_init__(self) -> None:
+        for label, value in (("--tpot-ms", self.tpot_s), ("--wait-ms", self.wait_s)):
+            if value is not None:
+                check_positive(label, value)
+        require(
+            self.tpot_s is not None or self.wait_s is not None,
+            "give an SLO: --tpot-ms and/or --wait-ms",
+        )
+
+    def met(self, summary: dict) -> bool:
+        ok = True
+        if self.tpot_s is not None:
+            ok &= summary[f"tpot_p{self.tpot_percentile}_s"] <= self.tpot_s
+        if self.wait_s is not None:
+            ok &= summary[f"wait_p{self.wait_percentile}_s"] <= self.wait_s
+        return bool(ok)
+
+    def summary(self, result: OpenResult) -> dict:
+        """The run's summary with goodput counted against the mean-free SLO limits."""
+        return result.summary(self.tpot_s, self.wait_s)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Closed-form figures for a fleet at one rate (seconds, requests/s)."""
+
+    rate: float
+    saturation_rate: float  # the whole fleet's
+    batch_effective: float  # slots per worker the KV cache allows
+    occupancy: float  # ρ, share of busy slots (1 at or above saturation)
+    step_time_s: float  # E[τ] at that occupancy: the mean TPOT
+    wait_mean_s: float  # half a step + Allen–Cunneen's queue; inf at or above saturation
+
+
+def _moments(workload: Workload) -> tuple[float, float, float]:
+    """(E[D], Var(D), E[P + D]) of the workload's requests."""
+    m = workload.moments()
+    return m.decode, max(m.decode2 - m.decode**2, 0.0), m.prompt + m.decode
+
+
+def effective_batch(fleet: Fleet, workload: Workload) -> float:
+    """Slots per worker: B, or what the KV cap holds when each request reserves P + D."""
+    if fleet.kv_capacity_tokens is None:
+        return float(fleet.batch)
+    return min(float(fleet.batch), fleet.kv_capacity_tokens / _moments(workload)[2])
+
+
+def step_time_at(fleet: Fleet, workload: Workload, per_worker: float) -> float:
+    """E[τ] with ``per_worker`` sequences on each worker (barrier over its r workers)."""
+    s = workload.stats()
+    p = fleet.pipeline
+    batch = max(per_worker, float(p.microbatches) * 1e-3)
+    spread = expected_max_normal(fleet.ratio) if fleet.ratio > 1 else 0.0
+    lt = layered_times(p, fleet.times, batch, fleet.ratio, s.theta, s.v, spread)
+    return float(lt.step_time)
+
+
+def saturation_rate(fleet: Fleet, workload: Workload) -> float:
+    """λ_max = bundles·r·B_eff / (E[D]·E[τ at full batch]), requests/s."""
+    b = effective_batch(fleet, workload)
+    mean_d = _moments(workload)[0]
+    return fleet.bundles * fleet.ratio * b / (mean_d * step_time_at(fleet, workload, b))
+
+
+def predict(fleet: Fleet, workload: Workload, rate: float, ca2: float = 1.0) -> Prediction:
+    """ρ from the fixed point ρ = λ_w·E[D]·τ(ρ)/B_eff, then the Allen–Cunneen wait."""
+    check_positive("rate", rate)
+    mean_d, var_d, _ = _moments(workload)
+    b = effective_batch(fleet, workload)
+    lam_w = rate / fleet.workers
+    saturation = saturation_rate(fleet, workload)
+    if rate >= saturation:
+        tau = step_time_at(fleet, workload, b)
+        return Prediction(rate, saturation, b, 1.0, tau, math.inf)
+    rho = 0.5
+    for _ in range(200):
+        new = lam_w * mean_d * step_time_at(fleet, workload, rho * b) / b
+        new = min(new, 1.0)
+        if abs(new - rho) < 1e-10:
+            break
+        rho = 0.5 * (rho + new)
+    tau = step_time_at(fleet, workload, rho * b)
+    servers = max(1, math.floor(b))
+    queue = allen_cunneen_wait(servers, lam_w, mean_d * tau, ca2, var_d / mean_d**2)
+    # Admission happens at step boundaries: an arrival first waits out the current step.
+    return Prediction(rate, saturation, b, rho, tau, queue + tau / 2)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One simulated fleet size."""
+
+    bundles: int
+    summary: dict
+    prediction: Prediction
+    meets: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "bundles": self.bundles,
+            "meets_slos": self.meets,
+            "simulated": self.summary,
+            "predicted": asdict(self.prediction),
+        }
+
+
+@dataclass(frozen=True)
+class Sizing:
+    rate: float
+    bundles: int
+    gpus: float
+    cost_per_hour: float | None
+    probes: tuple[Probe, ...]
+    chosen: Probe
+    result: OpenResult  # the chosen fleet's run (queue over time)
+
+    def to_dict(self) -> dict:
+        return {
+            "rate": self.rate,
+            "bundles": self.bundles,
+            "gpus": self.gpus,
+            "cost_per_hour": self.cost_per_hour,
+            "goodput": self.chosen.summary["goodput"],
+            "chosen": self.chosen.to_dict(),
+            "rows": [p.to_dict() for p in self.probes],
+        }
+
+
+def ca2_of(arrivals: Arrivals, times: np.ndarray | None = None) -> float:
+    """Squared coefficient of variation of the inter-arrival times."""
+    if arrivals.kind == "poisson":
+        return 1.0
+    if arrivals.kind == "gamma":
+        return arrivals.cv**2
+    gaps = np.diff(times) if times is not None else np.array([1.0])
+    return float(gaps.var() / gaps.mean() ** 2) if gaps.size > 1 and gaps.mean() > 0 else 1.0
+
+
+def size_fleet(
+    workload: Workload,
+    fleet: Fleet,
+    arrivals: Arrivals,
+    slos: Slos,
+    requests: int,
+    seed: int = 0,
+    max_bundles: int = DEFAULT_MAX_BUNDLES,
+    price_per_bundle_hour: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Sizing:
+    """The fewest bundles (like ``fleet``) meeting ``slos`` at ``arrivals.rate``.
+
+    Starts at the saturation bound ⌈λ / λ_max(1 bundle)⌉, doubles until the SLOs hold,
+    then bisects (goodput grows with the fleet). Refuses when even ``max_bundles`` do
+    not meet the SLOs, naming the best it saw.
+    """
+    require(max_bundles >= 1, f"--max-bundles must be >= 1, got {max_bundles}")
+    one = replace(fleet, bundles=1)
+    rate = _rate(arrivals, workload)
+    floor = _unloaded_tpot(one, workload)
+    if slos.tpot_s is not None and floor > slos.tpot_s:
+        raise InputError(
+            f"even an idle bundle's step takes {1e3 * floor:.1f} ms > the TPOT SLO of "
+            f"{1e3 * slos.tpot_s:g} ms; no number of bundles can meet it"
+        )
+    ca2 = None
+    probes: dict[int, tuple[Probe, OpenResult]] = {}
+
+    def probe(n: int) -> Probe:
+        nonlocal ca2
+        if n not in probes:
+            f = replace(fleet, bundles=n)
+            run = simulate_open(workload, f, arrivals, requests, seed)
+            ca2 = ca2_of(arrivals, run.arrival) if ca2 is None else ca2
+            summary = slos.summary(run)
+            probes[n] = (Probe(n, summary, predict(f, workload, rate, ca2), slos.met(summary)), run)
+            if progress is not None:
+                progress(len(probes))
+        return probes[n][0]
+
+    start = min(max(1, math.ceil(rate / saturation_rate(one, workload))), max_bundles)
+    lo, n = 0, start
+    while not probe(n).meets:
+        lo = n
+        if n >= max_bundles:
+            best = max(probes.values(), key=lambda pr: pr[0].summary["slo_attainment"])[0]
+            raise InputError(
+                f"no fleet of up to {max_bundles} bundles meets the SLOs at {rate:g} req/s; "
+                f"at {best.bundles} bundles {best.summary['slo_attainment']:.1%} of requests "
+                "meet them (raise --max-bundles or relax the SLOs)"
+            )
+        n = min(2 * n, max_bundles)
+    hi = n
+    if lo == 0 and hi > 1 and not probe(hi - 1).meets:
+        lo = hi - 1  # the saturation bound was tight: one fewer fails
+    while hi - lo > 1:  # bisect: goodput grows with the fleet
+        mid = (lo + hi) // 2
+        if probe(mid).meets:
+            hi = mid
+        else:
+            lo = mid
+    chosen, run = probes[hi]
+    gpus = hi * (fleet.ratio * fleet.times.gpus_attention + fleet.times.gpus_ffn)
+    cost = None if price_per_bundle_hour is None else hi * price_per_bundle_hour
+    ordered = tuple(probes[k][0] for k in sorted(probes))
+    return Sizing(rate, hi, gpus, cost, ordered, chosen, run)
+
+
+def goodput_curve(
+    workload: Workload,
+    fleet: Fleet,
+    arrivals: Arrivals,
+    slos: Slos,
+    requests: int,
+    seed: int = 0,
+    shares: tuple[float, ...] = CURVE_SHARES,
+) -> list[dict]:
+    """Goodput of one bundle at rates that are ``shares`` of its saturation rate."""
+    one = replace(fleet, bundles=1)
+    lam = saturation_rate(one, workload)
+    residence = _moments(workload)[0] * step_time_at(one, workload, effective_batch(one, workload))
+    rows = []
+    for share in shares:
+        rate = share * lam
+        arr = replace(arrivals, rate=rate)
+        # a window of ~25 mean residences, so the filling from empty does not bias it
+        n = max(requests, math.ceil(CURVE_RESIDENCES * rate * residence))
+        run = simulate_open(workload, one, arr, n, seed)
+        summary = slos.summary(run)
+        pred = predict(one, workload, rate, ca2_of(arr, run.arrival))
+        rows.append(
+            {
+                "share_of_saturation": share,
+                "rate": rate,
+                "goodput": summary["goodput"],
+                "throughput_requests": summary["throughput_requests"],
+                "slo_attainment": summary["slo_attainment"],
+                f"tpot_p{slos.tpot_percentile}_s": summary[f"tpot_p{slos.tpot_percentile}_s"],
+                f"wait_p{slos.wait_percentile}_s": summary[f"wait_p{slos.wait_percentile}_s"],
+                "wait_mean_s": summary["wait_mean_s"],
+                "tpot_mean_s": summary["tpot_mean_s"],
+                "predicted_wait_mean_s": pred.wait_mean_s,
+                "predicted_tpot_mean_s": pred.step_time_s,
+                "requests": n,
+            }
+        )
+    best = max(rows, key=lambda row: row["goodput"])
+    for row in rows:
+        row["knee"] = row is best
+    return rows
+
+
+def _rate(arrivals: Arrivals, workload: Workload) -> float:
+    if arrivals.rate is not None:
+        return float(arrivals.rate)
+    arrival = getattr(workload, "arrival", None)
+    require(arrival is not None, "a rate is needed: give --rate")
+    return float((arrival.size - 1) / (arrival[-1] - arrival[0]))
+
+
+def _unloaded_tpot(fleet: Fleet, workload: Workload) -> float:
+    """The step time with a single sequence in the bundle (the smallest TPOT there is)."""
+    s = workload.stats()
+    p = fleet.pipeline
+    lt = layered_times(p, fleet.times, 1.0, 1, s.theta, 0.0, 0.0)
+    return float(lt.step_time)

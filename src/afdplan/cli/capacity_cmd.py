@@ -1,0 +1,383 @@
+"""``afdplan capacity``: from a request rate to a fleet of bundles (open-system runs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from afdplan.choices import DEFAULT_COEFFS, Percentile, Router
+from afdplan.cli.common import (
+    CoeffsOpt,
+    DecodeColOpt,
+    DropInvalidOpt,
+    JsonOpt,
+    KvOpt,
+    LayersOpt,
+    MicrobatchesOpt,
+    OutTable,
+    PipelineOpt,
+    PriceAttOpt,
+    PriceFfnOpt,
+    PromptColOpt,
+    SaveDirOpt,
+    SeedOpt,
+    TraceOpt,
+    WorkloadOpt,
+    app,
+    load_workload,
+    out,
+    parse_kv_capacity,
+    prepare_output_dir,
+    print_json,
+    progress_bar,
+    resolve_pipeline,
+    show,
+    single_int,
+)
+from afdplan.errors import InputError, require
+
+DEFAULT_OPEN_REQUESTS = 50_000
+
+ArrivalsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--arrivals",
+        help="trace | poisson | gamma:cv=X [trace when the trace has timestamps, else poisson].",
+    ),
+]
+RouterOpt = Annotated[Router, typer.Option("--router", help="How a request picks its worker.")]
+DeploymentOpt = Annotated[
+    Path | None,
+    typer.Option("--deployment", help="The JSON of `afdplan deploy --json`: its chosen bundle."),
+]
+
+
+def parse_rates(text: str | None, workload, what: str = "--rate") -> list[float | None]:
+    """'5', '10x' (times the trace's recorded rate) or a comma list of them."""
+    if text is None:
+        return [None]
+    rates: list[float | None] = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        scale = item.lower().endswith("x")
+        try:
+            value = float(item[:-1] if scale else item)
+        except ValueError as exc:
+            raise InputError(f"{what}: {item!r} is not a number or a multiple like 10x") from exc
+        require(value > 0 and value < float("inf"), f"{what} must be > 0, got {item!r}")
+        if scale:
+            arrival = getattr(workload, "arrival", None)
+            require(
+                arrival is not None and arrival[-1] > arrival[0],
+                f"{what} {item}: a multiple needs a trace with arrival timestamps",
+            )
+            value *= (arrival.size - 1) / (arrival[-1] - arrival[0])
+        rates.append(value)
+    require(bool(rates), f"{what}: empty list")
+    return rates
+
+
+def build_fleet(
+    wl,
+    deployment: Path | None,
+    coeffs: str,
+    ratio: str | None,
+    batch: str | None,
+    pipeline,
+    microbatches: int,
+    layers: int | None,
+    kv_capacity: str | None,
+    router: Router,
+    bundles: int = 1,
+):
+    """(Fleet, description, (price per attention GPU-hour, per FFN GPU-hour) weights)."""
+    from afdplan.sim.open import Fleet
+
+    if deployment is not None:
+        require(
+            ratio is None and batch is None and pipeline is None,
+            "--deployment fixes r, B and the pipeline; do not give -r, -B or --pipeline",
+        )
+        times, pipe, r, b, label = _from_deployment(deployment)
+    else:
+        from afdplan.calibrate.resolve import resolve_coeffs
+
+        times = resolve_coeffs(coeffs)
+        pipe = resolve_pipeline(pipeline, None, microbatches, layers, times)
+        r, b = single_int(ratio, "--ratio"), single_int(batch, "--batch")
+        if r is None or b is None:
+            from afdplan.plan import make_plan
+
+            planned = make_plan(wl, times, b, pipeline=pipe, objective="gpu")
+            b = planned.deployment.batch
+            r = r if r is not None else planned.recommended.point.r
+        label = times.name
+    cap = parse_kv_capacity(
+        kv_capacity if kv_capacity is not None else ("auto" if times.kv_capacity_tokens else None),
+        times,
+    )
+    fleet = Fleet(times, r, b, bundles, pipe, cap, router.value)
+    return fleet, label
+
+
+def _from_deployment(path: Path):
+    from afdplan.bundle import Pipeline
+    from afdplan.calibrate.specs import load_hardware, load_model
+    from afdplan.deploy.search import bundle_times
+
+    require(path.is_file(), f"--deployment {path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+        chosen = data["chosen"]
+        model = load_model(data["model"])
+        a_hw, f_hw = load_hardware(data["attention_hw"]), load_hardware(data["ffn_hw"])
+        r, b, m, g_a, g_f = (
+            int(chosen[k]) for k in ("r", "batch", "microbatches", "gpus_attention", "gpus_ffn")
+        )
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"--deployment {path}: not valid JSON") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"--deployment {path}: not the JSON of `afdplan deploy --json` (missing {exc})"
+        ) from exc
+    times, _ = bundle_times(model, a_hw, f_hw, g_a, g_f, r)
+    label = f"deploy: {model.name} on {a_hw.name}" + (
+        "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
+    )
+    return times, Pipeline("pingpong", m, model.layers), r, b, label
+
+
+def resolve_arrivals(text: str | None, rate: float | None, wl):
+    from afdplan.sim.open import Arrivals
+
+    if text is None:
+        text = "trace" if getattr(wl, "arrival", None) is not None else "poisson"
+    return Arrivals.parse(text, rate)
+
+
+@app.command()
+def capacity(
+    trace: TraceOpt = None,
+    workload: WorkloadOpt = None,
+    prompt_col: PromptColOpt = None,
+    decode_col: DecodeColOpt = None,
+    drop_invalid: DropInvalidOpt = False,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", help="Requests/s, or a multiple of the trace's rate (10x); a list."),
+    ] = None,
+    arrivals: ArrivalsOpt = None,
+    tpot_ms: Annotated[
+        float | None, typer.Option("--tpot-ms", help="SLO on a request's TPOT, milliseconds.")
+    ] = None,
+    tpot_percentile: Annotated[
+        Percentile, typer.Option("--tpot-percentile", help="Percentile of TPOT the SLO bounds.")
+    ] = Percentile.p99,
+    wait_ms: Annotated[
+        float | None,
+        typer.Option("--wait-ms", help="SLO on the wait before the first decode step, ms."),
+    ] = None,
+    wait_percentile: Annotated[
+        Percentile, typer.Option("--wait-percentile", help="Percentile of the wait it bounds.")
+    ] = Percentile.p99,
+    deployment: DeploymentOpt = None,
+    coeffs: CoeffsOpt = DEFAULT_COEFFS,
+    batch: Annotated[
+        str | None, typer.Option("--batch", "-B", help="Sequences per Attention worker [plan's].")
+    ] = None,
+    ratio: Annotated[
+        str | None, typer.Option("--ratio", "-r", help="Attention workers per bundle [plan's].")
+    ] = None,
+    pipeline: PipelineOpt = None,
+    microbatches: MicrobatchesOpt = 1,
+    layers: LayersOpt = None,
+    kv_capacity: KvOpt = None,
+    router: RouterOpt = Router.least_kv,
+    requests: Annotated[
+        int, typer.Option("--requests", help="Arrivals simulated per fleet size.")
+    ] = DEFAULT_OPEN_REQUESTS,
+    max_bundles: Annotated[
+        int, typer.Option("--max-bundles", help="Largest fleet to try before giving up.")
+    ] = 4096,
+    curve: Annotated[
+        bool, typer.Option("--curve/--no-curve", help="Goodput of one bundle against its rate.")
+    ] = True,
+    price_attention: PriceAttOpt = None,
+    price_ffn: PriceFfnOpt = None,
+    seed: SeedOpt = 0,
+    save_dir: SaveDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The fewest bundles that meet TPOT and wait SLOs at a request rate, by open-system
+    simulation, beside the closed-form saturation rate and queueing wait."""
+    from afdplan.capacity import Slos, goodput_curve, size_fleet
+
+    require(requests >= 2, f"--requests must be >= 2, got {requests}")
+    require(seed >= 0, f"--seed must be >= 0, got {seed}")
+    folder = prepare_output_dir(save_dir)
+    slos = Slos(
+        None if tpot_ms is None else tpot_ms / 1e3,
+        int(tpot_percentile.value[1:]),
+        None if wait_ms is None else wait_ms / 1e3,
+        int(wait_percentile.value[1:]),
+    )
+    wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
+    rates = parse_rates(rate, wl)
+    fleet, label = build_fleet(
+        wl, deployment, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router
+    )
+    price = None
+    if price_attention is not None and price_ffn is not None:
+        t = fleet.times
+        price = fleet.ratio * t.gpus_attention * price_attention + t.gpus_ffn * price_ffn
+    sizings = []
+    with progress_bar("simulating fleets") as bar:
+        task = bar.add_task("fleets", total=None)
+        for value in rates:
+            arr = resolve_arrivals(arrivals, value, wl)
+            sizings.append(
+                size_fleet(
+                    wl, fleet, arr, slos, requests, seed, max_bundles, price,
+                    progress=lambda _n: bar.advance(task),
+                )
+            )  # fmt: skip
+    rows = []
+    if curve:
+        base = resolve_arrivals(arrivals, None, wl) if arrivals else None
+        kind = base if base is not None and base.kind != "trace" else None
+        from afdplan.sim.open import Arrivals
+
+        rows = goodput_curve(
+            wl, fleet, kind or Arrivals("poisson", 1.0), slos, max(requests // 4, 2000), seed
+        )
+    files = _write(folder, sizings, rows) if folder is not None else []
+    if as_json:
+        print_json(
+            {
+                "workload": wl.describe(),
+                "step_times": label,
+                "bundle": {
+                    "r": fleet.ratio,
+                    "batch": fleet.batch,
+                    "pipeline": fleet.pipeline.describe(),
+                    "gpus": fleet.gpus,
+                    "kv_capacity_tokens": fleet.kv_capacity_tokens,
+                    "router": fleet.router,
+                },
+                "slos": {
+                    "tpot_ms": tpot_ms,
+                    "tpot_percentile": slos.tpot_percentile,
+                    "wait_ms": wait_ms,
+                    "wait_percentile": slos.wait_percentile,
+                },
+                **(sizings[0].to_dict() if len(sizings) == 1 else {}),
+                "rates": [s.to_dict() for s in sizings],
+                "curve": rows,
+                "files": [str(f) for f in files],
+            }
+        )
+        return
+    _render(wl, label, fleet, slos, sizings, rows, files)
+
+
+def _write(folder: Path, sizings, rows) -> list[Path]:
+    import pandas as pd
+
+    from afdplan.report.figures import plot_queue
+
+    paths = []
+    table = pd.DataFrame(
+        [
+            {"rate": s.rate, "bundles": p.bundles, "meets_slos": p.meets, **p.summary}
+            for s in sizings
+            for p in s.probes
+        ]
+    )
+    table.to_csv(folder / "fleets.csv", index=False)
+    paths.append(folder / "fleets.csv")
+    if rows:
+        pd.DataFrame(rows).to_csv(folder / "goodput_curve.csv", index=False)
+        paths.append(folder / "goodput_curve.csv")
+    for s in sizings:
+        png = folder / f"queue_{s.rate:.4g}rps.png"
+        plot_queue(s.result, f"{s.bundles} bundle(s) at {s.rate:.4g} req/s", png)
+        paths.append(png)
+    return paths
+
+
+def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
+    p = fleet.pipeline
+    out.print(
+        f"Workload {wl.describe()}; bundle: r = {fleet.ratio}, B = {fleet.batch}, "
+        f"{p.describe()}, {fleet.gpus:g} GPUs, KV cap "
+        f"{'none' if fleet.kv_capacity_tokens is None else f'{fleet.kv_capacity_tokens:,}'}"
+        f" tokens/worker, router {fleet.router}; step times: {label}",
+        markup=False,
+    )
+    slo_text = " and ".join(
+        text
+        for text in (
+            None
+            if slos.tpot_s is None
+            else f"TPOT p{slos.tpot_percentile} <= {1e3 * slos.tpot_s:g} ms",
+            None
+            if slos.wait_s is None
+            else f"wait p{slos.wait_percentile} <= {1e3 * slos.wait_s:g} ms",
+        )
+        if text
+    )
+    table = OutTable(f"Fleet size for {slo_text} (simulated; theory beside)")
+    tp, wp = f"p{slos.tpot_percentile}", f"p{slos.wait_percentile}"
+    for name in ("req/s", "bundles", "GPUs", "$/h", "goodput", "SLO met", f"TPOT {tp} ms",
+                 "TPOT theory ms", f"wait {wp} ms", "wait mean ms", "wait theory ms",
+                 "λ_max theory"):  # fmt: skip
+        table.add_column(name, justify="right")
+    for s in sizings:
+        for probe in s.probes:
+            sm, pr = probe.summary, probe.prediction
+            chosen = probe is s.chosen
+            per_bundle = None if s.cost_per_hour is None else s.cost_per_hour / s.bundles
+            cost = "" if per_bundle is None else f"{probe.bundles * per_bundle:,.0f}"
+            table.add_row(
+                f"{s.rate:.4g}", probe.bundles, f"{probe.bundles * fleet.gpus:g}",
+                cost, f"{sm['goodput']:.4g}", f"{sm['slo_attainment']:.1%}",
+                f"{1e3 * sm[f'tpot_{tp}_s']:.1f}", f"{1e3 * pr.step_time_s:.1f}",
+                f"{1e3 * sm[f'wait_{wp}_s']:.0f}", f"{1e3 * sm['wait_mean_s']:.0f}",
+                "sat." if pr.wait_mean_s == float("inf") else f"{1e3 * pr.wait_mean_s:.0f}",
+                f"{pr.saturation_rate:.4g}",
+                style="bold" if chosen else None,
+            )  # fmt: skip
+    show(table)
+    for s in sizings:
+        short = s.chosen.summary["window_residences"]
+        if short < 10:
+            out.print(
+                f"note: at {s.rate:.4g} req/s the measured window is {short:.1f} mean "
+                "residences long; rates read low while the fleet fills (raise --requests)",
+                markup=False,
+            )
+        out.print(
+            f"{s.rate:.4g} req/s: {s.bundles} bundle(s), {s.gpus:g} GPUs"
+            + ("" if s.cost_per_hour is None else f", ${s.cost_per_hour:,.0f}/hour")
+            + f"; goodput {s.chosen.summary['goodput']:.4g} req/s",
+            markup=False,
+        )
+    if rows:
+        curve = OutTable("One bundle: goodput against the offered rate (Poisson)")
+        for name in ("× saturation", "req/s", "goodput", "met", "TPOT mean ms", "theory",
+                     "wait mean ms", "theory", "knee"):  # fmt: skip
+            curve.add_column(name, justify="right")
+        for row in rows:
+            wait_theory = row["predicted_wait_mean_s"]
+            curve.add_row(
+                f"{row['share_of_saturation']:.2f}", f"{row['rate']:.4g}", f"{row['goodput']:.4g}",
+                f"{row['slo_attainment']:.1%}", f"{1e3 * row['tpot_mean_s']:.1f}",
+                f"{1e3 * row['predicted_tpot_mean_s']:.1f}", f"{1e3 * row['wait_mean_s']:.0f}",
+                "sat." if wait_theory == float("inf") else f"{1e3 * wait_theory:.0f}",
+                "<- knee" if row["knee"] else "",
+            )  # fmt: skip
+        show(curve)
+    for path in files:
+        out.print(f"wrote {path}", markup=False)

@@ -1,0 +1,195 @@
+"""The open-system event loop (issue 12), written once as a plain loop over arrays and
+compiled with numba; ``afdplan.sim.open_reference`` is an independent, object-based
+implementation of the same model that the tests compare against.
+
+Time advances from event to event: the next arrival or the end of some bundle's step.
+Between events nothing changes, so the loop costs O(r·B) per bundle step and O(1) (or
+O(workers) for least-KV routing) per arrival, independent of how long the gaps are.
+
+Model (times in seconds, tokens):
+* a request arrives at ``arrival[i]`` and is routed at once to one attention worker
+  (``route`` 0: round-robin, 1: least KV tokens reserved + queued, 2: the less loaded of
+  two pre-drawn candidates ``cand[i]``); it waits in that worker's FIFO queue;
+* at a step boundary of its bundle (or at once, if the bundle is idle) the head of each
+  worker's queue is admitted while a slot is free and, with a KV capacity, its final
+  context P + D fits the worker's reservations (strict FIFO: the head blocks the queue);
+* a step of a bundle takes ``combine`` (DESIGN §8 closed form) of the per-layer times at
+  its current loads: each worker's B_i sequences and T_i KV tokens split evenly over m
+  micro-batches; the round trip waits for the slowest worker; the FFN sees Σ_i B_i/m
+  tokens; the transfer carries the largest worker's part (or all of them, aggregate);
+* a request in its k-th step holds P + k − 1 KV tokens, and ends after its D-th step.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from afdplan.bundle.pipeline import combine
+
+# The one closed form of a step (afdplan.bundle.pipeline), compiled for the loop.
+_combine = numba.njit(cache=True)(combine)
+
+
+def _loop(
+    arrival, prompt, decode, route, cand, bundles, r, batch, kv_cap, coef, aggregate,
+    code, m, layers, start, finish, worker_of, ev_time, ev_system, ev_queue, ev_kv,
+):  # fmt: skip  # pragma: no cover - compiled
+    n = arrival.shape[0]
+    workers = bundles * r
+    slots = workers * batch
+    rem = np.zeros(slots, np.int64)
+    ctx = np.zeros(slots, np.int64)
+    # Worker w's active sequences sit compactly in [w·B, w·B + count[w]): a step visits
+    # only those, so a big, lightly loaded bundle costs what its load costs.
+    owner = np.full(slots, -1, np.int64)
+    count = np.zeros(workers, np.int64)
+    kv = np.zeros(workers, np.int64)  # KV tokens held now
+    reserved = np.zeros(workers, np.int64)  # Σ P + D of admitted requests
+    queued_kv = np.zeros(workers, np.int64)
+    head = np.full(workers, -1, np.int64)
+    tail = np.full(workers, -1, np.int64)
+    nxt = np.full(n, -1, np.int64)
+    qlen = np.zeros(workers, np.int64)
+    step_end = np.full(bundles, np.inf)
+    busy = np.zeros(bundles)
+    a_alpha, a_beta, a_gamma, f_alpha, f_beta, c_alpha, c_beta = (
+        coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6],
+    )  # fmt: skip
+    events = 0
+    in_system = 0
+    queued = 0
+    kv_total = 0
+    done = 0
+    a = 0
+    t = 0.0
+    steps = 0
+    cap_events = ev_time.shape[0]
+    while done < n:
+        kb = 0
+        te = np.inf
+        for k in range(bundles):
+            if step_end[k] < te:
+                te = step_end[k]
+                kb = k
+        if a < n and arrival[a] <= te:
+            t = arrival[a]
+            if route == 0:
+                w = a % workers
+            elif route == 1:
+                w = 0
+                best = reserved[0] + queued_kv[0]
+                for v in range(1, workers):
+                    load = reserved[v] + queued_kv[v]
+                    if load < best:
+                        best = load
+                        w = v
+            else:
+                w0 = cand[a, 0]
+                w1 = cand[a, 1]
+                w = w0
+                if reserved[w1] + queued_kv[w1] < reserved[w0] + queued_kv[w0]:
+                    w = w1
+            worker_of[a] = w
+            if tail[w] < 0:
+                head[w] = a
+            else:
+                nxt[tail[w]] = a
+            tail[w] = a
+            qlen[w] += 1
+            queued += 1
+            queued_kv[w] += prompt[a] + decode[a]
+            in_system += 1
+            kb = w // r
+            a += 1
+            if step_end[kb] == np.inf:  # an idle bundle starts a step at once
+                te = t
+            else:
+                if events < cap_events:
+                    ev_time[events] = t
+                    ev_system[events] = in_system
+                    ev_queue[events] = queued
+                    ev_kv[events] = kv_total
+                events += 1
+                continue
+        else:
+            t = te
+            steps += 1
+            for w in range(kb * r, (kb + 1) * r):
+                base = w * batch
+                j = 0
+                while j < count[w]:
+                    s = base + j
+                    rem[s] -= 1
+                    ctx[s] += 1
+                    kv[w] += 1
+                    kv_total += 1
+                    if rem[s] > 0:
+                        j += 1
+                        continue
+                    i = owner[s]
+                    finish[i] = t
+                    kv[w] -= ctx[s]
+                    kv_total -= ctx[s]
+                    reserved[w] -= prompt[i] + decode[i]
+                    in_system -= 1
+                    done += 1
+                    last = base + count[w] - 1  # the last active one fills the hole
+                    rem[s], ctx[s], owner[s] = rem[last], ctx[last], owner[last]
+                    owner[last] = -1
+                    count[w] -= 1
+        # admissions at this boundary of bundle kb, then its next step
+        for w in range(kb * r, (kb + 1) * r):
+            while head[w] >= 0 and count[w] < batch:
+                i = head[w]
+                need = prompt[i] + decode[i]
+                if kv_cap > 0 and reserved[w] + need > kv_cap:
+                    break
+                head[w] = nxt[i]
+                if head[w] < 0:
+                    tail[w] = -1
+                qlen[w] -= 1
+                queued -= 1
+                queued_kv[w] -= need
+                s = w * batch + count[w]
+                owner[s] = i
+                rem[s] = decode[i]
+                ctx[s] = prompt[i]
+                kv[w] += prompt[i]
+                kv_total += prompt[i]
+                reserved[w] += need
+                count[w] += 1
+                start[i] = t
+        a_mb = 0.0
+        b_max = 0.0
+        tokens = 0.0
+        for w in range(kb * r, (kb + 1) * r):
+            if count[w] > 0:
+                b = count[w] / m
+                at = a_alpha * kv[w] / m + a_gamma * b + a_beta
+                if at > a_mb:
+                    a_mb = at
+                if b > b_max:
+                    b_max = b
+                tokens += b
+        if tokens > 0:
+            c_tokens = tokens if aggregate else b_max
+            x = (c_alpha * c_tokens + c_beta) / layers
+            f = (f_alpha * tokens + f_beta) / layers
+            a_l = a_mb / layers
+            tau = _combine(code, m, layers, a_l, a_l, x, f, x)
+            step_end[kb] = t + tau
+            busy[kb] += tau
+        else:
+            step_end[kb] = np.inf
+        if events < cap_events:
+            ev_time[events] = t
+            ev_system[events] = in_system
+            ev_queue[events] = queued
+            ev_kv[events] = kv_total
+        events += 1
+    return events, steps, busy
+
+
+# Compiled on first use and cached on disk (numba's cache), like afdplan.sim.kernels.
+loop = numba.njit(cache=True, nogil=True)(_loop)

@@ -1,0 +1,194 @@
+"""Open-system simulation and capacity planning (issue 12)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from afdplan.bundle import Pipeline
+from afdplan.calibrate.resolve import resolve_coeffs
+from afdplan.capacity import Slos, predict, saturation_rate, size_fleet, step_time_at
+from afdplan.errors import InputError
+from afdplan.sim import SimConfig, simulate
+from afdplan.sim.open import Arrivals, Fleet, simulate_open
+from afdplan.theory.queueing import allen_cunneen_wait, erlang_c
+from afdplan.workload import EmpiricalWorkload, parse_workload
+
+TIMES = resolve_coeffs("deepseek-v3-h200")
+WORKLOAD = parse_workload(
+    "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=16384,"
+    "decode_median=64,decode_sigma=0.8,decode_max=512"
+)
+PINGPONG = Pipeline("pingpong", 2, 61)
+
+
+def fleet(**kw) -> Fleet:
+    base = {"times": TIMES, "ratio": 4, "batch": 16, "bundles": 2, "pipeline": PINGPONG}
+    return Fleet(**{**base, **kw})
+
+
+@pytest.mark.parametrize("router", ["round-robin", "least-kv", "power-of-two"])
+@pytest.mark.parametrize(
+    "pipeline",
+    [PINGPONG, Pipeline("overlap"), Pipeline("serial"), Pipeline("aic-optimistic", 3, 61)],
+)
+def test_compiled_loop_equals_the_reference(router, pipeline):
+    f = fleet(router=router, pipeline=pipeline, kv_capacity_tokens=40_000)
+    arr = Arrivals("poisson", 60.0)
+    fast = simulate_open(WORKLOAD, f, arr, 1500, seed=3)
+    slow = simulate_open(WORKLOAD, f, arr, 1500, seed=3, reference=True)
+    np.testing.assert_array_equal(fast.worker, slow.worker)
+    np.testing.assert_allclose(fast.start, slow.start, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fast.finish, slow.finish, rtol=0, atol=1e-9)
+    assert fast.steps == slow.steps
+    for key in ("in_system", "queued", "kv_tokens"):
+        np.testing.assert_array_equal(fast.events[key], slow.events[key])
+
+
+def test_every_request_is_served_once_and_in_order():
+    f = fleet(router="round-robin")
+    run = simulate_open(WORKLOAD, f, Arrivals("gamma", 80.0, cv=3.0), 3000, seed=1)
+    assert np.all(np.isfinite(run.start)) and np.all(np.isfinite(run.finish))
+    assert np.all(run.start >= run.arrival - 1e-12)
+    assert np.all(run.finish > run.start)
+    np.testing.assert_array_equal(run.worker, np.arange(3000) % f.workers)
+    # FIFO per worker: admissions happen in arrival order
+    for w in range(f.workers):
+        starts = run.start[run.worker == w]
+        assert np.all(np.diff(starts) >= 0)
+    assert run.events["in_system"][-1] == 0 and run.events["queued"][-1] == 0
+
+
+def test_one_request_at_a_time_takes_the_hand_computed_step():
+    """Arrivals far apart: no queue, and every step serves one sequence, so TPOT is the
+    closed form at one sequence with the request's own context (DESIGN §8 by hand)."""
+    wl = EmpiricalWorkload(
+        prompt=np.array([1000] * 5), decode=np.array([4] * 5), arrival=np.arange(5) * 100.0
+    )
+    f = fleet(ratio=2, bundles=1)
+    run = simulate_open(wl, f, Arrivals("trace"), 5, seed=0)
+    assert np.all(run.wait == 0)
+    a, fa, c = TIMES.attention, TIMES.ffn, TIMES.comm
+    m, L = 2, 61
+    total = 0.0
+    for k in range(4):  # context 1000 + k, one sequence split over m = 2 micro-batches
+        at = (a.alpha * (1000 + k) / m + a.gamma / m + a.beta) / L
+        x = (c.alpha / m + c.beta) / L
+        ff = (fa.alpha / m + fa.beta) / L
+        s = at + 2 * x + ff
+        s_max = max(at, x, ff)
+        total += s + (m - 1) * s_max + (L - 1) * max(m * s_max, s)
+    np.testing.assert_allclose(run.finish - run.start, total, rtol=1e-12)
+
+
+def test_littles_law():
+    run = simulate_open(WORKLOAD, fleet(), Arrivals("poisson", 90.0), 20_000, seed=2)
+    ev = run.events
+    mean_in_system = float((ev["in_system"][:-1] * np.diff(ev["time"])).sum()) / float(
+        ev["time"][-1] - ev["time"][0]
+    )
+    lam = run.arrival.size / float(ev["time"][-1] - ev["time"][0])
+    sojourn = float(np.mean(run.finish - run.arrival))
+    assert mean_in_system == pytest.approx(lam * sojourn, rel=0.01)
+
+
+def test_low_load_matches_theory_and_high_load_the_closed_system():
+    f = fleet(bundles=1)
+    sat = saturation_rate(f, WORKLOAD)
+    low = simulate_open(WORKLOAD, f, Arrivals("poisson", 0.2 * sat), 20_000, seed=0).summary()
+    pred = predict(f, WORKLOAD, 0.2 * sat)
+    assert low["tpot_mean_s"] == pytest.approx(pred.step_time_s, rel=0.02)
+    assert low["wait_mean_s"] == pytest.approx(pred.wait_mean_s, rel=0.1)
+    high = simulate_open(WORKLOAD, f, Arrivals("poisson", 1.5 * sat), 40_000, seed=0).summary()
+    closed = simulate(
+        WORKLOAD,
+        TIMES,
+        SimConfig(ratio=4, batch=16, requests=40_000, mode="pingpong", microbatches=2, layers=61),
+    )
+    closed_rps = closed.throughput_per_instance * (4 + 1) / WORKLOAD.stats().mu_decode
+    assert high["throughput_requests"] == pytest.approx(closed_rps, rel=0.05)
+    assert high["throughput_requests"] == pytest.approx(sat, rel=0.1)
+
+
+def test_deterministic_per_seed():
+    f = fleet(router="power-of-two")
+    a = simulate_open(WORKLOAD, f, Arrivals("poisson", 50.0), 2000, seed=7)
+    b = simulate_open(WORKLOAD, f, Arrivals("poisson", 50.0), 2000, seed=7)
+    c = simulate_open(WORKLOAD, f, Arrivals("poisson", 50.0), 2000, seed=8)
+    np.testing.assert_array_equal(a.finish, b.finish)
+    assert not np.array_equal(a.finish, c.finish)
+
+
+def test_trace_arrivals_scale_and_repeat():
+    wl = EmpiricalWorkload(
+        prompt=np.array([10, 20, 30]), decode=np.array([2, 2, 2]), arrival=np.array([0.0, 1, 2])
+    )
+    times, prompt, _ = __import__("afdplan.sim.open", fromlist=["x"]).arrival_times(
+        Arrivals("trace", 2.0), wl, 7, np.random.default_rng(0)
+    )
+    np.testing.assert_allclose(times, np.arange(7) * 0.5)
+    np.testing.assert_array_equal(prompt, [10, 20, 30, 10, 20, 30, 10])
+
+
+def test_unsorted_or_missing_timestamps_are_refused():
+    wl = EmpiricalWorkload(prompt=np.array([1, 2]), decode=np.array([1, 1]))
+    with pytest.raises(InputError, match="arrival-time column"):
+        simulate_open(wl, fleet(), Arrivals("trace"), 2)
+    wl = EmpiricalWorkload(
+        prompt=np.array([1, 2]), decode=np.array([1, 1]), arrival=np.array([0.0, 1.0]),
+        arrival_sorted=False,
+    )  # fmt: skip
+    with pytest.raises(InputError, match="not in order"):
+        simulate_open(wl, fleet(), Arrivals("trace"), 2)
+
+
+@pytest.mark.parametrize(
+    ("servers", "offered", "expected"), [(1, 0.5, 0.5), (2, 1.0, 1 / 3), (1, 0.0, 0.0)]
+)
+def test_erlang_c_hand_values(servers, offered, expected):
+    assert erlang_c(servers, offered) == pytest.approx(expected)
+
+
+@given(st.floats(0.05, 0.95), st.floats(0.1, 10.0))
+@settings(max_examples=50, deadline=None)
+def test_allen_cunneen_is_exact_for_mm1(rho, service):
+    lam = rho / service
+    assert allen_cunneen_wait(1, lam, service, 1.0, 1.0) == pytest.approx(rho * service / (1 - rho))
+
+
+@given(st.integers(1, 64), st.floats(0.01, 0.99))
+@settings(max_examples=60, deadline=None)
+def test_erlang_c_is_a_probability_increasing_in_load(c, share):
+    p = erlang_c(c, share * c)
+    assert 0.0 <= p <= 1.0
+    assert erlang_c(c, min(share * 1.01, 0.999) * c) >= p - 1e-12
+
+
+def test_size_fleet_returns_the_smallest_that_meets():
+    f = fleet(bundles=1)
+    slos = Slos(tpot_s=0.09, wait_s=1.0)
+    rate = 2.5 * saturation_rate(f, WORKLOAD)
+    sizing = size_fleet(WORKLOAD, f, Arrivals("poisson", rate), slos, 8000, seed=0)
+    by_n = {p.bundles: p for p in sizing.probes}
+    assert by_n[sizing.bundles].meets
+    assert sizing.bundles > 1 and not by_n[sizing.bundles - 1].meets
+    assert sizing.gpus == sizing.bundles * (4 * TIMES.gpus_attention + TIMES.gpus_ffn)
+
+
+def test_impossible_slos_are_refused():
+    f = fleet(bundles=1)
+    with pytest.raises(InputError, match="even an idle bundle's step takes"):
+        size_fleet(WORKLOAD, f, Arrivals("poisson", 10.0), Slos(tpot_s=0.01), 1000)
+    with pytest.raises(InputError, match="no fleet of up to 2 bundles meets"):
+        size_fleet(WORKLOAD, f, Arrivals("poisson", 1e4), Slos(wait_s=0.1), 4000, max_bundles=2)
+
+
+def test_step_time_grows_with_occupancy():
+    f = fleet(bundles=1)
+    values = [step_time_at(f, WORKLOAD, b) for b in (1, 4, 8, 16)]
+    assert values == sorted(values)
+    assert math.isfinite(predict(f, WORKLOAD, 1.0).wait_mean_s)

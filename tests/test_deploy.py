@@ -15,7 +15,13 @@ from hypothesis import strategies as st
 from afdplan.calibrate.specs import load_hardware, load_model, model_from_config
 from afdplan.deploy import Slo, Space, Target, search
 from afdplan.deploy.result import thin_frontier
-from afdplan.deploy.runtime import afd_config, aiconfigurator_command, violation, vllm_afd_files
+from afdplan.deploy.runtime import (
+    afd_config,
+    aiconfigurator_command,
+    violation,
+    vllm_afd_files,
+    write_launch_files,
+)
 from afdplan.deploy.search import _pareto, kv_limit, spread_quantile, with_fan_in
 from afdplan.deploy.verify import verify
 from afdplan.errors import InputError
@@ -138,13 +144,52 @@ def test_colocated_baseline_is_reported(result):
 
 
 @pytest.mark.parametrize(
-    ("r", "g_a", "g_f", "m", "ok"),
-    [(8, 1, 8, 2, True), (16, 1, 8, 1, True), (5, 1, 8, 2, False), (12, 1, 8, 2, False),
-     (8, 1, 8, 3, False), (4, 2, 8, 2, True)],
+    ("runtime", "r", "g_a", "g_f", "m", "ok"),
+    [("vllm-afd", 8, 1, 8, 2, True), ("vllm-afd", 16, 1, 8, 1, True),
+     ("vllm-afd", 5, 1, 8, 2, False), ("vllm-afd", 12, 1, 8, 2, False),
+     ("vllm-afd", 8, 1, 8, 3, False), ("vllm-afd", 4, 2, 8, 2, True),
+     ("sglang", 16, 1, 8, 1, True), ("sglang", 16, 1, 8, 2, False),
+     ("sglang", 8, 2, 8, 1, False), ("sglang", 12, 1, 8, 1, False),
+     ("sglang", 16, 1, 12, 1, False),
+     ("fastafd", 16, 1, 8, 2, True), ("fastafd", 16, 1, 16, 2, False),
+     ("fastafd", 12, 1, 8, 2, False), ("fastafd", 16, 1, 8, 3, False),
+     ("fastafd", 8, 2, 8, 2, True)],
 )  # fmt: skip
-def test_vllm_afd_topology_rule(r, g_a, g_f, m, ok):
-    assert (violation("vllm-afd", r, g_a, g_f, m) is None) == ok
-    assert violation("none", r, g_a, g_f, m) is None
+def test_runtime_topology_rules(runtime, r, g_a, g_f, m, ok):
+    assert (violation(runtime, r, g_a, g_f, m, 8) is None) == ok
+    assert violation("none", r, g_a, g_f, m, 8) is None
+
+
+@pytest.mark.parametrize("runtime", ["sglang", "fastafd"])
+def test_node_based_runtimes_choose_whole_nodes_and_write_valid_scripts(runtime, tmp_path):
+    res = search(small_target(gpus_ffn=(8, 16), microbatches=(1, 2)), runtime)
+    c = res.chosen
+    assert (
+        violation(runtime, c["r"], c["gpus_attention"], c["gpus_ffn"], c["microbatches"], 8) is None
+    )
+    assert (c["r"] * c["gpus_attention"]) % 8 == 0
+    paths = write_launch_files(
+        tmp_path, runtime, c, res.target.model, res.target.attention_hw, 1000, 200
+    )
+    for path in paths:
+        subprocess.run(["bash", "-n", str(path)], check=True)
+    text = (
+        tmp_path / ("sglang/node.sh" if runtime == "sglang" else "fastafd/launch.sh")
+    ).read_text()
+    if runtime == "sglang":
+        world = c["r"] + c["gpus_ffn"]
+        assert f"--tp-size {world} --dp-size {world} --enable-dp-attention" in text
+        assert "--afd-role" in text and "SGLANG_AFD_PLUGIN_ENABLED=1" in text
+    else:
+        assert f"export PER_ATTN_GPU_BSZ={c['batch']}" in text
+        assert f"export AFD_TOTAL_NODES={c['r'] * c['gpus_attention'] // 8 + 1}" in text
+
+
+def test_dense_models_are_refused_by_moe_only_runtimes():
+    hw = load_hardware("h100-sxm")
+    target = Target(load_model("llama3-70b"), hw, hw, VARIED.stats(), Slo(50, 99))
+    with pytest.raises(InputError, match="serves MoE models only"):
+        search(target, "sglang")
 
 
 def test_launch_files_parse_and_obey_the_runtime(result, tmp_path):

@@ -38,6 +38,8 @@ class Runtime(StrEnum):
     """AFD runtimes ``afdplan deploy`` writes launch files for (their topology rules apply)."""
 
     vllm_afd = "vllm-afd"  # vllm-project/afd-plugin
+    sglang = "sglang"  # SGLang with its AFD plugin (sgl-afd-plugin)
+    fastafd = "fastafd"  # hao-ai-lab/FastAFD
     none = "none"  # no runtime rules, no launch files
 
 

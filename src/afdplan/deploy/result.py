@@ -18,7 +18,7 @@ from afdplan.deploy.search import (
     search_afd,
     search_colocated,
 )
-from afdplan.errors import InputError
+from afdplan.errors import InputError, require
 
 FRONTIER_COLUMNS = (
     "family",
@@ -124,6 +124,11 @@ def _plain(row: pd.Series | dict) -> dict:
 def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
     """Search AFD bundles (and colocated decode) for ``target``; choose the best that
     ``runtime`` can launch."""
+    require(
+        runtime in (Runtime.none, Runtime.vllm_afd) or target.model.is_moe,
+        f"{runtime}'s AFD path serves MoE models only (expert dispatch); {target.model.name} "
+        "is dense: use --runtime vllm-afd or none",
+    )
     out = _Collector()
     search_afd(target, out)
     afd_rows = len(out.rows)
@@ -133,7 +138,14 @@ def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
         raise InputError(_no_config_message(target, out))
     configs = pd.DataFrame(out.rows, columns=list(ROW_COLUMNS))
     notes = [
-        violation(runtime, int(r.r), int(r.gpus_attention), int(r.gpus_ffn), int(r.microbatches))
+        violation(
+            runtime,
+            int(r.r),
+            int(r.gpus_attention),
+            int(r.gpus_ffn),
+            int(r.microbatches),
+            target.attention_hw.gpus_per_node,
+        )
         if r.architecture == "afd"
         else None
         for r in configs.itertuples()

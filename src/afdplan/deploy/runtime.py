@@ -8,6 +8,19 @@ role, with the worker classes ``afd_plugin.v1.worker.AFDAttentionWorker`` and
 limited to two micro-batches. Files are templates: hosts, ports and the model path are
 shell variables the operator sets.
 
+SGLang's AFD plugin (sgl-afd-plugin, enabled by ``SGLANG_AFD_PLUGIN_ENABLED=1``) runs one
+SGLang world over all nodes with data-parallel attention on every rank
+(``--enable-dp-attention``, ``--dp-size`` = ``--tp-size`` = all GPUs) and gives each
+launch, i.e. each node, a role with ``--afd-role attn|ffn``; it needs a DeepEP-class
+``--moe-a2a-backend`` and refuses EPLB. So attention and FFN each take whole nodes, and the
+attention runs TP 1.
+
+FastAFD (github.com/hao-ai-lab/FastAFD) launches through its per-model preset scripts,
+configured by environment: ``AFD_TOTAL_NODES`` nodes, of which exactly one (the last, or
+``AFD_MLP_NODE``) runs the MLP with EP over its GPUs and the rest run attention ranks;
+``PER_ATTN_GPU_BSZ`` requests per attention GPU; ``AFD_NUM_MB`` micro-batches (2 in every
+published preset). So r fills whole nodes (trays on GB200) and g_F is one node.
+
 AIConfigurator's ``cli estimate --estimate-mode afd`` counts whole nodes on each side, so
 the matching command rounds the attention GPUs up to whole nodes and says so.
 """
@@ -24,20 +37,41 @@ from afdplan.choices import Runtime
 
 VLLM_AFD_MICROBATCHES = (1, 2)
 VLLM_VERSION = "0.19.1"
+FASTAFD_MICROBATCHES = 2
 
 
-def violation(runtime: str, r: int, g_a: int, g_f: int, m: int) -> str | None:
-    """Why ``runtime`` cannot launch this bundle, or None when it can."""
-    if runtime == Runtime.none:
-        return None
+def violation(runtime: str, r: int, g_a: int, g_f: int, m: int, per_node: int) -> str | None:
+    """Why ``runtime`` cannot launch this bundle, or None when it can (``per_node``: GPUs
+    per node or tray of the hardware)."""
     attention, ffn = r * g_a, g_f
-    if m not in VLLM_AFD_MICROBATCHES:
-        return f"vllm-afd runs 1 or 2 micro-batches (DBO), not {m}"
-    if attention < ffn or attention % ffn:
-        return (
-            f"vllm-afd needs attention ranks ({attention}) >= FFN ranks ({ffn}) and a "
-            "multiple of them"
-        )
+    if runtime == Runtime.vllm_afd:
+        if m not in VLLM_AFD_MICROBATCHES:
+            return f"vllm-afd runs 1 or 2 micro-batches (DBO), not {m}"
+        if attention < ffn or attention % ffn:
+            return (
+                f"vllm-afd needs attention ranks ({attention}) >= FFN ranks ({ffn}) and a "
+                "multiple of them"
+            )
+    elif runtime == Runtime.sglang:
+        # --afd-role is set per node and every rank is a data-parallel attention slot.
+        if m != 1:
+            return f"sglang's AFD plugin steps the FFN in lockstep with attention (m = 1), not {m}"
+        if g_a != 1:
+            return f"sglang's AFD plugin runs data-parallel attention (TP 1), not TP {g_a}"
+        if attention % per_node or ffn % per_node:
+            return (
+                f"sglang assigns roles per node: {attention} + {ffn} GPUs are not whole "
+                f"{per_node}-GPU nodes"
+            )
+    elif runtime == Runtime.fastafd:
+        if m != FASTAFD_MICROBATCHES:
+            return f"FastAFD's presets run {FASTAFD_MICROBATCHES} micro-batches, not {m}"
+        if ffn != per_node:
+            return f"FastAFD runs the FFN (MLP) on exactly one {per_node}-GPU node, not {ffn} GPUs"
+        if attention % per_node:
+            return (
+                f"FastAFD fills whole {per_node}-GPU nodes with attention; {attention} GPUs do not"
+            )
     return None
 
 
@@ -189,6 +223,67 @@ def _pairs(args: list[str]) -> list[int]:
     return [0, *range(3, len(args), 2)]
 
 
+def sglang_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str]:
+    """One script for every node; the node's rank picks its role."""
+    r, g_f, b = (int(row[k]) for k in ("r", "gpus_ffn", "batch"))
+    per_node = hw.gpus_per_node
+    attention_nodes, ffn_nodes = r // per_node, g_f // per_node
+    nodes, world = attention_nodes + ffn_nodes, r + g_f
+    text = (
+        "#!/usr/bin/env bash\n"
+        f"# afdplan deploy: {r} data-parallel attention ranks on {attention_nodes} node(s) "
+        f"(node ranks 0-{attention_nodes - 1}) + an FFN group of {g_f} GPUs on {ffn_nodes} "
+        f"node(s); B = {b} sequences per attention rank.\n"
+        "# SGLang with sgl-afd-plugin. Run on every node with its NODE_RANK, node 0 first.\n"
+        "# Cap running requests at B per attention rank with SGLang's --max-running-requests\n"
+        "# (check whether your SGLang version counts it per data-parallel rank or in total).\n"
+        "set -euo pipefail\n"
+        'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
+        'NODE_RANK="${NODE_RANK:?0 to ' + str(nodes - 1) + '}"\n'
+        'DIST_INIT_ADDR="${DIST_INIT_ADDR:?host:port of node 0}"\n'
+        'PORT="${PORT:-30000}"\n'
+        "export SGLANG_AFD_PLUGIN_ENABLED=1\n"
+        f"if (( NODE_RANK < {attention_nodes} )); then ROLE=attn; else ROLE=ffn; fi\n"
+        + " \\\n  ".join(
+            [
+                'sglang serve --model-path "$MODEL_PATH" --host 0.0.0.0 --port "$PORT"',
+                f"--tp-size {world} --dp-size {world} --enable-dp-attention",
+                f'--nnodes {nodes} --node-rank "$NODE_RANK" --dist-init-addr "$DIST_INIT_ADDR"',
+                "--moe-a2a-backend deepep",
+                '--afd-role "$ROLE"',
+            ]
+        )
+        + "\n"
+    )
+    return {"sglang/node.sh": text}
+
+
+def fastafd_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str]:
+    """The environment of FastAFD's preset scripts for this bundle."""
+    r, g_a, m, b = (int(row[k]) for k in ("r", "gpus_attention", "microbatches", "batch"))
+    per_node = hw.gpus_per_node
+    nodes = r * g_a // per_node + 1
+    text = (
+        "#!/usr/bin/env bash\n"
+        f"# afdplan deploy: {r} attention ranks (TP {g_a}) on {nodes - 1} node(s) + one "
+        f"{per_node}-GPU MLP node; B = {b} per attention GPU, m = {m}.\n"
+        "# FastAFD ships presets for Qwen3-235B-A22B-FP8, MiniMax-M2.5-FP8 and\n"
+        "# Qwen3-30B-A3B under scripts/experiments/afd/; for another model adapt one.\n"
+        "set -euo pipefail\n"
+        'FASTAFD_DIR="${FASTAFD_DIR:?path of a FastAFD checkout}"\n'
+        'PRESET="${PRESET:?a preset under scripts/experiments/afd/}"\n'
+        'export MODEL_PATH="${MODEL_PATH:?local snapshot of ' + hf_id(model) + '}"\n'
+        f"export AFD_TOTAL_NODES={nodes}\n"
+        f"export AFD_GPUS_PER_NODE={per_node}\n"
+        f"export AFD_NUM_MB={m}\n"
+        f"export PER_ATTN_GPU_BSZ={b}\n"
+        f"export AFD_ATTN_TP_SIZE={g_a}\n"
+        "# optional: AFD_NODE_LIST=host0,...  AFD_MLP_NODE=<the MLP host>\n"
+        'exec bash "$FASTAFD_DIR/$PRESET"\n'
+    )
+    return {"fastafd/launch.sh": text}
+
+
 def write_launch_files(
     folder: Path,
     runtime: str,
@@ -202,6 +297,10 @@ def write_launch_files(
     files = {"aiconfigurator.sh": aiconfigurator_command(row, model, hw, isl, osl)}
     if runtime == Runtime.vllm_afd:
         files |= vllm_afd_files(row, model)
+    elif runtime == Runtime.sglang:
+        files |= sglang_files(row, model, hw)
+    elif runtime == Runtime.fastafd:
+        files |= fastafd_files(row, model, hw)
     written = []
     for name, text in files.items():
         path = folder / name

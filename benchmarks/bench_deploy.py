@@ -24,6 +24,7 @@ from afdplan.calibrate.specs import load_hardware, load_model
 from afdplan.choices import DEFAULT_COEFFS
 from afdplan.data import resolve_input
 from afdplan.deploy import Slo, Space, Target, search
+from afdplan.deploy.anchor import resolve_anchor
 from afdplan.deploy.search import spread_quantile
 from afdplan.deploy.verify import verify
 from afdplan.plan import make_plan
@@ -50,9 +51,9 @@ def main() -> None:
     curves = set_curves(linear)
 
     def target(attention_hw, colocated=True) -> Target:
-        return Target(
-            model, attention_hw, h200, stats, Slo(50, 99), space=Space(colocated=colocated)
-        )
+        anchor = resolve_anchor(None, model, attention_hw, h200)  # as the CLI does
+        space = Space(colocated=colocated)
+        return Target(model, attention_hw, h200, stats, Slo(50, 99), space=space, anchor=anchor)
 
     results = {}
     cases = {

@@ -256,3 +256,44 @@ def test_hardware_aliases_and_unknown_names():
     assert load_hardware("h200_sxm").name == "h200"
     with pytest.raises(InputError, match=re.escape("unknown hardware 'h300'; known:")):
         load_hardware("h300")
+
+
+def test_anchor_reproduces_the_measured_set_at_its_own_sizes():
+    from afdplan.calibrate.resolve import resolve_coeffs
+    from afdplan.calibrate.roofline import derive
+    from afdplan.deploy.anchor import resolve_anchor
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    anchor = resolve_anchor(None, model, hw, hw)
+    assert anchor is not None and anchor.name == "deepseek-v3-h200"
+    measured = resolve_coeffs("deepseek-v3-h200")
+    anchored = anchor.apply(derive(model, hw, 1, 8).times, "h200", "h200")
+    for side, keys in (("attention", ("alpha", "beta", "gamma")), ("ffn", ("alpha", "beta"))):
+        for key in keys:
+            assert getattr(getattr(anchored, side), key) == pytest.approx(
+                getattr(getattr(measured, side), key), rel=1e-12
+            )
+    assert anchored.comm == derive(model, hw, 1, 8).times.comm  # transfers stay roofline
+    # only the side on the anchor's hardware is scaled
+    h20 = load_hardware("h20")
+    mixed = anchor.apply(derive(model, h20, 1, 8, hw).times, "h20", "h200")
+    plain = derive(model, h20, 1, 8, hw).times
+    assert mixed.attention == plain.attention and mixed.ffn != plain.ffn
+    assert resolve_anchor("none", model, hw, hw) is None
+    assert resolve_anchor(None, load_model("qwen3-235b-a22b"), hw, hw) is None
+
+
+def test_anchored_search_is_verified_with_the_same_times(result):
+    from afdplan.deploy.anchor import resolve_anchor
+
+    t = small_target()
+    anchored = Target(
+        t.model, t.attention_hw, t.ffn_hw, t.stats, t.slo, space=t.space,
+        anchor=resolve_anchor(None, t.model, t.attention_hw, t.ffn_hw),
+    )  # fmt: skip
+    res = search(anchored, "vllm-afd")
+    assert res.chosen["throughput_per_gpu"] < result.chosen["throughput_per_gpu"]
+    v = verify(res, VARIED, top=1, seeds=1, steps=600)[0]
+    assert v["simulated_throughput_per_gpu"]["mean"] == pytest.approx(
+        v["predicted_throughput_per_gpu"], rel=0.03
+    )

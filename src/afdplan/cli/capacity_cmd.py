@@ -125,6 +125,7 @@ def build_fleet(
 def _from_deployment(path: Path):
     from afdplan.bundle import Pipeline
     from afdplan.calibrate.specs import load_hardware, load_model
+    from afdplan.deploy.anchor import resolve_anchor
     from afdplan.deploy.search import bundle_times
 
     require(path.is_file(), f"--deployment {path}: no such file")
@@ -136,13 +137,14 @@ def _from_deployment(path: Path):
         r, b, m, g_a, g_f = (
             int(chosen[k]) for k in ("r", "batch", "microbatches", "gpus_attention", "gpus_ffn")
         )
+        anchor = resolve_anchor(data.get("anchor") or "none", model, a_hw, f_hw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"--deployment {path}: not valid JSON") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(
             f"--deployment {path}: not the JSON of `afdplan deploy --json` (missing {exc})"
         ) from exc
-    times, _ = bundle_times(model, a_hw, f_hw, g_a, g_f, r)
+    times, _ = bundle_times(model, a_hw, f_hw, g_a, g_f, r, anchor)
     label = f"deploy: {model.name} on {a_hw.name}" + (
         "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
     )

@@ -60,6 +60,13 @@ class DeployResult:
             return None
         return self.chosen["score"] / self.colocated["score"]
 
+    @property
+    def best_afd_over_colocated(self) -> float | None:
+        """The same ratio for the best AFD configuration without the runtime's rules."""
+        if self.colocated is None:
+            return None
+        return self.best_unconstrained["score"] / self.colocated["score"]
+
     def top(self, n: int) -> pd.DataFrame:
         """The n best AFD configurations the runtime can launch."""
         afd = self.configs[(self.configs.architecture == "afd") & self.configs.runtime_ok]
@@ -83,6 +90,8 @@ class DeployResult:
                 "quantity": "step time (per-request TPOT is simulated)",
             },
             "objective": t.objective,
+            "anchor": None if t.anchor is None else t.anchor.name,
+            "anchor_ratios": None if t.anchor is None else t.anchor.describe(),
             "runtime": self.runtime,
             "kv_sigmas": KV_SIGMAS,
             "theta": t.stats.theta,
@@ -92,7 +101,11 @@ class DeployResult:
             "runtime_cost": self.runtime_cost,
             "colocated": None
             if self.colocated is None
-            else {"best": self.colocated, "afd_over_colocated": self.afd_over_colocated},
+            else {
+                "best": self.colocated,
+                "afd_over_colocated": self.afd_over_colocated,
+                "best_afd_over_colocated": self.best_afd_over_colocated,
+            },
             "frontier": thin_frontier(self.frontier, 40).to_dict(orient="records"),
             "top": self.top(10).to_dict(orient="records"),
             "verification": self.verification,

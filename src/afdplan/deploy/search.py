@@ -17,8 +17,10 @@ objective is a row. The same search runs for ordinary colocated decode (attentio
 on the same GPUs: data-parallel attention, expert-parallel FFN) on the same hardware and
 workload, so the user sees whether AFD pays.
 
-Step times come from the roofline (``calibrate.roofline.derive``) for each instance size:
-measured tables exist only for single instance sizes, so they cannot rank group sizes.
+Step times come from the roofline (``calibrate.roofline.derive``) for each instance size,
+anchored on a measured coefficient set where one exists for the model and hardware
+(``afdplan.deploy.anchor``): measurements exist only at single instance sizes, so they
+set the level and the roofline the scaling with g_A and g_F.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from afdplan.calibrate.roofline import (
 )
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.choices import Objective
+from afdplan.deploy.anchor import Anchor
 from afdplan.errors import InputError, check_positive, require
 from afdplan.theory.barrier import expected_max_normal, layered_binding, layered_times
 from afdplan.theory.memory import max_feasible_batch
@@ -119,6 +122,7 @@ class Target:
     objective: str = Objective.gpu
     prices: tuple[float | None, float | None] = (None, None)
     space: Space = field(default_factory=Space)
+    anchor: Anchor | None = None  # measured / roofline ratios (afdplan.deploy.anchor)
 
     def __post_init__(self) -> None:
         require(
@@ -209,19 +213,25 @@ def kv_limit(capacity: float, stats: LoadStats, max_batch: int) -> int:
     return min(max_feasible_batch(capacity, stats.theta, stats.v, KV_SIGMAS), max_batch)
 
 
-def _derive(target: Target, g_a: int, g_f: int, cross_node: bool) -> LinearStepTimes | None:
-    """Roofline times for one instance-size pair, or None when the weights do not fit."""
+def roofline_times(
+    model: ModelSpec,
+    attention_hw: HardwareSpec,
+    ffn_hw: HardwareSpec,
+    g_a: int,
+    g_f: int,
+    cross_node: bool,
+    anchor: Anchor | None = None,
+) -> LinearStepTimes | None:
+    """Roofline times for one instance-size pair (anchored on measurements where an
+    anchor is given), or None when the weights do not fit."""
+    heterogeneous = attention_hw.name != ffn_hw.name
     try:
-        return derive(
-            target.model,
-            target.attention_hw,
-            g_a,
-            g_f,
-            target.ffn_hw if target.heterogeneous else None,
-            cross_node=cross_node,
+        times = derive(
+            model, attention_hw, g_a, g_f, ffn_hw if heterogeneous else None, cross_node=cross_node
         ).times
     except InputError:
         return None
+    return times if anchor is None else anchor.apply(times, attention_hw.name, ffn_hw.name)
 
 
 def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:
@@ -237,15 +247,20 @@ def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:
 
 
 def bundle_times(
-    model: ModelSpec, attention_hw: HardwareSpec, ffn_hw: HardwareSpec, g_a: int, g_f: int, r: int
+    model: ModelSpec,
+    attention_hw: HardwareSpec,
+    ffn_hw: HardwareSpec,
+    g_a: int,
+    g_f: int,
+    r: int,
+    anchor: Anchor | None = None,
 ) -> tuple[LinearStepTimes, bool]:
     """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
     scale-up domain on one kind of hardware, else the inter-node link; FFN fan-in."""
-    heterogeneous = attention_hw.name != ffn_hw.name
-    cross = heterogeneous or r * g_a + g_f > attention_hw.scaleup_gpus
-    times = derive(
-        model, attention_hw, g_a, g_f, ffn_hw if heterogeneous else None, cross_node=cross
-    ).times
+    cross = attention_hw.name != ffn_hw.name or r * g_a + g_f > attention_hw.scaleup_gpus
+    times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor)
+    require(times is not None, f"the weights of {model.name} do not fit g_A = {g_a}, g_F = {g_f}")
+    assert times is not None
     return with_fan_in(times, r, g_f), cross
 
 
@@ -352,8 +367,9 @@ def search_afd(target: Target, out: _Collector) -> None:
         for g_f in ffn_group_sizes(model, target.ffn_hw, space):
             if space.gpu_budget is not None and g_a + g_f > space.gpu_budget:
                 continue
-            near = _derive(target, g_a, g_f, cross_node=False)
-            far = _derive(target, g_a, g_f, cross_node=True)
+            sides = (model, target.attention_hw, target.ffn_hw, g_a, g_f)
+            near = roofline_times(*sides, cross_node=False, anchor=target.anchor)
+            far = roofline_times(*sides, cross_node=True, anchor=target.anchor)
             if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
                 continue
             b_kv = kv_limit(near.kv_capacity_tokens, target.stats, space.max_batch)
@@ -411,11 +427,8 @@ def search_colocated(target: Target, out: _Collector) -> None:
             if space.gpu_budget is not None and g > space.gpu_budget:
                 continue
             capacity = colocated_capacity(model, hw, g)
-            try:
-                times = derive(model, hw, 1, g, cross_node=g > hw.scaleup_gpus).times
-            except InputError:
-                continue
-            if capacity < 1:
+            times = roofline_times(model, hw, hw, 1, g, g > hw.scaleup_gpus, target.anchor)
+            if times is None or capacity < 1:
                 continue
             times = LinearStepTimes(
                 attention=times.attention,

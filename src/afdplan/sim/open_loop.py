@@ -50,7 +50,6 @@ def _loop(
     head = np.full(workers, -1, np.int64)
     tail = np.full(workers, -1, np.int64)
     nxt = np.full(n, -1, np.int64)
-    qlen = np.zeros(workers, np.int64)
     step_end = np.full(bundles, np.inf)
     busy = np.zeros(bundles)
     a_alpha, a_beta, a_gamma, f_alpha, f_beta, c_alpha, c_beta = (
@@ -96,23 +95,15 @@ def _loop(
             else:
                 nxt[tail[w]] = a
             tail[w] = a
-            qlen[w] += 1
             queued += 1
             queued_kv[w] += prompt[a] + decode[a]
             in_system += 1
             kb = w // r
             a += 1
-            if step_end[kb] == np.inf:  # an idle bundle starts a step at once
-                te = t
-            else:
-                if events < cap_events:
-                    ev_time[events] = t
-                    ev_system[events] = in_system
-                    ev_queue[events] = queued
-                    ev_kv[events] = kv_total
-                events += 1
-                continue
+            # an idle bundle starts a step at once; a busy one admits at its next boundary
+            boundary = step_end[kb] == np.inf
         else:
+            boundary = True
             t = te
             steps += 1
             for w in range(kb * r, (kb + 1) * r):
@@ -138,50 +129,50 @@ def _loop(
                     rem[s], ctx[s], owner[s] = rem[last], ctx[last], owner[last]
                     owner[last] = -1
                     count[w] -= 1
-        # admissions at this boundary of bundle kb, then its next step
-        for w in range(kb * r, (kb + 1) * r):
-            while head[w] >= 0 and count[w] < batch:
-                i = head[w]
-                need = prompt[i] + decode[i]
-                if kv_cap > 0 and reserved[w] + need > kv_cap:
-                    break
-                head[w] = nxt[i]
-                if head[w] < 0:
-                    tail[w] = -1
-                qlen[w] -= 1
-                queued -= 1
-                queued_kv[w] -= need
-                s = w * batch + count[w]
-                owner[s] = i
-                rem[s] = decode[i]
-                ctx[s] = prompt[i]
-                kv[w] += prompt[i]
-                kv_total += prompt[i]
-                reserved[w] += need
-                count[w] += 1
-                start[i] = t
-        a_mb = 0.0
-        b_max = 0.0
-        tokens = 0.0
-        for w in range(kb * r, (kb + 1) * r):
-            if count[w] > 0:
-                b = count[w] / m
-                at = a_alpha * kv[w] / m + a_gamma * b + a_beta
-                if at > a_mb:
-                    a_mb = at
-                if b > b_max:
-                    b_max = b
-                tokens += b
-        if tokens > 0:
-            c_tokens = tokens if aggregate else b_max
-            x = (c_alpha * c_tokens + c_beta) / layers
-            f = (f_alpha * tokens + f_beta) / layers
-            a_l = a_mb / layers
-            tau = _combine(code, m, layers, a_l, a_l, x, f, x)
-            step_end[kb] = t + tau
-            busy[kb] += tau
-        else:
-            step_end[kb] = np.inf
+        if boundary:
+            # admissions at this boundary of bundle kb, then its next step
+            for w in range(kb * r, (kb + 1) * r):
+                while head[w] >= 0 and count[w] < batch:
+                    i = head[w]
+                    need = prompt[i] + decode[i]
+                    if kv_cap > 0 and reserved[w] + need > kv_cap:
+                        break
+                    head[w] = nxt[i]
+                    if head[w] < 0:
+                        tail[w] = -1
+                    queued -= 1
+                    queued_kv[w] -= need
+                    s = w * batch + count[w]
+                    owner[s] = i
+                    rem[s] = decode[i]
+                    ctx[s] = prompt[i]
+                    kv[w] += prompt[i]
+                    kv_total += prompt[i]
+                    reserved[w] += need
+                    count[w] += 1
+                    start[i] = t
+            a_mb = 0.0
+            b_max = 0.0
+            tokens = 0.0
+            for w in range(kb * r, (kb + 1) * r):
+                if count[w] > 0:
+                    b = count[w] / m
+                    at = a_alpha * kv[w] / m + a_gamma * b + a_beta
+                    if at > a_mb:
+                        a_mb = at
+                    if b > b_max:
+                        b_max = b
+                    tokens += b
+            if tokens > 0:
+                c_tokens = tokens if aggregate else b_max
+                x = (c_alpha * c_tokens + c_beta) / layers
+                f = (f_alpha * tokens + f_beta) / layers
+                a_l = a_mb / layers
+                tau = _combine(code, m, layers, a_l, a_l, x, f, x)
+                step_end[kb] = t + tau
+                busy[kb] += tau
+            else:
+                step_end[kb] = np.inf
         if events < cap_events:
             ev_time[events] = t
             ev_system[events] = in_system

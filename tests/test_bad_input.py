@@ -282,7 +282,7 @@ CASES: list[tuple[list[str], str]] = [
     (["capacity", "--rate", "0", "--tpot-ms", "80", "-r", "4", "-B", "16"], "--rate must be > 0"),
     (["capacity", "--rate", "nan", "--tpot-ms", "80"], "--rate must be > 0"),
     (["capacity", "--rate", "fast", "--tpot-ms", "80"], "is not a number or a multiple"),
-    (["capacity", "--rate", "5"], "give an SLO: --tpot-ms and/or --wait-ms"),
+    (["capacity", "--rate", "5"], "give an SLO: --tpot-ms, --wait-ms and/or --ttft-ms"),
     (["capacity", "--rate", "5", "--tpot-ms", "-1"], "--tpot-ms must be > 0"),
     (
         ["capacity", "--rate", "5", "--tpot-ms", "10", "-r", "4", "-B", "16"],
@@ -315,6 +315,12 @@ CASES: list[tuple[list[str], str]] = [
     (["capacity", "--deployment", "{bad}/bad.json", "--tpot-ms", "80"], "not valid JSON"),
     (["capacity", "--deployment", "{bad}/not_results.json", "--tpot-ms", "80"], "not the JSON of"),
     (["capacity", "--rate", "5", "--tpot-ms", "80", "--max-bundles", "0"], "--max-bundles"),
+    (["capacity", "--rate", "5", "--ttft-ms", "500"], "--ttft-ms needs the prefill time"),
+    (
+        ["capacity", "--rate", "5", "--tpot-ms", "80", "--prefill-alpha", "-1"],
+        "--prefill-alpha must be >= 0",
+    ),
+    (["capacity", "--rate", "5", "--tpot-ms", "80", "--jobs", "0"], "--jobs must be >= 1"),
     (["capacity", "--rate", "5", "--tpot-ms", "80", "--router", "random"], "Invalid value"),
     ([*OPEN, "--bundles", "0"], "--bundles must be >= 1"),
     (["simulate", "--arrivals", "poisson", "-r", "2", "-B", "4"], "poisson arrivals need --rate"),

@@ -192,3 +192,29 @@ def test_step_time_grows_with_occupancy():
     values = [step_time_at(f, WORKLOAD, b) for b in (1, 4, 8, 16)]
     assert values == sorted(values)
     assert math.isfinite(predict(f, WORKLOAD, 1.0).wait_mean_s)
+
+
+def test_ttft_is_prefill_plus_wait_and_counts_against_goodput():
+    run = simulate_open(WORKLOAD, fleet(), Arrivals("poisson", 80.0), 3000, seed=4)
+    prefill = (2e-4, 0.02)
+    np.testing.assert_allclose(run.ttft(prefill), 2e-4 * run.prompt + 0.02 + run.wait)
+    loose = run.summary(prefill=prefill, ttft_slo_s=100.0)
+    tight = run.summary(prefill=prefill, ttft_slo_s=0.05)
+    assert loose["slo_attainment"] == 1.0 and tight["slo_attainment"] < 0.5
+    keep = run.measured
+    assert loose["ttft_p99_s"] == pytest.approx(np.percentile(run.ttft(prefill)[keep], 99))
+    with pytest.raises(InputError, match="needs the prefill time"):
+        Slos(ttft_s=1.0)
+
+
+def test_sizing_several_rates_in_parallel_matches_one_by_one():
+    from afdplan.capacity import size_fleets
+
+    f = fleet(bundles=1)
+    slos = Slos(tpot_s=0.09, wait_s=1.0)
+    sat = saturation_rate(f, WORKLOAD)
+    rates = [Arrivals("poisson", share * sat) for share in (0.5, 2.5)]
+    together = size_fleets(WORKLOAD, f, rates, slos, 3000, n_jobs=2)
+    alone = [size_fleet(WORKLOAD, f, arr, slos, 3000) for arr in rates]
+    assert [s.bundles for s in together] == [s.bundles for s in alone]
+    assert [s.chosen.summary for s in together] == [s.chosen.summary for s in alone]

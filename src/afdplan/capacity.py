@@ -35,15 +35,31 @@ class Slos:
     tpot_percentile: int = 99
     wait_s: float | None = None
     wait_percentile: int = 99
+    ttft_s: float | None = None
+    ttft_percentile: int = 99
+    prefill: tuple[float, float] | None = None  # α_P seconds per prompt token, β_P seconds
 
     def __post_init__(self) -> None:
-        for label, value in (("--tpot-ms", self.tpot_s), ("--wait-ms", self.wait_s)):
+        for label, value in (
+            ("--tpot-ms", self.tpot_s),
+            ("--wait-ms", self.wait_s),
+            ("--ttft-ms", self.ttft_s),
+        ):
             if value is not None:
                 check_positive(label, value)
         require(
-            self.tpot_s is not None or self.wait_s is not None,
-            "give an SLO: --tpot-ms and/or --wait-ms",
+            self.tpot_s is not None or self.wait_s is not None or self.ttft_s is not None,
+            "give an SLO: --tpot-ms, --wait-ms and/or --ttft-ms",
         )
+        require(
+            self.ttft_s is None or self.prefill is not None,
+            "--ttft-ms needs the prefill time: --prefill-alpha (s/token) and --prefill-beta (s)",
+        )
+        if self.prefill is not None:
+            for label, value in zip(
+                ("--prefill-alpha", "--prefill-beta"), self.prefill, strict=True
+            ):
+                require(math.isfinite(value) and value >= 0, f"{label} must be >= 0, got {value}")
 
     def met(self, summary: dict) -> bool:
         ok = True
@@ -51,11 +67,13 @@ class Slos:
             ok &= summary[f"tpot_p{self.tpot_percentile}_s"] <= self.tpot_s
         if self.wait_s is not None:
             ok &= summary[f"wait_p{self.wait_percentile}_s"] <= self.wait_s
+        if self.ttft_s is not None:
+            ok &= summary[f"ttft_p{self.ttft_percentile}_s"] <= self.ttft_s
         return bool(ok)
 
     def summary(self, result: OpenResult) -> dict:
-        """The run's summary with goodput counted against the mean-free SLO limits."""
-        return result.summary(self.tpot_s, self.wait_s)
+        """The run's summary, goodput counted against every per-request limit."""
+        return result.summary(self.tpot_s, self.wait_s, self.prefill, self.ttft_s)
 
 
 @dataclass(frozen=True)
@@ -285,6 +303,48 @@ def goodput_curve(
     for row in rows:
         row["knee"] = row is best
     return rows
+
+
+def size_fleets(
+    workload: Workload,
+    fleet: Fleet,
+    arrivals: list[Arrivals],
+    slos: Slos,
+    requests: int,
+    seed: int = 0,
+    max_bundles: int = DEFAULT_MAX_BUNDLES,
+    price_per_bundle_hour: float | None = None,
+    n_jobs: int | None = None,
+    backend: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Sizing]:
+    """:func:`size_fleet` for several rates, farmed out through joblib (``n_jobs``: -1
+    every core, None: one process unless the work repays a pool; ``backend``: loky,
+    threading, dask or ray, connected by the caller)."""
+    import joblib
+
+    from afdplan.sim.sweep import auto_jobs
+
+    if n_jobs is None:
+        n_jobs = (
+            -1
+            if backend in ("dask", "ray")
+            else auto_jobs(4 * requests * len(arrivals), len(arrivals))
+        )
+    jobs = (
+        joblib.delayed(size_fleet)(
+            workload, fleet, arr, slos, requests, seed, max_bundles, price_per_bundle_hour
+        )
+        for arr in arrivals
+    )
+    settings = {"n_jobs": n_jobs} if backend is None else {"n_jobs": n_jobs, "backend": backend}
+    out: list[Sizing] = []
+    with joblib.parallel_config(**settings):
+        for i, sizing in enumerate(joblib.Parallel(return_as="generator")(jobs)):
+            out.append(sizing)
+            if progress is not None:
+                progress(i + 1, len(arrivals))
+    return out
 
 
 def _rate(arrivals: Arrivals, workload: Workload) -> float:

@@ -10,9 +10,11 @@ import typer
 
 from afdplan.choices import DEFAULT_COEFFS, Percentile, Router
 from afdplan.cli.common import (
+    BackendOpt,
     CoeffsOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    JobsOpt,
     JsonOpt,
     KvOpt,
     LayersOpt,
@@ -23,10 +25,12 @@ from afdplan.cli.common import (
     PriceFfnOpt,
     PromptColOpt,
     SaveDirOpt,
+    SchedulerOpt,
     SeedOpt,
     TraceOpt,
     WorkloadOpt,
     app,
+    check_jobs,
     load_workload,
     out,
     parse_kv_capacity,
@@ -184,6 +188,20 @@ def capacity(
     wait_percentile: Annotated[
         Percentile, typer.Option("--wait-percentile", help="Percentile of the wait it bounds.")
     ] = Percentile.p99,
+    ttft_ms: Annotated[
+        float | None,
+        typer.Option("--ttft-ms", help="SLO on TTFT (prefill + wait), ms; needs --prefill-*."),
+    ] = None,
+    ttft_percentile: Annotated[
+        Percentile, typer.Option("--ttft-percentile", help="Percentile of TTFT it bounds.")
+    ] = Percentile.p99,
+    prefill_alpha: Annotated[
+        float | None,
+        typer.Option("--prefill-alpha", help="Prefill time per prompt token, seconds (TTFT)."),
+    ] = None,
+    prefill_beta: Annotated[
+        float, typer.Option("--prefill-beta", help="Fixed prefill time, seconds (TTFT).")
+    ] = 0.0,
     deployment: DeploymentOpt = None,
     coeffs: CoeffsOpt = DEFAULT_COEFFS,
     batch: Annotated[
@@ -209,14 +227,19 @@ def capacity(
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
     seed: SeedOpt = 0,
+    jobs: JobsOpt = None,
+    backend: BackendOpt = None,
+    scheduler: SchedulerOpt = None,
     save_dir: SaveDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The fewest bundles that meet TPOT and wait SLOs at a request rate, by open-system
     simulation, beside the closed-form saturation rate and queueing wait."""
-    from afdplan.capacity import Slos, goodput_curve, size_fleet
+    from afdplan.capacity import Slos, goodput_curve, size_fleets
+    from afdplan.sim.sweep import connect_backend
 
     require(requests >= 2, f"--requests must be >= 2, got {requests}")
+    check_jobs(jobs)
     require(seed >= 0, f"--seed must be >= 0, got {seed}")
     folder = prepare_output_dir(save_dir)
     slos = Slos(
@@ -224,6 +247,9 @@ def capacity(
         int(tpot_percentile.value[1:]),
         None if wait_ms is None else wait_ms / 1e3,
         int(wait_percentile.value[1:]),
+        None if ttft_ms is None else ttft_ms / 1e3,
+        int(ttft_percentile.value[1:]),
+        None if prefill_alpha is None else (prefill_alpha, prefill_beta),
     )
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     rates = parse_rates(rate, wl)
@@ -234,17 +260,15 @@ def capacity(
     if price_attention is not None and price_ffn is not None:
         t = fleet.times
         price = fleet.ratio * t.gpus_attention * price_attention + t.gpus_ffn * price_ffn
-    sizings = []
-    with progress_bar("simulating fleets") as bar:
-        task = bar.add_task("fleets", total=None)
-        for value in rates:
-            arr = resolve_arrivals(arrivals, value, wl)
-            sizings.append(
-                size_fleet(
-                    wl, fleet, arr, slos, requests, seed, max_bundles, price,
-                    progress=lambda _n: bar.advance(task),
-                )
-            )  # fmt: skip
+    backend_name = None if backend is None else backend.value
+    connect_backend(backend_name, scheduler)
+    arrivals_by_rate = [resolve_arrivals(arrivals, value, wl) for value in rates]
+    with progress_bar("sizing fleets") as bar:
+        task = bar.add_task("rates", total=len(rates))
+        sizings = size_fleets(
+            wl, fleet, arrivals_by_rate, slos, requests, seed, max_bundles, price, jobs,
+            backend_name, progress=lambda done, _total: bar.update(task, completed=done),
+        )  # fmt: skip
     rows = []
     if curve:
         base = resolve_arrivals(arrivals, None, wl) if arrivals else None
@@ -273,6 +297,10 @@ def capacity(
                     "tpot_percentile": slos.tpot_percentile,
                     "wait_ms": wait_ms,
                     "wait_percentile": slos.wait_percentile,
+                    "ttft_ms": ttft_ms,
+                    "ttft_percentile": slos.ttft_percentile,
+                    "prefill_alpha_s_per_token": prefill_alpha,
+                    "prefill_beta_s": prefill_beta if prefill_alpha is not None else None,
                 },
                 **(sizings[0].to_dict() if len(sizings) == 1 else {}),
                 "rates": [s.to_dict() for s in sizings],
@@ -318,17 +346,13 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
         f" tokens/worker, router {fleet.router}; step times: {label}",
         markup=False,
     )
+    limits = (
+        ("TPOT", slos.tpot_s, slos.tpot_percentile),
+        ("wait", slos.wait_s, slos.wait_percentile),
+        ("TTFT", slos.ttft_s, slos.ttft_percentile),
+    )
     slo_text = " and ".join(
-        text
-        for text in (
-            None
-            if slos.tpot_s is None
-            else f"TPOT p{slos.tpot_percentile} <= {1e3 * slos.tpot_s:g} ms",
-            None
-            if slos.wait_s is None
-            else f"wait p{slos.wait_percentile} <= {1e3 * slos.wait_s:g} ms",
-        )
-        if text
+        f"{name} p{pct} <= {1e3 * limit:g} ms" for name, limit, pct in limits if limit is not None
     )
     table = OutTable(f"Fleet size for {slo_text} (simulated; theory beside)")
     tp, wp = f"p{slos.tpot_percentile}", f"p{slos.wait_percentile}"
@@ -336,19 +360,23 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
                  "TPOT theory ms", f"wait {wp} ms", "wait mean ms", "wait theory ms",
                  "λ_max theory"):  # fmt: skip
         table.add_column(name, justify="right")
+    ttft = f"ttft_p{slos.ttft_percentile}_s" if slos.prefill is not None else None
+    if ttft is not None:
+        table.add_column(f"TTFT p{slos.ttft_percentile} ms", justify="right")
     for s in sizings:
         for probe in s.probes:
             sm, pr = probe.summary, probe.prediction
             chosen = probe is s.chosen
             per_bundle = None if s.cost_per_hour is None else s.cost_per_hour / s.bundles
             cost = "" if per_bundle is None else f"{probe.bundles * per_bundle:,.0f}"
+            extra = [] if ttft is None else [f"{1e3 * sm[ttft]:.0f}"]
             table.add_row(
                 f"{s.rate:.4g}", probe.bundles, f"{probe.bundles * fleet.gpus:g}",
                 cost, f"{sm['goodput']:.4g}", f"{sm['slo_attainment']:.1%}",
                 f"{1e3 * sm[f'tpot_{tp}_s']:.1f}", f"{1e3 * pr.step_time_s:.1f}",
                 f"{1e3 * sm[f'wait_{wp}_s']:.0f}", f"{1e3 * sm['wait_mean_s']:.0f}",
                 "sat." if pr.wait_mean_s == float("inf") else f"{1e3 * pr.wait_mean_s:.0f}",
-                f"{pr.saturation_rate:.4g}",
+                f"{pr.saturation_rate:.4g}", *extra,
                 style="bold" if chosen else None,
             )  # fmt: skip
     show(table)

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from afdplan.choices import CommScope, Mode, Objective, PipelineKind
+from afdplan.choices import Backend, CommScope, Mode, Objective, PipelineKind
 from afdplan.errors import InputError, require
 
 app = typer.Typer(
@@ -173,6 +173,11 @@ JobsOpt = Annotated[
         help="Parallel processes: -1 all cores, 1 in this process [auto: one process for "
         "small work, else one per core].",
     ),
+]
+BackendOpt = Annotated[Backend | None, typer.Option("--backend", help="joblib backend [loky].")]
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option("--scheduler", help="Dask scheduler or Ray cluster address (with --backend)."),
 ]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write the results to this file.")

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import DEFAULT_COEFFS, Backend, Objective, Order, Router, Warmup
+from afdplan.choices import DEFAULT_COEFFS, Objective, Order, Router, Warmup
 from afdplan.cli.common import (
+    BackendOpt,
     CoeffsOpt,
     CommOpt,
     DecodeColOpt,
@@ -31,6 +32,7 @@ from afdplan.cli.common import (
     PriceFfnOpt,
     PromptColOpt,
     RequestsOpt,
+    SchedulerOpt,
     SeedOpt,
     StepsOpt,
     TablesOpt,
@@ -445,13 +447,8 @@ def sweep(
     w_attention: WAttOpt = None,
     w_ffn: WFfnOpt = None,
     jobs: JobsOpt = None,
-    backend: Annotated[
-        Backend | None, typer.Option("--backend", help="joblib backend [loky].")
-    ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option("--scheduler", help="Dask scheduler or Ray cluster address (with --backend)."),
-    ] = None,
+    backend: BackendOpt = None,
+    scheduler: SchedulerOpt = None,
     output: OutputOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

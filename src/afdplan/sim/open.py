@@ -168,6 +168,7 @@ class OpenResult:
     arrival: np.ndarray
     start: np.ndarray
     finish: np.ndarray
+    prompt: np.ndarray
     decode: np.ndarray
     worker: np.ndarray
     events: dict[str, np.ndarray]  # time, in_system, queued, kv_tokens after each event
@@ -215,10 +216,25 @@ class OpenResult:
         t = self.arrival[self.measured]
         return float(t[0]), float(self.arrival[-1])
 
-    def summary(self, tpot_slo_s: float | None = None, wait_slo_s: float | None = None) -> dict:
+    def ttft(self, prefill: tuple[float, float]) -> np.ndarray:
+        """TTFT estimate (seconds): the prefill t_P(P) = α_P·P + β_P, not queued (prefill
+        instances are sized on their own), then the wait for a decode slot; the first
+        token reaches the user when the first decode step begins."""
+        alpha, beta = prefill
+        return alpha * self.prompt + beta + self.wait
+
+    def summary(
+        self,
+        tpot_slo_s: float | None = None,
+        wait_slo_s: float | None = None,
+        prefill: tuple[float, float] | None = None,
+        ttft_slo_s: float | None = None,
+    ) -> dict:
         """Statistics of the requests that arrived in the measured window. Rates count
         what finished (or, for tokens, was generated) inside the window, so a long drain
-        after the last arrival does not dilute them."""
+        after the last arrival does not dilute them. ``prefill`` (α_P s/token, β_P s)
+        adds TTFT percentiles, and ``ttft_slo_s`` counts them against goodput."""
+        require(ttft_slo_s is None or prefill is not None, "a TTFT SLO needs the prefill time")
         keep = self.measured
         wait, tpot = self.wait[keep], self.tpot[keep]
         lo, hi = self.window()
@@ -228,6 +244,9 @@ class OpenResult:
             ok &= self.tpot <= tpot_slo_s
         if wait_slo_s is not None:
             ok &= self.wait <= wait_slo_s
+        ttft = None if prefill is None else self.ttft(prefill)
+        if ttft_slo_s is not None:
+            ok &= ttft <= ttft_slo_s
         done = (self.finish >= lo) & (self.finish <= hi)
         # tokens generated inside the window, spreading each request's D steps evenly
         overlap = np.clip(np.minimum(self.finish, hi) - np.maximum(self.start, lo), 0.0, None)
@@ -255,6 +274,11 @@ class OpenResult:
             "steps": self.steps,
             "window_s": span,
             "window_residences": self.window_residences,
+            **(
+                {}
+                if ttft is None
+                else {f"ttft_p{p}_s": float(np.percentile(ttft[keep], p)) for p in (50, 90, 99)}
+            ),
         }
 
 
@@ -319,4 +343,6 @@ def simulate_open(
             break
         capacity = events
     events_out = {k: v[:events] for k, v in ev.items()}
-    return OpenResult(times, start, finish, decode, worker, events_out, int(steps), busy, fleet)
+    return OpenResult(
+        times, start, finish, prompt, decode, worker, events_out, int(steps), busy, fleet
+    )

@@ -122,7 +122,7 @@ def run_reference(times, prompt, decode, cand, fleet):
         "queued": np.array([e[2] for e in log], dtype=np.int64),
         "kv_tokens": np.array([e[3] for e in log], dtype=np.int64),
     }
-    return OpenResult(times, start, finish, decode, worker_of, events, steps, busy, fleet)
+    return OpenResult(times, start, finish, prompt, decode, worker_of, events, steps, busy, fleet)
 
 
 def _route(router: str, i: int, workers: list[_Worker], cand: np.ndarray) -> int:

@@ -360,7 +360,7 @@ CASES: list[tuple[list[str], str]] = [
     ([*DEPLOY, "--gpus-ffn", "0"], "--gpus-ffn must be an integer >= 1"),
     ([*DEPLOY, "--gpus-ffn", "7"], "does not divide the 256 experts"),
     ([*DEPLOY, "--microbatches", "x"], "--microbatches: 'x' is not an integer"),
-    ([*DEPLOY, "--objective", "cost"], "--objective cost needs --price-attention"),
+    ([*DEPLOY, "--objective", "cost", "--attention-hw", "h20"], "no public price for h20"),
     ([*DEPLOY, "--top", "0"], "--top must be >= 1"),
     ([*DEPLOY, "--seeds", "0"], "--seeds must be >= 1"),
     ([*DEPLOY, "--trace", "{bad}/empty.csv"], "no requests"),

@@ -297,3 +297,19 @@ def test_anchored_search_is_verified_with_the_same_times(result):
     assert v["simulated_throughput_per_gpu"]["mean"] == pytest.approx(
         v["predicted_throughput_per_gpu"], rel=0.03
     )
+
+
+def test_cost_objective_uses_the_hardware_prices():
+    hw = load_hardware("h200")
+    assert hw.price_per_hour == 4.0 and "2026" in hw.price_source
+    t = small_target()
+    target = Target(
+        t.model, hw, hw, t.stats, t.slo, objective="cost", space=t.space,
+        prices=(hw.price_per_hour, hw.price_per_hour),
+    )  # fmt: skip
+    c = search(target, "none").chosen
+    dollars = (c["r"] * c["gpus_attention"] + c["gpus_ffn"]) * 4.0
+    assert c["score"] == pytest.approx(
+        c["r"] * c["batch"] / (dollars * c["step_time_mean_ms"] / 1e3)
+    )
+    assert load_hardware("h20").price_per_hour is None

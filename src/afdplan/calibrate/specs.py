@@ -149,6 +149,8 @@ class HardwareSpec:
     gpus_per_node: int = 8  # a node or tray: the unit runtimes place ranks in
     scaleup_gpus: int = 8  # GPUs one NVLink (scale-up) domain joins; beyond it, the network
     source: str = ""
+    price_per_hour: float | None = None  # $ per GPU-hour, a public on-demand figure
+    price_source: str = ""
 
     def peak_flops(self, weight_bytes: float) -> float:
         """Dense tensor-core FLOP/s for the weight precision (FP8 path for ≤ 1 byte)."""
@@ -371,7 +373,7 @@ def load_hardware(name: str, **overrides: float) -> HardwareSpec:
     fields = {k: v for k, v in table[key].items()}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     for k, v in fields.items():
-        if k != "source":
+        if k not in ("source", "price_source"):
             check_positive(f"{key}: {k}", v)
     for k in EFFICIENCIES:
         if k in fields:

@@ -96,7 +96,8 @@ def build_fleet(
     router: Router,
     bundles: int = 1,
 ):
-    """(Fleet, description, (price per attention GPU-hour, per FFN GPU-hour) weights)."""
+    """(Fleet, description of its step times, the public $/GPU-hour of its attention and
+    FFN hardware where known: a deployment names its hardware, a coefficient set does not)."""
     from afdplan.sim.open import Fleet
 
     if deployment is not None:
@@ -104,7 +105,7 @@ def build_fleet(
             ratio is None and batch is None and pipeline is None,
             "--deployment fixes r, B and the pipeline; do not give -r, -B or --pipeline",
         )
-        times, pipe, r, b, label = _from_deployment(deployment)
+        times, pipe, r, b, label, prices = _from_deployment(deployment)
     else:
         from afdplan.calibrate.resolve import resolve_coeffs
 
@@ -117,13 +118,13 @@ def build_fleet(
             planned = make_plan(wl, times, b, pipeline=pipe, objective="gpu")
             b = planned.deployment.batch
             r = r if r is not None else planned.recommended.point.r
-        label = times.name
+        label, prices = times.name, (None, None)
     cap = parse_kv_capacity(
         kv_capacity if kv_capacity is not None else ("auto" if times.kv_capacity_tokens else None),
         times,
     )
     fleet = Fleet(times, r, b, bundles, pipe, cap, router.value)
-    return fleet, label
+    return fleet, label, prices
 
 
 def _from_deployment(path: Path):
@@ -152,7 +153,8 @@ def _from_deployment(path: Path):
     label = f"deploy: {model.name} on {a_hw.name}" + (
         "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
     )
-    return times, Pipeline("pingpong", m, model.layers), r, b, label
+    prices = (a_hw.price_per_hour, f_hw.price_per_hour)
+    return times, Pipeline("pingpong", m, model.layers), r, b, label, prices
 
 
 def resolve_arrivals(text: str | None, rate: float | None, wl):
@@ -253,13 +255,15 @@ def capacity(
     )
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     rates = parse_rates(rate, wl)
-    fleet, label = build_fleet(
+    fleet, label, hw_prices = build_fleet(
         wl, deployment, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router
     )
+    p_a = price_attention if price_attention is not None else hw_prices[0]
+    p_f = price_ffn if price_ffn is not None else hw_prices[1]
     price = None
-    if price_attention is not None and price_ffn is not None:
+    if p_a is not None and p_f is not None:
         t = fleet.times
-        price = fleet.ratio * t.gpus_attention * price_attention + t.gpus_ffn * price_ffn
+        price = fleet.ratio * t.gpus_attention * p_a + t.gpus_ffn * p_f
     backend_name = None if backend is None else backend.value
     connect_backend(backend_name, scheduler)
     arrivals_by_rate = [resolve_arrivals(arrivals, value, wl) for value in rates]

@@ -122,7 +122,10 @@ def deploy(
         stats=wl.stats(),
         slo=Slo(tpot_ms, int(tpot_percentile.value[1:])),
         objective=objective.value,
-        prices=(price_attention, price_ffn),
+        prices=(
+            price_attention if price_attention is not None else a_hw.price_per_hour,
+            price_ffn if price_ffn is not None else f_hw.price_per_hour,
+        ),
         space=Space(
             gpus_attention=tuple(parse_int_list(gpus_attention, "--gpus-attention", 64)),
             gpus_ffn=None if gpus_ffn is None else tuple(parse_int_list(gpus_ffn, "--gpus-ffn")),
@@ -256,7 +259,8 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
     out.print(
         f"Chosen: r = {c['r']} attention instances x {c['gpus_attention']} GPU(s) + an FFN group "
         f"of {c['gpus_ffn']}, B = {c['batch']}, m = {c['microbatches']}: "
-        f"{fmt_rate(c['throughput_per_gpu'])} tok/s/GPU at {c['tpot_ms']:.1f} ms {pct} step time.",
+        f"{fmt_rate(c['throughput_per_gpu'])} tok/s/GPU at {c['tpot_ms']:.1f} ms {pct} step time"
+        + (f", {3600 * c['score']:,.0f} tokens per $." if t.objective == "cost" else "."),
         markup=False,
     )
     for path in files:

@@ -311,7 +311,7 @@ def presets(as_json: JsonOpt = False) -> None:
         mtable.add_row(m.name, str(m.layers), str(m.hidden), row["attention"], row["ffn"], m.source)
     show(mtable)
     hw = OutTable(title="Hardware (--hardware NAME)")
-    for col in ("name", "BF16 TFLOP/s", "HBM TB/s", "HBM GB", "link GB/s", "source"):
+    for col in ("name", "BF16 TFLOP/s", "HBM TB/s", "HBM GB", "link GB/s", "$/GPU-h", "source"):
         hw.add_column(col, overflow="fold")
     for h in hardware:
         hw.add_row(
@@ -320,6 +320,7 @@ def presets(as_json: JsonOpt = False) -> None:
             f"{h.hbm_bandwidth / 1e12:.2f}",
             f"{h.hbm_bytes / 1e9:.0f}",
             f"{h.link_bandwidth / 1e9:.0f}",
+            "" if h.price_per_hour is None else f"{h.price_per_hour:.2f}",
             h.source,
         )
     show(hw)
@@ -347,5 +348,7 @@ def _hardware_row(h) -> dict:
         "hbm_bandwidth": h.hbm_bandwidth,
         "hbm_bytes": h.hbm_bytes,
         "link_bandwidth": h.link_bandwidth,
+        "price_per_hour": h.price_per_hour,
+        "price_source": h.price_source,
         "source": h.source,
     }

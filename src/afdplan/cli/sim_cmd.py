@@ -301,7 +301,7 @@ def _simulate_open(
     values = parse_rates(rate, wl)
     require(len(values) == 1, "--rate takes one value here (lists: capacity)")
     arr = resolve_arrivals(arrivals, values[0], wl)
-    fleet, label = build_fleet(
+    fleet, label, _ = build_fleet(
         wl, None, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router,
         bundles,
     )  # fmt: skip

@@ -130,10 +130,15 @@ class Target:
             f"objective must be one of {', '.join(o.value for o in Objective)}",
         )
         if self.objective == Objective.cost:
-            require(
-                None not in self.prices,
-                "--objective cost needs --price-attention and --price-ffn ($ per GPU-hour)",
-            )
+            for hw, price, option in (
+                (self.attention_hw, self.prices[0], "--price-attention"),
+                (self.ffn_hw, self.prices[1], "--price-ffn"),
+            ):
+                require(
+                    price is not None,
+                    f"--objective cost: no public price for {hw.name}; give {option} "
+                    "($ per GPU-hour)",
+                )
             for p in self.prices:
                 check_positive("price per GPU-hour", p)
 

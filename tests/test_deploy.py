@@ -313,3 +313,11 @@ def test_cost_objective_uses_the_hardware_prices():
         c["r"] * c["batch"] / (dollars * c["step_time_mean_ms"] / 1e3)
     )
     assert load_hardware("h20").price_per_hour is None
+
+
+def test_tokens_per_joule_at_board_power(result):
+    c = result.chosen
+    assert c["tokens_per_joule"] == pytest.approx(c["throughput_per_gpu"] / 700.0)
+    col = result.colocated
+    assert col["tokens_per_joule"] == pytest.approx(col["throughput_per_gpu"] / 700.0)
+    assert load_hardware("b300_sxm").board_power_w == 1100

@@ -151,6 +151,7 @@ class HardwareSpec:
     source: str = ""
     price_per_hour: float | None = None  # $ per GPU-hour, a public on-demand figure
     price_source: str = ""
+    board_power_w: float | None = None  # maximum board power, watts
 
     def peak_flops(self, weight_bytes: float) -> float:
         """Dense tensor-core FLOP/s for the weight precision (FP8 path for ≤ 1 byte)."""
@@ -358,6 +359,7 @@ HARDWARE_ALIASES = {
     "h100_sxm": "h100-sxm",
     "h200_sxm": "h200",
     "b200_sxm": "b200",
+    "b300_sxm": "b300",
     "a100_sxm": "a100-80g",
     "gb200_nvl72": "gb200",
 }

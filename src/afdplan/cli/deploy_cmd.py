@@ -260,7 +260,13 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         f"Chosen: r = {c['r']} attention instances x {c['gpus_attention']} GPU(s) + an FFN group "
         f"of {c['gpus_ffn']}, B = {c['batch']}, m = {c['microbatches']}: "
         f"{fmt_rate(c['throughput_per_gpu'])} tok/s/GPU at {c['tpot_ms']:.1f} ms {pct} step time"
-        + (f", {3600 * c['score']:,.0f} tokens per $." if t.objective == "cost" else "."),
+        + (f", {3600 * c['score']:,.0f} tokens per $" if t.objective == "cost" else "")
+        + (
+            ""
+            if c["tokens_per_joule"] != c["tokens_per_joule"]
+            else f", {c['tokens_per_joule']:.2f} tokens per joule at board power"
+        )
+        + ".",
         markup=False,
     )
     for path in files:

@@ -311,7 +311,16 @@ def presets(as_json: JsonOpt = False) -> None:
         mtable.add_row(m.name, str(m.layers), str(m.hidden), row["attention"], row["ffn"], m.source)
     show(mtable)
     hw = OutTable(title="Hardware (--hardware NAME)")
-    for col in ("name", "BF16 TFLOP/s", "HBM TB/s", "HBM GB", "link GB/s", "$/GPU-h", "source"):
+    for col in (
+        "name",
+        "BF16 TFLOP/s",
+        "HBM TB/s",
+        "HBM GB",
+        "link GB/s",
+        "$/GPU-h",
+        "W",
+        "source",
+    ):
         hw.add_column(col, overflow="fold")
     for h in hardware:
         hw.add_row(
@@ -321,6 +330,7 @@ def presets(as_json: JsonOpt = False) -> None:
             f"{h.hbm_bytes / 1e9:.0f}",
             f"{h.link_bandwidth / 1e9:.0f}",
             "" if h.price_per_hour is None else f"{h.price_per_hour:.2f}",
+            "" if h.board_power_w is None else f"{h.board_power_w:.0f}",
             h.source,
         )
     show(hw)
@@ -350,5 +360,6 @@ def _hardware_row(h) -> dict:
         "link_bandwidth": h.link_bandwidth,
         "price_per_hour": h.price_per_hour,
         "price_source": h.price_source,
+        "board_power_w": h.board_power_w,
         "source": h.source,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -163,6 +164,7 @@ def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
         else None
         for r in configs.itertuples()
     ]
+    configs["tokens_per_joule"] = _tokens_per_joule(target, configs)
     configs["runtime_ok"] = [n is None for n in notes]
     configs["runtime_note"] = [n or "" for n in notes]
     frontier = _frontier(out, configs, runtime)
@@ -186,6 +188,21 @@ def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
         best_unconstrained=_plain(afd.iloc[0]),
         colocated=None if colocated.empty else _plain(colocated.iloc[0]),
     )
+
+
+def _tokens_per_joule(target: Target, configs: pd.DataFrame) -> pd.Series:
+    """Tokens per joule at the GPUs' board power (NaN where a preset has no figure)."""
+    power = {h.name: h.board_power_w for h in (target.attention_hw, target.ffn_hw)}
+    p_a = power[target.attention_hw.name] or math.nan
+    p_f = power[target.ffn_hw.name] or math.nan
+    afd = configs.architecture == "afd"
+    colocated_hw = configs.architecture.str.removeprefix("colocated@")
+    watts = np.where(
+        afd,
+        configs.r * configs.gpus_attention * p_a + configs.gpus_ffn * p_f,
+        configs.gpus * colocated_hw.map(lambda name: power.get(name) or math.nan),
+    )
+    return configs.throughput_per_bundle / watts
 
 
 def _frontier(out: _Collector, configs: pd.DataFrame, runtime: str) -> pd.DataFrame:

@@ -259,7 +259,7 @@ def test_closed_form_fast_path_is_close_to_the_recurrence():
 
 
 def test_validation_runs_under_a_pipeline():
-    from afdplan.validate import Grid, builtin_cases, run_validation
+    from afdplan.study import Grid, builtin_cases, run_validation
 
     cases, _ = builtin_cases(quick=True)
     grid = Grid(batches=(32,), seeds=2, requests=1500, min_steps=200, mixing_lifetimes=1.0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from afdplan.report.validation import summary_table, write_report
-from afdplan.validate import Grid, builtin_cases, builtin_workloads, run_validation, summarise
+from afdplan.study import Grid, builtin_cases, builtin_workloads, run_validation, summarise
 
 TINY = Grid(batches=(32,), seeds=2, requests=2_000, min_steps=300, mixing_lifetimes=2.0)
 
@@ -81,7 +81,7 @@ def test_validate_quick_and_report_cli(cli, tmp_path):
 
 
 def test_best_ratio_prefers_smaller_r_on_ties():
-    from afdplan.validate import best_ratio
+    from afdplan.study import best_ratio
 
     assert best_ratio({4: 1.0, 2: 1.0, 3: 0.5}) == 2
     assert best_ratio({1: 0.2, 5: 0.9, 9: 0.8}) == 5

@@ -455,7 +455,7 @@ def sweep(
     """Sweep r × B (× workloads × seeds): simulated optimum r vs the theory's, per B."""
     from afdplan.choices import DEFAULT_WORKLOAD
     from afdplan.sim.sweep import connect_backend, run_sweep
-    from afdplan.validate import compare_sweep
+    from afdplan.study import compare_sweep
 
     output = prepare_output_file(output, "--output", ROWS_SUFFIXES)
     b_list = parse_int_list(batch, "--batch")

@@ -56,7 +56,7 @@ def validate(
     Markdown + HTML report with figures.
     """
     from afdplan.data import builtin_names, resolve_input
-    from afdplan.validate import (
+    from afdplan.study import (
         DEFAULT_GRID,
         QUICK_GRID,
         builtin_cases,

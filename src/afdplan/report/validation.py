@@ -1,6 +1,6 @@
 """The validation report: Markdown and a self-contained HTML page with figures.
 
-Input is the JSON that ``afdplan validate --json`` writes (``afdplan.validate``); every
+Input is the JSON that ``afdplan validate --json`` writes (``afdplan.study``); every
 number in the report is read from it, so the report and the raw results cannot disagree.
 """
 

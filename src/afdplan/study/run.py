@@ -1,16 +1,6 @@
-"""Validation study: the rules' A/F ratios against the simulated optimum (issue 5).
-
-For every case × workload × B we compute v1's r* (load μ_P + μ_D), the θ-based r*, their
+"""Run the validation study: for every case × workload × B, v1's r*, the θ-based r*, their
 best integers under the mean-field cycle time, the barrier-aware recommendation, and the
 simulation-optimal r from a sweep over r with several seeds (common seeds across r).
-
-Two kinds of case:
-
-* **easy** — the simulator runs the very linear model the theory sees, on i.i.d.
-  requests: it checks the algebra and the barrier/variance treatment only;
-* **honest** — the simulator runs *measured* step-time tables (aiconfigurator-core kernel
-  tables, or Vidur's FFN measurements) and replays traces in arrival order, while the
-  theory sees only the linear fit of those tables and θ, v of the workload.
 
 The result is a plain JSON-able dict; ``afdplan.report`` turns it into Markdown/HTML.
 Memory feasibility is not enforced here (the question is where the throughput optimum
@@ -22,172 +12,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import joblib
 import numpy as np
 
 from afdplan import __version__
 from afdplan.bundle import Pipeline
-from afdplan.errors import InputError, require
+from afdplan.errors import require
 from afdplan.plan import PlanResult, make_plan
 from afdplan.sim import SimConfig, kernels, simulate_with_cycles
 from afdplan.sim.results import Estimate
-from afdplan.sim.sweep import SweepPoint, auto_jobs
-from afdplan.timing import LinearStepTimes, StepTimes, TableStepTimes, load_coeffs
-from afdplan.workload import EmpiricalWorkload, Workload, parse_workload, read_trace
-
-RULES = ("v1", "theta", "barrier", "curves")
-RULE_LABELS = {
-    "v1": "v1: μ_P + μ_D, mean field, linear fit",
-    "theta": "θ, mean field, linear fit",
-    "barrier": "θ + barrier, linear fit",
-    "curves": "θ + barrier on the measured curves",
-}
-MISS_ERROR = 0.05  # a rule "misses" above 5% error …
-MISS_REGRET = 0.01  # … or 1% throughput regret
-
-DEFAULT_WORKLOADS = {
-    "geometric P100 D100": "geometric:prefill=100,decode_mean=100",
-    "geometric P100 D500": "geometric:prefill=100,decode_mean=500",
-    "geometric P500 D500": "geometric:prefill=500,decode_mean=500",
-    "fixed P1000 D200": "fixed:prefill=1000,decode=200",
-    "lognormal heavy-tail": (
-        "lognormal:prefill_median=800,prefill_sigma=1.0,prefill_max=32768,"
-        "decode_median=100,decode_sigma=1.5,decode_max=8192"
-    ),
-}
-QUICK_WORKLOADS = ("geometric P100 D500", "lognormal heavy-tail")
-
-
-@dataclass(frozen=True)
-class Case:
-    """What the theory sees and what the simulator runs."""
-
-    name: str
-    description: str
-    theory: LinearStepTimes
-    sim: StepTimes
-    replay: bool  # replay traces in arrival order (parametric laws are always i.i.d.)
-    honest: bool
-
-
-@dataclass(frozen=True)
-class Grid:
-    batches: tuple[int, ...]
-    seeds: int
-    requests: int  # per simulation, at least
-    min_steps: int  # per simulation, at least
-    # … and at least this many mean lifetimes of the request a slot serves at a random step
-    # (E[D²]/E[D]): heavy-tailed loads mix slowly and need long runs.
-    mixing_lifetimes: float = 25.0
-
-
-DEFAULT_GRID = Grid(batches=(64, 256), seeds=3, requests=50_000, min_steps=2_000)
-# Seconds on two cores: a smoke test of the whole pipeline, not a verdict.
-QUICK_GRID = Grid(batches=(64,), seeds=2, requests=4_000, min_steps=400, mixing_lifetimes=1.5)
-
-
-# ------------------------------------------------------------------- the inputs
-
-
-def builtin_workloads(quick: bool, traces: list[Path]) -> dict[str, Workload]:
-    names = QUICK_WORKLOADS if quick else tuple(DEFAULT_WORKLOADS)
-    out: dict[str, Workload] = {name: parse_workload(DEFAULT_WORKLOADS[name]) for name in names}
-    for path in traces:
-        out[f"trace {path.stem}"] = read_trace(path)
-    return out
-
-
-def builtin_cases(quick: bool) -> tuple[list[Case], list[dict]]:
-    """The cases this machine can run, and the ones skipped with the reason."""
-    cases = [
-        _easy("easy: paper v1 set", "paper-v1-dsv3-910c"),
-        _easy("easy: DeepSeek-V3 H200 fit", "deepseek-v3-h200"),
-    ]
-    skipped: list[dict] = []
-    if quick:
-        return cases, skipped
-    for builder in (_honest_dsv3, _honest_llama, _honest_vidur):
-        try:
-            cases.append(builder())
-        except InputError as exc:
-            skipped.append({"case": builder.__doc__, "reason": str(exc)})
-    return cases, skipped
-
-
-def _easy(name: str, coeffs: str) -> Case:
-    times = replace(load_coeffs(coeffs), kv_capacity_tokens=None)
-    return Case(
-        name,
-        f"linear {coeffs} for both theory and simulator; i.i.d. requests",
-        times,
-        times,
-        replay=False,
-        honest=False,
-    )
-
-
-def _measured_case(name: str, coeffs: str, model: str, system: str, gpus_ffn: int) -> Case:
-    from afdplan.calibrate.aiconfig import measured_tables
-    from afdplan.calibrate.specs import load_model
-    from afdplan.timing import tables_from_frame
-
-    theory = replace(load_coeffs(coeffs), kv_capacity_tokens=None)
-    rows = measured_tables(load_model(model), system, "vllm", 1, gpus_ffn).rows
-    sim = tables_from_frame(rows, theory, f"aiconfigurator-core {system} {model}")
-    return Case(
-        name,
-        f"theory: linear fit {coeffs}; simulator: measured {system} vLLM kernel tables "
-        f"(attention, dense GEMMs, {'MoE EP' if gpus_ffn > 2 else 'FFN TP'}{gpus_ffn}), "
-        "linear comm; traces replayed in arrival order",
-        theory,
-        sim,
-        replay=True,
-        honest=True,
-    )
-
-
-def _honest_dsv3() -> Case:
-    """honest: DeepSeek-V3 H200 measured tables"""
-    return _measured_case(
-        "honest: DeepSeek-V3 H200 tables", "deepseek-v3-h200", "deepseek-v3", "h200_sxm", 8
-    )
-
-
-def _honest_llama() -> Case:
-    """honest: Llama-3-70B H100 measured tables"""
-    return _measured_case(
-        "honest: Llama-3-70B H100 tables", "llama3-70b-h100", "llama3-70b", "h100_sxm", 2
-    )
-
-
-def _honest_vidur() -> Case:
-    """honest: Vidur H100 Llama-2-70B FFN"""
-    from afdplan.calibrate.build import combine, fit_table
-    from afdplan.calibrate.readers import read_vidur_mlp
-    from afdplan.calibrate.roofline import derive
-    from afdplan.calibrate.specs import load_hardware, load_model
-    from afdplan.data import builtin_path
-    from afdplan.timing import tables_from_frame
-
-    path = builtin_path("vidur-h100-llama2-70b")
-    base = derive(load_model("llama2-70b"), load_hardware("h100-sxm"), 1, 2).times
-    rows = read_vidur_mlp(path, layers=80, tp_attention=1, tp_ffn=2)
-    theory = combine(fit_table(rows), base, {}, "vidur-llama2-70b-h100").times
-    theory = replace(theory, kv_capacity_tokens=None)
-    sim = tables_from_frame(rows, theory, "Vidur H100 Llama-2-70B mlp.csv")
-    return Case(
-        "honest: Vidur Llama-2-70B H100 FFN",
-        "theory: linear fit of Vidur's measured FFN (TP 2) and attention GEMMs + roofline "
-        "attention kernel; simulator: the measured curves themselves; traces replayed",
-        theory,
-        sim,
-        replay=True,
-        honest=True,
-    )
-
+from afdplan.sim.sweep import auto_jobs
+from afdplan.study.cases import MISS_ERROR, MISS_REGRET, RULES, Case, Grid
+from afdplan.study.compare import best_ratio, sweep_ratios
+from afdplan.timing import StepTimes, TableStepTimes
+from afdplan.workload import EmpiricalWorkload, Workload
 
 # ------------------------------------------------------------------- the study
 
@@ -237,27 +77,6 @@ def case_pipeline(case: Case, pipeline: tuple[str, int]) -> Pipeline:
     """The pipeline ``(kind, micro-batches)`` with the layer count of the case's model."""
     kind, m = pipeline
     return Pipeline(kind, m, case.theory.layers or 1)
-
-
-def best_ratio(objective: dict[int, float]) -> int:
-    """The r with the highest simulated objective; the smallest r among (numerical) ties."""
-    best = max(objective.values())
-    return min(r for r, v in objective.items() if v >= best * (1 - 1e-12))
-
-
-def sweep_ratios(picks: dict[str, int]) -> set[int]:
-    """r to simulate: every integer up to 20 around the picks, then ~5% apart up to 1.5×."""
-    low, top = min(picks.values()), max(picks.values())
-    lo, hi = max(1, low // 2), math.ceil(1.5 * top) + 1
-    ratios = {1} | set(range(lo, min(hi, 20) + 1))
-    if hi > 20:
-        ratios |= {
-            round(x)
-            for x in np.geomspace(20, hi, math.ceil(math.log(hi / 20) / math.log(1.05)) + 1)
-        }
-    for p in picks.values():
-        ratios |= {max(1, p - 1), p, p + 1}
-    return ratios
 
 
 @dataclass
@@ -603,114 +422,3 @@ def summarise(results: list[dict]) -> list[dict]:
 
 
 # ------------------------------------------------------------ sweeps vs theory
-
-
-@dataclass(frozen=True)
-class SweepOptimum:
-    """The simulated best r for one (workload, B) against the theory's pick."""
-
-    workload: str
-    batch: int
-    r_sim_opt: int
-    r_theory: int
-    throughput_sim_opt: float  # weighted objective at r_sim_opt (simulated mean)
-    throughput_at_theory: float | None  # simulated objective at r_theory, if swept
-
-    @property
-    def rel_error(self) -> float:
-        """|r_theory − r_sim| / r_sim."""
-        return abs(self.r_theory - self.r_sim_opt) / self.r_sim_opt
-
-    @property
-    def regret(self) -> float | None:
-        """1 − Θ(r_theory)/Θ(r_sim): throughput lost by following the theory."""
-        if self.throughput_at_theory is None:
-            return None
-        return 1.0 - self.throughput_at_theory / self.throughput_sim_opt
-
-
-def simulated_optimum(
-    points: list[SweepPoint], w_attention: float = 1.0, w_ffn: float = 1.0
-) -> tuple[int, dict[int, float]]:
-    """(argmax r, objective by r) for the points of one (workload, B); ties → smaller r."""
-    objective = {p.ratio: p.weighted_throughput(w_attention, w_ffn).mean for p in points}
-    return best_ratio(objective), objective
-
-
-def compare_sweep(
-    points: list[SweepPoint],
-    workloads: dict[str, Workload],
-    linear: LinearStepTimes,
-    pipeline,
-    w_attention: float,
-    w_ffn: float,
-    curves: StepTimes | None = None,
-    objective: str = "custom",
-) -> dict:
-    """Rows per (workload, B, r) and, per (workload, B), the simulated vs theory optimum.
-
-    The theory's pick uses the measured ``curves`` when the sweep ran on them, and its
-    search over r is not bounded by the swept range.
-    """
-    rows, optima = [], []
-    groups: dict[tuple[str, int], list[SweepPoint]] = {}
-    for p in points:
-        groups.setdefault((p.workload, p.batch), []).append(p)
-        tp = p.estimate("throughput_per_instance")
-        rows.append(
-            {
-                "workload": p.workload,
-                "batch": p.batch,
-                "r": p.ratio,
-                "seeds": len(p.runs),
-                "throughput_per_instance": tp.mean,
-                "throughput_ci95": tp.half_width,
-                "throughput_per_weight": p.weighted_throughput(w_attention, w_ffn).mean,
-                "throughput_per_gpu": p.estimate("throughput_per_gpu").mean,
-                "pipeline": p.runs[0].mode,
-                "microbatches": p.runs[0].microbatches,
-                "objective": objective,
-                "mean_step_time_s": p.estimate("mean_step_time_s").mean,
-                "idle_attention": p.estimate("idle_attention").mean,
-                "idle_ffn": p.estimate("idle_ffn").mean,
-                "tpot_p99_s": p.estimate("tpot_p99_s").mean,
-            }
-        )
-    for (name, b), group in groups.items():
-        r_sim, objective = simulated_optimum(group, w_attention, w_ffn)
-        planned = make_plan(
-            workloads[name],
-            replace(linear, kv_capacity_tokens=None),
-            b,
-            pipeline=pipeline,
-            w_attention=w_attention,
-            w_ffn=w_ffn,
-            curves=curves,
-        )
-        opt = SweepOptimum(
-            name,
-            b,
-            r_sim,
-            planned.recommended.point.r,
-            objective[r_sim],
-            objective.get(planned.recommended.point.r),
-        )
-        optima.append(
-            {
-                "workload": name,
-                "batch": b,
-                "r_sim_opt": opt.r_sim_opt,
-                "r_theory": opt.r_theory,
-                "r_star": planned.rule.r_star,
-                "r_star_v1": planned.rule_v1.r_star,
-                "regime": planned.rule.regime,
-                "rel_error": opt.rel_error,
-                "regret": opt.regret,
-            }
-        )
-    return {
-        "rows": rows,
-        "optima": optima,
-        "r_sim_opt": {f"{o['workload']}@B={o['batch']}": o["r_sim_opt"] for o in optima},
-        "r_theory": {f"{o['workload']}@B={o['batch']}": o["r_theory"] for o in optima},
-    }

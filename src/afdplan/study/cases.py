@@ -1,0 +1,170 @@
+"""What the validation study covers: its cases (step-time sources), workloads, grids and
+the rules it scores (issue 5; DESIGN.md §7).
+
+Two kinds of case:
+
+* **easy** — the simulator runs the very linear model the theory sees, on i.i.d.
+  requests: it checks the algebra and the barrier/variance treatment only;
+* **honest** — the simulator runs *measured* step-time tables (aiconfigurator-core kernel
+  tables, or Vidur's FFN measurements) and replays traces in arrival order, while the
+  theory sees only the linear fit of those tables and θ, v of the workload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from afdplan.errors import InputError
+from afdplan.timing import LinearStepTimes, StepTimes, load_coeffs
+from afdplan.workload import Workload, parse_workload, read_trace
+
+RULES = ("v1", "theta", "barrier", "curves")
+RULE_LABELS = {
+    "v1": "v1: μ_P + μ_D, mean field, linear fit",
+    "theta": "θ, mean field, linear fit",
+    "barrier": "θ + barrier, linear fit",
+    "curves": "θ + barrier on the measured curves",
+}
+MISS_ERROR = 0.05  # a rule "misses" above 5% error …
+MISS_REGRET = 0.01  # … or 1% throughput regret
+
+DEFAULT_WORKLOADS = {
+    "geometric P100 D100": "geometric:prefill=100,decode_mean=100",
+    "geometric P100 D500": "geometric:prefill=100,decode_mean=500",
+    "geometric P500 D500": "geometric:prefill=500,decode_mean=500",
+    "fixed P1000 D200": "fixed:prefill=1000,decode=200",
+    "lognormal heavy-tail": (
+        "lognormal:prefill_median=800,prefill_sigma=1.0,prefill_max=32768,"
+        "decode_median=100,decode_sigma=1.5,decode_max=8192"
+    ),
+}
+QUICK_WORKLOADS = ("geometric P100 D500", "lognormal heavy-tail")
+
+
+@dataclass(frozen=True)
+class Case:
+    """What the theory sees and what the simulator runs."""
+
+    name: str
+    description: str
+    theory: LinearStepTimes
+    sim: StepTimes
+    replay: bool  # replay traces in arrival order (parametric laws are always i.i.d.)
+    honest: bool
+
+
+@dataclass(frozen=True)
+class Grid:
+    batches: tuple[int, ...]
+    seeds: int
+    requests: int  # per simulation, at least
+    min_steps: int  # per simulation, at least
+    # … and at least this many mean lifetimes of the request a slot serves at a random step
+    # (E[D²]/E[D]): heavy-tailed loads mix slowly and need long runs.
+    mixing_lifetimes: float = 25.0
+
+
+DEFAULT_GRID = Grid(batches=(64, 256), seeds=3, requests=50_000, min_steps=2_000)
+# Seconds on two cores: a smoke test of the whole pipeline, not a verdict.
+QUICK_GRID = Grid(batches=(64,), seeds=2, requests=4_000, min_steps=400, mixing_lifetimes=1.5)
+
+
+# ------------------------------------------------------------------- the inputs
+
+
+def builtin_workloads(quick: bool, traces: list[Path]) -> dict[str, Workload]:
+    names = QUICK_WORKLOADS if quick else tuple(DEFAULT_WORKLOADS)
+    out: dict[str, Workload] = {name: parse_workload(DEFAULT_WORKLOADS[name]) for name in names}
+    for path in traces:
+        out[f"trace {path.stem}"] = read_trace(path)
+    return out
+
+
+def builtin_cases(quick: bool) -> tuple[list[Case], list[dict]]:
+    """The cases this machine can run, and the ones skipped with the reason."""
+    cases = [
+        _easy("easy: paper v1 set", "paper-v1-dsv3-910c"),
+        _easy("easy: DeepSeek-V3 H200 fit", "deepseek-v3-h200"),
+    ]
+    skipped: list[dict] = []
+    if quick:
+        return cases, skipped
+    for builder in (_honest_dsv3, _honest_llama, _honest_vidur):
+        try:
+            cases.append(builder())
+        except InputError as exc:
+            skipped.append({"case": builder.__doc__, "reason": str(exc)})
+    return cases, skipped
+
+
+def _easy(name: str, coeffs: str) -> Case:
+    times = replace(load_coeffs(coeffs), kv_capacity_tokens=None)
+    return Case(
+        name,
+        f"linear {coeffs} for both theory and simulator; i.i.d. requests",
+        times,
+        times,
+        replay=False,
+        honest=False,
+    )
+
+
+def _measured_case(name: str, coeffs: str, model: str, system: str, gpus_ffn: int) -> Case:
+    from afdplan.calibrate.aiconfig import measured_tables
+    from afdplan.calibrate.specs import load_model
+    from afdplan.timing import tables_from_frame
+
+    theory = replace(load_coeffs(coeffs), kv_capacity_tokens=None)
+    rows = measured_tables(load_model(model), system, "vllm", 1, gpus_ffn).rows
+    sim = tables_from_frame(rows, theory, f"aiconfigurator-core {system} {model}")
+    return Case(
+        name,
+        f"theory: linear fit {coeffs}; simulator: measured {system} vLLM kernel tables "
+        f"(attention, dense GEMMs, {'MoE EP' if gpus_ffn > 2 else 'FFN TP'}{gpus_ffn}), "
+        "linear comm; traces replayed in arrival order",
+        theory,
+        sim,
+        replay=True,
+        honest=True,
+    )
+
+
+def _honest_dsv3() -> Case:
+    """honest: DeepSeek-V3 H200 measured tables"""
+    return _measured_case(
+        "honest: DeepSeek-V3 H200 tables", "deepseek-v3-h200", "deepseek-v3", "h200_sxm", 8
+    )
+
+
+def _honest_llama() -> Case:
+    """honest: Llama-3-70B H100 measured tables"""
+    return _measured_case(
+        "honest: Llama-3-70B H100 tables", "llama3-70b-h100", "llama3-70b", "h100_sxm", 2
+    )
+
+
+def _honest_vidur() -> Case:
+    """honest: Vidur H100 Llama-2-70B FFN"""
+    from afdplan.calibrate.build import combine, fit_table
+    from afdplan.calibrate.readers import read_vidur_mlp
+    from afdplan.calibrate.roofline import derive
+    from afdplan.calibrate.specs import load_hardware, load_model
+    from afdplan.data import builtin_path
+    from afdplan.timing import tables_from_frame
+
+    path = builtin_path("vidur-h100-llama2-70b")
+    base = derive(load_model("llama2-70b"), load_hardware("h100-sxm"), 1, 2).times
+    rows = read_vidur_mlp(path, layers=80, tp_attention=1, tp_ffn=2)
+    theory = combine(fit_table(rows), base, {}, "vidur-llama2-70b-h100").times
+    theory = replace(theory, kv_capacity_tokens=None)
+    sim = tables_from_frame(rows, theory, "Vidur H100 Llama-2-70B mlp.csv")
+    return Case(
+        "honest: Vidur Llama-2-70B H100 FFN",
+        "theory: linear fit of Vidur's measured FFN (TP 2) and attention GEMMs + roofline "
+        "attention kernel; simulator: the measured curves themselves; traces replayed",
+        theory,
+        sim,
+        replay=True,
+        honest=True,
+    )

@@ -4,11 +4,19 @@ package or lives in ``tests/fixtures``; no test reads ../shared."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# The same examples on every run: a property test that passes in CI passes again, and one
+# that fails, fails again (set HYPOTHESIS_PROFILE=explore to search fresh examples).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

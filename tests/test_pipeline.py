@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from afdplan.bundle import Pipeline, objective_weights, pingpong_closed_form, recurrence
@@ -75,12 +75,15 @@ def test_closed_form_is_exact_with_equal_times(layers, m, r, times):
     st.floats(0.0, 0.5),
     st.integers(0, 2**31),
 )
+@example(8, 3, 5, [0.46875, 0.25, 0.25, 0.4375], 0.5, 0)
 def test_barrier_closed_form_tracks_the_recurrence(layers, m, r, base, spread, seed):
     # Random loads: attention ±spread around its mean per worker and micro-batch. The
     # closed form with the slowest micro-batch in the round trip and the busiest worker's
     # mean as the attention resource: measured over 6,000 random cases, within −1.2% /
     # +0.9% of the exact recurrence from L = 8 layers (real models have 24–126), up to
     # +12% for a pipeline one to seven layers deep, whose fill the closed form rounds up.
+    # A wider search found −2.2% at L = 8, m = 3, r = 5 with ±50% attention spread (pinned
+    # below), hence the ±3% band.
     rng = np.random.default_rng(seed)
     a = base[0] * (1 + spread * rng.uniform(-1, 1, (1, r, m)))
     x = np.full((1, r, m), base[1])
@@ -90,7 +93,7 @@ def test_barrier_closed_form_tracks_the_recurrence(layers, m, r, base, spread, s
     closed = Pipeline("pingpong", m, layers).step_time(
         a.max(), a.mean(axis=2).max(), base[1], base[2], base[3]
     )
-    low, high = (-0.02, 0.02) if layers >= 8 else (-0.05, 0.20)
+    low, high = (-0.03, 0.03) if layers >= 8 else (-0.05, 0.20)
     assert low <= closed / exact - 1 <= high
 
 

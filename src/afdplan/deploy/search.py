@@ -251,6 +251,12 @@ def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:
     return replace(times, comm=comm)
 
 
+def crosses_nodes(attention_hw: HardwareSpec, ffn_hw: HardwareSpec, gpus: int) -> bool:
+    """Whether a bundle's A↔F transfers leave the NVLink domain: different hardware on
+    the two sides, or more GPUs than one scale-up domain joins."""
+    return attention_hw.name != ffn_hw.name or gpus > attention_hw.scaleup_gpus
+
+
 def bundle_times(
     model: ModelSpec,
     attention_hw: HardwareSpec,
@@ -262,7 +268,7 @@ def bundle_times(
 ) -> tuple[LinearStepTimes, bool]:
     """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
     scale-up domain on one kind of hardware, else the inter-node link; FFN fan-in."""
-    cross = attention_hw.name != ffn_hw.name or r * g_a + g_f > attention_hw.scaleup_gpus
+    cross = crosses_nodes(attention_hw, ffn_hw, r * g_a + g_f)
     times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor)
     require(times is not None, f"the weights of {model.name} do not fit g_A = {g_a}, g_F = {g_f}")
     assert times is not None
@@ -386,7 +392,7 @@ def search_afd(target: Target, out: _Collector) -> None:
                     gpus = r * g_a + g_f
                     if space.gpu_budget is not None and gpus > space.gpu_budget:
                         break
-                    cross = target.heterogeneous or gpus > target.attention_hw.scaleup_gpus
+                    cross = crosses_nodes(target.attention_hw, target.ffn_hw, gpus)
                     times = with_fan_in(far if cross else near, r, g_f)
                     config = {
                         "architecture": "afd",
@@ -446,11 +452,8 @@ def search_colocated(target: Target, out: _Collector) -> None:
                 layers=times.layers,
             )
             b_kv = kv_limit(capacity, target.stats, space.max_batch)
-            weight = {
-                Objective.gpu: float(g),
-                Objective.instance: float(g),
-                Objective.cost: g * (price or 0.0),
-            }[Objective(target.objective)]
+            # Every GPU is an attention instance too, so per instance means per GPU here.
+            weight = g * price if target.objective == Objective.cost else float(g)
             for m in (1, 2):
                 config = {
                     "architecture": f"colocated@{hw.name}",

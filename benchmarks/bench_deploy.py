@@ -13,11 +13,10 @@ cleared before every case, so each costs what it costs in a fresh process.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 from rich.console import Console
-from rich.table import Table
+from timing_table import print_timings
 
 from afdplan.calibrate.resolve import resolve_coeffs, set_curves
 from afdplan.calibrate.specs import load_hardware, load_model
@@ -76,14 +75,9 @@ def main() -> None:
             expected_max_normal.cache_clear()
             spread_quantile.cache_clear()
             timings[name].append(timed(fn)[0])
-    base = statistics.median(timings["baseline: plan, default scenario"])
-    table = Table(title=f"deploy, median of {args.repeats} runs", title_justify="left")
-    for col in ("case", "median s", "min s", "max s", "× baseline"):
-        table.add_column(col, justify="left" if col == "case" else "right")
-    for name, ts in timings.items():
-        med = statistics.median(ts)
-        table.add_row(name, f"{med:.2f}", f"{min(ts):.2f}", f"{max(ts):.2f}", f"{med / base:.1f}")
-    Console().print(table)
+    print_timings(
+        f"deploy, median of {args.repeats} runs", timings, "baseline: plan, default scenario"
+    )
     res = results["h200"]
     Console().print(
         f"H200: {len(res.configs)} configuration rows, {len(res.frontier)} frontier points; "

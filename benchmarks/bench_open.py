@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from rich.console import Console
-from rich.table import Table
+from timing_table import print_timings
 
 from afdplan.bundle import Pipeline
 from afdplan.calibrate.resolve import resolve_coeffs
@@ -78,14 +77,7 @@ def main() -> None:
             start = time.perf_counter()
             fn()
             timings[name].append(time.perf_counter() - start)
-    base = statistics.median(next(iter(timings.values())))
-    table = Table(title=f"Open system, median of {args.repeats} runs", title_justify="left")
-    for col in ("case", "median s", "min s", "max s", "× baseline"):
-        table.add_column(col, justify="left" if col == "case" else "right")
-    for name, ts in timings.items():
-        med = statistics.median(ts)
-        table.add_row(name, f"{med:.2f}", f"{min(ts):.2f}", f"{max(ts):.2f}", f"{med / base:.2f}")
-    Console().print(table)
+    print_timings(f"Open system, median of {args.repeats} runs", timings, next(iter(timings)))
     Console().print(f"fleet saturation rate (theory): {sat:.1f} req/s")
 
 

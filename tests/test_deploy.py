@@ -321,3 +321,28 @@ def test_tokens_per_joule_at_board_power(result):
     col = result.colocated
     assert col["tokens_per_joule"] == pytest.approx(col["throughput_per_gpu"] / 700.0)
     assert load_hardware("b300_sxm").board_power_w == 1100
+
+
+def test_ffn_dtype_changes_only_the_ffn_side():
+    from dataclasses import replace
+
+    from afdplan.calibrate.roofline import derive
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    base = derive(model, hw, 1, 8).times
+    fp4 = derive(replace(model, ffn_weight_bytes=0.5), hw, 1, 8).times
+    assert fp4.attention == base.attention and fp4.comm == base.comm
+    layer_costs = model.layers * hw.layer_overhead_s
+    assert fp4.ffn.beta - layer_costs == pytest.approx((base.ffn.beta - layer_costs) / 2)
+
+
+def test_dtype_options_keep_the_anchor_of_the_served_model(cli):
+    fast = ["deploy", "--gpus-ffn", "16", "-m", "2", "--tpot-ms", "100", "--no-verify", "--json"]
+    base = cli(*fast).json()
+    fp4 = cli(*fast, "--ffn-dtype", "fp4").json()
+    bf16 = cli(*fast, "--weight-dtype", "bfloat16").json()
+    # the anchor's ratios come from the served (FP8) model, so cheaper FFN weights help and
+    # BF16 weights hurt, instead of the anchor cancelling the change
+    assert fp4["anchor_ratios"] == base["anchor_ratios"] == bf16["anchor_ratios"]
+    assert fp4["chosen"]["throughput_per_gpu"] > base["chosen"]["throughput_per_gpu"]
+    assert bf16["chosen"]["throughput_per_gpu"] < base["chosen"]["throughput_per_gpu"]

@@ -51,6 +51,17 @@ class Router(StrEnum):
     power_of_two = "power-of-two"  # the less loaded of two random workers
 
 
+class Dtype(StrEnum):
+    """Weight or KV-cache element types (bytes in ``afdplan.calibrate.specs.DTYPE_BYTES``)."""
+
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    fp8 = "fp8"
+    int8 = "int8"
+    fp4 = "fp4"
+
+
 class Percentile(StrEnum):
     """The percentile an SLO names."""
 

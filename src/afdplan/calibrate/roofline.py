@@ -40,7 +40,7 @@ class Derivation:
 def min_ffn_gpus(model: ModelSpec, hw: HardwareSpec) -> int:
     """Fewest GPUs whose usable HBM holds the FFN weights."""
     return max(
-        1, math.ceil(model.ffn_params() * model.weight_bytes / (hw.hbm_bytes * hw.usable_memory))
+        1, math.ceil(model.ffn_params() * model.ffn_bytes / (hw.hbm_bytes * hw.usable_memory))
     )
 
 
@@ -109,10 +109,10 @@ def derive(
     beta_a = (p_attn + model.embedding_params()) * model.weight_bytes / (
         g_a * bw
     ) + L * hw.layer_overhead_s
-    ffn_flops = fhw.peak_flops(model.weight_bytes) * fhw.compute_efficiency
+    ffn_flops = fhw.peak_flops(model.ffn_bytes) * fhw.compute_efficiency
     ffn_bw = fhw.hbm_bandwidth * fhw.mem_efficiency
     alpha_f = 2 * model.ffn_active_params() / (g_f * ffn_flops)
-    beta_f = model.ffn_params() * model.weight_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
+    beta_f = model.ffn_params() * model.ffn_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
     if fhw is hw and not cross_node:
         link_bw, link_latency, link_name = hw.link_bandwidth, hw.link_latency, "NVLink"
     else:
@@ -138,12 +138,17 @@ def derive(
     gb = 1e9
     notes = (
         f"model {model.name}: L={L}, h={h}, heads {model.heads}/{model.kv_heads} KV, {shape}, "
-        f"{ffn_kind}; {model.weight_bytes:g} B/weight, {model.kv_bytes:g} B/KV element",
+        f"{ffn_kind}; {model.weight_bytes:g} B/weight"
+        + ("" if model.ffn_bytes == model.weight_bytes else f" ({model.ffn_bytes:g} in the FFN)")
+        + f", {model.kv_bytes:g} B/KV element",
         *(
-            f"{side} hardware {x.name}: {x.peak_flops(model.weight_bytes) / 1e12:.0f} TFLOP/s "
+            f"{side} hardware {x.name}: {x.peak_flops(nbytes) / 1e12:.0f} TFLOP/s "
             f"x {x.compute_efficiency:g}, HBM {x.hbm_bandwidth / 1e12:.2f} TB/s x "
             f"{x.mem_efficiency:g}"
-            for side, x in (("attention", hw), ("FFN", fhw))
+            for side, x, nbytes in (
+                ("attention", hw, model.weight_bytes),
+                ("FFN", fhw, model.ffn_bytes),
+            )
         ),
         f"A-F link ({link_name}): {link_bw / gb:.0f} GB/s x {hw.link_efficiency:g}, "
         f"{link_latency * 1e6:.0f} us",
@@ -158,7 +163,7 @@ def derive(
         f"attention and embedding weights + {L} x {hw.layer_overhead_s * 1e6:.0f} us",
         f"alpha_F = {alpha_f:.4g} s/token: 2 x {model.ffn_active_params() / gb:.2f}B active "
         f"FFN params FLOP / ({g_f} x peak)",
-        f"beta_F = {beta_f:.4g} s: read {model.ffn_params() * model.weight_bytes / gb:.1f} GB "
+        f"beta_F = {beta_f:.4g} s: read {model.ffn_params() * model.ffn_bytes / gb:.1f} GB "
         f"of FFN weights over {g_f} GPU(s) + layer overhead",
         f"alpha_C = {alpha_c:.4g} s/token: 2 x {L} x {h} x {model.act_bytes:g} B over the "
         f"link; beta_C = {beta_c:.4g} s: 2 x {L} link latencies",

@@ -46,6 +46,13 @@ class ModelSpec:
     kv_bytes: float = 2.0
     act_bytes: float = 2.0
     source: str = ""
+    ffn_weight_bytes: float | None = None  # the FFN side's weights, if served in another dtype
+
+    @property
+    def ffn_bytes(self) -> float:
+        """Bytes per FFN weight (the FFN instance may serve another dtype, e.g. FP8 or FP4
+        experts behind BF16 attention)."""
+        return self.weight_bytes if self.ffn_weight_bytes is None else self.ffn_weight_bytes
 
     @property
     def is_moe(self) -> bool:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import Objective, Percentile, Runtime
+from afdplan.choices import Dtype, Objective, Percentile, Runtime
 from afdplan.cli.common import (
     DecodeColOpt,
     DropInvalidOpt,
@@ -50,6 +50,15 @@ def deploy(
     ] = "h200",
     ffn_hw: Annotated[
         str | None, typer.Option("--ffn-hw", help="FFN hardware [the attention hardware].")
+    ] = None,
+    weight_dtype: Annotated[
+        Dtype | None, typer.Option("--weight-dtype", help="Attention-side weights [the model's].")
+    ] = None,
+    ffn_dtype: Annotated[
+        Dtype | None, typer.Option("--ffn-dtype", help="FFN-side weights [--weight-dtype].")
+    ] = None,
+    kv_dtype: Annotated[
+        Dtype | None, typer.Option("--kv-dtype", help="KV-cache elements [the model's].")
     ] = None,
     trace: TraceOpt = None,
     workload: WorkloadOpt = None,
@@ -111,14 +120,15 @@ def deploy(
     from afdplan.deploy.anchor import resolve_anchor
 
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
-    spec = load_model(model)
+    served = load_model(model)  # in the dtypes its config names: what a measured set saw
+    spec = with_dtypes(served, weight_dtype, ffn_dtype, kv_dtype)
     a_hw = load_hardware(attention_hw)
     f_hw = load_hardware(ffn_hw) if ffn_hw else a_hw
     target = Target(
         model=spec,
         attention_hw=a_hw,
         ffn_hw=f_hw,
-        anchor=resolve_anchor(anchor, spec, a_hw, f_hw),
+        anchor=resolve_anchor(anchor, served, a_hw, f_hw),
         stats=wl.stats(),
         slo=Slo(tpot_ms, int(tpot_percentile.value[1:])),
         objective=objective.value,
@@ -154,6 +164,22 @@ def deploy(
         print_json({"workload": wl.describe(), **result.to_dict([str(f) for f in files])})
         return
     _render(result, wl.describe(), top, files)
+
+
+def with_dtypes(spec, weight: Dtype | None, ffn: Dtype | None, kv: Dtype | None):
+    """The model served with other weight/KV dtypes (FFN weights default to the rest's)."""
+    from dataclasses import replace
+
+    from afdplan.calibrate.specs import DTYPE_BYTES
+
+    changes: dict = {}
+    if weight is not None:
+        changes["weight_bytes"] = DTYPE_BYTES[weight.value]
+    if ffn is not None:
+        changes["ffn_weight_bytes"] = DTYPE_BYTES[ffn.value]
+    if kv is not None:
+        changes["kv_bytes"] = DTYPE_BYTES[kv.value]
+    return replace(spec, **changes) if changes else spec
 
 
 def _write_files(folder: Path, result, wl) -> list[Path]:

@@ -422,7 +422,7 @@ def colocated_capacity(model: ModelSpec, hw: HardwareSpec, group: int) -> int:
     free = (
         hw.hbm_bytes * hw.usable_memory
         - attention_weight_bytes(model)
-        - model.ffn_params() * model.weight_bytes / group
+        - model.ffn_params() * model.ffn_bytes / group
     )
     return max(0, math.floor(free / model.kv_bytes_per_token()))
 

@@ -123,3 +123,21 @@ def test_benchmarks_run_without_shared_data(script, args, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert "median" in res.stdout
+
+
+def test_crosscheck_explains_itself_without_aiconfigurator(tmp_path):
+    """The cross-check needs NVIDIA's aiconfigurator, which is not a dependency: without it
+    the README command says so and succeeds; a wrong path is an error."""
+    script = ROOT / "benchmarks" / "crosscheck_aiconfigurator.py"
+    assert f"python benchmarks/{script.name}" in readme_commands()
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    run = [sys.executable, str(script)]
+    res = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, env=env)
+    if "not installed" not in res.stdout:
+        pytest.skip("aiconfigurator is installed here; the comparison itself is a benchmark")
+    assert res.returncode == 0
+    bad = subprocess.run(
+        [*run, "--aiconfigurator", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "not found" in bad.stderr

@@ -218,3 +218,15 @@ def test_sizing_several_rates_in_parallel_matches_one_by_one():
     alone = [size_fleet(WORKLOAD, f, arr, slos, 3000) for arr in rates]
     assert [s.bundles for s in together] == [s.bundles for s in alone]
     assert [s.chosen.summary for s in together] == [s.chosen.summary for s in alone]
+
+
+def test_capacity_cli_with_bursty_arrivals_and_its_curve(cli):
+    res = cli(
+        "capacity", "--arrivals", "gamma:cv=2", "--rate", "40", "--tpot-ms", "80", "-r", "4",
+        "-B", "16", "--requests", "2000", "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    out = res.json()
+    assert out["bundles"] >= 1 and out["rows"][-1]["meets_slos"]
+    assert out["curve"] and {row["arrivals"] for row in out["curve"]} == {"gamma cv=2"}
+    assert sum(row["knee"] for row in out["curve"]) == 1

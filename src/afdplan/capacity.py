@@ -286,6 +286,7 @@ def goodput_curve(
         rows.append(
             {
                 "share_of_saturation": share,
+                "arrivals": arrivals.process,
                 "rate": rate,
                 "goodput": summary["goodput"],
                 "throughput_requests": summary["throughput_requests"],

@@ -235,8 +235,8 @@ def capacity(
     save_dir: SaveDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The fewest bundles that meet TPOT and wait SLOs at a request rate, by open-system
-    simulation, beside the closed-form saturation rate and queueing wait."""
+    """The fewest bundles that meet TPOT, wait and TTFT SLOs at a request rate, by
+    open-system simulation, beside the closed-form saturation rate and queueing wait."""
     from afdplan.capacity import Slos, goodput_curve, size_fleets
     from afdplan.sim.sweep import connect_backend
 
@@ -275,13 +275,12 @@ def capacity(
         )  # fmt: skip
     rows = []
     if curve:
-        base = resolve_arrivals(arrivals, None, wl) if arrivals else None
-        kind = base if base is not None and base.kind != "trace" else None
         from afdplan.sim.open import Arrivals
 
-        rows = goodput_curve(
-            wl, fleet, kind or Arrivals("poisson", 1.0), slos, max(requests // 4, 2000), seed
-        )
+        # The curve sweeps the rate itself; a trace's timestamps give way to Poisson.
+        shape = Arrivals.parse(arrivals or "poisson", 1.0)
+        shape = shape if shape.kind != "trace" else Arrivals("poisson", 1.0)
+        rows = goodput_curve(wl, fleet, shape, slos, max(requests // 4, 2000), seed)
     files = _write(folder, sizings, rows) if folder is not None else []
     if as_json:
         print_json(
@@ -399,7 +398,7 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
             markup=False,
         )
     if rows:
-        curve = OutTable("One bundle: goodput against the offered rate (Poisson)")
+        curve = OutTable(f"One bundle: goodput against the offered rate ({rows[0]['arrivals']})")
         for name in ("× saturation", "req/s", "goodput", "met", "TPOT mean ms", "theory",
                      "wait mean ms", "theory", "knee"):  # fmt: skip
             curve.add_column(name, justify="right")

@@ -66,13 +66,14 @@ class Arrivals:
             raise InputError("--arrivals gamma needs its coefficient of variation: gamma:cv=X")
         return cls(kind, rate, cv)
 
+    @property
+    def process(self) -> str:
+        """The arrival process without its rate."""
+        names = {"trace": "trace timestamps", "poisson": "Poisson"}
+        return names.get(self.kind, f"gamma cv={self.cv:g}")
+
     def describe(self) -> str:
-        rate = "" if self.rate is None else f" at {self.rate:g} req/s"
-        return {
-            "trace": "trace timestamps",
-            "poisson": "Poisson",
-            "gamma": f"gamma cv={self.cv:g}",
-        }[self.kind] + rate
+        return self.process + ("" if self.rate is None else f" at {self.rate:g} req/s")
 
 
 def arrival_times(

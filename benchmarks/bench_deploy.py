@@ -49,9 +49,9 @@ def main() -> None:
     linear = resolve_coeffs(DEFAULT_COEFFS)
     curves = set_curves(linear)
 
-    def target(attention_hw, colocated=True) -> Target:
+    def target(attention_hw, colocated=True, across=False) -> Target:
         anchor = resolve_anchor(None, model, attention_hw, h200)  # as the CLI does
-        space = Space(colocated=colocated)
+        space = Space(colocated=colocated, across_nodes=across)
         return Target(model, attention_hw, h200, stats, Slo(50, 99), space=space, anchor=anchor)
 
     results = {}
@@ -63,6 +63,9 @@ def main() -> None:
             "h200", search(target(h200), "vllm-afd")
         ),
         "search, H200, AFD only": lambda: search(target(h200, colocated=False), "vllm-afd"),
+        "search, H200, FFN groups across nodes": lambda: search(
+            target(h200, across=True), "vllm-afd"
+        ),
         "search, H20 + H200, AFD + colocated": lambda: search(target(h20), "vllm-afd"),
         f"verify top {args.top} x {args.seeds} seeds (H200)": lambda: verify(
             results["h200"], trace, args.top, args.seeds

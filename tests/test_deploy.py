@@ -346,3 +346,18 @@ def test_dtype_options_keep_the_anchor_of_the_served_model(cli):
     assert fp4["anchor_ratios"] == base["anchor_ratios"] == bf16["anchor_ratios"]
     assert fp4["chosen"]["throughput_per_gpu"] > base["chosen"]["throughput_per_gpu"]
     assert bf16["chosen"]["throughput_per_gpu"] < base["chosen"]["throughput_per_gpu"]
+
+
+def test_ffn_groups_stay_in_one_nvlink_domain_unless_asked():
+    from dataclasses import replace
+
+    from afdplan.deploy.search import ffn_group_sizes
+
+    model, h200, gb200 = load_model("deepseek-v3"), load_hardware("h200"), load_hardware("gb200")
+    assert ffn_group_sizes(model, h200, Space()) == [8]
+    assert ffn_group_sizes(model, h200, Space(across_nodes=True)) == [8, 16, 32, 64]
+    assert ffn_group_sizes(model, gb200, Space()) == [4, 8, 16, 32, 64]  # one NVL72 rack
+    bf16 = replace(model, weight_bytes=2.0)
+    with pytest.raises(InputError, match=r"more than one 8-GPU NVLink domain.*--ffn-across-nodes"):
+        ffn_group_sizes(bf16, h200, Space())
+    assert ffn_group_sizes(bf16, h200, Space(gpus_ffn=(16,))) == [16]  # named outright

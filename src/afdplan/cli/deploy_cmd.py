@@ -82,6 +82,13 @@ def deploy(
         str | None,
         typer.Option("--gpus-ffn", help="FFN group sizes to search [all that fit, to 72]."),
     ] = None,
+    ffn_across_nodes: Annotated[
+        bool,
+        typer.Option(
+            "--ffn-across-nodes",
+            help="Let FFN (and colocated) groups span nodes; their all-to-all is not priced.",
+        ),
+    ] = False,
     microbatches: Annotated[
         str, typer.Option("--microbatches", "-m", help="Micro-batch counts to search (list).")
     ] = "1-4",
@@ -141,6 +148,7 @@ def deploy(
             gpus_ffn=None if gpus_ffn is None else tuple(parse_int_list(gpus_ffn, "--gpus-ffn")),
             microbatches=tuple(parse_int_list(microbatches, "--microbatches", 16)),
             gpu_budget=gpus,
+            across_nodes=ffn_across_nodes,
         ),
     )
     result = search(target, runtime.value)
@@ -253,7 +261,7 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
                 f"{v['predicted_step_time_ms']:.2f}",
                 f"{s_step['mean']:.2f} ± {_hw(s_step['half_width'], 2)}",
                 f"{s_tpot['mean']:.2f} ± {_hw(s_tpot['half_width'], 2)}",
-                "BREAKS" if v["breaks_slo"] else "ok",
+                "BREAKS" if v["breaks_slo"] else ("at limit" if v["at_limit"] else "ok"),
             )  # fmt: skip
         show(sim)
     _render_frontier(result.frontier)

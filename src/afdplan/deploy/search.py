@@ -54,7 +54,7 @@ MICROBATCHES = (1, 2, 3, 4)
 ATTENTION_TP = (1, 2, 4, 8)
 MAX_RATIO = 512
 MAX_BATCH = 4096  # per attention instance; far above any runtime's max_num_seqs
-RACK_GPUS = 72  # the largest FFN group searched (one NVL72 rack)
+RACK_GPUS = 72  # the largest FFN group searched across nodes (one NVL72 rack)
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,11 @@ class Space:
     max_batch: int = MAX_BATCH
     gpu_budget: int | None = None  # GPUs one bundle may use
     colocated: bool = True
+    # Expert-parallel groups larger than one NVLink domain pay an all-to-all over the
+    # network inside the group that the roofline does not price (NVIDIA's AIConfigurator
+    # charges EP16 over two H200 nodes twice EP8's FFN time), so by default the FFN group
+    # (and a colocated group) stays inside one scale-up domain.
+    across_nodes: bool = False
 
     def __post_init__(self) -> None:
         for label, values in (
@@ -190,7 +195,9 @@ def spread_quantile(r: int, q: float) -> float:
 
 def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[int]:
     """FFN group sizes that hold the FFN weights: divisors of the expert count (expert
-    parallel) for MoE, powers of two for dense (tensor parallel), up to a rack."""
+    parallel) for MoE, powers of two for dense (tensor parallel), within one NVLink domain
+    of ``hw`` (up to a rack with ``space.across_nodes``). Sizes the user lists are checked,
+    not limited."""
     least = min_ffn_gpus(model, hw)
     if space.gpus_ffn is not None:
         for g in space.gpus_ffn:
@@ -207,10 +214,18 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
                 f"x {hw.name}",
             )
         return sorted(set(space.gpus_ffn))
+    top = RACK_GPUS if space.across_nodes else hw.scaleup_gpus
+    require(
+        least <= top,
+        f"the FFN weights of {model.name} need {least} x {hw.name}, more than one "
+        f"{hw.scaleup_gpus}-GPU NVLink domain; pass --ffn-across-nodes (the expert all-to-all "
+        "between nodes is then not priced) or --gpus-ffn",
+    )
     if model.is_moe:
-        sizes = [d for d in range(least, RACK_GPUS + 1) if model.experts % d == 0]
-        return sizes or [ffn_group_size(model, least)]
-    return [g for g in (1, 2, 4, 8, 16, 32, 64) if least <= g <= RACK_GPUS] or [least]
+        return [d for d in range(least, top + 1) if model.experts % d == 0] or [
+            ffn_group_size(model, least)
+        ]
+    return [g for g in (1, 2, 4, 8, 16, 32, 64) if least <= g <= top] or [least]
 
 
 def kv_limit(capacity: float, stats: LoadStats, max_batch: int) -> int:
@@ -434,7 +449,12 @@ def search_colocated(target: Target, out: _Collector) -> None:
     hardware = [target.attention_hw] + ([target.ffn_hw] if target.heterogeneous else [])
     for side, hw in enumerate(hardware):
         price = target.prices[side]
-        for g in ffn_group_sizes(model, hw, Space(gpu_budget=space.gpu_budget)):
+        groups = Space(gpu_budget=space.gpu_budget, across_nodes=space.across_nodes)
+        try:
+            sizes = ffn_group_sizes(model, hw, groups)
+        except InputError:
+            continue  # no colocated group of this hardware holds the weights
+        for g in sizes:
             if space.gpu_budget is not None and g > space.gpu_budget:
                 continue
             capacity = colocated_capacity(model, hw, g)

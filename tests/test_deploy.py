@@ -361,3 +361,23 @@ def test_ffn_groups_stay_in_one_nvlink_domain_unless_asked():
     with pytest.raises(InputError, match=r"more than one 8-GPU NVLink domain.*--ffn-across-nodes"):
         ffn_group_sizes(bf16, h200, Space())
     assert ffn_group_sizes(bf16, h200, Space(gpus_ffn=(16,))) == [16]  # named outright
+
+
+def test_expert_all_to_all_between_nodes_hand_value():
+    from afdplan.calibrate.roofline import derive, expert_all_to_all
+    from afdplan.deploy.anchor import resolve_anchor
+    from afdplan.deploy.search import roofline_times
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    assert expert_all_to_all(model, hw, 8) == (0.0, 0.0)  # one NVLink domain
+    # 58 MoE layers x top-8 x 7168 x (1 B FP8 dispatch + 2 B combine) x (1 - 1/2 nodes),
+    # over 16 ports of 400 Gb/s at 0.8 efficiency; two 5 us latencies a MoE layer
+    alpha, beta = expert_all_to_all(model, hw, 16)
+    assert alpha == pytest.approx(58 * 8 * 7168 * 3 * 0.5 / (16 * 50e9 * 0.8))
+    assert beta == pytest.approx(2 * 58 * 5e-6)
+    plain = derive(model, hw, 1, 16).times.ffn
+    anchor = resolve_anchor(None, model, hw, hw)
+    anchored = roofline_times(model, hw, hw, 1, 16, True, anchor).ffn
+    # the kernels' ratio scales the kernels, not the network
+    assert anchored.alpha == pytest.approx((plain.alpha - alpha) * anchor.ffn[0] + alpha)
+    assert anchored.beta == pytest.approx((plain.beta - beta) * anchor.ffn[1] + beta)

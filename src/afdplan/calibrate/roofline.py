@@ -70,6 +70,27 @@ INTER_NODE_LINK_BANDWIDTH = 50e9  # bytes/s
 INTER_NODE_LINK_LATENCY = 5e-6  # seconds
 
 
+def expert_all_to_all(model: ModelSpec, hw: HardwareSpec, g_f: int) -> tuple[float, float]:
+    """(α, β) the FFN group adds when its experts span nodes: every token goes to its
+    top-k experts and comes back (dispatch in the weights' dtype, at most one byte; combine
+    in 16-bit), and of those copies the share (1 − 1/n) of an n-node group crosses the
+    network, spread over the group's g_F ports, once per MoE layer; plus two network
+    latencies a layer. Zero while the group fits one NVLink domain (the NVLink all-to-all
+    is folded into the measured or roofline FFN)."""
+    if not model.is_moe or g_f <= hw.scaleup_gpus:
+        return 0.0, 0.0
+    nodes = math.ceil(g_f / hw.scaleup_gpus)
+    per_token = (
+        model.moe_layers
+        * model.top_k
+        * model.hidden
+        * (min(model.ffn_bytes, 1.0) + model.act_bytes)
+        * (1 - 1 / nodes)
+    )
+    link = INTER_NODE_LINK_BANDWIDTH * hw.link_efficiency
+    return per_token / (g_f * link), 2 * model.moe_layers * INTER_NODE_LINK_LATENCY
+
+
 def derive(
     model: ModelSpec,
     hw: HardwareSpec,
@@ -113,6 +134,9 @@ def derive(
     ffn_bw = fhw.hbm_bandwidth * fhw.mem_efficiency
     alpha_f = 2 * model.ffn_active_params() / (g_f * ffn_flops)
     beta_f = model.ffn_params() * model.ffn_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
+    alpha_ep, beta_ep = expert_all_to_all(model, fhw, g_f)
+    alpha_f += alpha_ep
+    beta_f += beta_ep
     if fhw is hw and not cross_node:
         link_bw, link_latency, link_name = hw.link_bandwidth, hw.link_latency, "NVLink"
     else:

@@ -38,14 +38,25 @@ class Anchor:
     attention: tuple[float, float, float]  # α_A, β_A, γ_A
     ffn: tuple[float, float]  # α_F, β_F
 
-    def apply(self, times: LinearStepTimes, attention_hw: str, ffn_hw: str) -> LinearStepTimes:
-        """``times`` with each side scaled where that side runs on the anchor's hardware."""
+    def apply(
+        self,
+        times: LinearStepTimes,
+        attention_hw: str,
+        ffn_hw: str,
+        ffn_network: tuple[float, float] = (0.0, 0.0),
+    ) -> LinearStepTimes:
+        """``times`` with each side scaled where that side runs on the anchor's hardware.
+        ``ffn_network``: the (α, β) of the FFN time that is network, not kernels (the
+        expert all-to-all between nodes), which the kernels' ratios must not scale."""
         a, f = times.attention, times.ffn
         if attention_hw == self.hardware:
             ka, kb, kg = self.attention
             a = AttentionLinear(alpha=a.alpha * ka, beta=a.beta * kb, gamma=a.gamma * kg)
         if ffn_hw == self.hardware:
-            f = Linear(alpha=f.alpha * self.ffn[0], beta=f.beta * self.ffn[1])
+            na, nb = ffn_network
+            f = Linear(
+                alpha=(f.alpha - na) * self.ffn[0] + na, beta=(f.beta - nb) * self.ffn[1] + nb
+            )
         return replace(times, attention=a, ffn=f, name=f"{times.name} anchored on {self.name}")
 
     def describe(self) -> str:

@@ -36,6 +36,7 @@ from afdplan.bundle import Pipeline
 from afdplan.calibrate.roofline import (
     attention_weight_bytes,
     derive,
+    expert_all_to_all,
     ffn_group_size,
     min_ffn_gpus,
 )
@@ -93,9 +94,10 @@ class Space:
     gpu_budget: int | None = None  # GPUs one bundle may use
     colocated: bool = True
     # Expert-parallel groups larger than one NVLink domain pay an all-to-all over the
-    # network inside the group that the roofline does not price (NVIDIA's AIConfigurator
-    # charges EP16 over two H200 nodes twice EP8's FFN time), so by default the FFN group
-    # (and a colocated group) stays inside one scale-up domain.
+    # network inside the group. The roofline prices it at the network's bandwidth
+    # (``calibrate.roofline.expert_all_to_all``), but NVIDIA's AIConfigurator charges
+    # several times more (EP16 over two H200 nodes: twice EP8's FFN time a layer), so by
+    # default the FFN group (and a colocated group) stays inside one scale-up domain.
     across_nodes: bool = False
 
     def __post_init__(self) -> None:
@@ -251,7 +253,10 @@ def roofline_times(
         ).times
     except InputError:
         return None
-    return times if anchor is None else anchor.apply(times, attention_hw.name, ffn_hw.name)
+    if anchor is None:
+        return times
+    network = expert_all_to_all(model, ffn_hw, g_f)
+    return anchor.apply(times, attention_hw.name, ffn_hw.name, network)
 
 
 def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:

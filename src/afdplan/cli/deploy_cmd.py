@@ -86,7 +86,7 @@ def deploy(
         bool,
         typer.Option(
             "--ffn-across-nodes",
-            help="Let FFN (and colocated) groups span nodes; their all-to-all is not priced.",
+            help="Let FFN (and colocated) groups span nodes (all-to-all at network line rate).",
         ),
     ] = False,
     microbatches: Annotated[

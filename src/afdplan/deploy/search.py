@@ -221,7 +221,7 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
         least <= top,
         f"the FFN weights of {model.name} need {least} x {hw.name}, more than one "
         f"{hw.scaleup_gpus}-GPU NVLink domain; pass --ffn-across-nodes (the expert all-to-all "
-        "between nodes is then not priced) or --gpus-ffn",
+        "between nodes is priced at line rate, an optimistic bound) or --gpus-ffn",
     )
     if model.is_moe:
         return [d for d in range(least, top + 1) if model.experts % d == 0] or [

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from afdplan import normal
-from afdplan.bundle import Pipeline
+from afdplan.bundle import Pipeline, objective_weights
 from afdplan.calibrate.roofline import (
     attention_weight_bytes,
     derive,
@@ -295,16 +295,6 @@ def bundle_times(
     return with_fan_in(times, r, g_f), cross
 
 
-def _weights(target: Target, g_a: float, g_f: float) -> tuple[float, float]:
-    """(w_A, w_F) of the objective for one attention and one FFN instance."""
-    if target.objective == Objective.gpu:
-        return g_a, g_f
-    if target.objective == Objective.instance:
-        return 1.0, 1.0
-    p_a, p_f = target.prices
-    return g_a * p_a, g_f * p_f  # type: ignore[operator]
-
-
 def _record(
     out: _Collector,
     target: Target,
@@ -404,7 +394,7 @@ def search_afd(target: Target, out: _Collector) -> None:
             if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
                 continue
             b_kv = kv_limit(near.kv_capacity_tokens, target.stats, space.max_batch)
-            w_a, w_f = _weights(target, g_a, g_f)
+            w_a, w_f = objective_weights(target.objective, g_a, g_f, *target.prices)
             for m in space.microbatches:
                 pipeline = Pipeline("pingpong", m, model.layers)
                 best_r, best_score, misses = 0, -1.0, 0

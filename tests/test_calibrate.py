@@ -309,3 +309,16 @@ def test_calibrate_too_few_points_exit_2(cli, tmp_path):
     path.write_text("op,tokens,seconds\nffn,1,0.1\nffn,2,0.2\n")
     res = cli("calibrate", "--tables", path)
     assert res.code == 2 and "too few points" in res.err
+
+
+def test_served_as_changes_only_the_named_dtypes():
+    from afdplan.calibrate.specs import served_as
+
+    base = load_model("deepseek-v3")
+    assert served_as(base, None) is base
+    fp4 = served_as(base, None, "fp4", "fp8")
+    assert (fp4.weight_bytes, fp4.ffn_bytes, fp4.kv_bytes) == (base.weight_bytes, 0.5, 1)
+    bf16 = served_as(base, "bfloat16")
+    assert bf16.ffn_bytes == bf16.weight_bytes == 2
+    with pytest.raises(InputError, match="unknown dtype 'fp5'; known:"):
+        served_as(base, "fp5")

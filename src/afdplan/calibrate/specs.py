@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -289,6 +289,25 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
     require(spec.kv_heads >= 1 and spec.head_dim >= 1, f"{name}: head counts must be >= 1")
     require(spec.is_moe or spec.intermediate >= 1, f"{name}: intermediate_size must be >= 1")
     return spec
+
+
+def served_as(
+    spec: ModelSpec, weight: str | None, ffn: str | None = None, kv: str | None = None
+) -> ModelSpec:
+    """``spec`` served with other element types: ``weight`` for the weights (the FFN's too
+    unless ``ffn`` names its own) and ``kv`` for the KV cache; None keeps the config's."""
+    changes: dict = {}
+    for field_name, dtype in (
+        ("weight_bytes", weight),
+        ("ffn_weight_bytes", ffn),
+        ("kv_bytes", kv),
+    ):
+        if dtype is not None:
+            require(
+                dtype in DTYPE_BYTES, f"unknown dtype {dtype!r}; known: {', '.join(DTYPE_BYTES)}"
+            )
+            changes[field_name] = DTYPE_BYTES[dtype]
+    return replace(spec, **changes) if changes else spec
 
 
 def _load_table(file: str) -> dict[str, dict]:

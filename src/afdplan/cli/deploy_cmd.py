@@ -122,13 +122,15 @@ def deploy(
     require(seed >= 0, f"--seed must be >= 0, got {seed}")
     folder = prepare_output_dir(save_dir)
 
-    from afdplan.calibrate.specs import load_hardware, load_model
+    from afdplan.calibrate.specs import load_hardware, load_model, served_as
     from afdplan.deploy import Slo, Space, Target, search
     from afdplan.deploy.anchor import resolve_anchor
 
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     served = load_model(model)  # in the dtypes its config names: what a measured set saw
-    spec = with_dtypes(served, weight_dtype, ffn_dtype, kv_dtype)
+    spec = served_as(
+        served, *(None if d is None else d.value for d in (weight_dtype, ffn_dtype, kv_dtype))
+    )
     a_hw = load_hardware(attention_hw)
     f_hw = load_hardware(ffn_hw) if ffn_hw else a_hw
     target = Target(
@@ -172,22 +174,6 @@ def deploy(
         print_json({"workload": wl.describe(), **result.to_dict([str(f) for f in files])})
         return
     _render(result, wl.describe(), top, files)
-
-
-def with_dtypes(spec, weight: Dtype | None, ffn: Dtype | None, kv: Dtype | None):
-    """The model served with other weight/KV dtypes (FFN weights default to the rest's)."""
-    from dataclasses import replace
-
-    from afdplan.calibrate.specs import DTYPE_BYTES
-
-    changes: dict = {}
-    if weight is not None:
-        changes["weight_bytes"] = DTYPE_BYTES[weight.value]
-    if ffn is not None:
-        changes["ffn_weight_bytes"] = DTYPE_BYTES[ffn.value]
-    if kv is not None:
-        changes["kv_bytes"] = DTYPE_BYTES[kv.value]
-    return replace(spec, **changes) if changes else spec
 
 
 def _write_files(folder: Path, result, wl) -> list[Path]:

@@ -5,7 +5,8 @@ Run:  python benchmarks/bench_study.py [--repeats 3] [--full]
 
 Every command runs as a fresh process, as a user types it, interleaved over the repeats so
 a busy machine slows every row alike; the table shows the median wall time and the ratio to
-``--jobs 1`` of the same command. ``--full`` adds the default validation study (minutes).
+``--jobs 1`` of the same command. ``--full`` adds the default validation study and the
+deployment study (minutes).
 The default must never be slower than ``--jobs 1``.
 """
 
@@ -28,17 +29,19 @@ SWEEP_LARGE = "sweep --trace azure-conv-2023 -B 64,256 -r 1-16 --seeds 3 --reque
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--full", action="store_true", help="also the default validation")
+    parser.add_argument("--full", action="store_true", help="also the full validation grids")
     args = parser.parse_args()
     exe = shutil.which("afdplan")
     cli = [exe] if exe else [sys.executable, "-c", "from afdplan.cli import main; main()"]
     commands = {
         "validate --quick": "validate --quick",
+        "validate --grid deployment --quick": "validate --grid deployment --quick",
         "sweep, small (16 runs, 20k requests each)": SWEEP_SMALL + " --requests 20000",
         "sweep, large (96 runs, 200k requests each)": SWEEP_LARGE,
     }
     if args.full:
         commands["validate (default grid)"] = "validate"
+        commands["validate --grid deployment"] = "validate --grid deployment"
     variants = {"default": [], "--jobs 1": ["--jobs", "1"], "--jobs -1": ["--jobs", "-1"]}
     timings: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeats):

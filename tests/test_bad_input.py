@@ -214,6 +214,14 @@ CASES: list[tuple[list[str], str]] = [
     ),
     (["calibrate"], "nothing to calibrate"),
     (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "h100-sxm", "--data-version", "1"],
+        "--data-version needs --system",
+    ),
+    (
+        ["calibrate", "--model", "llama3-70b", "--system", "h100_sxm", "--framework", "tgi"],
+        "Invalid value for '--framework'",
+    ),
+    (
         ["calibrate", "--model", "llama2-70b", "--hardware", "h100-sxm", "--vidur-mlp", "x.csv"],
         "x.csv: no such file; built-in vidur-mlp names:",
     ),
@@ -271,6 +279,11 @@ CASES: list[tuple[list[str], str]] = [
     (["validate", "--quick", "--jobs", "0"], "--jobs must be >= 1 or -1"),
     (["validate", "--quick", "-o", "{tmp}/v.txt"], "unknown file type '.txt'"),
     (["validate", "--quick", "--trace", "missing.csv"], "no such file"),
+    (["validate", "--quick", "--grid", "deployment", "--pipeline", "serial"], "runs serial"),
+    (["validate", "--quick", "--grid", "deployment", "-m", "2"], "runs serial"),
+    (["validate", "--quick", "--objective", "cost"], "not per dollar"),
+    (["validate", "--quick", "--grid", "huge"], "Invalid value for '--grid'"),
+    (["validate", "--quick", "--scheduler", "tcp://x:1"], "--scheduler needs --backend"),
     (["validate", "--quick", "-o", "{bad}"], "is a folder; give a file name"),
     (["validate", "--quick", "--save-dir", "{bad}/a_file"], "is a file, not a folder"),
     (["report", "{bad}/missing.json"], "no such file"),

@@ -3,6 +3,8 @@ the aiconfigurator-core tables (the [measured] extra of the README's install).""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,105 @@ def test_measured_table_drives_the_simulator(cli, tmp_path, aic):
 def test_unknown_system_lists_known(cli, aic):
     res = cli("calibrate", "--model", "llama3-8b", "--system", "tpu_v5")
     assert res.code == 2 and "known:" in res.err and "h100_sxm" in res.err
+
+
+@pytest.fixture
+def fake_aic(tmp_path, monkeypatch):
+    """A miniature aiconfigurator-core data tree: versions 0.5 (MoE only), 1.0 (all),
+    2.0 (MoE; GEMM reused from 1.0 by reuse.yaml; MLA filled back from 1.0) and 3.0 (MoE)."""
+    pytest.importorskip("yaml", reason="aiconfigurator-core's version files are YAML")
+    from afdplan.calibrate import aiconfig
+
+    root = tmp_path / "systems" / "data"
+    files = {
+        "mla/vllm/1.0/mla_generation_module_perf.parquet": "",
+        "gemm/vllm/1.0/gemm_perf.parquet": "",
+        "gemm/vllm/2.0/reuse.yaml": "reuse:\n- table: gemm_perf\n  from_version: '1.0'\n",
+        **{f"moe/vllm/{v}/moe_perf.parquet": "" for v in ("0.5", "1.0", "2.0", "3.0")},
+    }
+    for rel, text in files.items():
+        path = root / "sys_x" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / "sys_empty" / "gemm").mkdir(parents=True)
+    (root.parent / "query_versions.yaml").write_text(
+        "defaults:\n  vllm: {current: '2.0', previous: '1.0'}\n"
+    )
+    monkeypatch.setattr(aiconfig, "data_root", lambda: root)
+    return aiconfig, root / "sys_x"
+
+
+def test_data_version_follows_aiconfigurators_slots_reuse_and_back_fill(fake_aic):
+    from afdplan.calibrate.specs import load_model
+
+    aiconfig, base = fake_aic
+    model = load_model("deepseek-v3")  # MLA + MoE: reads mla, gemm and moe tables
+    current = aiconfig.resolve_version("sys_x", "vllm", model)
+    assert current.version == "2.0"
+    assert current.path("moe", "moe_perf.parquet") == base / "moe/vllm/2.0/moe_perf.parquet"
+    gemm = current.path("gemm", "gemm_perf.parquet")
+    assert gemm == base / "gemm/vllm/1.0/gemm_perf.parquet"  # reuse.yaml's donor
+    assert current.label(gemm) == "sys_x/gemm/vllm/1.0/gemm_perf.parquet (serves 2.0)"
+    assert aiconfig.resolve_version("sys_x", "vllm", model, "previous").version == "1.0"
+    newest = aiconfig.resolve_version("sys_x", "vllm", model, "next")
+    assert newest.version == "3.0"  # the newest declared version after current
+    mla = newest.path("mla", "mla_generation_module_perf.parquet")
+    assert mla == base / "mla/vllm/1.0/mla_generation_module_perf.parquet"  # back fill
+    assert aiconfig.working_versions("sys_x", "vllm", model) == ["1.0", "2.0", "3.0"]
+
+
+@pytest.mark.parametrize(
+    ("system", "version", "message"),
+    [
+        (
+            "sys_x",
+            "0.5",
+            "no mla/mla_generation_module_perf.parquet, gemm/gemm_perf.parquet at "
+            "or before it for deepseek-v3; versions that work: 1.0, 2.0, 3.0",
+        ),
+        ("sys_x", "9.0", "no data version '9.0'; declared: 0.5, 1.0, 2.0, 3.0"),
+        (
+            "sys_empty",
+            None,
+            "no measured tables for it (empty data folder); systems with data: sys_x",
+        ),
+        ("nope", None, "unknown system 'nope'; known: sys_x"),
+    ],
+)
+def test_data_version_errors_name_what_works(fake_aic, system, version, message):
+    from afdplan.calibrate.specs import load_model
+    from afdplan.errors import InputError
+
+    aiconfig, _ = fake_aic
+    with pytest.raises(InputError, match=re.escape(message)):
+        aiconfig.resolve_version(system, "vllm", load_model("deepseek-v3"), version)
+
+
+def test_calibrate_reads_the_chosen_data_version(aic, cli):
+    res = cli(
+        "calibrate",
+        "--model",
+        "deepseek-v3",
+        "--system",
+        "h200_sxm",
+        "--gpus-ffn",
+        "8",
+        "--data-version",
+        "0.19.0",
+    )
+    assert res.code == 2
+    assert "versions that work: 0.24.0" in res.err
+    res = cli(
+        "calibrate",
+        "--model",
+        "deepseek-v3",
+        "--system",
+        "h200_sxm",
+        "--gpus-ffn",
+        "8",
+        "--data-version",
+        "current",
+        "--json",
+    )
+    assert res.code == 0, res.err
+    assert "aiconfigurator-core data: h200_sxm vllm 0.24.0" in res.out

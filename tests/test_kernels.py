@@ -30,7 +30,13 @@ def _same_occupancy(a, b) -> bool:
         and np.array_equal(a.start, b.start)
         and np.array_equal(a.decode, b.decode)
         and a.kv == b.kv
+        and _same_array(a.microbatch_loads, b.microbatch_loads)
+        and _same_array(a.microbatch_active, b.microbatch_active)
     )
+
+
+def _same_array(a, b) -> bool:
+    return (a is None and b is None) or (a is not None and np.array_equal(a, b))
 
 
 @settings(max_examples=60, deadline=None)
@@ -51,17 +57,26 @@ def test_replay_kernel_equals_the_heap_loop(trace, slots, steps, first):
     st.integers(0, 4000),
     st.booleans(),
     st.integers(0, 50),
+    st.integers(1, 3),
 )
-def test_kv_kernel_equals_the_admission_loop(trace, ratio, batch, steps, extra, replay, first):
+def test_kv_kernel_equals_the_admission_loop(trace, ratio, batch, steps, extra, replay, first, m):
     capacity = trace.smallest_request() + extra
     args = (trace, ratio, batch, steps, capacity)
     loop = schedule.kv_limited_occupancy(
-        *args, np.random.default_rng(3), replay, first, compiled=False
+        *args, np.random.default_rng(3), replay, first, compiled=False, microbatches=m
     )
     kernel = schedule.kv_limited_occupancy(
-        *args, np.random.default_rng(3), replay, first, compiled=True
+        *args, np.random.default_rng(3), replay, first, compiled=True, microbatches=m
     )
     assert _same_occupancy(loop, kernel)
+    if m > 1:  # the micro-batches partition each worker's requests
+        assert np.allclose(kernel.microbatch_loads.sum(axis=1), kernel.loads)
+        assert np.array_equal(kernel.microbatch_active.sum(axis=1), kernel.active)
+    single = schedule.kv_limited_occupancy(
+        *args, np.random.default_rng(3), replay, first, compiled=True
+    )
+    # Splitting into micro-batches changes nothing about admission.
+    assert np.array_equal(single.start, kernel.start) and single.kv == kernel.kv
 
 
 def test_kv_kernel_draws_more_when_rejections_eat_the_stream():
@@ -99,3 +114,24 @@ def test_auto_jobs_keeps_small_work_in_process(monkeypatch):
     assert auto_jobs(PARALLEL_MIN_REQUESTS * 2, 3) == 3
     monkeypatch.setattr("os.cpu_count", lambda: 1)
     assert auto_jobs(PARALLEL_MIN_REQUESTS * 10, 100) == 1
+
+
+def test_run_tasks_returns_each_tasks_own_result_in_order():
+    from afdplan.sim import simulate_with_cycles
+    from afdplan.sim.sweep import SimTask, run_tasks
+    from afdplan.timing import load_coeffs
+
+    wl = parse_workload("geometric:prefill=200,decode_mean=100")
+    times = load_coeffs("deepseek-v3-h200")
+    configs = [SimConfig(ratio=r, batch=16, steps=300, seed=s) for r in (2, 5) for s in (0, 1)]
+    tasks = [
+        SimTask(wl, times, cfg, cycle_bins=10 if i == 1 else 0) for i, cfg in enumerate(configs)
+    ]
+    outs = run_tasks(tasks, n_jobs=2)  # through a process pool: order must survive
+    for cfg, out in zip(configs, outs, strict=True):
+        assert out.result == simulate(wl, times, cfg)
+    assert [out.histogram is None for out in outs] == [True, False, True, True]
+    _, cycles = simulate_with_cycles(wl, times, configs[1])
+    counts, edges = outs[1].histogram
+    assert sum(counts) == cycles.size and len(edges) == 11
+    assert edges[0] <= cycles.min() and edges[-1] >= cycles.max()

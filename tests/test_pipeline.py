@@ -267,7 +267,7 @@ def test_validation_runs_under_a_pipeline():
     cases, _ = builtin_cases(quick=True)
     grid = Grid(batches=(32,), seeds=2, requests=1500, min_steps=200, mixing_lifetimes=1.0)
     wl = {"geo": parse_workload("geometric:prefill=500,decode_mean=200")}
-    res = run_validation(cases[:1], wl, grid, n_jobs=1, pipeline=("pingpong", 2))
+    res = run_validation(cases[:1], wl, grid, n_jobs=1, pipelines=(("pingpong", 2),))
     assert (res["meta"]["pipeline"], res["meta"]["microbatches"]) == ("pingpong", 2)
     (row,) = res["results"]
     assert row["r_sim"] >= 1 and row["regret"]["barrier"] < 0.05
@@ -311,3 +311,39 @@ def test_normal_ppf_matches_scipy():
         assert normal.ppf(p) == pytest.approx(float(ndtri(p)), abs=1e-9)
     with pytest.raises(ValueError):
         normal.ppf(1.0)
+
+
+def test_kv_capped_pingpong_splits_each_workers_own_requests():
+    """Under a KV cap a micro-batch carries the requests that joined it, not 1/m of the
+    worker: the slowest micro-batch sets the round trip, so the step is no faster than with
+    an even split of the same occupancy (and slower here, where lengths vary)."""
+    from dataclasses import replace
+
+    from afdplan.sim import measure
+    from afdplan.sim.engine import build_occupancy
+
+    wl = parse_workload(
+        "lognormal:prefill_median=400,prefill_sigma=1,decode_median=80,decode_sigma=1"
+    )
+    cfg = SimConfig(
+        ratio=4,
+        batch=16,
+        steps=600,
+        mode="pingpong",
+        microbatches=2,
+        layers=61,
+        kv_capacity_tokens=20_000,
+        warmup="cold",
+        warmup_steps=100,
+    )
+    occ = build_occupancy(wl, cfg, 700, stationary=False)
+    assert occ.microbatch_active is not None
+    exact = measure(occ, DSV3, cfg, "cold", 100)
+    even = replace(
+        occ,
+        microbatch_loads=np.repeat(occ.loads[:, None, :] / 2, 2, axis=1),
+        microbatch_active=np.repeat(occ.active[:, None, :] / 2, 2, axis=1),
+    )
+    split_evenly = measure(even, DSV3, cfg, "cold", 100)
+    assert exact.tokens_generated == split_evenly.tokens_generated
+    assert exact.mean_step_time_s > split_evenly.mean_step_time_s

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from afdplan.errors import InputError
 from afdplan.report.validation import summary_table, write_report
 from afdplan.study import Grid, builtin_cases, builtin_workloads, run_validation, summarise
 
@@ -85,3 +86,78 @@ def test_best_ratio_prefers_smaller_r_on_ties():
 
     assert best_ratio({4: 1.0, 2: 1.0, 3: 0.5}) == 2
     assert best_ratio({1: 0.2, 5: 0.9, 9: 0.8}) == 5
+
+
+def test_study_does_not_score_a_batch_the_kv_cache_cannot_hold():
+    from dataclasses import replace
+
+    from afdplan.study import Case
+    from afdplan.timing import load_coeffs
+    from afdplan.workload import parse_workload
+
+    wl = parse_workload("geometric:prefill=100,decode_mean=100")
+    stats = wl.stats()
+    # Room for B = 16 with the plan's 3σ headroom, not for B = 32.
+    cap = int(16 * stats.theta + 3 * (16 * stats.v) ** 0.5) + 1
+    times = replace(load_coeffs("deepseek-v3-h200"), kv_capacity_tokens=cap)
+    case = Case("easy: capped", "small KV cache", times, times, replay=False, honest=False)
+    grid = Grid(batches=(16, 32), seeds=2, requests=1_500, min_steps=200, mixing_lifetimes=1.0)
+    res = run_validation([case], {"geo": wl}, grid, n_jobs=1)
+    assert [r["batch"] for r in res["results"]] == [16]
+    (skipped,) = res["infeasible"]
+    assert skipped["batch"] == 32 and "does not fit the KV cache" in skipped["reason"]
+    assert all(row["n"] == 1 for row in res["summary"])  # only the feasible B is scored
+    with pytest.raises(InputError, match="no configuration"):
+        run_validation([case], {"geo": wl}, replace(grid, batches=(32,)), n_jobs=1)
+
+
+@pytest.fixture(scope="module")
+def pipeline_results():
+    cases, _ = builtin_cases(quick=True)
+    workloads = builtin_workloads(quick=True, traces=[])
+    grid = Grid(batches=(32,), seeds=2, requests=1_500, min_steps=300, mixing_lifetimes=1.0)
+    return run_validation(
+        cases[1:2],  # the DeepSeek-V3 fit: 61 layers, 8 FFN GPUs
+        {"geo": workloads["geometric P100 D500"]},
+        grid,
+        n_jobs=1,
+        pipelines=(("serial", 1), ("pingpong", 2)),
+        objective="gpu",
+    )
+
+
+def test_study_over_pipelines_reports_how_r_moves(pipeline_results):
+    rows = pipeline_results["deployments"]
+    assert [(row["pipeline"], row["microbatches"]) for row in rows] == [
+        ("serial", 1),
+        ("pingpong", 2),
+    ]
+    serial, pingpong = rows
+    assert serial["closed_form_gap"] is None  # one micro-batch: no recurrence to compare
+    assert abs(pingpong["closed_form_gap"]) < 0.02
+    # The easy case: the theory's pick is (statistically) the simulated optimum.
+    for row in rows:
+        lo, hi = row["r_sim_band"]
+        assert lo <= row["r_barrier"] <= hi and row["regret_barrier"] < 0.01
+        assert row["gpus_ffn"] == 8
+    # Two micro-batches hide attention behind the FFN: a larger ratio keeps the FFN busy.
+    assert pingpong["r_sim"] > serial["r_sim"]
+    assert pingpong["simulated_idle_ffn"] < serial["simulated_idle_ffn"]
+
+
+def test_per_gpu_objective_scores_tokens_per_gpu(pipeline_results):
+    for res in pipeline_results["results"]:
+        assert res["objective"] == "gpu"
+        for row in res["curve"]:
+            # r attention GPUs + 8 FFN GPUs against r + 1 instances
+            ratio = row["throughput_per_instance"] / row["throughput_per_gpu"]
+            assert ratio == pytest.approx((row["r"] + 8) / (row["r"] + 1))
+            assert row["throughput"] == row["throughput_per_gpu"]
+
+
+def test_report_of_a_pipeline_study(pipeline_results, tmp_path):
+    md, _ = write_report(pipeline_results, tmp_path / "rep")
+    text = md.read_text()
+    assert "How r* moves with the pipeline and the FFN group" in text
+    assert "· pingpong m=2" in text and "· serial" in text  # each pipeline reads as a case
+    assert len(list((tmp_path / "rep").glob("case*_throughput.png"))) == 2

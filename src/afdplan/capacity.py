@@ -322,9 +322,7 @@ def size_fleets(
     """:func:`size_fleet` for several rates, farmed out through joblib (``n_jobs``: -1
     every core, None: one process unless the work repays a pool; ``backend``: loky,
     threading, dask or ray, connected by the caller)."""
-    import joblib
-
-    from afdplan.sim.sweep import auto_jobs
+    from afdplan.sim.sweep import auto_jobs, parallel_map
 
     if n_jobs is None:
         n_jobs = (
@@ -332,20 +330,11 @@ def size_fleets(
             if backend in ("dask", "ray")
             else auto_jobs(4 * requests * len(arrivals), len(arrivals))
         )
-    jobs = (
-        joblib.delayed(size_fleet)(
-            workload, fleet, arr, slos, requests, seed, max_bundles, price_per_bundle_hour
-        )
+    calls = [
+        (workload, fleet, arr, slos, requests, seed, max_bundles, price_per_bundle_hour)
         for arr in arrivals
-    )
-    settings = {"n_jobs": n_jobs} if backend is None else {"n_jobs": n_jobs, "backend": backend}
-    out: list[Sizing] = []
-    with joblib.parallel_config(**settings):
-        for i, sizing in enumerate(joblib.Parallel(return_as="generator")(jobs)):
-            out.append(sizing)
-            if progress is not None:
-                progress(i + 1, len(arrivals))
-    return out
+    ]
+    return parallel_map(size_fleet, calls, n_jobs, backend, progress)
 
 
 def _rate(arrivals: Arrivals, workload: Workload) -> float:

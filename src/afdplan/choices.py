@@ -34,6 +34,21 @@ class Objective(StrEnum):
     instance = "instance"  # the paper's r·B / ((r + 1)·τ)
 
 
+class Framework(StrEnum):
+    """Serving frameworks aiconfigurator-core measured its kernel tables under."""
+
+    vllm = "vllm"
+    sglang = "sglang"
+    trtllm = "trtllm"
+
+
+class StudyGrid(StrEnum):
+    """What ``afdplan validate`` studies."""
+
+    paper = "paper"  # the paper's rule across workloads, B and step-time sources
+    deployment = "deployment"  # r* under serial and ping-pong m = 2, 3 and FFN groups
+
+
 class Runtime(StrEnum):
     """AFD runtimes ``afdplan deploy`` writes launch files for (their topology rules apply)."""
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from afdplan.calibrate.specs import ModelSpec
+from afdplan.choices import Framework
 from afdplan.errors import InputError, require
 from afdplan.timing.tables import TABLE_COLUMNS
 
@@ -47,29 +48,174 @@ def data_root() -> Path:
     return Path(spec.origin).parent / "systems" / "data"
 
 
+FRAMEWORKS = tuple(f.value for f in Framework)
+VERSION_ALIASES = ("current", "previous", "next")
+TABLE_KINDS = ("attention", "mla", "gemm", "moe")  # the kernel tables afdplan reads
+
+
 def systems() -> list[str]:
-    return sorted(p.name for p in data_root().iterdir() if p.is_dir())
-
-
-def _table(
-    system: str, kind: str, framework: str, file: str, version: str | None
-) -> tuple[pd.DataFrame, str]:
+    """The systems whose data folder holds measured tables (the package also ships empty
+    folders for systems it only describes)."""
     root = data_root()
-    require(system in systems(), f"unknown system {system!r}; known: {', '.join(systems())}")
-    base = root / system / kind / framework
-    require(base.is_dir(), f"{system}: no {kind} tables for framework {framework!r}")
-    versions = sorted((p.name for p in base.iterdir() if (p / file).is_file()), key=_version_key)
-    require(bool(versions), f"{system}/{kind}/{framework}: no {file}")
-    if version is None:
-        version = versions[-1]
-    require(
-        version in versions, f"{system}/{kind}/{framework}: no version {version!r}; have {versions}"
-    )
-    return pd.read_parquet(base / version / file), f"{system}/{kind}/{framework}/{version}/{file}"
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and next(p.rglob("*.parquet"), None))
 
 
 def _version_key(text: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in text.replace("rc", ".").split("."))
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (0, Version(text))
+    except InvalidVersion:
+        return (1, text)
+
+
+def _check_system(system: str) -> Path:
+    root = data_root()
+    if (root / system).is_dir() and system not in systems():
+        raise InputError(
+            f"{system}: the installed aiconfigurator-core has no measured tables for it "
+            f"(empty data folder); systems with data: {', '.join(systems())}"
+        )
+    require(system in systems(), f"unknown system {system!r}; known: {', '.join(systems())}")
+    return root / system
+
+
+def declared_versions(system: str, framework: str) -> list[str]:
+    """Every data version of ``framework`` on ``system`` that holds any kind of table afdplan
+    reads, oldest first."""
+    base = _check_system(system)
+    require(framework in FRAMEWORKS, f"unknown framework {framework!r}; known: {FRAMEWORKS}")
+    found = {
+        v.name
+        for kind in TABLE_KINDS
+        if (base / kind / framework).is_dir()
+        for v in (base / kind / framework).iterdir()
+        if v.is_dir()
+    }
+    require(bool(found), f"{system}: no {framework} tables")
+    return sorted(found, key=_version_key)
+
+
+def _slots(system: str, framework: str) -> dict[str, str | None]:
+    """aiconfigurator-core's queryable versions of (system, framework): ``current`` and
+    ``previous`` from its ``query_versions.yaml`` (defaults, then per-system overrides), and
+    ``next``, the newest declared version after ``current``."""
+    import yaml
+
+    path = data_root().parent / "query_versions.yaml"
+    doc = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    slot = dict((doc.get("defaults") or {}).get(framework) or {})
+    slot.update(((doc.get("overrides") or {}).get(system) or {}).get(framework) or {})
+    declared = declared_versions(system, framework)
+    current = slot.get("current") or declared[-1]
+    newer = [v for v in declared if _version_key(v) > _version_key(current)]
+    return {"current": current, "previous": slot.get("previous"), "next": (newer or [None])[-1]}
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """One aiconfigurator-core data version of a (system, framework), as its own loader
+    reads it: a table missing from the version is taken from the version its
+    ``reuse.yaml`` names, else from the newest older version that has it (backward fill,
+    never forward)."""
+
+    system: str
+    framework: str
+    version: str
+
+    def path(self, kind: str, file: str) -> Path | None:
+        """The file that serves ``kind/file`` at this version, or None."""
+        base = data_root() / self.system / kind / self.framework
+        if not base.is_dir():
+            return None
+        here = base / self.version / file
+        if here.is_file():
+            return here
+        donor = _reuse_donor(base / self.version / "reuse.yaml", Path(file).stem)
+        if donor is not None and (base / donor / file).is_file():
+            return base / donor / file
+        older = [
+            v.name
+            for v in base.iterdir()
+            if (v / file).is_file() and _version_key(v.name) < _version_key(self.version)
+        ]
+        return base / max(older, key=_version_key) / file if older else None
+
+    def label(self, path: Path) -> str:
+        """``system/kind/framework/version/file``, saying when the version was filled in."""
+        rel = path.relative_to(data_root()).as_posix()
+        served = path.parent.name
+        return rel if served == self.version else f"{rel} (serves {self.version})"
+
+
+def _reuse_donor(path: Path, table: str) -> str | None:
+    if not path.is_file():
+        return None
+    import yaml
+
+    for item in (yaml.safe_load(path.read_text()) or {}).get("reuse") or []:
+        if item.get("table") == table:
+            return str(item.get("from_version"))
+    return None
+
+
+def needed_tables(model: ModelSpec) -> list[tuple[str, str]]:
+    """(kind, file) of every table :func:`measured_tables` reads for ``model``."""
+    attention = (
+        ("mla", "mla_generation_module_perf.parquet")
+        if model.is_mla
+        else ("attention", "generation_attention_perf.parquet")
+    )
+    need = [attention, ("gemm", "gemm_perf.parquet")]
+    if model.is_moe:
+        need.append(("moe", "moe_perf.parquet"))
+    return need
+
+
+def working_versions(system: str, framework: str, model: ModelSpec) -> list[str]:
+    """The declared versions at which every table ``model`` needs can be served."""
+    return [
+        v
+        for v in declared_versions(system, framework)
+        if all(DataVersion(system, framework, v).path(k, f) for k, f in needed_tables(model))
+    ]
+
+
+def resolve_version(
+    system: str, framework: str, model: ModelSpec, version: str | None = None
+) -> DataVersion:
+    """The data version to read: ``version`` (a declared version or current / previous /
+    next), by default aiconfigurator-core's ``current``; a one-line error naming the versions
+    that work when it cannot serve every table the model needs."""
+    declared = declared_versions(system, framework)
+    slots = _slots(system, framework)
+    wanted = version or "current"
+    if wanted in VERSION_ALIASES:
+        require(
+            slots[wanted] is not None,
+            f"{system}/{framework}: no {wanted!r} data version; declared: {', '.join(declared)}",
+        )
+        wanted = str(slots[wanted])
+    require(
+        wanted in declared,
+        f"{system}/{framework}: no data version {wanted!r}; declared: {', '.join(declared)} "
+        f"(or {', '.join(VERSION_ALIASES)})",
+    )
+    chosen = DataVersion(system, framework, wanted)
+    missing = [f"{k}/{f}" for k, f in needed_tables(model) if chosen.path(k, f) is None]
+    if missing:
+        works = working_versions(system, framework, model)
+        raise InputError(
+            f"{system}/{framework} {wanted}: no {', '.join(missing)} at or before it for "
+            f"{model.name}; versions that work: {', '.join(works) if works else 'none'}"
+        )
+    return chosen
+
+
+def _table(data: DataVersion, kind: str, file: str) -> tuple[pd.DataFrame, str]:
+    path = data.path(kind, file)
+    require(path is not None, f"{data.system}/{kind}/{data.framework}: no {file}")
+    return pd.read_parquet(path), data.label(path)
 
 
 @dataclass(frozen=True)
@@ -121,17 +267,16 @@ def measured_tables(
 ) -> MeasuredTables:
     """Whole-model per-step rows for ``model`` on ``system`` (see module doc)."""
     require(gpus_attention >= 1 and gpus_ffn >= 1, "GPU counts must be >= 1")
-    notes: list[str] = []
+    data = resolve_version(system, framework, model, version)
+    notes: list[str] = [f"aiconfigurator-core data: {system} {framework} {data.version}"]
     w_dtype = "fp8_block" if model.weight_bytes <= 1 else "bfloat16"
     kv_dtype = "fp8" if model.kv_bytes <= 1 else "bfloat16"
-    gemm_table, gemm_src = _table(system, "gemm", framework, "gemm_perf.parquet", version)
+    gemm_table, gemm_src = _table(data, "gemm", "gemm_perf.parquet")
     gemm = _Gemm(
         gemm_table, w_dtype if w_dtype in set(gemm_table["gemm_dtype"]) else "bfloat16", gemm_src
     )
     L = model.layers
-    parts = [
-        _attention_rows(model, system, framework, gpus_attention, kv_dtype, w_dtype, version, notes)
-    ]
+    parts = [_attention_rows(model, data, gpus_attention, kv_dtype, w_dtype, notes)]
 
     batches = np.array(sorted(parts[0]["batch"].unique()), dtype=np.float64)
     dense = gemm(batches, model.vocab, model.hidden, "LM head")
@@ -151,7 +296,7 @@ def measured_tables(
             else f"QKV + O projections (TP {gpus_attention}) x {L} + LM head"
         )
     )
-    parts.append(_ffn_rows(model, system, framework, gpus_ffn, w_dtype, gemm, version, notes))
+    parts.append(_ffn_rows(model, data, gpus_ffn, w_dtype, gemm, notes))
     notes.extend(dict.fromkeys(gemm.notes))
     return MeasuredTables(pd.concat(parts, ignore_index=True), tuple(notes))
 
@@ -162,18 +307,16 @@ def _rows(op: str, **columns: np.ndarray) -> pd.DataFrame:
 
 def _attention_rows(
     model: ModelSpec,
-    system: str,
-    framework: str,
+    data: DataVersion,
     g: int,
     kv_dtype: str,
     w_dtype: str,
-    version: str | None,
     notes: list[str],
 ) -> pd.DataFrame:
     heads = model.heads / g
     require(heads.is_integer(), f"{model.heads} heads do not split over {g} GPUs")
     if model.is_mla:
-        table, src = _table(system, "mla", framework, "mla_generation_module_perf.parquet", version)
+        table, src = _table(data, "mla", "mla_generation_module_perf.parquet")
         gemm_type = w_dtype if w_dtype in set(table["gemm_type"]) else "bfloat16"
         sub = table[
             (table["num_heads"] == heads)
@@ -186,9 +329,7 @@ def _attention_rows(
         )
         notes.append(f"attention: {src}, MLA {heads:g} heads, KV {kv_dtype}, GEMM {gemm_type}")
     else:
-        table, src = _table(
-            system, "attention", framework, "generation_attention_perf.parquet", version
-        )
+        table, src = _table(data, "attention", "generation_attention_perf.parquet")
         kv_heads = max(1, model.kv_heads // g)
         sub = table[
             (table["num_heads"] == heads)
@@ -218,12 +359,10 @@ def _attention_rows(
 
 def _ffn_rows(
     model: ModelSpec,
-    system: str,
-    framework: str,
+    data: DataVersion,
     g: int,
     w_dtype: str,
     gemm: _Gemm,
-    version: str | None,
     notes: list[str],
 ) -> pd.DataFrame:
     if not model.is_moe:
@@ -234,12 +373,10 @@ def _ffn_rows(
             tokens, model.hidden, int(inter), "FFN down"
         )
         if g > 1:
-            per_layer = per_layer + _all_reduce(
-                system, g, tokens * model.hidden * 2, version, notes
-            )
+            per_layer = per_layer + _all_reduce(data.system, g, tokens * model.hidden * 2, notes)
         notes.append(f"ffn: dense gated MLP from {gemm.source}, TP {g} x {model.layers} layers")
         return _rows("ffn", tokens=tokens, seconds=model.layers * per_layer / 1e3)
-    table, src = _table(system, "moe", framework, "moe_perf.parquet", version)
+    table, src = _table(data, "moe", "moe_perf.parquet")
     moe_dtype = w_dtype if w_dtype in set(table["moe_dtype"]) else "bfloat16"
     shape = (
         (table["hidden_size"] == model.hidden)
@@ -278,9 +415,7 @@ def _ffn_rows(
     return _rows("ffn", tokens=per_rank * g, seconds=total / 1e3)
 
 
-def _all_reduce(
-    system: str, g: int, message_bytes: np.ndarray, version: str | None, notes: list[str]
-) -> np.ndarray:
+def _all_reduce(system: str, g: int, message_bytes: np.ndarray, notes: list[str]) -> np.ndarray:
     base = data_root() / system / "comm" / "nccl"
     require(base.is_dir(), f"{system}: no NCCL tables")
     latest = sorted((p.name for p in base.iterdir()), key=_version_key)[-1]

@@ -46,6 +46,7 @@ class Sources:
     table: Path | None = None
     system: str | None = None  # aiconfigurator-core system
     framework: str = "vllm"
+    data_version: str | None = None  # aiconfigurator-core data version (default: current)
     ffn_range: Window = None
     attention_range: Window = None
     name: str | None = None
@@ -56,6 +57,8 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
     spec = load_model(src.model) if src.model is not None else None
     hardware = src.hardware or (SYSTEM_HARDWARE.get(src.system) if src.system else None)
     hw = load_hardware(hardware, **(src.efficiencies or {})) if hardware is not None else None
+    if src.data_version is not None and src.system is None:
+        raise InputError("--data-version needs --system (it selects aiconfigurator-core data)")
     if spec is None and (src.vidur_mlp or src.send_recv or src.system):
         raise InputError("--vidur-mlp, --send-recv and --system need --model (layers, shapes)")
     gpus_ffn = src.gpus_ffn
@@ -93,7 +96,7 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
         add(read_generic(src.table), src.table.name, str(src.table))
     if src.system is not None:
         measured = measured_tables(
-            spec, src.system, src.framework, src.gpus_attention, gpus_ffn or 1
+            spec, src.system, src.framework, src.gpus_attention, gpus_ffn or 1, src.data_version
         )
         add(measured.rows, f"aiconfigurator-core {src.system} {src.framework}", *measured.notes)
     if not frames and base is None:

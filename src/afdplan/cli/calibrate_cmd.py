@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from afdplan.choices import Framework
 from afdplan.cli.common import (
     JsonOpt,
     OutputOpt,
@@ -66,8 +67,17 @@ def calibrate(
         ),
     ] = None,
     framework: Annotated[
-        str, typer.Option("--framework", help="aiconfigurator framework.")
-    ] = "vllm",
+        Framework,
+        typer.Option("--framework", help="Framework whose aiconfigurator-core tables to read."),
+    ] = Framework.vllm,
+    data_version: Annotated[
+        str | None,
+        typer.Option(
+            "--data-version",
+            help="aiconfigurator-core data version of that framework, or current | previous | "
+            "next [current]; a table the version lacks comes from the newest older one.",
+        ),
+    ] = None,
     ffn_range: Annotated[
         str | None,
         typer.Option("--ffn-range", help="Fit the FFN only on LO:HI tokens (r·B range)."),
@@ -111,7 +121,8 @@ def calibrate(
             inter_node=inter_node,
             table=None if tables is None else resolve_input(tables, "tables"),
             system=system,
-            framework=framework,
+            framework=framework.value,
+            data_version=data_version,
             ffn_range=parse_range(ffn_range, "--ffn-range"),
             attention_range=parse_range(attention_range, "--attention-range"),
             name=name,

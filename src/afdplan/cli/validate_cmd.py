@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import PipelineKind
+from afdplan.choices import Objective, PipelineKind, StudyGrid
 from afdplan.cli.common import (
+    BackendOpt,
     JobsOpt,
     JsonOpt,
     MicrobatchesOpt,
@@ -16,6 +17,7 @@ from afdplan.cli.common import (
     OutTable,
     PipelineOpt,
     SaveDirOpt,
+    SchedulerOpt,
     SeedOpt,
     app,
     check_jobs,
@@ -43,9 +45,27 @@ def validate(
         ),
     ] = None,
     seed: SeedOpt = 0,
+    grid: Annotated[
+        StudyGrid,
+        typer.Option(
+            "--grid",
+            help="paper: the paper's rule over workloads, B and step-time sources; "
+            "deployment: DeepSeek-V3/H200 under serial and ping-pong m = 2, 3 with EP8 and "
+            "EP16 FFN groups, per GPU (needs [measured]).",
+        ),
+    ] = StudyGrid.paper,
     pipeline: PipelineOpt = None,
     microbatches: MicrobatchesOpt = 1,
+    objective: Annotated[
+        Objective | None,
+        typer.Option(
+            "--objective",
+            help="Maximise tokens/s per instance or per GPU [paper: instance; deployment: gpu].",
+        ),
+    ] = None,
     jobs: JobsOpt = None,
+    backend: BackendOpt = None,
+    scheduler: SchedulerOpt = None,
     output: OutputOpt = None,
     save_dir: SaveDirOpt = None,
     as_json: JsonOpt = False,
@@ -56,38 +76,71 @@ def validate(
     Markdown + HTML report with figures.
     """
     from afdplan.data import builtin_names, resolve_input
+    from afdplan.sim.sweep import connect_backend
     from afdplan.study import (
         DEFAULT_GRID,
+        DEPLOYMENT_FFN_GROUPS,
+        DEPLOYMENT_GRID,
+        DEPLOYMENT_PIPELINES,
+        DEPLOYMENT_QUICK_WORKLOADS,
+        DEPLOYMENT_TRACE,
         QUICK_GRID,
         builtin_cases,
         builtin_workloads,
         case_pipeline,
+        deployment_cases,
         run_validation,
     )
 
     output = prepare_output_file(output, "--output", (".json",))
     save_dir = prepare_output_dir(save_dir)
     check_jobs(jobs)
+    require(
+        objective is not Objective.cost,
+        "--objective: the study compares tokens/s per instance or per GPU, not per dollar",
+    )
+    deployment = grid is StudyGrid.deployment
+    if deployment:
+        require(
+            pipeline is None and microbatches == 1,
+            "--grid deployment runs serial and ping-pong m = 2, 3 itself; "
+            "--pipeline/--microbatches choose the paper grid's pipeline",
+        )
     if trace is None:
-        traces = [] if quick else [resolve_input(n, "trace") for n in builtin_names("trace")]
+        shipped = [DEPLOYMENT_TRACE] if deployment else builtin_names("trace")
+        traces = [] if quick else [resolve_input(n, "trace") for n in shipped]
     else:
         traces = [resolve_input(t, "trace") for t in trace]
-    cases, skipped = builtin_cases(quick)
+    if deployment:
+        groups = DEPLOYMENT_FFN_GROUPS[:1] if quick else DEPLOYMENT_FFN_GROUPS
+        cases, skipped = deployment_cases(groups, quick)
+        require(bool(cases), "; ".join(s["reason"] for s in skipped) or "no cases")
+        pipelines = DEPLOYMENT_PIPELINES[:2] if quick else DEPLOYMENT_PIPELINES
+        workloads = builtin_workloads(quick, traces, DEPLOYMENT_QUICK_WORKLOADS if quick else ())
+    else:
+        cases, skipped = builtin_cases(quick)
+        pipelines = (((pipeline or PipelineKind.overlap).value, microbatches),)
+        workloads = builtin_workloads(quick, traces)
     for case in cases:  # refuse a pipeline the cases cannot run before any work
-        case_pipeline(case, ((pipeline or PipelineKind.overlap).value, microbatches))
-    workloads = builtin_workloads(quick, traces)
-    grid = QUICK_GRID if quick else DEFAULT_GRID
-    total = len(cases) * len(workloads) * len(grid.batches)
+        for steps_run in pipelines:
+            case_pipeline(case, steps_run)
+    study = QUICK_GRID if quick else DEPLOYMENT_GRID if deployment else DEFAULT_GRID
+    goal = (objective or (Objective.gpu if deployment else Objective.instance)).value
+    backend_name = None if backend is None else backend.value
+    connect_backend(backend_name, scheduler)
+    total = len(cases) * len(workloads) * len(study.batches) * len(pipelines)
     with progress_bar("validate") as bar:
         task = bar.add_task("validate", total=None)
         results = run_validation(
             cases,
             workloads,
-            grid,
+            study,
             n_jobs=jobs,
             skipped=skipped,
             seed=seed,
-            pipeline=((pipeline or PipelineKind.overlap).value, microbatches),
+            pipelines=pipelines,
+            objective=goal,
+            backend=backend_name,
             progress=lambda done, all_: bar.update(task, completed=done, total=all_),
         )
     if output is not None:
@@ -102,21 +155,41 @@ def validate(
     _render_validation(results, total, skipped, output, save_dir)
 
 
-def _render_validation(results: dict, total: int, skipped, output, save_dir) -> None:
-    from afdplan.report.validation import summary_table
-
-    table = OutTable(
-        title=f"Validation: {total} configurations, {results['meta']['simulations']:,} "
-        f"simulations, {results['meta']['runtime_s']:.0f} s",
-    )
-    rows = summary_table(results["summary"], short=True)
+def show_rows(rows: list[list[str]], title: str, left: tuple[str, ...]) -> None:
+    """A header row and its body rows as one table (``left``: left-aligned columns)."""
+    table = OutTable(title=title)
     for col in rows[0]:
-        table.add_column(col, justify="left" if col in ("cases", "rule") else "right")
+        table.add_column(col, justify="left" if col in left else "right")
     for row in rows[1:]:
         table.add_row(*row)
     show(table)
+
+
+def _render_validation(results: dict, total: int, skipped, output, save_dir) -> None:
+    from afdplan.report.validation import deployment_rows, summary_table, varies
+
+    title = (
+        f"Validation: {total} configurations, {results['meta']['simulations']:,} "
+        f"simulations, {results['meta']['runtime_s']:.0f} s"
+    )
+    show_rows(summary_table(results["summary"], short=True), title, ("cases", "rule"))
+    if varies(results["deployments"]):
+        show_rows(
+            deployment_rows(results["deployments"]),
+            "How r* moves with the pipeline and the FFN group",
+            left=("case", "workload", "pipeline", "binding"),
+        )
     for item in skipped:
         out.print(f"skipped {item['case']}: {item['reason']}", highlight=False, markup=False)
+    unscored: dict[str, list[str]] = {}
+    for item in results["infeasible"]:
+        unscored.setdefault(item["case"], []).append(f"{item['workload']} B={item['batch']}")
+    for case, where in unscored.items():
+        out.print(
+            f"not scored, B above the KV capacity ({case}): {', '.join(dict.fromkeys(where))}",
+            highlight=False,
+            markup=False,
+        )
     misses = [r for r in results["results"] if r.get("diagnosis")]
     out.print(
         "rules: v1 = μ_P + μ_D mean field; theta = θ mean field; barrier = θ + barrier "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +87,12 @@ def _mark_rules(ax, res: dict) -> None:
         shown.add((r, rule))
 
 
-def figure_throughput(results: list[dict], case: str, path: Path) -> None:
+def figure_throughput(
+    results: list[dict], case: str, path: Path, objective: str = "instance"
+) -> None:
     fig, axes = _group_axes(
         results,
-        f"{case}: simulated throughput per instance vs r "
+        f"{case}: simulated throughput per {objective} vs r "
         "(band: indistinguishable from the optimum; lines: the rules' picks)",
     )
     for ax, res in zip(axes, results, strict=False):
@@ -100,7 +103,7 @@ def figure_throughput(results: list[dict], case: str, path: Path) -> None:
         _mark_rules(ax, res)
         ax.set_title(f"{res['workload']}, B = {res['batch']}", fontsize=9)
         ax.set_xlabel("r")
-        ax.set_ylabel("tokens / time / instance")
+        ax.set_ylabel(f"tokens / time / {objective}")
     _legend(fig)
     _save(fig, path)
 
@@ -340,16 +343,16 @@ def _html_table(rows: list[list[str]]) -> str:
 def write_report(data: dict, out_dir: Path) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html`` and the PNG figures into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    data = _per_pipeline(data)
     results = data["results"]
+    objective = data["meta"].get("objective", "instance")
     figures: list[tuple[str, str]] = []  # (title, file)
     figure_theta(data["workloads"], out_dir / "theta.png")
     figures.append(("θ vs μ_P + μ_D per workload", "theta.png"))
-    for i, case in enumerate(c["name"] for c in data["cases"]):
+    for i, case in enumerate(dict.fromkeys(r["case"] for r in results)):
         subset = [r for r in results if r["case"] == case]
-        if not subset:
-            continue
         for kind, draw in (
-            ("throughput", figure_throughput),
+            ("throughput", partial(figure_throughput, objective=objective)),
             ("idle", figure_idle),
             ("tpot", figure_tpot),
             ("steps", figure_step_hist),
@@ -365,10 +368,71 @@ def write_report(data: dict, out_dir: Path) -> tuple[Path, Path]:
     return out_dir / "report.md", out_dir / "report.html"
 
 
+def pipeline_label(result: dict) -> str:
+    """``overlap``, ``serial`` or ``pingpong m=2`` (results from before pipelines: overlap)."""
+    kind, m = result.get("pipeline", "overlap"), result.get("microbatches", 1)
+    return kind if m == 1 else f"{kind} m={m}"
+
+
+def _per_pipeline(data: dict) -> dict:
+    """With several pipelines in one study, each (case, pipeline) reads as a case of its own
+    in the tables and figures."""
+    if len({pipeline_label(r) for r in data["results"]}) < 2:
+        return data
+    results = [dict(r, case=f"{r['case']} · {pipeline_label(r)}") for r in data["results"]]
+    return dict(data, results=results)
+
+
+def varies(deployments: list[dict]) -> bool:
+    """Whether a study ran more than one pipeline (then r* by pipeline and FFN group is
+    worth a table of its own)."""
+    return len({pipeline_label(d) for d in deployments}) > 1
+
+
+def deployment_rows(rows: list[dict]) -> list[list[str]]:
+    """The ``deployments`` table of a study run over several pipelines."""
+    head = [
+        "case",
+        "workload",
+        "B",
+        "g_F",
+        "pipeline",
+        "barrier",
+        "curves",
+        "sim (band)",
+        "best",
+        "regret curves",
+        "binding",
+        "FFN idle thy/sim",
+        "step error",
+        "closed form vs recurrence",
+    ]
+    table = [head]
+    for row in rows:
+        lo, hi = row["r_sim_band"]
+        table.append(
+            [
+                row["case"],
+                row["workload"],
+                str(row["batch"]),
+                f"{row['gpus_ffn']:g}",
+                pipeline_label(row),
+                str(row["r_barrier"]),
+                str(row["r_curves"]),
+                f"{row['r_sim']} ({lo}–{hi})",
+                f"{row['best_objective']:,.0f}",
+                _pct(row["regret_curves"]),
+                row["binding"],
+                f"{_pct(row['predicted_idle_ffn'])} / {_pct(row['simulated_idle_ffn'])}",
+                f"{100 * row['step_time_error']:+.1f}%",
+                "—" if row["closed_form_gap"] is None else f"{100 * row['closed_form_gap']:+.2f}%",
+            ]
+        )
+    return table
+
+
 def _sections(data: dict) -> list[tuple[str, str, list[list[str]] | None]]:
     """(title, text, table) blocks shared by both renderings."""
-    meta = data["meta"]
-    meta["grid"]
     misses = [r for r in data["results"] if r.get("diagnosis")]
     miss_rows = [["case", "workload", "B", "why"]] + [
         [r["case"], r["workload"], str(r["batch"]), r["diagnosis"]] for r in misses
@@ -381,6 +445,32 @@ def _sections(data: dict) -> list[tuple[str, str, list[list[str]] | None]]:
         else ""
     )
     v1_rows = v1_vs_theta(data["results"])
+    infeasible = data.get("infeasible") or []
+    extra = []
+    if varies(data.get("deployments") or []):
+        extra.append(
+            (
+                "How r* moves with the pipeline and the FFN group",
+                "Per configuration: the barrier rule on the linear fit and on the measured "
+                "curves, the simulated optimum (exact recurrence) with its band and the "
+                "simulated objective there (tokens per time unit per instance or GPU), the "
+                "throughput lost by following the curves rule, the stage that binds at the "
+                "recommendation, the FFN's idle share predicted and simulated, the predicted "
+                "step time's error against the simulation, and the closed form's mean step "
+                "time against the exact recurrence's in the same simulation (ping-pong).",
+                deployment_rows(data["deployments"]),
+            )
+        )
+    if infeasible:
+        extra.append(
+            (
+                "Not scored: B above the KV capacity",
+                "afdplan plan refuses these B for memory (B·θ + 3σ above the case's KV "
+                "capacity), so the study neither simulates nor scores them.",
+                [["case", "workload", "B", "why"]]
+                + [[i["case"], i["workload"], str(i["batch"]), i["reason"]] for i in infeasible],
+            )
+        )
     return [
         (
             "Setup",
@@ -388,6 +478,7 @@ def _sections(data: dict) -> list[tuple[str, str, list[list[str]] | None]]:
             cases,
         ),
         ("Summary", "Per case kind and rule.", summary_table(data["summary"])),
+        *extra,
         (
             "Where v1's μ_P + μ_D errs and θ fixes it",
             "Configurations where v1's load costs throughput that the θ-based rule does not lose "
@@ -412,8 +503,10 @@ def _sections(data: dict) -> list[tuple[str, str, list[list[str]] | None]]:
 
 def setup_text(data: dict, skipped_text: str) -> str:
     meta, grid = data["meta"], data["meta"]["grid"]
+    pipelines = ", ".join(dict.fromkeys(pipeline_label(r) for r in data["results"]))
     return (
-        f"{len(data['results'])} configurations (cases × workloads × B = {grid['batches']}); "
+        f"{len(data['results'])} configurations (cases × workloads × B = {grid['batches']} × "
+        f"pipelines: {pipelines}); objective: tokens/s per {meta.get('objective', 'instance')}; "
         f"{grid['seeds']} seeds per r, at least {grid['requests']:,} requests and "
         f"{grid['min_steps']:,} steps per simulation; {meta['simulations']:,} simulations in "
         f"{meta['runtime_s']:.0f} s. Error = |r_rule − r_sim| / r_sim against the simulated "

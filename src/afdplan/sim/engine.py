@@ -69,15 +69,16 @@ def build_occupancy(
     if replay:
         trace = as_empirical(workload)
         first = int(rng.integers(trace.size))
+    m = config.microbatches if config.pipeline.layered else 1
     if config.kv_capacity_tokens is not None:
+        cap = int(config.kv_capacity_tokens)
         return kv_limited_occupancy(
-            workload, r, b, total_steps, int(config.kv_capacity_tokens), rng, replay, first
+            workload, r, b, total_steps, cap, rng, replay, first, microbatches=m
         )
     if replay:
         plan = replay_plan(as_empirical(workload), r * b, total_steps, first)
     else:
         plan = iid_plan(workload, r * b, total_steps, rng, stationary=stationary)
-    m = config.microbatches if config.pipeline.layered else 1
     return plan.occupancy(r, b, total_steps, m)
 
 
@@ -115,19 +116,22 @@ def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_r
     a (S, r, m), x (S, r, m) per-worker links or (S, m) one aggregate link, f and y (S, m),
     plus the FFN tokens per step.
 
-    With a KV cap the slots are not tiled by requests, so a worker's sequences and load are
-    split evenly over its micro-batches (b_i/m sequences and T_i/m tokens each).
+    Each micro-batch's own sequences and KV tokens: full slots split in order (i.i.d. and
+    replay), or the requests that joined each micro-batch under a KV cap.
     """
     pipe = config.pipeline
-    m, L = pipe.microbatches, pipe.layers
+    L = pipe.layers
     r, total = occ.ratio, occ.steps
-    if occ.microbatch_loads is not None:
+    if occ.microbatch_loads is None:  # one micro-batch: the worker's own load
+        require(pipe.microbatches == 1, "the occupancy has no micro-batch loads")
+        loads = occ.loads.T[:, :, None]
+        seqs = occ.active_counts().T[:, :, None].astype(np.float64)
+    elif occ.microbatch_active is not None:
         loads = np.moveaxis(occ.microbatch_loads, 2, 0)  # (S, r, m)
-        seqs = np.broadcast_to(pipe.split(occ.batch).astype(np.float64), loads.shape)
+        seqs = np.moveaxis(occ.microbatch_active, 2, 0).astype(np.float64)
     else:
-        share = np.full(m, 1.0 / m)
-        loads = occ.loads.T[:, :, None] * share
-        seqs = occ.active_counts().T[:, :, None].astype(np.float64) * share
+        loads = np.moveaxis(occ.microbatch_loads, 2, 0)
+        seqs = np.broadcast_to(pipe.split(occ.batch).astype(np.float64), loads.shape)
     noise_a = _noise(noise_rng, config.noise, (r, total))
     a = np.asarray(times.attention_time(seqs, loads), dtype=np.float64) / L
     a = a * (noise_a.T[:, :, None] if np.ndim(noise_a) else noise_a)

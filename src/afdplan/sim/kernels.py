@@ -115,21 +115,24 @@ def kv_limited(
     batch: int,
     steps: int,
     capacity: int,
+    microbatches: int = 1,
 ):
     """The KV-capped admission loop of ``kv_limited_occupancy`` over a request stream.
 
     ``cyclic``: the stream is the trace from ``first``, repeated; else the arrays are the
-    i.i.d. draws in order, and a return of ``None`` asks for a longer stream.
+    i.i.d. draws in order, and a return of ``None`` asks for a longer stream. Loads and
+    sequence counts come per (worker, micro-batch): arrays of shape (r·m, S).
     """
     kernel = _load() and _KERNELS["kv"]
     max_out = int(steps * ratio * batch / max(float(decodes.mean()), 1.0) * 1.5) + ratio * batch
     max_out += 1024
+    groups = ratio * microbatches
     while True:
-        loads = np.empty((ratio, steps))
-        active = np.empty((ratio, steps), dtype=np.int64)
+        loads = np.empty((groups, steps))
+        active = np.empty((groups, steps), dtype=np.int64)
         out = np.empty((2, max_out), dtype=np.int64)
         stats = np.zeros(6, dtype=np.int64)
-        args = (prompts, decodes, cyclic, first, ratio, batch, steps, capacity)
+        args = (prompts, decodes, cyclic, first, ratio, batch, steps, capacity, microbatches)
         status = kernel(*args, loads, active, out, stats)
         if status == -2:
             return None  # the i.i.d. stream ran out
@@ -140,11 +143,15 @@ def kv_limited(
 
 
 def _kv_limited(
-    prompts, decodes, cyclic, first, ratio, batch, steps, capacity, loads, active, out, stats
+    prompts, decodes, cyclic, first, ratio, batch, steps, capacity, m, loads, active, out, stats
 ):  # pragma: no cover - compiled
     n_stream = prompts.size
     pos = first % n_stream if cyclic else 0
-    offset_sum = np.zeros(ratio)
+    # Per (worker, micro-batch) group w·m + g: Σ (P − s) and sequences; per worker: count
+    # and reserved tokens. An admitted request joins its worker's micro-batch with the
+    # fewest sequences (the lowest index among ties) and stays there, as a slot would.
+    offset_sum = np.zeros(ratio * m)
+    group_count = np.zeros(ratio * m, dtype=np.int64)
     count = np.zeros(ratio, dtype=np.int64)
     reserved = np.zeros(ratio, dtype=np.int64)
     cap_out = out.shape[1]
@@ -152,6 +159,7 @@ def _kv_limited(
     head_at = np.full(steps, -1, dtype=np.int64)
     next_of = np.empty(cap_out, dtype=np.int64)
     dep_w = np.empty(cap_out, dtype=np.int64)
+    dep_g = np.empty(cap_out, dtype=np.int64)
     dep_off = np.empty(cap_out)
     dep_need = np.empty(cap_out, dtype=np.int64)
     admitted = 0
@@ -165,7 +173,8 @@ def _kv_limited(
         j = head_at[t]
         while j >= 0:
             w = dep_w[j]
-            offset_sum[w] -= dep_off[j]
+            offset_sum[dep_g[j]] -= dep_off[j]
+            group_count[dep_g[j]] -= 1
             count[w] -= 1
             reserved[w] -= dep_need[j]
             j = next_of[j]
@@ -199,12 +208,18 @@ def _kv_limited(
             if admitted >= cap_out:
                 return -1
             off = float(p - t)
-            offset_sum[best] += off
+            g = best * m
+            for k in range(best * m + 1, best * m + m):
+                if group_count[k] < group_count[g]:
+                    g = k
+            offset_sum[g] += off
+            group_count[g] += 1
             count[best] += 1
             reserved[best] += need
             end = t + d
             if end < steps:
                 dep_w[admitted] = best
+                dep_g[admitted] = g
                 dep_off[admitted] = off
                 dep_need[admitted] = need
                 next_of[admitted] = head_at[end]
@@ -223,9 +238,9 @@ def _kv_limited(
             p = prompts[pos]
             d = decodes[pos]
             pos += 1
-        for w in range(ratio):
-            loads[w, t] = offset_sum[w] + count[w] * t
-            active[w, t] = count[w]
+        for k in range(ratio * m):
+            loads[k, t] = offset_sum[k] + group_count[k] * t
+            active[k, t] = group_count[k]
     stats[0] = blocked_steps
     stats[1] = waited
     stats[2] = total_wait

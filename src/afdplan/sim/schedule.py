@@ -65,6 +65,8 @@ class Occupancy:
     kv: KvStats | None = None
     # (r, m, S) KV tokens of each worker's m micro-batches (their slots split in order)
     microbatch_loads: np.ndarray | None = None
+    # (r, m, S) sequences of each micro-batch where batches are partly empty (KV cap)
+    microbatch_active: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
@@ -283,9 +285,13 @@ def kv_limited_occupancy(
     replay: bool,
     first: int = 0,
     compiled: bool | None = None,
+    microbatches: int = 1,
 ) -> Occupancy:
     """Cold start, FIFO admission with a per-worker KV reservation cap (see module doc).
 
+    With ``microbatches`` m > 1 an admitted request joins its worker's micro-batch with the
+    fewest sequences (the lowest index among ties) and stays in it until it finishes, as it
+    would stay in its slot; the occupancy then carries each micro-batch's load and count.
     ``compiled`` as for :func:`replay_plan`; both give the same occupancy.
     """
     smallest = workload.smallest_request()
@@ -295,16 +301,19 @@ def kv_limited_occupancy(
     )
     if compiled is None:
         compiled = kernels.use_compiled(ratio * batch * steps / workload.moments().decode)
+    args = (workload, ratio, batch, steps, capacity, rng, replay, first, microbatches)
     if compiled:
-        return _kv_limited_compiled(workload, ratio, batch, steps, capacity, rng, replay, first)
-    return kv_limited_occupancy_loop(workload, ratio, batch, steps, capacity, rng, replay, first)
+        return _kv_limited_compiled(*args)
+    return kv_limited_occupancy_loop(*args)
 
 
-def _kv_limited_compiled(workload, ratio, batch, steps, capacity, rng, replay, first) -> Occupancy:
+def _kv_limited_compiled(
+    workload, ratio, batch, steps, capacity, rng, replay, first, microbatches
+) -> Occupancy:
     if replay:
         trace = as_empirical(workload)
         done = kernels.kv_limited(
-            trace.prompt, trace.decode, True, first, ratio, batch, steps, capacity
+            trace.prompt, trace.decode, True, first, ratio, batch, steps, capacity, microbatches
         )
     else:
         # The i.i.d. stream in the loop's chunks, so the draws are the loop's draws.
@@ -325,27 +334,55 @@ def _kv_limited_compiled(workload, ratio, batch, steps, capacity, rng, replay, f
                 batch,
                 steps,
                 capacity,
+                microbatches,
             )
             expected *= 2
     loads, active, start, decode, stats = done
     blocked, waited, total_wait, rejected = (int(x) for x in stats[:4])
     return _kv_occupancy(
-        loads, active, batch, start, decode, capacity, blocked, waited, total_wait, rejected
+        loads,
+        active,
+        microbatches,
+        batch,
+        start,
+        decode,
+        capacity,
+        blocked,
+        waited,
+        total_wait,
+        rejected,
     )
 
 
 def _kv_occupancy(
-    loads, active, batch, start, decode, capacity, blocked, waited, total_wait, rejected
+    loads, active, m, batch, start, decode, capacity, blocked, waited, total_wait, rejected
 ) -> Occupancy:
+    """The occupancy from per-(worker, micro-batch) rows: (r·m, S) loads and counts."""
+    steps = loads.shape[1]
+    mb_loads = loads.reshape(-1, m, steps)
+    mb_active = active.reshape(-1, m, steps)
+    worker_active = mb_active.sum(axis=1)
     kv = KvStats(
         capacity_tokens=capacity,
         blocked_steps=blocked,
         waited_requests=waited,
         mean_wait_steps=total_wait / waited if waited else 0.0,
         rejected_requests=rejected,
-        slot_utilisation=float(active.mean() / batch),
+        slot_utilisation=float(worker_active.mean() / batch),
     )
-    return Occupancy(loads, active, batch, start, start + decode, decode, kv)
+    if m == 1:
+        return Occupancy(loads, active, batch, start, start + decode, decode, kv)
+    return Occupancy(
+        mb_loads.sum(axis=1),
+        worker_active,
+        batch,
+        start,
+        start + decode,
+        decode,
+        kv,
+        mb_loads,
+        mb_active,
+    )
 
 
 def kv_limited_occupancy_loop(
@@ -357,23 +394,27 @@ def kv_limited_occupancy_loop(
     rng: np.random.Generator,
     replay: bool,
     first: int = 0,
+    microbatches: int = 1,
 ) -> Occupancy:
     """:func:`kv_limited_occupancy` as a plain Python loop (the oracle of the kernel)."""
+    m = microbatches
     stream = _RequestStream(workload, rng, replay, first)
-    offset_sum = [0.0] * ratio  # Σ (P − s) over active requests
+    offset_sum = [0.0] * (ratio * m)  # Σ (P − s) over the active requests of each micro-batch
+    group_count = [0] * (ratio * m)
     count = [0] * ratio
     reserved = [0] * ratio
-    calendar: dict[int, list[tuple[int, int, int]]] = {}
-    loads = np.empty((ratio, steps))
-    active = np.empty((ratio, steps), dtype=np.int64)
+    calendar: dict[int, list[tuple[int, int, int, int]]] = {}
+    loads = np.empty((ratio * m, steps))
+    active = np.empty((ratio * m, steps), dtype=np.int64)
     out_s: list[int] = []
     out_d: list[int] = []
     head = stream.next()
     head_blocked = 0
     blocked_steps = waited = rejected = total_wait = 0
     for t in range(steps):
-        for w, off, res in calendar.pop(t, ()):
-            offset_sum[w] -= off
+        for w, g, off, res in calendar.pop(t, ()):
+            offset_sum[g] -= off
+            group_count[g] -= 1
             count[w] -= 1
             reserved[w] -= res
         while True:
@@ -396,10 +437,12 @@ def kv_limited_occupancy_loop(
                     blocked_steps += 1
                     head_blocked += 1
                 break
-            offset_sum[best] += p - t
+            g = min(range(best * m, best * m + m), key=lambda k: (group_count[k], k))
+            offset_sum[g] += p - t
+            group_count[g] += 1
             count[best] += 1
             reserved[best] += need
-            calendar.setdefault(t + d, []).append((best, p - t, need))
+            calendar.setdefault(t + d, []).append((best, g, p - t, need))
             out_s.append(t)
             out_d.append(d)
             if head_blocked:
@@ -407,11 +450,21 @@ def kv_limited_occupancy_loop(
                 total_wait += head_blocked
                 head_blocked = 0
             head = stream.next()
-        for w in range(ratio):
-            loads[w, t] = offset_sum[w] + count[w] * t
-            active[w, t] = count[w]
+        for k in range(ratio * m):
+            loads[k, t] = offset_sum[k] + group_count[k] * t
+            active[k, t] = group_count[k]
     start = np.array(out_s, dtype=np.int64)
     decode = np.array(out_d, dtype=np.int64)
     return _kv_occupancy(
-        loads, active, batch, start, decode, capacity, blocked_steps, waited, total_wait, rejected
+        loads,
+        active,
+        m,
+        batch,
+        start,
+        decode,
+        capacity,
+        blocked_steps,
+        waited,
+        total_wait,
+        rejected,
     )

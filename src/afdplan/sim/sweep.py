@@ -1,4 +1,5 @@
-"""Sweeps over r × B (× workloads × seeds), run in parallel processes with joblib.
+"""Sweeps over r × B (× workloads × seeds), and any list of simulations (the validation
+study's), run in parallel processes with joblib.
 
 Each task is one ``simulate`` call; joblib's default ``loky`` backend spreads them over
 local cores. A cluster only needs another joblib backend (``connect_backend``): Dask
@@ -9,18 +10,23 @@ local cores. A cluster only needs another joblib backend (``connect_backend``): 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import joblib
+import numpy as np
 
 from afdplan.bundle import weighted_rate
 from afdplan.errors import InputError, require
+from afdplan.sim import kernels
 from afdplan.sim.config import SimConfig
-from afdplan.sim.engine import simulate
+from afdplan.sim.engine import simulate, simulate_with_cycles
 from afdplan.sim.results import Estimate, SimResult, estimate_over
 from afdplan.timing import StepTimes
 from afdplan.workload import Workload
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,77 @@ def connect_backend(backend: str | None, address: str | None) -> None:
         require(address is None, "--scheduler needs --backend dask or ray")
 
 
-def _task(workload: Workload, times: StepTimes, config: SimConfig) -> SimResult:
-    return simulate(workload, times, config)
+@dataclass(frozen=True)
+class SimTask:
+    """One simulation to farm out: a workload, its step times and a configuration.
+
+    ``cycle_bins`` > 0 also asks for a histogram of the measured steps' cycle times (made in
+    the worker, so the per-step array never crosses the process boundary).
+    """
+
+    workload: Workload
+    times: StepTimes
+    config: SimConfig
+    cycle_bins: int = 0
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    result: SimResult
+    # (counts, bin edges in the step-time unit) when the task asked for one
+    histogram: tuple[list[int], list[float]] | None = None
+
+
+# From this many trace replays in one call, load the compiled kernels up front: numba's
+# start-up (about 1 s a process) is then paid once instead of each replay running the
+# slower Python loop.
+PRELOAD_MIN_REPLAYS = 8
+
+
+def _run_task(task: SimTask, preload: bool) -> TaskOutput:
+    if preload and task.config.order == "replay":
+        kernels.preload()
+    if task.cycle_bins <= 0:
+        return TaskOutput(simulate(task.workload, task.times, task.config))
+    result, cycles = simulate_with_cycles(task.workload, task.times, task.config)
+    counts, edges = np.histogram(cycles, bins=task.cycle_bins)
+    return TaskOutput(result, (counts.tolist(), edges.tolist()))
+
+
+def parallel_map(
+    func: Callable[..., T],
+    calls: Sequence[tuple],
+    n_jobs: int,
+    backend: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[T]:
+    """``[func(*args) for args in calls]`` through joblib, in order; ``progress(done,
+    total)`` after each result. The one place afdplan hands work to a process pool or a
+    cluster backend (connected first with :func:`connect_backend`)."""
+    settings = {"n_jobs": n_jobs} if backend is None else {"n_jobs": n_jobs, "backend": backend}
+    out: list[T] = []
+    with joblib.parallel_config(**settings):
+        jobs = (joblib.delayed(func)(*args) for args in calls)
+        for i, item in enumerate(joblib.Parallel(return_as="generator")(jobs)):
+            out.append(item)
+            if progress is not None:
+                progress(i + 1, len(calls))
+    return out
+
+
+def run_tasks(
+    tasks: Sequence[SimTask],
+    n_jobs: int | None = None,
+    backend: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TaskOutput]:
+    """Run every task, in order (``n_jobs``: processes; -1 every core; None:
+    :func:`auto_jobs`, or every core on a cluster backend)."""
+    if n_jobs is None:
+        work = sum(task_requests(t.workload, t.config) for t in tasks)
+        n_jobs = -1 if backend in ("dask", "ray") else auto_jobs(work, len(tasks))
+    preload = sum(t.config.order == "replay" for t in tasks) >= PRELOAD_MIN_REPLAYS
+    return parallel_map(_run_task, [(t, preload) for t in tasks], n_jobs, backend, progress)
 
 
 def run_sweep(
@@ -110,32 +185,16 @@ def run_sweep(
     backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[SweepPoint]:
-    """Simulate every combination; ``progress(done, total)`` after each finished run.
-
-    ``n_jobs``: processes (-1: every core; None: :func:`auto_jobs`, or every core on a
-    cluster backend).
-    """
+    """Simulate every combination; ``progress(done, total)`` after each finished run
+    (``n_jobs`` and ``backend`` as for :func:`run_tasks`)."""
     batches, ratios, seeds = list(batches), list(ratios), list(seeds)
     require(bool(workloads) and bool(batches) and bool(ratios) and bool(seeds), "empty sweep")
     keys = [(name, b, r, s) for name in workloads for b in batches for r in ratios for s in seeds]
-    configs = [replace(base, batch=b, ratio=r, seed=s) for _, b, r, s in keys]
-    if n_jobs is None:
-        work = sum(
-            task_requests(workloads[name], cfg)
-            for (name, *_), cfg in zip(keys, configs, strict=True)
-        )
-        n_jobs = -1 if backend in ("dask", "ray") else auto_jobs(work, len(keys))
-    jobs = (
-        joblib.delayed(_task)(workloads[name], times, cfg)
-        for (name, *_), cfg in zip(keys, configs, strict=True)
-    )
-    results: list[SimResult] = []
-    settings = {"n_jobs": n_jobs} if backend is None else {"n_jobs": n_jobs, "backend": backend}
-    with joblib.parallel_config(**settings):
-        for i, result in enumerate(joblib.Parallel(return_as="generator")(jobs)):
-            results.append(result)
-            if progress is not None:
-                progress(i + 1, len(keys))
+    tasks = [
+        SimTask(workloads[name], times, replace(base, batch=b, ratio=r, seed=s))
+        for name, b, r, s in keys
+    ]
+    results = [out.result for out in run_tasks(tasks, n_jobs, backend, progress)]
     grouped: dict[tuple[str, int, int], list[SimResult]] = {}
     for (name, b, r, _), result in zip(keys, results, strict=True):
         grouped.setdefault((name, b, r), []).append(result)

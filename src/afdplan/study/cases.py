@@ -12,7 +12,7 @@ Two kinds of case:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from afdplan.errors import InputError
@@ -40,6 +40,13 @@ DEFAULT_WORKLOADS = {
     ),
 }
 QUICK_WORKLOADS = ("geometric P100 D500", "lognormal heavy-tail")
+# The deployment study (``validate --grid deployment``): how r* moves with the pipeline and
+# the FFN group, on DeepSeek-V3 FP8 on H200 with the expert-parallel group measured by
+# aiconfigurator-core at each size, per-GPU objective.
+DEPLOYMENT_PIPELINES = (("serial", 1), ("pingpong", 2), ("pingpong", 3))
+DEPLOYMENT_FFN_GROUPS = (8, 16)
+DEPLOYMENT_TRACE = "azure-conv-2023"  # real traffic; --trace replaces it
+DEPLOYMENT_QUICK_WORKLOADS = ("geometric P100 D500",)  # the quick grid runs no trace
 
 
 @dataclass(frozen=True)
@@ -68,13 +75,23 @@ class Grid:
 DEFAULT_GRID = Grid(batches=(64, 256), seeds=3, requests=50_000, min_steps=2_000)
 # Seconds on two cores: a smoke test of the whole pipeline, not a verdict.
 QUICK_GRID = Grid(batches=(64,), seeds=2, requests=4_000, min_steps=400, mixing_lifetimes=1.5)
+# Each simulation runs the exact recurrence (L = 61 layers, m micro-batches), so fewer
+# requests per run than the paper grid: the optimum bands are wider, and reported.
+DEPLOYMENT_GRID = Grid(
+    batches=(64, 256), seeds=2, requests=8_000, min_steps=500, mixing_lifetimes=3.0
+)
 
 
 # ------------------------------------------------------------------- the inputs
 
 
-def builtin_workloads(quick: bool, traces: list[Path]) -> dict[str, Workload]:
-    names = QUICK_WORKLOADS if quick else tuple(DEFAULT_WORKLOADS)
+def builtin_workloads(
+    quick: bool, traces: list[Path], names: tuple[str, ...] | None = None
+) -> dict[str, Workload]:
+    """The parametric workloads ``names`` (default: the paper grid's, or its quick subset)
+    and the traces."""
+    if names is None:
+        names = QUICK_WORKLOADS if quick else tuple(DEFAULT_WORKLOADS)
     out: dict[str, Workload] = {name: parse_workload(DEFAULT_WORKLOADS[name]) for name in names}
     for path in traces:
         out[f"trace {path.stem}"] = read_trace(path)
@@ -98,8 +115,72 @@ def builtin_cases(quick: bool) -> tuple[list[Case], list[dict]]:
     return cases, skipped
 
 
+def deployment_cases(gpus_ffn: tuple[int, ...], quick: bool) -> tuple[list[Case], list[dict]]:
+    """An easy and an honest DeepSeek-V3/H200 case per FFN group size (the honest ones only
+    without ``quick``): each calibrated from aiconfigurator-core's measured vLLM tables for
+    that expert-parallel size, as ``scripts/regenerate_presets.sh`` builds the shipped set.
+
+    The A↔F transfers are Vidur's NVLink profile at every size; a group beyond one node
+    would also pay a network all-to-all, which neither side of this study charges.
+    """
+    cases: list[Case] = []
+    skipped: list[dict] = []
+    for g in gpus_ffn:
+        try:
+            theory, sim = _calibrated_dsv3(g)
+        except InputError as exc:
+            skipped.append({"case": f"DeepSeek-V3 H200 EP{g}", "reason": str(exc)})
+            continue
+        cases.append(
+            Case(
+                f"easy: DeepSeek-V3 H200 EP{g} fit",
+                f"linear fit of the measured EP{g} tables for both theory and simulator; "
+                "i.i.d. requests",
+                theory,
+                theory,
+                replay=False,
+                honest=False,
+            )
+        )
+        if not quick:
+            cases.append(
+                Case(
+                    f"honest: DeepSeek-V3 H200 EP{g} tables",
+                    f"theory: linear fit; simulator: aiconfigurator-core h200_sxm vLLM tables "
+                    f"(MLA attention, MoE EP{g}), linear comm; traces replayed in arrival order",
+                    theory,
+                    sim,
+                    replay=True,
+                    honest=True,
+                )
+            )
+    return cases, skipped
+
+
+def _calibrated_dsv3(gpus_ffn: int) -> tuple[LinearStepTimes, StepTimes]:
+    from afdplan.calibrate.pipeline import Sources, calibrate
+    from afdplan.data import builtin_path
+    from afdplan.timing import tables_from_frame
+
+    result, rows = calibrate(
+        Sources(
+            model="deepseek-v3",
+            system="h200_sxm",
+            gpus_ffn=gpus_ffn,
+            send_recv=builtin_path("vidur-h100-dgx"),
+            ffn_range=(256, 16384),
+            name=f"deepseek-v3-h200-ep{gpus_ffn}",
+        )
+    )
+    kernels = rows[rows["op"] != "comm"]  # the transfers stay on their linear fit
+    sim = tables_from_frame(
+        kernels, result.times, f"aiconfigurator-core h200_sxm deepseek-v3 EP{gpus_ffn}"
+    )
+    return result.times, sim
+
+
 def _easy(name: str, coeffs: str) -> Case:
-    times = replace(load_coeffs(coeffs), kv_capacity_tokens=None)
+    times = load_coeffs(coeffs)
     return Case(
         name,
         f"linear {coeffs} for both theory and simulator; i.i.d. requests",
@@ -115,7 +196,7 @@ def _measured_case(name: str, coeffs: str, model: str, system: str, gpus_ffn: in
     from afdplan.calibrate.specs import load_model
     from afdplan.timing import tables_from_frame
 
-    theory = replace(load_coeffs(coeffs), kv_capacity_tokens=None)
+    theory = load_coeffs(coeffs)
     rows = measured_tables(load_model(model), system, "vllm", 1, gpus_ffn).rows
     sim = tables_from_frame(rows, theory, f"aiconfigurator-core {system} {model}")
     return Case(
@@ -157,7 +238,6 @@ def _honest_vidur() -> Case:
     base = derive(load_model("llama2-70b"), load_hardware("h100-sxm"), 1, 2).times
     rows = read_vidur_mlp(path, layers=80, tp_attention=1, tp_ffn=2)
     theory = combine(fit_table(rows), base, {}, "vidur-llama2-70b-h100").times
-    theory = replace(theory, kv_capacity_tokens=None)
     sim = tables_from_frame(rows, theory, "Vidur H100 Llama-2-70B mlp.csv")
     return Case(
         "honest: Vidur Llama-2-70B H100 FFN",

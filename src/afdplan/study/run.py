@@ -1,75 +1,59 @@
-"""Run the validation study: for every case × workload × B, v1's r*, the θ-based r*, their
-best integers under the mean-field cycle time, the barrier-aware recommendation, and the
-simulation-optimal r from a sweep over r with several seeds (common seeds across r).
+"""Run the validation study: for every case × workload × B × pipeline, v1's r*, the θ-based
+r*, their best integers under the mean-field cycle time, the barrier-aware recommendation,
+and the simulation-optimal r from a sweep over r with several seeds (common seeds across r).
+
+The simulations go through :func:`afdplan.sim.sweep.run_tasks`, like ``afdplan sweep``'s,
+so the study runs on any joblib backend. A (case, workload, B) whose B the KV cache cannot
+hold (``afdplan plan``'s check: B·θ + 3σ above the case's capacity) is not simulated or
+scored; it is listed under ``infeasible`` with the reason.
 
 The result is a plain JSON-able dict; ``afdplan.report`` turns it into Markdown/HTML.
-Memory feasibility is not enforced here (the question is where the throughput optimum
-lies, not which B fits).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import joblib
 import numpy as np
 
 from afdplan import __version__
 from afdplan.bundle import Pipeline
-from afdplan.errors import require
+from afdplan.errors import InputError, require
 from afdplan.plan import PlanResult, make_plan
-from afdplan.sim import SimConfig, kernels, simulate_with_cycles
+from afdplan.sim import SimConfig, SimResult
 from afdplan.sim.results import Estimate
-from afdplan.sim.sweep import auto_jobs
+from afdplan.sim.sweep import SimTask, run_tasks
 from afdplan.study.cases import MISS_ERROR, MISS_REGRET, RULES, Case, Grid
 from afdplan.study.compare import best_ratio, sweep_ratios
-from afdplan.timing import StepTimes, TableStepTimes
+from afdplan.timing import TableStepTimes, gpus_per_instance
 from afdplan.workload import EmpiricalWorkload, Workload
+
+OBJECTIVES = ("instance", "gpu")
+# What each simulation contributes to the study's curves (means over seeds).
+_METRICS = (
+    "throughput_per_instance",
+    "throughput_per_gpu",
+    "idle_attention",
+    "idle_ffn",
+    "mean_step_time_s",
+    "tpot_p50_s",
+    "tpot_p99_s",
+    "share_attention_bound",
+    "share_comm_bound",
+    "share_ffn_bound",
+)
+HIST_BINS = 40
 
 # ------------------------------------------------------------------- the study
 
 
-def _sim_task(
-    workload: Workload,
-    times: StepTimes,
-    ratio: int,
-    batch: int,
-    steps: int,
-    seed: int,
-    order: str,
-    want_cycles: bool,
-    pipeline: Pipeline,
-) -> dict:
-    if order == "replay":
-        kernels.preload()  # the study replays many times: pay numba's start-up once
-    cfg = SimConfig(
-        ratio=ratio,
-        batch=batch,
-        steps=steps,
-        order=order,  # type: ignore[arg-type]
-        seed=seed,
-        mode=pipeline.kind,
-        microbatches=pipeline.microbatches,
-        layers=pipeline.layers,
-    )
-    res, cycles = simulate_with_cycles(workload, times, cfg)
-    out = {
-        "throughput": res.throughput_per_instance,
-        "idle_attention": res.idle_attention,
-        "idle_ffn": res.idle_ffn,
-        "mean_step_time_s": res.mean_step_time_s,
-        "tpot_p50_s": res.tpot_p50_s,
-        "tpot_p99_s": res.tpot_p99_s,
-        "share_attention_bound": res.share_attention_bound,
-        "share_comm_bound": res.share_comm_bound,
-        "share_ffn_bound": res.share_ffn_bound,
-    }
-    if want_cycles:
-        counts, edges = np.histogram(cycles, bins=40)
-        out["hist"] = {"counts": counts.tolist(), "edges": edges.tolist()}
+def _metrics(result: SimResult, objective: str) -> dict:
+    out = {key: float(getattr(result, key)) for key in _METRICS}
+    out["throughput"] = out[f"throughput_per_{objective}"]
+    out["closed_form_gap"] = result.closed_form_gap
     return out
 
 
@@ -89,7 +73,12 @@ class _Group:
     picks: dict[str, int]
     ratios: set[int]
     runs: dict[int, list[dict]]
+    objective: str
     hist: dict | None = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.plan.deployment.pipeline
 
     @property
     def order(self) -> str:
@@ -103,13 +92,27 @@ class _Group:
         mixing = grid.mixing_lifetimes * m.residual_decode
         return max(grid.min_steps, math.ceil(grid.requests * per_request), math.ceil(mixing))
 
-    def objective(self) -> dict[int, float]:
+    def task(self, ratio: int, grid: Grid, seed: int, histogram: bool) -> SimTask:
+        pipe = self.pipeline
+        config = SimConfig(
+            ratio=ratio,
+            batch=self.batch,
+            steps=self.steps(ratio, grid),
+            order=self.order,  # type: ignore[arg-type]
+            seed=seed,
+            mode=pipe.kind,
+            microbatches=pipe.microbatches,
+            layers=pipe.layers,
+        )
+        return SimTask(self.workload, self.case.sim, config, HIST_BINS if histogram else 0)
+
+    def objective_by_r(self) -> dict[int, float]:
         return {
             r: float(np.mean([run["throughput"] for run in runs])) for r, runs in self.runs.items()
         }
 
     def r_sim(self) -> int:
-        return best_ratio(self.objective())
+        return best_ratio(self.objective_by_r())
 
     def band(self) -> tuple[int, int]:
         """The contiguous range of swept r around the optimum that the simulation cannot tell
@@ -132,6 +135,26 @@ class _Group:
         return swept[i], swept[j]
 
 
+def _group(
+    case: Case, name: str, wl: Workload, batch: int, pipeline: Pipeline, objective: str
+) -> _Group:
+    """The theory's picks for one configuration (make_plan refuses a B the KV cache cannot
+    hold: the caller reports that configuration as infeasible)."""
+    plan = make_plan(wl, case.theory, batch, pipeline=pipeline, objective=objective)
+    picks = {
+        "v1": plan.r_recommended_v1,
+        "theta": plan.r_recommended_mean_field,
+        "barrier": plan.recommended.point.r,
+        "curves": plan.recommended.point.r,
+    }
+    if case.sim is not case.theory:
+        curves = make_plan(
+            wl, case.theory, batch, pipeline=pipeline, objective=objective, curves=case.sim
+        )
+        picks["curves"] = curves.recommended.point.r
+    return _Group(case, name, wl, batch, plan, picks, sweep_ratios(picks), {}, objective)
+
+
 def run_validation(
     cases: list[Case],
     workloads: dict[str, Workload],
@@ -140,38 +163,49 @@ def run_validation(
     progress: Callable[[int, int], None] | None = None,
     skipped: list[dict] | None = None,
     seed: int = 0,
-    pipeline: tuple[str, int] = ("overlap", 1),
+    pipelines: Sequence[tuple[str, int]] = (("overlap", 1),),
+    objective: str = "instance",
+    backend: str | None = None,
 ) -> dict:
     """Run the study; returns the raw results as a JSON-able dict.
 
-    ``pipeline`` (kind, micro-batches) runs every case under that pipeline: the theory its
-    closed form with the barrier, the simulator its exact recurrence, each case with the
-    layer count of its own model.
+    Every case runs under each of ``pipelines`` (kind, micro-batches): the theory its closed
+    form with the barrier, the simulator its exact recurrence, each case with the layer count
+    of its own model. ``objective`` is what both sides maximise: tokens/s per instance (the
+    paper's) or per GPU (weights g_A, g_F of the case's step times). ``n_jobs``/``backend``
+    as for :func:`afdplan.sim.sweep.run_tasks`.
     """
     require(bool(cases) and bool(workloads), "validation needs at least one case and workload")
+    require(bool(pipelines), "validation needs at least one pipeline")
+    require(objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}")
     started = time.perf_counter()
-    groups = []
+    groups: list[_Group] = []
+    infeasible: list[dict] = []
     for case in cases:
-        for name, wl in workloads.items():
-            for b in grid.batches:
-                steps_run = case_pipeline(case, pipeline)
-                plan = make_plan(wl, case.theory, b, pipeline=steps_run)
-                picks = {
-                    "v1": plan.r_recommended_v1,
-                    "theta": plan.r_recommended_mean_field,
-                    "barrier": plan.recommended.point.r,
-                    "curves": plan.recommended.point.r,
-                }
-                if case.sim is not case.theory:
-                    curves = make_plan(wl, case.theory, b, pipeline=steps_run, curves=case.sim)
-                    picks["curves"] = curves.recommended.point.r
-                groups.append(_Group(case, name, wl, b, plan, picks, sweep_ratios(picks), {}))
+        for kind, m in pipelines:
+            steps_run = case_pipeline(case, (kind, m))
+            for name, wl in workloads.items():
+                for b in grid.batches:
+                    try:
+                        groups.append(_group(case, name, wl, b, steps_run, objective))
+                    except InputError as exc:  # B above the KV capacity: not scored
+                        infeasible.append(
+                            {
+                                "case": case.name,
+                                "workload": name,
+                                "batch": b,
+                                "pipeline": kind,
+                                "microbatches": m,
+                                "reason": str(exc),
+                            }
+                        )
+    require(bool(groups), "no configuration of the study fits the KV cache")
     done = [0]
     pending = [(g, r) for g in groups for r in sorted(g.ratios)]
     rounds = 0
     while pending:
         rounds += 1
-        _run(pending, groups, grid, n_jobs, progress, done, seed)
+        _run(pending, grid, n_jobs, backend, progress, done, seed)
         pending = []
         for g in groups:
             r_sim = g.r_sim()
@@ -192,8 +226,10 @@ def run_validation(
                 "min_steps": grid.min_steps,
                 "first_seed": seed,
             },
-            "pipeline": pipeline[0],
-            "microbatches": pipeline[1],
+            "pipeline": pipelines[0][0],
+            "microbatches": pipelines[0][1],
+            "pipelines": [{"pipeline": k, "microbatches": m} for k, m in pipelines],
+            "objective": objective,
             "runtime_s": time.perf_counter() - started,
             "simulations": done[0],
             "miss_error": MISS_ERROR,
@@ -206,57 +242,48 @@ def run_validation(
                 "honest": c.honest,
                 "theory": c.theory.name,
                 "simulator": c.sim.name,
+                "gpus_ffn": gpus_per_instance(c.theory)[1],
+                "kv_capacity_tokens": c.theory.kv_capacity_tokens,
             }
             for c in cases
         ],
         "skipped": skipped or [],
+        "infeasible": infeasible,
         "workloads": [_workload_row(name, wl) for name, wl in workloads.items()],
         "results": results,
         "summary": summarise(results),
+        "deployments": deployment_table(results),
     }
 
 
 def _run(
-    pending, groups, grid: Grid, n_jobs: int, progress, done: list[int], first_seed: int
+    pending: list[tuple[_Group, int]],
+    grid: Grid,
+    n_jobs: int | None,
+    backend: str | None,
+    progress: Callable[[int, int], None] | None,
+    done: list[int],
+    first_seed: int,
 ) -> None:
-    tasks = []
+    owners: list[tuple[_Group, int, bool]] = []
+    tasks: list[SimTask] = []
     for g, r in pending:
         for seed in range(first_seed, first_seed + grid.seeds):
             want = r == g.picks["barrier"] and seed == first_seed and g.hist is None
-            tasks.append(
-                (
-                    g,
-                    r,
-                    want,
-                    (
-                        g.workload,
-                        g.case.sim,
-                        r,
-                        g.batch,
-                        g.steps(r, grid),
-                        seed,
-                        g.order,
-                        want,
-                        g.plan.deployment.pipeline,
-                    ),
-                )
-            )
-    total = done[0] + len(tasks)
-    if n_jobs is None:
-        # requests per task: its steps × slots / E[D]
-        work = sum(args[4] * args[2] * args[3] / args[0].moments().decode for *_, args in tasks)
-        n_jobs = auto_jobs(work, len(tasks))
-    jobs = (joblib.delayed(_sim_task)(*args) for *_, args in tasks)
-    with joblib.parallel_config(n_jobs=n_jobs):
-        for (g, r, want, _), out in zip(
-            tasks, joblib.Parallel(return_as="generator")(jobs), strict=True
-        ):
-            if want:
-                g.hist = out.pop("hist")
-            g.runs.setdefault(r, []).append(out)
-            done[0] += 1
-            if progress is not None:
-                progress(done[0], total)
+            owners.append((g, r, want))
+            tasks.append(g.task(r, grid, seed, want))
+    before, total = done[0], done[0] + len(tasks)
+
+    def tick(finished: int, _: int) -> None:
+        done[0] = before + finished
+        if progress is not None:
+            progress(done[0], total)
+
+    for (g, r, want), output in zip(owners, run_tasks(tasks, n_jobs, backend, tick), strict=True):
+        if want and output.histogram is not None:
+            counts, edges = output.histogram
+            g.hist = {"counts": counts, "edges": edges}
+        g.runs.setdefault(r, []).append(_metrics(output.result, g.objective))
 
 
 def _workload_row(name: str, wl: Workload) -> dict:
@@ -275,7 +302,7 @@ def _workload_row(name: str, wl: Workload) -> dict:
 
 
 def _summarise(g: _Group) -> dict:
-    obj = g.objective()
+    obj = g.objective_by_r()
     r_sim = g.r_sim()
     best = obj[r_sim]
     curve = []
@@ -283,8 +310,8 @@ def _summarise(g: _Group) -> dict:
         runs = g.runs[r]
         est = Estimate.of([run["throughput"] for run in runs])
         row = {"r": r, "throughput": est.mean, "throughput_ci95": est.half_width}
-        for key in runs[0]:
-            if key != "throughput":
+        for key, value in runs[0].items():
+            if key != "throughput" and value is not None:
                 row[key] = float(np.mean([run[key] for run in runs]))
         curve.append(row)
     by_r = {row["r"]: row for row in curve}
@@ -310,11 +337,16 @@ def _summarise(g: _Group) -> dict:
             "idle_ffn": row["idle_ffn"],
         }
     point = next(row.point for row in g.plan.rows if row.point.r == g.picks["barrier"])
+    at_pick = by_r[g.picks["barrier"]]
     out = {
         "case": g.case.name,
         "honest": g.case.honest,
         "workload": g.workload_name,
         "batch": g.batch,
+        "pipeline": g.pipeline.kind,
+        "microbatches": g.pipeline.microbatches,
+        "gpus_ffn": gpus_per_instance(g.case.theory)[1],
+        "objective": g.objective,
         "order": g.order,
         "regime": rule.regime,
         "theta": g.plan.stats.theta,
@@ -332,7 +364,12 @@ def _summarise(g: _Group) -> dict:
         "regret": regret,
         "baselines": baselines,
         "predicted_step_time_s": point.cycle_time,
-        "simulated_step_time_s": by_r[g.picks["barrier"]]["mean_step_time_s"],
+        "simulated_step_time_s": at_pick["mean_step_time_s"],
+        "binding": point.binding,
+        "predicted_idle_ffn": point.idle_ffn,
+        "simulated_idle_ffn": at_pick["idle_ffn"],
+        # ping-pong: the closed form's mean step time over the exact recurrence's, minus one
+        "closed_form_gap": at_pick.get("closed_form_gap"),
         "curve": curve,
         "step_hist": g.hist,
     }
@@ -352,7 +389,8 @@ def diagnose(result: dict, g: _Group) -> str | None:
             g.case.theory,
             g.batch,
             r_max=max(r_sim, 1),
-            pipeline=g.plan.deployment.pipeline,
+            pipeline=g.pipeline,
+            objective=g.objective,
         )
         .rows[r_sim - 1]
         .point
@@ -373,11 +411,11 @@ def diagnose(result: dict, g: _Group) -> str | None:
     sim = g.case.sim
     if isinstance(sim, TableStepTimes):
         theory = g.case.theory
-        n = r_sim * g.batch
+        n = r_sim * g.batch / g.pipeline.microbatches  # the FFN's tokens per call
         parts = []
         if sim.ffn is not None:
             ffn_err = float(theory.ffn_time(n)) / float(sim.ffn_time(n)) - 1
-            parts.append(f"the FFN fit is {ffn_err:+.1%} off the measured curve at {n} tokens")
+            parts.append(f"the FFN fit is {ffn_err:+.1%} off the measured curve at {n:.0f} tokens")
         load = g.batch * g.plan.stats.theta
         att_err = (
             float(theory.attention_time(g.batch, load)) / float(sim.attention_time(g.batch, load))
@@ -386,6 +424,53 @@ def diagnose(result: dict, g: _Group) -> str | None:
         parts.append(f"the attention fit is {att_err:+.1%} off at B = {g.batch}, T = B·θ")
         text += "; " + "; ".join(parts)
     return text
+
+
+def deployment_table(results: list[dict]) -> list[dict]:
+    """How r* moves with the pipeline and the FFN group: per (case, workload, B, FFN GPUs,
+    pipeline) the theory's picks, the simulated optimum and its band, the throughput lost
+    by following the pick, the binding stage, the FFN's idle share, and how far the closed
+    form's step time is from the exact recurrence's."""
+    rows = []
+    for res in results:
+        lo, hi = res["r_sim_band"]
+        at_optimum = next(row for row in res["curve"] if row["r"] == res["r_sim"])
+        rows.append(
+            {
+                "case": res["case"],
+                "honest": res["honest"],
+                "workload": res["workload"],
+                "batch": res["batch"],
+                "gpus_ffn": res["gpus_ffn"],
+                "pipeline": res["pipeline"],
+                "microbatches": res["microbatches"],
+                "r_barrier": res["r_barrier"],
+                "r_curves": res["r_curves"],
+                "r_sim": res["r_sim"],
+                "r_sim_band": [lo, hi],
+                # the simulated objective there (tokens per time per instance or per GPU)
+                "best_objective": at_optimum["throughput"],
+                "regret_barrier": res["regret"]["barrier"],
+                "regret_curves": res["regret"]["curves"],
+                "binding": res["binding"],
+                "predicted_idle_ffn": res["predicted_idle_ffn"],
+                "simulated_idle_ffn": res["simulated_idle_ffn"],
+                "step_time_error": res["predicted_step_time_s"] / res["simulated_step_time_s"] - 1,
+                "closed_form_gap": res["closed_form_gap"],
+            }
+        )
+    return sorted(
+        rows,
+        key=lambda row: (
+            row["honest"],
+            row["gpus_ffn"],
+            row["case"],
+            row["workload"],
+            row["batch"],
+            row["microbatches"],
+            row["pipeline"],
+        ),
+    )
 
 
 def summarise(results: list[dict]) -> list[dict]:
@@ -419,6 +504,3 @@ def summarise(results: list[dict]) -> list[dict]:
                 }
             )
     return rows
-
-
-# ------------------------------------------------------------ sweeps vs theory

@@ -94,6 +94,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*PLAN, "--objective", "cost", "--price-attention", "2", "--price-ffn", "-1"], "> 0"),
     ([*PLAN, "--price-ffn", "2"], "with --objective cost only"),
     ([*PLAN, "--objective", "tokens"], "Invalid value for '--objective'"),
+    ([*PLAN, "--ffn-dtype", "fp4"], "keeps the dtypes it was measured in"),
+    ([*PLAN, "--kv-dtype", "fp9"], "Invalid value for '--kv-dtype'"),
     ([*PLAN, "--gpus-ffn", "0"], "--gpus-ffn must be >= 1"),
     (
         [*PLAN, "--coeffs", "roofline:qwen3-235b-a22b@gb200", "--gpus-ffn", "3"],

@@ -347,3 +347,22 @@ def test_kv_capped_pingpong_splits_each_workers_own_requests():
     split_evenly = measure(even, DSV3, cfg, "cold", 100)
     assert exact.tokens_generated == split_evenly.tokens_generated
     assert exact.mean_step_time_s > split_evenly.mean_step_time_s
+
+
+def test_roofline_serves_each_side_in_its_own_dtype():
+    from afdplan.calibrate.resolve import resolve_coeffs
+
+    def roof(spec, weight=None, ffn=None, kv=None):
+        return resolve_coeffs(f"roofline:{spec}", None, 1, 16, (weight, ffn, kv))
+
+    fp8 = roof("deepseek-v3@h200")
+    bf16_ffn = roof("deepseek-v3@h200", ffn="bfloat16")
+    assert bf16_ffn.attention == fp8.attention  # the attention side is untouched
+    # BF16 experts: twice the bytes to read per FFN step; half the peak FLOP rate (the
+    # all-to-all and the per-layer overhead do not change).
+    assert bf16_ffn.ffn.beta > 1.9 * fp8.ffn.beta and bf16_ffn.ffn.alpha > fp8.ffn.alpha
+    # An FP8 KV cache holds twice the tokens and, where attention reads the cache (GQA),
+    # halves the bytes per KV token.
+    gqa16, gqa8 = roof("llama3-70b@h100-sxm", kv="bfloat16"), roof("llama3-70b@h100-sxm", kv="fp8")
+    assert gqa8.kv_capacity_tokens == pytest.approx(2 * gqa16.kv_capacity_tokens, rel=1e-3)
+    assert gqa8.attention.alpha == pytest.approx(gqa16.attention.alpha / 2)

@@ -22,6 +22,7 @@ def resolve_coeffs(
     comm: str | None = None,
     gpus_attention: int | None = None,
     gpus_ffn: int | None = None,
+    dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> LinearStepTimes:
     """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``
     (``roofline:MODEL@ATTENTION_HW+FFN_HW`` for a heterogeneous pair).
@@ -29,11 +30,14 @@ def resolve_coeffs(
     ``gpus_attention``/``gpus_ffn`` set the GPUs per instance: a roofline set is derived
     for them (attention TP, FFN group size); a fitted set keeps its step times, which
     were measured for its own instance sizes, and only counts the GPUs differently.
+    ``dtypes`` (weights, FFN-side weights, KV cache; None keeps the model's) serve a
+    roofline model in other element types; a measured set keeps the dtypes it was
+    measured in.
     """
     require(bool(spec.strip()), "--coeffs is empty; give a set name, a file or roofline:MODEL@HW")
     if spec.startswith("roofline:"):
         from afdplan.calibrate.roofline import derive
-        from afdplan.calibrate.specs import load_hardware, load_model
+        from afdplan.calibrate.specs import load_hardware, load_model, served_as
 
         model, at, hardware = spec.removeprefix("roofline:").partition("@")
         attention_hw, plus, ffn_hw = hardware.partition("+")
@@ -43,13 +47,19 @@ def resolve_coeffs(
                 "roofline:MODEL@ATTENTION_HW+FFN_HW"
             )
         times = derive(
-            load_model(model),
+            served_as(load_model(model), *dtypes),
             load_hardware(attention_hw),
             gpus_attention or 1,
             gpus_ffn,
             load_hardware(ffn_hw) if plus else None,
         ).times
     else:
+        require(
+            dtypes == (None, None, None),
+            "--weight-dtype, --ffn-dtype and --kv-dtype apply to roofline:MODEL@HW "
+            f"coefficients; {spec!r} keeps the dtypes it was measured in "
+            "(afdplan deploy rescales a measured anchor)",
+        )
         times = load_coeffs(spec)
         for name, value in (("gpus_attention", gpus_attention), ("gpus_ffn", gpus_ffn)):
             if value is not None:
@@ -79,7 +89,8 @@ def resolve_step_times(
     comm: str | None,
     tables: str | Path | None,
     gpus: tuple[int | None, int | None] = (None, None),
+    dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> tuple[LinearStepTimes, StepTimes]:
     """(the linear coefficients, the same overlaid by measured tables where given)."""
-    linear = resolve_coeffs(spec, comm, *gpus)
+    linear = resolve_coeffs(spec, comm, *gpus, dtypes)
     return linear, linear if tables is None else read_tables(tables, linear)

@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from afdplan.choices import Backend, CommScope, Mode, Objective, PipelineKind
+from afdplan.choices import Backend, CommScope, Dtype, Mode, Objective, PipelineKind
 from afdplan.errors import InputError, require
 
 app = typer.Typer(
@@ -104,6 +104,15 @@ LayersOpt = Annotated[
 ObjectiveOpt = Annotated[
     Objective,
     typer.Option("--objective", help="Maximise tokens/s per GPU, per dollar or per instance."),
+]
+WeightDtypeOpt = Annotated[
+    Dtype | None, typer.Option("--weight-dtype", help="Attention-side weights [the model's].")
+]
+FfnDtypeOpt = Annotated[
+    Dtype | None, typer.Option("--ffn-dtype", help="FFN-side weights [--weight-dtype].")
+]
+KvDtypeOpt = Annotated[
+    Dtype | None, typer.Option("--kv-dtype", help="KV-cache elements [the model's].")
 ]
 GpusAttOpt = Annotated[
     int | None,
@@ -432,12 +441,17 @@ def load_step_times(
     tables: str | None,
     gpus: tuple[int | None, int | None] = (None, None),
     linear_only: bool = False,
+    dtypes: tuple = (None, None, None),
 ):
     """(the linear coefficients, the step times to use): the given measured tables, else
-    the coefficient set's own curves (unless ``linear_only``), else the linear model."""
+    the coefficient set's own curves (unless ``linear_only``), else the linear model.
+    ``dtypes``: the ``--weight-dtype``, ``--ffn-dtype``, ``--kv-dtype`` choices."""
     from afdplan.calibrate.resolve import resolve_step_times, set_curves
 
-    linear, times = resolve_step_times(coeffs, None if comm is None else comm.value, tables, gpus)
+    names = tuple(None if d is None else d.value for d in dtypes)
+    linear, times = resolve_step_times(
+        coeffs, None if comm is None else comm.value, tables, gpus, names
+    )
     if tables is None and not linear_only:
         times = set_curves(linear) or linear
     return linear, times

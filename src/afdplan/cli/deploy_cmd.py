@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import Dtype, Objective, Percentile, Runtime
+from afdplan.choices import Objective, Percentile, Runtime
 from afdplan.cli.common import (
     DecodeColOpt,
     DropInvalidOpt,
+    FfnDtypeOpt,
     JsonOpt,
+    KvDtypeOpt,
     ObjectiveOpt,
     OutTable,
     PriceAttOpt,
@@ -20,6 +22,7 @@ from afdplan.cli.common import (
     SaveDirOpt,
     SeedOpt,
     TraceOpt,
+    WeightDtypeOpt,
     WorkloadOpt,
     app,
     fmt_rate,
@@ -51,15 +54,9 @@ def deploy(
     ffn_hw: Annotated[
         str | None, typer.Option("--ffn-hw", help="FFN hardware [the attention hardware].")
     ] = None,
-    weight_dtype: Annotated[
-        Dtype | None, typer.Option("--weight-dtype", help="Attention-side weights [the model's].")
-    ] = None,
-    ffn_dtype: Annotated[
-        Dtype | None, typer.Option("--ffn-dtype", help="FFN-side weights [--weight-dtype].")
-    ] = None,
-    kv_dtype: Annotated[
-        Dtype | None, typer.Option("--kv-dtype", help="KV-cache elements [the model's].")
-    ] = None,
+    weight_dtype: WeightDtypeOpt = None,
+    ffn_dtype: FfnDtypeOpt = None,
+    kv_dtype: KvDtypeOpt = None,
     trace: TraceOpt = None,
     workload: WorkloadOpt = None,
     prompt_col: PromptColOpt = None,

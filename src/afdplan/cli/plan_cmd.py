@@ -13,9 +13,11 @@ from afdplan.cli.common import (
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    FfnDtypeOpt,
     GpusAttOpt,
     GpusFfnOpt,
     JsonOpt,
+    KvDtypeOpt,
     LayersOpt,
     LinearOnlyOpt,
     MicrobatchesOpt,
@@ -29,6 +31,7 @@ from afdplan.cli.common import (
     TablesOpt,
     TraceOpt,
     WAttOpt,
+    WeightDtypeOpt,
     WFfnOpt,
     WorkloadOpt,
     app,
@@ -75,6 +78,9 @@ def plan(
     objective: ObjectiveOpt = Objective.gpu,
     gpus_attention: GpusAttOpt = None,
     gpus_ffn: GpusFfnOpt = None,
+    weight_dtype: WeightDtypeOpt = None,
+    ffn_dtype: FfnDtypeOpt = None,
+    kv_dtype: KvDtypeOpt = None,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
     w_attention: WAttOpt = None,
@@ -94,7 +100,9 @@ def plan(
     prices = (price_attention, price_ffn)
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
-    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    linear, times = load_step_times(
+        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype)
+    )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     # Measured curves by default (the linear fit stays for the closed-form breakpoints

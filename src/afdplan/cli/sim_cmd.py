@@ -14,10 +14,12 @@ from afdplan.cli.common import (
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    FfnDtypeOpt,
     GpusAttOpt,
     GpusFfnOpt,
     JobsOpt,
     JsonOpt,
+    KvDtypeOpt,
     KvOpt,
     LayersOpt,
     LinearOnlyOpt,
@@ -38,6 +40,7 @@ from afdplan.cli.common import (
     TablesOpt,
     TraceOpt,
     WAttOpt,
+    WeightDtypeOpt,
     WFfnOpt,
     WorkloadOpt,
     app,
@@ -180,6 +183,9 @@ def simulate(
     mode: ModeOpt = None,
     gpus_attention: GpusAttOpt = None,
     gpus_ffn: GpusFfnOpt = None,
+    weight_dtype: WeightDtypeOpt = None,
+    ffn_dtype: FfnDtypeOpt = None,
+    kv_dtype: KvDtypeOpt = None,
     order: OrderOpt = Order.iid,
     warmup: Annotated[
         Warmup | None,
@@ -248,7 +254,9 @@ def simulate(
     require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
-    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    linear, times = load_step_times(
+        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype)
+    )
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     stats = wl.stats()
     if b is not None:
@@ -442,6 +450,9 @@ def sweep(
     objective: ObjectiveOpt = Objective.gpu,
     gpus_attention: GpusAttOpt = None,
     gpus_ffn: GpusFfnOpt = None,
+    weight_dtype: WeightDtypeOpt = None,
+    ffn_dtype: FfnDtypeOpt = None,
+    kv_dtype: KvDtypeOpt = None,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
     w_attention: WAttOpt = None,
@@ -471,7 +482,9 @@ def sweep(
         workloads[DEFAULT_WORKLOAD] = load_workload(None, None)
     prices = (price_attention, price_ffn)
     gpus = (gpus_attention, gpus_ffn)
-    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only)
+    linear, times = load_step_times(
+        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype)
+    )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     for wl in workloads.values():

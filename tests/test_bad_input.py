@@ -97,6 +97,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*PLAN, "--ffn-dtype", "fp4"], "keeps the dtypes it was measured in"),
     ([*PLAN, "--kv-dtype", "fp9"], "Invalid value for '--kv-dtype'"),
     ([*PLAN, "--gpus-ffn", "0"], "--gpus-ffn must be >= 1"),
+    ([*PLAN, "--gpus-ffn", "16"], "deepseek-v3-h200 was measured with 8 FFN GPUs; for 16"),
+    ([*PLAN, "--gpus-attention", "2"], "was measured with 1 attention GPUs; for 2"),
     (
         [*PLAN, "--coeffs", "roofline:qwen3-235b-a22b@gb200", "--gpus-ffn", "3"],
         "does not divide the 128 experts",

@@ -161,3 +161,20 @@ def test_report_of_a_pipeline_study(pipeline_results, tmp_path):
     assert "How r* moves with the pipeline and the FFN group" in text
     assert "· pingpong m=2" in text and "· serial" in text  # each pipeline reads as a case
     assert len(list((tmp_path / "rep").glob("case*_throughput.png"))) == 2
+
+
+def test_deployment_grid_needs_the_measured_tables(cli, monkeypatch):
+    from afdplan.calibrate import aiconfig
+    from afdplan.errors import InputError
+
+    def missing():
+        raise InputError(
+            "measured tables need aiconfigurator-core: pip install 'afdplan[measured]'"
+        )
+
+    monkeypatch.setattr(aiconfig, "data_root", missing)
+    res = cli("validate", "--quick", "--grid", "deployment")
+    assert res.code == 2
+    assert res.err.strip() == (
+        "error: measured tables need aiconfigurator-core: pip install 'afdplan[measured]'"
+    )

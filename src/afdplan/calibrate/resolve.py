@@ -28,8 +28,9 @@ def resolve_coeffs(
     (``roofline:MODEL@ATTENTION_HW+FFN_HW`` for a heterogeneous pair).
 
     ``gpus_attention``/``gpus_ffn`` set the GPUs per instance: a roofline set is derived
-    for them (attention TP, FFN group size); a fitted set keeps its step times, which
-    were measured for its own instance sizes, and only counts the GPUs differently.
+    for them (attention TP, FFN group size); a fitted set keeps its step times and only
+    counts the GPUs differently, and a set with measured curves (kernel times at its own
+    sizes) refuses other sizes.
     ``dtypes`` (weights, FFN-side weights, KV cache; None keeps the model's) serve a
     roofline model in other element types; a measured set keeps the dtypes it was
     measured in.
@@ -63,7 +64,18 @@ def resolve_coeffs(
         times = load_coeffs(spec)
         for name, value in (("gpus_attention", gpus_attention), ("gpus_ffn", gpus_ffn)):
             if value is not None:
-                require(value >= 1, f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                option = f"--{name.replace('_', '-')}"
+                require(value >= 1, f"{option} must be >= 1, got {value}")
+                measured = getattr(times, name)
+                # Measured curves hold kernel times at the set's own TP/EP sizes: counting
+                # other sizes against them would give a silently wrong per-GPU number.
+                require(
+                    times.curves is None or value == measured,
+                    f"{times.name} was measured with {measured:g} "
+                    f"{'FFN' if name == 'gpus_ffn' else 'attention'} GPUs; for {value} "
+                    "calibrate that size (afdplan calibrate --system ... "
+                    f"{option} {value}) or use roofline:MODEL@HW",
+                )
                 times = replace(times, **{name: float(value)})
     if comm is not None:
         comm = str(comm).replace("-", "_")

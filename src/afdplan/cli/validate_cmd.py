@@ -114,7 +114,7 @@ def validate(
     if deployment:
         groups = DEPLOYMENT_FFN_GROUPS[:1] if quick else DEPLOYMENT_FFN_GROUPS
         cases, skipped = deployment_cases(groups, quick)
-        require(bool(cases), "; ".join(s["reason"] for s in skipped) or "no cases")
+        require(bool(cases), "; ".join(dict.fromkeys(s["reason"] for s in skipped)))
         pipelines = DEPLOYMENT_PIPELINES[:2] if quick else DEPLOYMENT_PIPELINES
         workloads = builtin_workloads(quick, traces, DEPLOYMENT_QUICK_WORKLOADS if quick else ())
     else:

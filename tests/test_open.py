@@ -64,8 +64,9 @@ def test_every_request_is_served_once_and_in_order():
 
 
 def test_one_request_at_a_time_takes_the_hand_computed_step():
-    """Arrivals far apart: no queue, and every step serves one sequence, so TPOT is the
-    closed form at one sequence with the request's own context (DESIGN §8 by hand)."""
+    """Arrivals far apart: no queue, and every step serves one sequence. Its micro-batch is
+    the only one with work, so the other is not run and the step is the serial one at the
+    request's own context: L·(a + 2x + f) (DESIGN §8 by hand)."""
     wl = EmpiricalWorkload(
         prompt=np.array([1000] * 5), decode=np.array([4] * 5), arrival=np.arange(5) * 100.0
     )
@@ -73,16 +74,32 @@ def test_one_request_at_a_time_takes_the_hand_computed_step():
     run = simulate_open(wl, f, Arrivals("trace"), 5, seed=0)
     assert np.all(run.wait == 0)
     a, fa, c = TIMES.attention, TIMES.ffn, TIMES.comm
-    m, L = 2, 61
-    total = 0.0
-    for k in range(4):  # context 1000 + k, one sequence split over m = 2 micro-batches
-        at = (a.alpha * (1000 + k) / m + a.gamma / m + a.beta) / L
-        x = (c.alpha / m + c.beta) / L
-        ff = (fa.alpha / m + fa.beta) / L
-        s = at + 2 * x + ff
-        s_max = max(at, x, ff)
-        total += s + (m - 1) * s_max + (L - 1) * max(m * s_max, s)
+    total = sum(
+        (a.alpha * (1000 + k) + a.gamma + a.beta) + 2 * (c.alpha + c.beta) + (fa.alpha + fa.beta)
+        for k in range(4)
+    )
     np.testing.assert_allclose(run.finish - run.start, total, rtol=1e-12)
+
+
+def test_two_micro_batches_each_carry_their_own_requests():
+    """A runs alone; B arrives during A's first step and joins at its end, in the other
+    micro-batch (the one with the fewest sequences). Their joint step is DESIGN §8's closed
+    form with each micro-batch at its own context, the larger setting the round trip."""
+    wl = EmpiricalWorkload(
+        prompt=np.array([1000, 3000]), decode=np.array([3, 1]), arrival=np.array([0.0, 1e-6])
+    )
+    f = fleet(ratio=1, bundles=1, batch=4)
+    run = simulate_open(wl, f, Arrivals("trace"), 2, seed=0)
+    a, fa, c = TIMES.attention, TIMES.ffn, TIMES.comm
+    m, L = 2, 61
+    t_a = [a.alpha * kv + a.gamma + a.beta for kv in (1001, 3000)]  # A in its 2nd step
+    x, ff = (c.alpha + c.beta) / L, (fa.alpha + fa.beta) / L  # one sequence per micro-batch
+    s = max(t_a) / L + 2 * x + ff
+    s_max = max(sum(t_a) / m / L, x, ff)
+    joint = s + (m - 1) * s_max + (L - 1) * max(m * s_max, s)
+    assert run.finish[1] - run.start[1] == pytest.approx(joint, rel=1e-12)
+    alone = a.alpha * 1000 + a.gamma + a.beta + 2 * (c.alpha + c.beta) + fa.alpha + fa.beta
+    assert run.start[1] == pytest.approx(alone, rel=1e-12)
 
 
 def test_littles_law():

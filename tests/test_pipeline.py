@@ -366,3 +366,15 @@ def test_roofline_serves_each_side_in_its_own_dtype():
     gqa16, gqa8 = roof("llama3-70b@h100-sxm", kv="bfloat16"), roof("llama3-70b@h100-sxm", kv="fp8")
     assert gqa8.kv_capacity_tokens == pytest.approx(2 * gqa16.kv_capacity_tokens, rel=1e-3)
     assert gqa8.attention.alpha == pytest.approx(gqa16.attention.alpha / 2)
+
+
+def test_a_micro_batch_without_sequences_is_not_run():
+    """A KV cap that holds one request per worker leaves micro-batch 2 empty on every
+    worker: ping-pong m = 2 then runs exactly the serial step of the one that has work."""
+    wl = parse_workload("fixed:prefill=1000,decode=50")
+    common = dict(ratio=3, batch=4, steps=400, layers=61, kv_capacity_tokens=1_500, seed=2)
+    serial = simulate(wl, DSV3, SimConfig(**common, mode="serial"))
+    pingpong = simulate(wl, DSV3, SimConfig(**common, mode="pingpong", microbatches=2))
+    assert serial.kv.slot_utilisation == pytest.approx(1 / 4)
+    assert pingpong.mean_step_time_s == pytest.approx(serial.mean_step_time_s, rel=1e-12)
+    assert pingpong.tokens_generated == serial.tokens_generated

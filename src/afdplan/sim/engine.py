@@ -146,6 +146,15 @@ def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_r
         x = np.asarray(times.comm_time(seqs, 1), dtype=np.float64) / L
         x = x * comm_noise[:, :, None]
         y = x.max(axis=1)  # every worker's return transfer starts when the FFN is done
+    if occ.active is not None:
+        # Partly empty batches (KV cap): work that is not there costs nothing, so a worker
+        # spends no attention on a micro-batch it has no sequences in, and a micro-batch
+        # empty on every worker has no FFN call or transfers (zero-time tasks in the
+        # recurrence).
+        a = np.where(seqs > 0, a, 0.0)
+        f = np.where(per_group > 0, f, 0.0)
+        x = np.where(per_group > 0, x, 0.0) if x.ndim == 2 else np.where(seqs > 0, x, 0.0)
+        y = np.where(per_group > 0, y, 0.0)
     return a, x, f, y, seqs.sum(axis=(1, 2))
 
 

@@ -13,10 +13,15 @@ Model (times in seconds, tokens):
 * at a step boundary of its bundle (or at once, if the bundle is idle) the head of each
   worker's queue is admitted while a slot is free and, with a KV capacity, its final
   context P + D fits the worker's reservations (strict FIFO: the head blocks the queue);
+* an admitted request joins its worker's micro-batch with the fewest sequences (the
+  lowest index among ties) and stays in it, as in the closed-system simulator;
 * a step of a bundle takes ``combine`` (DESIGN §8 closed form) of the per-layer times at
-  its current loads: each worker's B_i sequences and T_i KV tokens split evenly over m
-  micro-batches; the round trip waits for the slowest worker; the FFN sees Σ_i B_i/m
-  tokens; the transfer carries the largest worker's part (or all of them, aggregate);
+  its current loads, micro-batch by micro-batch: micro-batch j of every worker goes
+  together; its attention on worker i is t_A(b_ij, T_ij), the round trip waits for the
+  slowest (worker, micro-batch), the FFN sees the largest Σ_i b_ij, the transfer carries
+  the largest b_ij (or Σ_i b_ij, aggregate). Empty work costs nothing: a worker without
+  sequences in micro-batch j spends no attention on it, and a micro-batch empty on every
+  worker is not run (m_eff micro-batches run, so one sequence runs as the serial step);
 * a request in its k-th step holds P + k − 1 KV tokens, and ends after its D-th step.
 """
 
@@ -43,7 +48,11 @@ def _loop(
     # Worker w's active sequences sit compactly in [w·B, w·B + count[w]): a step visits
     # only those, so a big, lightly loaded bundle costs what its load costs.
     owner = np.full(slots, -1, np.int64)
+    group = np.zeros(slots, np.int64)  # micro-batch of the slot's request
     count = np.zeros(workers, np.int64)
+    g_count = np.zeros(workers * m, np.int64)  # sequences of worker w's micro-batch j
+    g_kv = np.zeros(workers * m, np.int64)  # … and their KV tokens
+    g_tokens = np.zeros(m)
     kv = np.zeros(workers, np.int64)  # KV tokens held now
     reserved = np.zeros(workers, np.int64)  # Σ P + D of admitted requests
     queued_kv = np.zeros(workers, np.int64)
@@ -114,6 +123,7 @@ def _loop(
                     rem[s] -= 1
                     ctx[s] += 1
                     kv[w] += 1
+                    g_kv[w * m + group[s]] += 1
                     kv_total += 1
                     if rem[s] > 0:
                         j += 1
@@ -121,12 +131,15 @@ def _loop(
                     i = owner[s]
                     finish[i] = t
                     kv[w] -= ctx[s]
+                    g_kv[w * m + group[s]] -= ctx[s]
+                    g_count[w * m + group[s]] -= 1
                     kv_total -= ctx[s]
                     reserved[w] -= prompt[i] + decode[i]
                     in_system -= 1
                     done += 1
                     last = base + count[w] - 1  # the last active one fills the hole
                     rem[s], ctx[s], owner[s] = rem[last], ctx[last], owner[last]
+                    group[s] = group[last]
                     owner[last] = -1
                     count[w] -= 1
         if boundary:
@@ -143,6 +156,13 @@ def _loop(
                     queued -= 1
                     queued_kv[w] -= need
                     s = w * batch + count[w]
+                    g = 0
+                    for j in range(1, m):
+                        if g_count[w * m + j] < g_count[w * m + g]:
+                            g = j
+                    group[s] = g
+                    g_count[w * m + g] += 1
+                    g_kv[w * m + g] += prompt[i]
                     owner[s] = i
                     rem[s] = decode[i]
                     ctx[s] = prompt[i]
@@ -151,24 +171,40 @@ def _loop(
                     reserved[w] += need
                     count[w] += 1
                     start[i] = t
-            a_mb = 0.0
+            a_round = 0.0
+            a_busy = 0.0
             b_max = 0.0
-            tokens = 0.0
+            for j in range(m):
+                g_tokens[j] = 0.0
             for w in range(kb * r, (kb + 1) * r):
                 if count[w] > 0:
-                    b = count[w] / m
-                    at = a_alpha * kv[w] / m + a_gamma * b + a_beta
-                    if at > a_mb:
-                        a_mb = at
-                    if b > b_max:
-                        b_max = b
-                    tokens += b
-            if tokens > 0:
+                    a_sum = 0.0
+                    for j in range(m):
+                        b = g_count[w * m + j]
+                        if b > 0:
+                            at = a_alpha * g_kv[w * m + j] + a_gamma * b + a_beta
+                            a_sum += at
+                            if at > a_round:
+                                a_round = at
+                            if b > b_max:
+                                b_max = b
+                            g_tokens[j] += b
+                    if a_sum > a_busy:
+                        a_busy = a_sum
+            m_eff = 0
+            tokens = 0.0
+            for j in range(m):
+                if g_tokens[j] > 0:
+                    m_eff += 1
+                    if g_tokens[j] > tokens:
+                        tokens = g_tokens[j]
+            if m_eff > 0:
                 c_tokens = tokens if aggregate else b_max
                 x = (c_alpha * c_tokens + c_beta) / layers
                 f = (f_alpha * tokens + f_beta) / layers
-                a_l = a_mb / layers
-                tau = _combine(code, m, layers, a_l, a_l, x, f, x)
+                tau = _combine(
+                    code, m_eff, layers, a_round / layers, a_busy / m_eff / layers, x, f, x
+                )
                 step_end[kb] = t + tau
                 busy[kb] += tau
             else:

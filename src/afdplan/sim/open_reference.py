@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,6 +24,7 @@ class _Request:
     decode: int
     left: int = 0
     context: int = 0
+    microbatch: int = 0
 
 
 class _Worker:
@@ -73,6 +74,8 @@ def run_reference(times, prompt, decode, cand, fleet):
                 w.queued_kv -= need
                 w.reserved += need
                 req.left, req.context = req.decode, req.prompt
+                sizes = [sum(a.microbatch == j for a in w.active) for j in range(m)]
+                req.microbatch = sizes.index(min(sizes))  # the fewest; the first among ties
                 w.active.append(req)
                 start[req.index] = t
         tau = _step_time(fleet, workers[k * r : (k + 1) * r], m)
@@ -135,18 +138,27 @@ def _route(router: str, i: int, workers: list[_Worker], cand: np.ndarray) -> int
 
 
 def _step_time(fleet, bundle: list[_Worker], m: int) -> float | None:
-    """The bundle's next step from its current loads, or None when it holds nothing."""
-    busy = [w for w in bundle if w.active]
-    if not busy:
-        return None
+    """The bundle's next step from its current loads, micro-batch by micro-batch, or None
+    when it holds nothing (a micro-batch empty on every worker is not run)."""
     times, p = fleet.times, fleet.pipeline
-    L = p.layers
-    attention = max(float(times.attention_time(len(w.active) / m, w.kv / m)) for w in busy)
-    tokens = sum(len(w.active) for w in busy) / m
+    parts = [[[a for a in w.active if a.microbatch == j] for j in range(m)] for w in bundle]
+    running = [j for j in range(m) if any(part[j] for part in parts)]
+    if not running:
+        return None
+    L, m_eff = p.layers, len(running)
+    att = [
+        [float(times.attention_time(len(mb), sum(a.context for a in mb))) if mb else 0.0
+         for mb in part]
+        for part in parts
+    ]  # fmt: skip
+    a_round = max(max(row) for row in att)
+    a_busy = max(sum(row) for row in att) / m_eff
+    per_mb = [sum(len(part[j]) for part in parts) for j in range(m)]
+    tokens = max(per_mb)
     if times.comm_scope == "aggregate":
         transfer = float(times.comm(tokens))
     else:
-        transfer = float(times.comm(max(len(w.active) for w in busy) / m))
+        transfer = float(times.comm(max(len(mb) for part in parts for mb in part)))
     ffn = float(times.ffn_time(tokens))
-    a, x, f = attention / L, transfer / L, ffn / L
-    return float(p.step_time(a, a, x, f, x))
+    x, f = transfer / L, ffn / L
+    return float(replace(p, microbatches=m_eff).step_time(a_round / L, a_busy / L, x, f, x))

@@ -247,3 +247,19 @@ def test_capacity_cli_with_bursty_arrivals_and_its_curve(cli):
     assert out["bundles"] >= 1 and out["rows"][-1]["meets_slos"]
     assert out["curve"] and {row["arrivals"] for row in out["curve"]} == {"gamma cv=2"}
     assert sum(row["knee"] for row in out["curve"]) == 1
+
+
+def test_theory_runs_only_the_micro_batches_that_have_sequences():
+    from afdplan.capacity import running_pipeline
+
+    assert [running_pipeline(PINGPONG, b).microbatches for b in (0.2, 1.0, 1.5, 2.0, 9.0)] == [
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]
+    # One sequence per worker: the serial step (one micro-batch), as the simulator runs it.
+    one = fleet(ratio=1, bundles=1)
+    serial = fleet(ratio=1, bundles=1, pipeline=Pipeline("serial", 1, 61))
+    assert step_time_at(one, WORKLOAD, 1.0) == pytest.approx(step_time_at(serial, WORKLOAD, 1.0))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from afdplan.bundle import Pipeline
 from afdplan.errors import InputError, check_positive, require
 from afdplan.sim.open import Arrivals, Fleet, OpenResult, simulate_open
 from afdplan.theory.barrier import expected_max_normal, layered_times
@@ -104,11 +105,19 @@ def effective_batch(fleet: Fleet, workload: Workload) -> float:
 def step_time_at(fleet: Fleet, workload: Workload, per_worker: float) -> float:
     """E[τ] with ``per_worker`` sequences on each worker (barrier over its r workers)."""
     s = workload.stats()
-    p = fleet.pipeline
+    p = running_pipeline(fleet.pipeline, per_worker)
     batch = max(per_worker, float(p.microbatches) * 1e-3)
     spread = expected_max_normal(fleet.ratio) if fleet.ratio > 1 else 0.0
     lt = layered_times(p, fleet.times, batch, fleet.ratio, s.theta, s.v, spread)
     return float(lt.step_time)
+
+
+def running_pipeline(pipeline: Pipeline, per_worker: float) -> Pipeline:
+    """The pipeline as it runs with ``per_worker`` sequences on each worker: a micro-batch
+    without sequences is not run (as in the simulators), so fewer than one sequence per
+    micro-batch runs min(m, ⌈per_worker⌉) of them."""
+    m = min(pipeline.microbatches, max(1, math.ceil(per_worker - 1e-9)))
+    return pipeline if m == pipeline.microbatches else replace(pipeline, microbatches=m)
 
 
 def saturation_rate(fleet: Fleet, workload: Workload) -> float:
@@ -348,6 +357,5 @@ def _rate(arrivals: Arrivals, workload: Workload) -> float:
 def _unloaded_tpot(fleet: Fleet, workload: Workload) -> float:
     """The step time with a single sequence in the bundle (the smallest TPOT there is)."""
     s = workload.stats()
-    p = fleet.pipeline
-    lt = layered_times(p, fleet.times, 1.0, 1, s.theta, 0.0, 0.0)
+    lt = layered_times(running_pipeline(fleet.pipeline, 1.0), fleet.times, 1.0, 1, s.theta, 0, 0)
     return float(lt.step_time)

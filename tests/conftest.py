@@ -48,3 +48,10 @@ def cli(capsys, monkeypatch):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def aic():
+    """Tests that read aiconfigurator-core's tables (the [measured] extra) ask for this;
+    everything else runs without the package."""
+    return pytest.importorskip("aiconfigurator_core", reason="needs the [measured] extra")

@@ -45,12 +45,6 @@ def test_vidur_nvlink_bandwidth():
 # ----------------------------------------------------------- aiconfigurator-core
 
 
-@pytest.fixture
-def aic():
-    """Only these tests need the [measured] extra; the rest of the file runs without it."""
-    return pytest.importorskip("aiconfigurator_core", reason="needs the [measured] extra")
-
-
 def _fits(model: str, system: str, gpus_ffn: int):
     from afdplan.calibrate.aiconfig import measured_tables
 

@@ -22,7 +22,7 @@ from afdplan.deploy.runtime import (
     vllm_afd_files,
     write_launch_files,
 )
-from afdplan.deploy.search import _pareto, kv_limit, spread_quantile, with_fan_in
+from afdplan.deploy.search import _pareto, kv_limit, roofline_times, spread_quantile, with_fan_in
 from afdplan.deploy.verify import verify
 from afdplan.errors import InputError
 from afdplan.theory.memory import max_feasible_batch
@@ -342,8 +342,10 @@ def test_dtype_options_keep_the_anchor_of_the_served_model(cli):
     fp4 = cli(*fast, "--ffn-dtype", "fp4").json()
     bf16 = cli(*fast, "--weight-dtype", "bfloat16").json()
     # the anchor's ratios come from the served (FP8) model, so cheaper FFN weights help and
-    # BF16 weights hurt, instead of the anchor cancelling the change
-    assert fp4["anchor_ratios"] == base["anchor_ratios"] == bf16["anchor_ratios"]
+    # BF16 weights hurt, instead of the anchor cancelling the change; the per-size measured
+    # tables hold the FP8 model only, so the other dtypes use the ratios alone
+    ratios = base["anchor_ratios"].split(";")[0]
+    assert fp4["anchor_ratios"] == ratios == bf16["anchor_ratios"]
     assert fp4["chosen"]["throughput_per_gpu"] > base["chosen"]["throughput_per_gpu"]
     assert bf16["chosen"]["throughput_per_gpu"] < base["chosen"]["throughput_per_gpu"]
 
@@ -376,8 +378,49 @@ def test_expert_all_to_all_between_nodes_hand_value():
     assert alpha == pytest.approx(58 * 8 * 7168 * 3 * 0.5 / (16 * 50e9 * 0.8))
     assert beta == pytest.approx(2 * 58 * 5e-6)
     plain = derive(model, hw, 1, 16).times.ffn
-    anchor = resolve_anchor(None, model, hw, hw)
+    anchor = resolve_anchor(None, model, hw, hw, per_size=False)
     anchored = roofline_times(model, hw, hw, 1, 16, True, anchor).ffn
     # the kernels' ratio scales the kernels, not the network
     assert anchored.alpha == pytest.approx((plain.alpha - alpha) * anchor.ffn[0] + alpha)
     assert anchored.beta == pytest.approx((plain.beta - beta) * anchor.ffn[1] + beta)
+
+
+def test_anchor_reads_each_size_from_the_measured_tables(aic):
+    from afdplan.calibrate.pipeline import Sources, calibrate
+    from afdplan.calibrate.roofline import expert_all_to_all
+    from afdplan.deploy.anchor import resolve_anchor
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    anchor = resolve_anchor(None, model, hw, hw)
+    assert anchor.measured is not None
+    for g_a, g_f in ((2, 8), (1, 16)):
+        times = roofline_times(model, hw, hw, g_a, g_f, cross_node=g_f > 8, anchor=anchor)
+        fitted = calibrate(
+            Sources(
+                model="deepseek-v3",
+                system="h200_sxm",
+                gpus_attention=g_a,
+                gpus_ffn=g_f,
+                ffn_range=(256, 16384),
+            )
+        )[0].times
+        assert times.attention == fitted.attention
+        # the kernels as measured, plus the network all-to-all of a group beyond one node
+        na, nb = expert_all_to_all(model, hw, g_f)
+        assert times.ffn.alpha == pytest.approx(fitted.ffn.alpha + na)
+        assert times.ffn.beta == pytest.approx(fitted.ffn.beta + nb)
+    # A TP the MLA tables do not split into (128 heads over 3 GPUs) falls back to the ratios.
+    ratio_only = resolve_anchor(None, model, hw, hw, per_size=False)
+    odd = roofline_times(model, hw, hw, 3, 8, cross_node=False, anchor=anchor)
+    assert odd.attention == roofline_times(model, hw, hw, 3, 8, False, ratio_only).attention
+    text = anchor.describe([1, 2, 3], [8, 16])
+    assert "tables for attention at 1, 2 GPUs and FFN at 8, 16 GPUs" in text
+
+
+def test_anchor_without_the_tables_uses_the_ratios(monkeypatch):
+    from afdplan.deploy import anchor as anchors
+
+    monkeypatch.setattr(anchors, "_tables_installed", lambda: False)
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    anchor = anchors.resolve_anchor(None, model, hw, hw)
+    assert anchor.measured is None and "tables" not in anchor.describe([1], [8])

@@ -8,8 +8,8 @@ measured per GPU system and serving framework, in ms per layer. For one model ×
   divided over the Attention instance's GPUs (``step`` is the context length, ``isl`` is
   always 1; sliding-window variants are dropped). MLA models (DeepSeek):
   ``mla_generation_module_perf``, which covers the whole attention module.
-* ``attention_dense`` — GQA: the QKV and O projections; every model: the LM head; from
-  the GEMM table at m = B.
+* ``attention_dense`` — GQA: the QKV and O projections; every model: the LM head
+  (vocab-parallel over the instance's GPUs); from the GEMM table at m = B.
 * ``ffn`` — dense FFN: gate-up and down GEMMs, tensor-parallel over the FFN instance's
   g_F GPUs, plus the NCCL all-reduce of the output; MoE: ``moe_perf`` with expert
   parallelism g_F and ``num_tokens`` per rank (the FFN batch r·B split evenly), balanced
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import util
 from pathlib import Path
 
@@ -215,7 +216,20 @@ def resolve_version(
 def _table(data: DataVersion, kind: str, file: str) -> tuple[pd.DataFrame, str]:
     path = data.path(kind, file)
     require(path is not None, f"{data.system}/{kind}/{data.framework}: no {file}")
-    return pd.read_parquet(path), data.label(path)
+    return _read(path), data.label(path)
+
+
+@lru_cache(maxsize=32)
+def _read(path: Path) -> pd.DataFrame:
+    """A table, read once per process (a deploy search reads several sizes from it);
+    callers only select from it."""
+    return pd.read_parquet(path)
+
+
+def _values(column: pd.Series) -> set:
+    """The distinct values of a column (without iterating an Arrow-backed column in
+    Python, which costs more than reading the table)."""
+    return set(column.unique().tolist())
 
 
 @dataclass(frozen=True)
@@ -273,13 +287,16 @@ def measured_tables(
     kv_dtype = "fp8" if model.kv_bytes <= 1 else "bfloat16"
     gemm_table, gemm_src = _table(data, "gemm", "gemm_perf.parquet")
     gemm = _Gemm(
-        gemm_table, w_dtype if w_dtype in set(gemm_table["gemm_dtype"]) else "bfloat16", gemm_src
+        gemm_table,
+        w_dtype if w_dtype in _values(gemm_table["gemm_dtype"]) else "bfloat16",
+        gemm_src,
     )
     L = model.layers
     parts = [_attention_rows(model, data, gpus_attention, kv_dtype, w_dtype, notes)]
 
     batches = np.array(sorted(parts[0]["batch"].unique()), dtype=np.float64)
-    dense = gemm(batches, model.vocab, model.hidden, "LM head")
+    # vLLM's LM head is vocab-parallel: each of the g_A GPUs holds vocab/g_A rows.
+    dense = gemm(batches, math.ceil(model.vocab / gpus_attention), model.hidden, "LM head")
     if not model.is_mla:
         g = gpus_attention
         qkv = gemm(
@@ -291,9 +308,9 @@ def measured_tables(
     notes.append(
         f"attention_dense: {gemm_src} ({gemm.dtype}), "
         + (
-            "LM head"
+            f"LM head (vocab-parallel, TP {gpus_attention})"
             if model.is_mla
-            else f"QKV + O projections (TP {gpus_attention}) x {L} + LM head"
+            else f"QKV + O projections (TP {gpus_attention}) x {L} + LM head (vocab-parallel)"
         )
     )
     parts.append(_ffn_rows(model, data, gpus_ffn, w_dtype, gemm, notes))
@@ -317,13 +334,13 @@ def _attention_rows(
     require(heads.is_integer(), f"{model.heads} heads do not split over {g} GPUs")
     if model.is_mla:
         table, src = _table(data, "mla", "mla_generation_module_perf.parquet")
-        gemm_type = w_dtype if w_dtype in set(table["gemm_type"]) else "bfloat16"
+        gemm_type = w_dtype if w_dtype in _values(table["gemm_type"]) else "bfloat16"
         sub = table[
             (table["num_heads"] == heads)
             & (table["kv_cache_dtype"] == kv_dtype)
             & (table["gemm_type"] == gemm_type)
         ]
-        have = sorted(set(table["num_heads"]))
+        have = sorted(_values(table["num_heads"]))
         require(
             len(sub) > 0, f"{src}: no MLA rows for {heads:g} heads, KV {kv_dtype}; heads: {have}"
         )
@@ -377,7 +394,7 @@ def _ffn_rows(
         notes.append(f"ffn: dense gated MLP from {gemm.source}, TP {g} x {model.layers} layers")
         return _rows("ffn", tokens=tokens, seconds=model.layers * per_layer / 1e3)
     table, src = _table(data, "moe", "moe_perf.parquet")
-    moe_dtype = w_dtype if w_dtype in set(table["moe_dtype"]) else "bfloat16"
+    moe_dtype = w_dtype if w_dtype in _values(table["moe_dtype"]) else "bfloat16"
     shape = (
         (table["hidden_size"] == model.hidden)
         & (table["inter_size"] == model.moe_intermediate)
@@ -387,7 +404,7 @@ def _ffn_rows(
         & (table["distribution"] == "balanced")
         & (table["moe_dtype"] == moe_dtype)
     )
-    eps = sorted(set(table.loc[shape, "moe_ep_size"]))
+    eps = sorted(_values(table.loc[shape, "moe_ep_size"]))
     require(bool(eps), f"{src}: no {moe_dtype} MoE rows for {model.name}'s expert shape")
     require(g in eps, f"{src}: no expert-parallel size {g} for {model.name}; measured: {eps}")
     sub = table[shape & (table["moe_ep_size"] == g)].groupby("num_tokens")["latency"].median()
@@ -419,7 +436,7 @@ def _all_reduce(system: str, g: int, message_bytes: np.ndarray, notes: list[str]
     base = data_root() / system / "comm" / "nccl"
     require(base.is_dir(), f"{system}: no NCCL tables")
     latest = sorted((p.name for p in base.iterdir()), key=_version_key)[-1]
-    table = pd.read_parquet(base / latest / "nccl_perf.parquet")
+    table = _read(base / latest / "nccl_perf.parquet")
     sub = table[
         (table["op_name"] == "all_reduce")
         & (table["num_gpus"] == g)

@@ -134,7 +134,8 @@ def deploy(
         model=spec,
         attention_hw=a_hw,
         ffn_hw=f_hw,
-        anchor=resolve_anchor(anchor, served, a_hw, f_hw),
+        # per-size measured tables hold the model in the dtypes it was measured in
+        anchor=resolve_anchor(anchor, served, a_hw, f_hw, per_size=spec == served),
         stats=wl.stats(),
         slo=Slo(tpot_ms, int(tpot_percentile.value[1:])),
         objective=objective.value,
@@ -213,7 +214,7 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
     )
     out.print(
         "Step times: roofline per instance size"
-        + ("" if t.anchor is None else f", anchored on {t.anchor.describe()}"),
+        + ("" if t.anchor is None else f", anchored on {result.anchor_text()}"),
         markup=False,
     )
     table = OutTable(f"Best launchable configurations ({result.runtime})")

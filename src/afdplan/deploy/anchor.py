@@ -11,15 +11,26 @@ differs between sizes: NVLink or the network).
 The shipped sets for DeepSeek-V3 on H200 and Llama-3-70B on H100 anchor those pairs by
 default; ``--anchor none`` turns it off, ``--anchor SET`` names another set (a file or a
 shipped name) measured for the same model and hardware.
+
+Measured at every size where it can be. The shipped sets come from aiconfigurator-core's
+tables, which hold the attention kernels at each tensor-parallel head split and the MoE
+kernels at each expert-parallel size. With that package installed (the ``measured`` extra)
+and the model served in the dtypes it was measured in, each side is instead fitted to the
+tables at the very size the search visits, exactly as ``afdplan calibrate --system`` fits
+them: measured kernels do not keep one share of the roofline (DeepSeek-V3 on H200: the MLA
+module at TP 8 takes 3.6× the time the TP-1 ratio predicts, the EP-64 MoE layer 2.8×). A
+size the tables lack falls back to the ratio, and the description says which sizes were
+measured.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 from afdplan.calibrate.roofline import derive
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
-from afdplan.errors import require
+from afdplan.errors import InputError, require
 from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
 
 # (model preset, hardware preset) → the shipped coefficient set measured for them.
@@ -30,6 +41,62 @@ SHIPPED = {
 
 
 @dataclass(frozen=True)
+class MeasuredSource:
+    """Where a shipped set was measured, so that other sizes can be read from the same
+    tables: the aiconfigurator-core system and framework, and the FFN fit window
+    (``scripts/regenerate_presets.sh`` builds the sets with the same arguments)."""
+
+    model: str
+    system: str
+    framework: str = "vllm"
+    ffn_range: tuple[float, float] | None = None
+
+    def attention(self, g_a: int) -> AttentionLinear | None:
+        """The attention fit at TP ``g_a``, or None when the tables lack that split."""
+        return _measured_sides(self, g_a, None)[0]
+
+    def ffn(self, g_f: int) -> Linear | None:
+        """The FFN kernels' fit on a group of ``g_f`` GPUs, or None when not measured."""
+        return _measured_sides(self, None, g_f)[1]
+
+
+SHIPPED_SOURCES = {
+    "deepseek-v3-h200": MeasuredSource("deepseek-v3", "h200_sxm", ffn_range=(256, 16384)),
+    "llama3-70b-h100": MeasuredSource("llama3-70b", "h100_sxm", ffn_range=(1, 4096)),
+}
+
+
+@lru_cache(maxsize=64)
+def _measured_sides(
+    source: MeasuredSource, g_a: int | None, g_f: int | None
+) -> tuple[AttentionLinear | None, Linear | None]:
+    from afdplan.calibrate.pipeline import Sources, calibrate
+
+    try:
+        result, _ = calibrate(
+            Sources(
+                model=source.model,
+                system=source.system,
+                framework=source.framework,
+                gpus_attention=g_a or 1,
+                gpus_ffn=g_f or SIZES_FOR_OTHER_SIDE.get(source.model, 1),
+                ffn_range=source.ffn_range,
+            )
+        )
+    except InputError:  # that size is not in the tables (or the extra is not installed)
+        return None, None
+    fits = result.fits
+    attention = result.times.attention if g_a is not None and "attention" in fits else None
+    ffn = result.times.ffn if g_f is not None and "ffn" in fits else None
+    return attention, ffn
+
+
+# The FFN group a calibration reads while only its attention side is wanted (any measured
+# size will do; the shipped sets' own).
+SIZES_FOR_OTHER_SIDE = {"deepseek-v3": 8, "llama3-70b": 2}
+
+
+@dataclass(frozen=True)
 class Anchor:
     """Multipliers on the roofline coefficients, valid on ``hardware``."""
 
@@ -37,6 +104,8 @@ class Anchor:
     hardware: str
     attention: tuple[float, float, float]  # α_A, β_A, γ_A
     ffn: tuple[float, float]  # α_F, β_F
+    # where the set was measured, when other sizes can be read from the same tables
+    measured: MeasuredSource | None = None
 
     def apply(
         self,
@@ -44,31 +113,65 @@ class Anchor:
         attention_hw: str,
         ffn_hw: str,
         ffn_network: tuple[float, float] = (0.0, 0.0),
+        sizes: tuple[int, int] | None = None,
     ) -> LinearStepTimes:
-        """``times`` with each side scaled where that side runs on the anchor's hardware.
-        ``ffn_network``: the (α, β) of the FFN time that is network, not kernels (the
-        expert all-to-all between nodes), which the kernels' ratios must not scale."""
+        """``times`` with each side scaled where that side runs on the anchor's hardware:
+        measured at ``sizes`` (g_A, g_F) where the anchor's tables have them, else by the
+        ratios. ``ffn_network``: the (α, β) of the FFN time that is network, not kernels
+        (the expert all-to-all between nodes), which measurements and ratios leave alone."""
         a, f = times.attention, times.ffn
+        g_a, g_f = sizes if sizes is not None else (None, None)
         if attention_hw == self.hardware:
-            ka, kb, kg = self.attention
-            a = AttentionLinear(alpha=a.alpha * ka, beta=a.beta * kb, gamma=a.gamma * kg)
+            fit = self.measured.attention(g_a) if self.measured and g_a else None
+            if fit is not None:
+                a = fit
+            else:
+                ka, kb, kg = self.attention
+                a = AttentionLinear(alpha=a.alpha * ka, beta=a.beta * kb, gamma=a.gamma * kg)
         if ffn_hw == self.hardware:
             na, nb = ffn_network
-            f = Linear(
-                alpha=(f.alpha - na) * self.ffn[0] + na, beta=(f.beta - nb) * self.ffn[1] + nb
-            )
+            fit = self.measured.ffn(g_f) if self.measured and g_f else None
+            if fit is not None:
+                f = Linear(alpha=fit.alpha + na, beta=fit.beta + nb)
+            else:
+                f = Linear(
+                    alpha=(f.alpha - na) * self.ffn[0] + na,
+                    beta=(f.beta - nb) * self.ffn[1] + nb,
+                )
         return replace(times, attention=a, ffn=f, name=f"{times.name} anchored on {self.name}")
 
-    def describe(self) -> str:
+    def describe(self, attention_sizes=(), ffn_sizes=()) -> str:
+        """The ratios, and which of the given sizes each side reads from measured tables."""
         (aa, ab, ag), (fa, fb) = self.attention, self.ffn
-        return (
+        text = (
             f"{self.name} on {self.hardware}: attention α×{aa:.2f} β×{ab:.2f} γ×{ag:.2f}, "
             f"FFN α×{fa:.2f} β×{fb:.2f}"
         )
+        if self.measured is None:
+            return text
+        src = self.measured
+        att = sorted(g for g in set(attention_sizes) if src.attention(g) is not None)
+        ffn = sorted(g for g in set(ffn_sizes) if src.ffn(g) is not None)
+        sides = [
+            f"{side} at {', '.join(map(str, sizes))} GPUs"
+            for side, sizes in (("attention", att), ("FFN", ffn))
+            if sizes
+        ]
+        return (
+            f"{text}; measured {src.system} {src.framework} tables for "
+            + (" and ".join(sides) if sides else "no size searched")
+            + ", these ratios elsewhere"
+        )
 
 
-def anchor_from(measured: LinearStepTimes, model: ModelSpec, hw: HardwareSpec) -> Anchor:
-    """The measured / roofline ratios at the measured set's own instance sizes."""
+def anchor_from(
+    measured: LinearStepTimes,
+    model: ModelSpec,
+    hw: HardwareSpec,
+    source: MeasuredSource | None = None,
+) -> Anchor:
+    """The measured / roofline ratios at the measured set's own instance sizes (and the
+    tables to read other sizes from, if ``source`` names them)."""
     g_a, g_f = int(measured.gpus_attention), int(measured.gpus_ffn)
     require(
         g_a == measured.gpus_attention and g_f == measured.gpus_ffn and g_a >= 1 and g_f >= 1,
@@ -86,15 +189,21 @@ def anchor_from(measured: LinearStepTimes, model: ModelSpec, hw: HardwareSpec) -
         hardware=hw.name,
         attention=(ratio(ma.alpha, ra.alpha), ratio(ma.beta, ra.beta), ratio(ma.gamma, ra.gamma)),
         ffn=(ratio(mf.alpha, rf.alpha), ratio(mf.beta, rf.beta)),
+        measured=source,
     )
 
 
 def resolve_anchor(
-    spec: str | None, model: ModelSpec, attention_hw: HardwareSpec, ffn_hw: HardwareSpec
+    spec: str | None,
+    model: ModelSpec,
+    attention_hw: HardwareSpec,
+    ffn_hw: HardwareSpec,
+    per_size: bool = True,
 ) -> Anchor | None:
     """``None`` → the shipped set for this model and hardware, if any; 'none' → no
     anchor; anything else: a coefficient set (name or file) measured on the attention
-    hardware (or, failing that, the FFN hardware)."""
+    hardware (or, failing that, the FFN hardware). ``per_size``: read every size from the
+    shipped set's tables where they exist (only for the model in its measured dtypes)."""
     from afdplan.calibrate.resolve import resolve_coeffs
 
     if spec is not None and spec.lower() == "none":
@@ -102,5 +211,14 @@ def resolve_anchor(
     for hw in (attention_hw, ffn_hw):
         name = spec if spec is not None else SHIPPED.get((model.name, hw.name))
         if name is not None:
-            return anchor_from(resolve_coeffs(name), model, hw)
+            source = SHIPPED_SOURCES.get(name) if per_size else None
+            if source is not None and not _tables_installed():
+                source = None
+            return anchor_from(resolve_coeffs(name), model, hw, source)
     return None
+
+
+def _tables_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("aiconfigurator_core") is not None

@@ -49,6 +49,16 @@ class DeployResult:
     colocated: dict | None
     verification: list[dict] = field(default_factory=list)
 
+    def anchor_text(self) -> str | None:
+        """The anchor's ratios and which searched sizes came from measured tables."""
+        anchor = self.target.anchor
+        if anchor is None:
+            return None
+        afd = self.configs[self.configs["architecture"] == "afd"]
+        return anchor.describe(
+            afd["gpus_attention"].astype(int).tolist(), afd["gpus_ffn"].astype(int).tolist()
+        )
+
     @property
     def runtime_cost(self) -> float:
         """Share of the objective the runtime's topology rules give up."""
@@ -92,7 +102,7 @@ class DeployResult:
             },
             "objective": t.objective,
             "anchor": None if t.anchor is None else t.anchor.name,
-            "anchor_ratios": None if t.anchor is None else t.anchor.describe(),
+            "anchor_ratios": self.anchor_text(),
             "runtime": self.runtime,
             "kv_sigmas": KV_SIGMAS,
             "theta": t.stats.theta,

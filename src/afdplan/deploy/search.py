@@ -256,7 +256,7 @@ def roofline_times(
     if anchor is None:
         return times
     network = expert_all_to_all(model, ffn_hw, g_f)
-    return anchor.apply(times, attention_hw.name, ffn_hw.name, network)
+    return anchor.apply(times, attention_hw.name, ffn_hw.name, network, (g_a, g_f))
 
 
 def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:

@@ -424,3 +424,20 @@ def test_anchor_without_the_tables_uses_the_ratios(monkeypatch):
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
     anchor = anchors.resolve_anchor(None, model, hw, hw)
     assert anchor.measured is None and "tables" not in anchor.describe([1], [8])
+
+
+def test_capacity_sizes_the_bundle_with_the_step_times_deploy_chose(cli, tmp_path):
+    from afdplan.cli.capacity_cmd import _from_deployment
+    from afdplan.timing import coeffs_to_dict
+
+    fast = ["deploy", "--gpus-ffn", "8", "-m", "1", "--tpot-ms", "60", "--no-verify", "--json"]
+    base = cli(*fast).json()
+    fp4 = cli(*fast, "--ffn-dtype", "fp4").json()
+    assert fp4["chosen_step_times"]["ffn"] != base["chosen_step_times"]["ffn"]
+    path = tmp_path / "fp4.json"
+    path.write_text(json.dumps(fp4))
+    times, pipeline, r, b, _, _ = _from_deployment(path)
+    assert coeffs_to_dict(times) == fp4["chosen_step_times"]  # FP4 experts, not the FP8 model
+    chosen = fp4["chosen"]
+    assert (r, b, pipeline.microbatches) == (chosen["r"], chosen["batch"], chosen["microbatches"])
+    assert pipeline.layers == 61

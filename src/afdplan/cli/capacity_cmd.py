@@ -129,32 +129,30 @@ def build_fleet(
 
 def _from_deployment(path: Path):
     from afdplan.bundle import Pipeline
-    from afdplan.calibrate.specs import load_hardware, load_model
-    from afdplan.deploy.anchor import resolve_anchor
-    from afdplan.deploy.search import bundle_times
+    from afdplan.calibrate.specs import load_hardware
+    from afdplan.timing import coeffs_from_dict
 
     require(path.is_file(), f"--deployment {path}: no such file")
     try:
         data = json.loads(path.read_text())
         chosen = data["chosen"]
-        model = load_model(data["model"])
         a_hw, f_hw = load_hardware(data["attention_hw"]), load_hardware(data["ffn_hw"])
-        r, b, m, g_a, g_f = (
-            int(chosen[k]) for k in ("r", "batch", "microbatches", "gpus_attention", "gpus_ffn")
-        )
-        anchor = resolve_anchor(data.get("anchor") or "none", model, a_hw, f_hw)
+        r, b, m = (int(chosen[k]) for k in ("r", "batch", "microbatches"))
+        # the step times deploy chose with: served dtypes, anchor, link and fan-in applied
+        times = coeffs_from_dict(data["chosen_step_times"], f"--deployment {path}")
+        layers = times.layers
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"--deployment {path}: not valid JSON") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(
             f"--deployment {path}: not the JSON of `afdplan deploy --json` (missing {exc})"
         ) from exc
-    times, _ = bundle_times(model, a_hw, f_hw, g_a, g_f, r, anchor)
-    label = f"deploy: {model.name} on {a_hw.name}" + (
+    require(layers is not None, f"--deployment {path}: its step times name no layer count")
+    label = f"deploy: {data['model']} on {a_hw.name}" + (
         "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
     )
     prices = (a_hw.price_per_hour, f_hw.price_per_hour)
-    return times, Pipeline("pingpong", m, model.layers), r, b, label, prices
+    return times, Pipeline("pingpong", m, int(layers)), r, b, label, prices
 
 
 def resolve_arrivals(text: str | None, rate: float | None, wl):

@@ -83,6 +83,25 @@ class DeployResult:
         afd = self.configs[(self.configs.architecture == "afd") & self.configs.runtime_ok]
         return afd.head(n)
 
+    def chosen_times(self) -> dict:
+        """The chosen bundle's step times as a coefficients file holds them (with the FFN
+        fan-in and the link it crosses), so `capacity --deployment` sizes exactly the bundle
+        this search chose: the served dtypes and every anchor already applied."""
+        from afdplan.deploy.search import bundle_times
+        from afdplan.timing import coeffs_to_dict
+
+        t, c = self.target, self.chosen
+        times, _ = bundle_times(
+            t.model,
+            t.attention_hw,
+            t.ffn_hw,
+            int(c["gpus_attention"]),
+            int(c["gpus_ffn"]),
+            int(c["r"]),
+            t.anchor,
+        )
+        return coeffs_to_dict(times)
+
     def with_verification(self, rows: list[dict]) -> DeployResult:
         return replace(self, verification=rows)
 
@@ -108,6 +127,7 @@ class DeployResult:
             "theta": t.stats.theta,
             "v": t.stats.v,
             "chosen": chosen,
+            "chosen_step_times": self.chosen_times(),
             "best_unconstrained": self.best_unconstrained,
             "runtime_cost": self.runtime_cost,
             "colocated": None

@@ -97,8 +97,12 @@ CASES: list[tuple[list[str], str]] = [
     ([*PLAN, "--ffn-dtype", "fp4"], "keeps the dtypes it was measured in"),
     ([*PLAN, "--kv-dtype", "fp9"], "Invalid value for '--kv-dtype'"),
     ([*PLAN, "--gpus-ffn", "0"], "--gpus-ffn must be >= 1"),
-    ([*PLAN, "--gpus-ffn", "16"], "deepseek-v3-h200 was measured with 8 FFN GPUs; for 16"),
-    ([*PLAN, "--gpus-attention", "2"], "was measured with 1 attention GPUs; for 2"),
+    ([*PLAN, "--gpus-ffn", "4"], "--gpus-ffn 4: the FFN weights of deepseek-v3 need at least 6"),
+    (
+        [*PLAN, "--coeffs", "roofline:deepseek-v3@h200", "--gpus-ffn", "4"],
+        "--gpus-ffn 4: the FFN weights of deepseek-v3 need at least 6 x h200",
+    ),
+    ([*PLAN, "--gpus-ffn", "12"], "does not divide the 256 experts of deepseek-v3"),
     (
         [*PLAN, "--coeffs", "roofline:qwen3-235b-a22b@gb200", "--gpus-ffn", "3"],
         "does not divide the 128 experts",

@@ -420,7 +420,7 @@ def test_anchor_reads_each_size_from_the_measured_tables(aic):
 def test_anchor_without_the_tables_uses_the_ratios(monkeypatch):
     from afdplan.deploy import anchor as anchors
 
-    monkeypatch.setattr(anchors, "_tables_installed", lambda: False)
+    monkeypatch.setattr(anchors, "tables_installed", lambda: False)
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
     anchor = anchors.resolve_anchor(None, model, hw, hw)
     assert anchor.measured is None and "tables" not in anchor.describe([1], [8])

@@ -108,3 +108,36 @@ def test_json_is_strict_with_aggregate_comm(cli):
     data = json.loads(res.out, parse_constant=reject)
     assert data["breakpoints"]["r_comm"] is None
     assert data["breakpoints"]["r_attention_comm"] is not None
+
+
+def test_a_shipped_set_is_read_at_other_sizes_from_its_tables(cli, aic):
+    from afdplan.calibrate.measured_sets import SHIPPED_SOURCES
+    from afdplan.calibrate.resolve import resolve_step_times
+
+    linear, curves = resolve_step_times("deepseek-v3-h200", None, None, (None, 16))
+    fitted, rows = SHIPPED_SOURCES["deepseek-v3-h200"].calibrate(1, 16, "")
+    alpha, beta = SHIPPED_SOURCES["deepseek-v3-h200"].network(16)
+    assert alpha > 0 and beta > 0  # 16 H200s span two nodes: the all-to-all is priced
+    assert linear.gpus_ffn == 16 and linear.attention == fitted.attention
+    assert linear.ffn.alpha == pytest.approx(fitted.ffn.alpha + alpha)
+    assert linear.ffn.beta == pytest.approx(fitted.ffn.beta + beta)
+    measured = rows[rows["op"] == "ffn"].iloc[len(rows[rows["op"] == "ffn"]) // 2]
+    assert float(curves.ffn_time(measured.tokens)) == pytest.approx(
+        measured.seconds + alpha * measured.tokens + beta
+    )
+    res = cli("plan", "--gpus-ffn", "16", "--json")
+    assert res.code == 0, res.err
+    data = res.json()
+    assert data["coeffs"] == "deepseek-v3-h200 at TP 1, FFN group 16"
+    assert data["gpus_ffn"] == 16
+
+
+def test_without_the_tables_a_measured_set_refuses_other_sizes(cli, monkeypatch):
+    from afdplan.calibrate import measured_sets
+
+    monkeypatch.setattr(measured_sets, "tables_installed", lambda: False)
+    res = cli("plan", "--gpus-ffn", "16")
+    assert res.code == 2
+    assert "deepseek-v3-h200 was measured with 8 FFN GPUs; for 16 install the measured extra" in (
+        res.err
+    )

@@ -37,7 +37,7 @@ def resolve_coeffs(
     """
     require(bool(spec.strip()), "--coeffs is empty; give a set name, a file or roofline:MODEL@HW")
     if spec.startswith("roofline:"):
-        from afdplan.calibrate.roofline import derive
+        from afdplan.calibrate.roofline import check_ffn_fits, derive
         from afdplan.calibrate.specs import load_hardware, load_model, served_as
 
         model, at, hardware = spec.removeprefix("roofline:").partition("@")
@@ -47,13 +47,12 @@ def resolve_coeffs(
                 f"--coeffs {spec!r}: use roofline:MODEL@HARDWARE or "
                 "roofline:MODEL@ATTENTION_HW+FFN_HW"
             )
-        times = derive(
-            served_as(load_model(model), *dtypes),
-            load_hardware(attention_hw),
-            gpus_attention or 1,
-            gpus_ffn,
-            load_hardware(ffn_hw) if plus else None,
-        ).times
+        spec_model = served_as(load_model(model), *dtypes)
+        side_hw = load_hardware(attention_hw)
+        other_hw = load_hardware(ffn_hw) if plus else None
+        if gpus_ffn is not None:
+            check_ffn_fits(spec_model, other_hw or side_hw, gpus_ffn)
+        times = derive(spec_model, side_hw, gpus_attention or 1, gpus_ffn, other_hw).times
     else:
         require(
             dtypes == (None, None, None),
@@ -73,17 +72,18 @@ def resolve_coeffs(
                     times.curves is None or value == measured,
                     f"{times.name} was measured with {measured:g} "
                     f"{'FFN' if name == 'gpus_ffn' else 'attention'} GPUs; for {value} "
-                    "calibrate that size (afdplan calibrate --system ... "
+                    "install the measured extra (the shipped sets are then read at any "
+                    "measured size), calibrate that size (afdplan calibrate --system ... "
                     f"{option} {value}) or use roofline:MODEL@HW",
                 )
                 times = replace(times, **{name: float(value)})
-    if comm is not None:
-        comm = str(comm).replace("-", "_")
-        require(
-            comm in COMM_SCOPES, f"--comm must be one of {', '.join(COMM_SCOPES)}, got {comm!r}"
-        )
-        times = times.with_comm_scope(comm)
-    return times
+    return times if comm is None else _with_scope(times, comm)
+
+
+def _with_scope(times: LinearStepTimes, comm: str) -> LinearStepTimes:
+    comm = str(comm).replace("-", "_")
+    require(comm in COMM_SCOPES, f"--comm must be one of {', '.join(COMM_SCOPES)}, got {comm!r}")
+    return times.with_comm_scope(comm)
 
 
 def read_tables(value: str | Path, fallback: LinearStepTimes) -> TableStepTimes:
@@ -103,6 +103,57 @@ def resolve_step_times(
     gpus: tuple[int | None, int | None] = (None, None),
     dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
 ) -> tuple[LinearStepTimes, StepTimes]:
-    """(the linear coefficients, the same overlaid by measured tables where given)."""
-    linear = resolve_coeffs(spec, comm, *gpus, dtypes)
-    return linear, linear if tables is None else read_tables(tables, linear)
+    """(the linear coefficients, the same overlaid by measured tables where given).
+
+    A shipped measured set asked for other instance sizes is recalibrated at those sizes
+    from the aiconfigurator-core tables it came from (``calibrate.measured_sets``); the
+    step times then carry that calibration's own measured curves.
+    """
+    other = _at_other_sizes(spec, gpus, dtypes)
+    if other is None:
+        linear = resolve_coeffs(spec, comm, *gpus, dtypes)
+        return linear, linear if tables is None else read_tables(tables, linear)
+    linear, rows = other
+    if comm is not None:
+        linear = _with_scope(linear, comm)
+    if tables is not None:
+        return linear, read_tables(tables, linear)
+    from afdplan.timing import tables_from_frame
+
+    kernels = rows[rows["op"] != "comm"]  # the transfers stay on their fit, as shipped
+    return linear, tables_from_frame(kernels, linear, f"{linear.name} (measured tables)")
+
+
+def _at_other_sizes(
+    spec: str, gpus: tuple[int | None, int | None], dtypes: tuple
+) -> tuple[LinearStepTimes, object] | None:
+    """A shipped measured set recalibrated at the asked sizes, or None where that does not
+    apply (another set, the set's own sizes, other dtypes, or no tables installed)."""
+    from afdplan.calibrate.measured_sets import SHIPPED_SOURCES, tables_installed
+
+    source = SHIPPED_SOURCES.get(spec)
+    if source is None or dtypes != (None, None, None) or gpus == (None, None):
+        return None
+    own = load_coeffs(spec)
+    g_a = int(gpus[0]) if gpus[0] is not None else int(own.gpus_attention)
+    g_f = int(gpus[1]) if gpus[1] is not None else int(own.gpus_ffn)
+    for value, option in ((g_a, "--gpus-attention"), (g_f, "--gpus-ffn")):
+        require(value >= 1, f"{option} must be >= 1, got {value}")
+    if (g_a, g_f) == (own.gpus_attention, own.gpus_ffn) or not tables_installed():
+        return None
+    source.check_fits(g_f)
+    times, rows = source.calibrate(g_a, g_f, f"{spec} at TP {g_a}, FFN group {g_f}")
+    alpha, beta = source.network(g_f)
+    if alpha or beta:  # a group beyond one node: its all-to-all is not in the kernel tables
+        from afdplan.timing import Linear
+
+        ffn = Linear(alpha=times.ffn.alpha + alpha, beta=times.ffn.beta + beta)
+        times = replace(
+            times,
+            ffn=ffn,
+            provenance=f"{times.provenance}; ffn: + expert all-to-all between nodes",
+        )
+        rows = rows.copy()
+        at = rows["op"] == "ffn"
+        rows.loc[at, "seconds"] = rows.loc[at, "seconds"] + alpha * rows.loc[at, "tokens"] + beta
+    return times, rows

@@ -44,6 +44,15 @@ def min_ffn_gpus(model: ModelSpec, hw: HardwareSpec) -> int:
     )
 
 
+def check_ffn_fits(model: ModelSpec, hw: HardwareSpec, gpus_ffn: int) -> None:
+    """A one-line error unless an FFN group of ``gpus_ffn`` holds the FFN weights."""
+    least = min_ffn_gpus(model, hw)
+    require(
+        gpus_ffn >= least,
+        f"--gpus-ffn {gpus_ffn}: the FFN weights of {model.name} need at least {least} x {hw.name}",
+    )
+
+
 def ffn_group_size(model: ModelSpec, minimum: int) -> int:
     """The smallest FFN group of at least ``minimum`` GPUs the model can be split over:
     a divisor of the expert count for MoE (expert parallel), else ``minimum``."""

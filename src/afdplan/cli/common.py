@@ -452,7 +452,9 @@ def load_step_times(
     linear, times = resolve_step_times(
         coeffs, None if comm is None else comm.value, tables, gpus, names
     )
-    if tables is None and not linear_only:
+    if linear_only and tables is None:
+        times = linear
+    elif tables is None and times is linear:
         times = set_curves(linear) or linear
     return linear, times
 

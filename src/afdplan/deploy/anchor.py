@@ -26,11 +26,11 @@ measured.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
+from afdplan.calibrate.measured_sets import SHIPPED_SOURCES, MeasuredSource, tables_installed
 from afdplan.calibrate.roofline import derive
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
-from afdplan.errors import InputError, require
+from afdplan.errors import require
 from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
 
 # (model preset, hardware preset) → the shipped coefficient set measured for them.
@@ -38,62 +38,6 @@ SHIPPED = {
     ("deepseek-v3", "h200"): "deepseek-v3-h200",
     ("llama3-70b", "h100-sxm"): "llama3-70b-h100",
 }
-
-
-@dataclass(frozen=True)
-class MeasuredSource:
-    """Where a shipped set was measured, so that other sizes can be read from the same
-    tables: the aiconfigurator-core system and framework, and the FFN fit window
-    (``scripts/regenerate_presets.sh`` builds the sets with the same arguments)."""
-
-    model: str
-    system: str
-    framework: str = "vllm"
-    ffn_range: tuple[float, float] | None = None
-
-    def attention(self, g_a: int) -> AttentionLinear | None:
-        """The attention fit at TP ``g_a``, or None when the tables lack that split."""
-        return _measured_sides(self, g_a, None)[0]
-
-    def ffn(self, g_f: int) -> Linear | None:
-        """The FFN kernels' fit on a group of ``g_f`` GPUs, or None when not measured."""
-        return _measured_sides(self, None, g_f)[1]
-
-
-SHIPPED_SOURCES = {
-    "deepseek-v3-h200": MeasuredSource("deepseek-v3", "h200_sxm", ffn_range=(256, 16384)),
-    "llama3-70b-h100": MeasuredSource("llama3-70b", "h100_sxm", ffn_range=(1, 4096)),
-}
-
-
-@lru_cache(maxsize=64)
-def _measured_sides(
-    source: MeasuredSource, g_a: int | None, g_f: int | None
-) -> tuple[AttentionLinear | None, Linear | None]:
-    from afdplan.calibrate.pipeline import Sources, calibrate
-
-    try:
-        result, _ = calibrate(
-            Sources(
-                model=source.model,
-                system=source.system,
-                framework=source.framework,
-                gpus_attention=g_a or 1,
-                gpus_ffn=g_f or SIZES_FOR_OTHER_SIDE.get(source.model, 1),
-                ffn_range=source.ffn_range,
-            )
-        )
-    except InputError:  # that size is not in the tables (or the extra is not installed)
-        return None, None
-    fits = result.fits
-    attention = result.times.attention if g_a is not None and "attention" in fits else None
-    ffn = result.times.ffn if g_f is not None and "ffn" in fits else None
-    return attention, ffn
-
-
-# The FFN group a calibration reads while only its attention side is wanted (any measured
-# size will do; the shipped sets' own).
-SIZES_FOR_OTHER_SIDE = {"deepseek-v3": 8, "llama3-70b": 2}
 
 
 @dataclass(frozen=True)
@@ -212,13 +156,7 @@ def resolve_anchor(
         name = spec if spec is not None else SHIPPED.get((model.name, hw.name))
         if name is not None:
             source = SHIPPED_SOURCES.get(name) if per_size else None
-            if source is not None and not _tables_installed():
+            if source is not None and not tables_installed():
                 source = None
             return anchor_from(resolve_coeffs(name), model, hw, source)
     return None
-
-
-def _tables_installed() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("aiconfigurator_core") is not None

@@ -35,6 +35,7 @@ from afdplan import normal
 from afdplan.bundle import Pipeline, objective_weights
 from afdplan.calibrate.roofline import (
     attention_weight_bytes,
+    check_ffn_fits,
     derive,
     expert_all_to_all,
     ffn_group_size,
@@ -210,11 +211,7 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
                     f"{model.experts} experts of {model.name}; use one of "
                     + ", ".join(map(str, divisors))
                 )
-            require(
-                g >= least,
-                f"--gpus-ffn {g}: the FFN weights of {model.name} need at least {least} "
-                f"x {hw.name}",
-            )
+            check_ffn_fits(model, hw, g)
         return sorted(set(space.gpus_ffn))
     top = RACK_GPUS if space.across_nodes else hw.scaleup_gpus
     require(

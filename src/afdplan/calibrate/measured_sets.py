@@ -1,0 +1,113 @@
+"""Where the shipped measured coefficient sets came from, so that other instance sizes can
+be read from the same aiconfigurator-core tables.
+
+``scripts/regenerate_presets.sh`` builds each shipped set with ``afdplan calibrate
+--system …`` at one attention TP and one FFN group size; the tables hold the attention
+kernels at every head split and the MoE kernels at every expert-parallel size, so a set
+can be recalibrated at the sizes a user asks for (``plan --gpus-ffn 16``) or a search
+visits (``afdplan.deploy.anchor``), with the same arguments. Needs the ``measured`` extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.util import find_spec
+
+import pandas as pd
+
+from afdplan.errors import InputError
+from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
+
+
+@dataclass(frozen=True)
+class MeasuredSource:
+    """The arguments a shipped set was calibrated with (sizes aside)."""
+
+    model: str
+    system: str
+    framework: str = "vllm"
+    ffn_range: tuple[float, float] | None = None
+    send_recv: str | None = "vidur-h100-dgx"  # the A↔F transfers' measurements
+    gpus_ffn: int = 1  # the set's own FFN group (read when only the attention side is wanted)
+
+    def calibrate(self, g_a: int, g_f: int, name: str) -> tuple[LinearStepTimes, pd.DataFrame]:
+        """The coefficients and measured rows at attention TP ``g_a`` and FFN group ``g_f``
+        (a one-line error when the tables lack a size)."""
+        return _calibrated(self, g_a, g_f, name)
+
+    def check_fits(self, g_f: int) -> None:
+        """A one-line error unless a group of ``g_f`` GPUs holds the FFN weights (the
+        kernel tables were measured at any size, whether the weights fit or not)."""
+        from afdplan.calibrate.pipeline import SYSTEM_HARDWARE
+        from afdplan.calibrate.roofline import check_ffn_fits
+        from afdplan.calibrate.specs import load_hardware, load_model
+
+        check_ffn_fits(load_model(self.model), load_hardware(SYSTEM_HARDWARE[self.system]), g_f)
+
+    def network(self, g_f: int) -> tuple[float, float]:
+        """(α, β) of the expert all-to-all an FFN group of ``g_f`` pays between nodes
+        (zero inside one NVLink domain): the kernel tables do not include it."""
+        from afdplan.calibrate.pipeline import SYSTEM_HARDWARE
+        from afdplan.calibrate.roofline import expert_all_to_all
+        from afdplan.calibrate.specs import load_hardware, load_model
+
+        return expert_all_to_all(
+            load_model(self.model), load_hardware(SYSTEM_HARDWARE[self.system]), g_f
+        )
+
+    def attention(self, g_a: int) -> AttentionLinear | None:
+        """The attention fit at TP ``g_a``, or None where the tables lack that split."""
+        try:
+            times, _ = _calibrated(self, g_a, self.gpus_ffn, "")
+        except InputError:
+            return None
+        return times.attention
+
+    def ffn(self, g_f: int) -> Linear | None:
+        """The FFN kernels' fit on a group of ``g_f`` GPUs, or None where not measured."""
+        try:
+            times, _ = _calibrated(self, 1, g_f, "")
+        except InputError:
+            return None
+        return times.ffn
+
+
+SHIPPED_SOURCES = {
+    "deepseek-v3-h200": MeasuredSource(
+        "deepseek-v3", "h200_sxm", ffn_range=(256, 16384), gpus_ffn=8
+    ),
+    "llama3-70b-h100": MeasuredSource("llama3-70b", "h100_sxm", ffn_range=(1, 4096), gpus_ffn=2),
+}
+
+
+def tables_installed() -> bool:
+    """Whether aiconfigurator-core (the ``measured`` extra) is importable."""
+    return find_spec("aiconfigurator_core") is not None
+
+
+@lru_cache(maxsize=64)
+def _calibrated(
+    source: MeasuredSource, g_a: int, g_f: int, name: str
+) -> tuple[LinearStepTimes, pd.DataFrame]:
+    from afdplan.calibrate.pipeline import Sources, calibrate
+    from afdplan.data import resolve_input
+
+    result, rows = calibrate(
+        Sources(
+            model=source.model,
+            system=source.system,
+            framework=source.framework,
+            gpus_attention=g_a,
+            gpus_ffn=g_f,
+            send_recv=None
+            if source.send_recv is None
+            else resolve_input(source.send_recv, "send-recv"),
+            ffn_range=source.ffn_range,
+            name=name or None,
+        )
+    )
+    for stage in ("attention", "ffn"):
+        if stage not in result.fits:
+            raise InputError(f"{source.system} tables: no {stage} fit at TP {g_a}, group {g_f}")
+    return result.times, rows

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from afdplan.errors import InputError
+from afdplan.errors import InputError, require
 from afdplan.timing import LinearStepTimes, StepTimes, load_coeffs
 from afdplan.workload import Workload, parse_workload, read_trace
 
@@ -117,11 +117,10 @@ def builtin_cases(quick: bool) -> tuple[list[Case], list[dict]]:
 
 def deployment_cases(gpus_ffn: tuple[int, ...], quick: bool) -> tuple[list[Case], list[dict]]:
     """An easy and an honest DeepSeek-V3/H200 case per FFN group size (the honest ones only
-    without ``quick``): each calibrated from aiconfigurator-core's measured vLLM tables for
-    that expert-parallel size, as ``scripts/regenerate_presets.sh`` builds the shipped set.
-
-    The A↔F transfers are Vidur's NVLink profile at every size; a group beyond one node
-    would also pay a network all-to-all, which neither side of this study charges.
+    without ``quick``): the shipped set read at that expert-parallel size from the
+    aiconfigurator-core vLLM tables it was built from, as ``plan --gpus-ffn`` reads it —
+    a group beyond one node (16 H200s) also pays the expert all-to-all over the network.
+    The A↔F transfers are Vidur's NVLink profile at every size.
     """
     cases: list[Case] = []
     skipped: list[dict] = []
@@ -147,7 +146,9 @@ def deployment_cases(gpus_ffn: tuple[int, ...], quick: bool) -> tuple[list[Case]
                 Case(
                     f"honest: DeepSeek-V3 H200 EP{g} tables",
                     f"theory: linear fit; simulator: aiconfigurator-core h200_sxm vLLM tables "
-                    f"(MLA attention, MoE EP{g}), linear comm; traces replayed in arrival order",
+                    f"(MLA attention, MoE EP{g}"
+                    + (", + expert all-to-all between nodes" if g > 8 else "")
+                    + "), linear comm; traces replayed in arrival order",
                     theory,
                     sim,
                     replay=True,
@@ -158,25 +159,15 @@ def deployment_cases(gpus_ffn: tuple[int, ...], quick: bool) -> tuple[list[Case]
 
 
 def _calibrated_dsv3(gpus_ffn: int) -> tuple[LinearStepTimes, StepTimes]:
-    from afdplan.calibrate.pipeline import Sources, calibrate
-    from afdplan.data import builtin_path
-    from afdplan.timing import tables_from_frame
+    """The shipped DeepSeek-V3/H200 set read at FFN group ``gpus_ffn`` exactly as
+    ``afdplan plan --gpus-ffn`` reads it (its fit and its measured curves)."""
+    from afdplan.calibrate.resolve import resolve_step_times, set_curves
 
-    result, rows = calibrate(
-        Sources(
-            model="deepseek-v3",
-            system="h200_sxm",
-            gpus_ffn=gpus_ffn,
-            send_recv=builtin_path("vidur-h100-dgx"),
-            ffn_range=(256, 16384),
-            name=f"deepseek-v3-h200-ep{gpus_ffn}",
-        )
-    )
-    kernels = rows[rows["op"] != "comm"]  # the transfers stay on their linear fit
-    sim = tables_from_frame(
-        kernels, result.times, f"aiconfigurator-core h200_sxm deepseek-v3 EP{gpus_ffn}"
-    )
-    return result.times, sim
+    linear, times = resolve_step_times("deepseek-v3-h200", None, None, (None, gpus_ffn))
+    if times is linear:  # the set's own size: its shipped curves
+        times = set_curves(linear)
+    require(times is not None, "internal: deepseek-v3-h200 ships no curves")
+    return linear, times
 
 
 def _easy(name: str, coeffs: str) -> Case:

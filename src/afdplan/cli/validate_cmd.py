@@ -51,7 +51,7 @@ def validate(
             "--grid",
             help="paper: the paper's rule over workloads, B and step-time sources; "
             "deployment: DeepSeek-V3/H200 under serial and ping-pong m = 2, 3 with EP8 and "
-            "EP16 FFN groups, per GPU (needs [measured]).",
+            "EP16 FFN groups, per GPU (EP16 needs the measured extra).",
         ),
     ] = StudyGrid.paper,
     pipeline: PipelineOpt = None,

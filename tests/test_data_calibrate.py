@@ -200,30 +200,10 @@ def test_data_version_errors_name_what_works(fake_aic, system, version, message)
 
 
 def test_calibrate_reads_the_chosen_data_version(aic, cli):
-    res = cli(
-        "calibrate",
-        "--model",
-        "deepseek-v3",
-        "--system",
-        "h200_sxm",
-        "--gpus-ffn",
-        "8",
-        "--data-version",
-        "0.19.0",
-    )
+    ds = ("calibrate", "--model", "deepseek-v3", "--system", "h200_sxm", "--gpus-ffn", "8")
+    res = cli(*ds, "--data-version", "0.19.0")
     assert res.code == 2
     assert "versions that work: 0.24.0" in res.err
-    res = cli(
-        "calibrate",
-        "--model",
-        "deepseek-v3",
-        "--system",
-        "h200_sxm",
-        "--gpus-ffn",
-        "8",
-        "--data-version",
-        "current",
-        "--json",
-    )
+    res = cli(*ds, "--data-version", "current", "--json")
     assert res.code == 0, res.err
     assert "aiconfigurator-core data: h200_sxm vllm 0.24.0" in res.out

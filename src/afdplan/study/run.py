@@ -22,7 +22,7 @@ import numpy as np
 from afdplan import __version__
 from afdplan.bundle import Pipeline
 from afdplan.errors import InputError, require
-from afdplan.plan import PlanResult, make_plan
+from afdplan.plan import PlanResult, make_plan, resolve_batch
 from afdplan.sim import SimConfig, SimResult
 from afdplan.sim.results import Estimate
 from afdplan.sim.sweep import SimTask, run_tasks
@@ -138,8 +138,7 @@ class _Group:
 def _group(
     case: Case, name: str, wl: Workload, batch: int, pipeline: Pipeline, objective: str
 ) -> _Group:
-    """The theory's picks for one configuration (make_plan refuses a B the KV cache cannot
-    hold: the caller reports that configuration as infeasible)."""
+    """The theory's picks for one configuration."""
     plan = make_plan(wl, case.theory, batch, pipeline=pipeline, objective=objective)
     picks = {
         "v1": plan.r_recommended_v1,
@@ -186,9 +185,9 @@ def run_validation(
             steps_run = case_pipeline(case, (kind, m))
             for name, wl in workloads.items():
                 for b in grid.batches:
-                    try:
-                        groups.append(_group(case, name, wl, b, steps_run, objective))
-                    except InputError as exc:  # B above the KV capacity: not scored
+                    try:  # plan's memory check: B·θ + 3σ within the KV capacity
+                        resolve_batch(case.theory, wl.stats(), b)
+                    except InputError as exc:  # not simulated, not scored
                         infeasible.append(
                             {
                                 "case": case.name,
@@ -199,6 +198,8 @@ def run_validation(
                                 "reason": str(exc),
                             }
                         )
+                        continue
+                    groups.append(_group(case, name, wl, b, steps_run, objective))
     require(bool(groups), "no configuration of the study fits the KV cache")
     done = [0]
     pending = [(g, r) for g in groups for r in sorted(g.ratios)]

@@ -10,7 +10,7 @@ visits (``afdplan.deploy.anchor``), with the same arguments. Needs the ``measure
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib.util import find_spec
 
@@ -32,34 +32,35 @@ class MeasuredSource:
     gpus_ffn: int = 1  # the set's own FFN group (read when only the attention side is wanted)
 
     def calibrate(self, g_a: int, g_f: int, name: str) -> tuple[LinearStepTimes, pd.DataFrame]:
-        """The coefficients and measured rows at attention TP ``g_a`` and FFN group ``g_f``
-        (a one-line error when the tables lack a size)."""
-        return _calibrated(self, g_a, g_f, name)
+        """The coefficients (named ``name``) and measured rows at attention TP ``g_a`` and
+        FFN group ``g_f`` (a one-line error when the tables lack a size)."""
+        times, rows = _calibrated(self, g_a, g_f)
+        return replace(times, name=name), rows
 
     def check_fits(self, g_f: int) -> None:
         """A one-line error unless a group of ``g_f`` GPUs holds the FFN weights (the
         kernel tables were measured at any size, whether the weights fit or not)."""
-        from afdplan.calibrate.pipeline import SYSTEM_HARDWARE
         from afdplan.calibrate.roofline import check_ffn_fits
-        from afdplan.calibrate.specs import load_hardware, load_model
 
-        check_ffn_fits(load_model(self.model), load_hardware(SYSTEM_HARDWARE[self.system]), g_f)
+        check_ffn_fits(*self._specs(), g_f)
 
     def network(self, g_f: int) -> tuple[float, float]:
         """(α, β) of the expert all-to-all an FFN group of ``g_f`` pays between nodes
         (zero inside one NVLink domain): the kernel tables do not include it."""
-        from afdplan.calibrate.pipeline import SYSTEM_HARDWARE
         from afdplan.calibrate.roofline import expert_all_to_all
+
+        return expert_all_to_all(*self._specs(), g_f)
+
+    def _specs(self):
+        from afdplan.calibrate.pipeline import SYSTEM_HARDWARE
         from afdplan.calibrate.specs import load_hardware, load_model
 
-        return expert_all_to_all(
-            load_model(self.model), load_hardware(SYSTEM_HARDWARE[self.system]), g_f
-        )
+        return load_model(self.model), load_hardware(SYSTEM_HARDWARE[self.system])
 
     def attention(self, g_a: int) -> AttentionLinear | None:
         """The attention fit at TP ``g_a``, or None where the tables lack that split."""
         try:
-            times, _ = _calibrated(self, g_a, self.gpus_ffn, "")
+            times, _ = _calibrated(self, g_a, self.gpus_ffn)
         except InputError:
             return None
         return times.attention
@@ -67,7 +68,7 @@ class MeasuredSource:
     def ffn(self, g_f: int) -> Linear | None:
         """The FFN kernels' fit on a group of ``g_f`` GPUs, or None where not measured."""
         try:
-            times, _ = _calibrated(self, 1, g_f, "")
+            times, _ = _calibrated(self, 1, g_f)
         except InputError:
             return None
         return times.ffn
@@ -87,9 +88,7 @@ def tables_installed() -> bool:
 
 
 @lru_cache(maxsize=64)
-def _calibrated(
-    source: MeasuredSource, g_a: int, g_f: int, name: str
-) -> tuple[LinearStepTimes, pd.DataFrame]:
+def _calibrated(source: MeasuredSource, g_a: int, g_f: int) -> tuple[LinearStepTimes, pd.DataFrame]:
     from afdplan.calibrate.pipeline import Sources, calibrate
     from afdplan.data import resolve_input
 
@@ -104,7 +103,6 @@ def _calibrated(
             if source.send_recv is None
             else resolve_input(source.send_recv, "send-recv"),
             ffn_range=source.ffn_range,
-            name=name or None,
         )
     )
     for stage in ("attention", "ffn"):

@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib.util import find_spec
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from afdplan.errors import InputError
 from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
+
+if TYPE_CHECKING:  # pandas loads only when a calibration runs: `plan` must start fast
+    import pandas as pd
 
 
 @dataclass(frozen=True)

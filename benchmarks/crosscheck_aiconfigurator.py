@@ -31,9 +31,18 @@ from afdplan.deploy.search import bundle_times
 from afdplan.theory.barrier import layered_times
 
 ISL, OSL = 1155, 211  # the Azure conversation trace's mean prompt and output lengths
-# (attention workers r, sequences per worker B, micro-batches m): whole 8-GPU nodes of
-# TP-1 attention ranks and one 8-GPU expert-parallel FFN node, as AIConfigurator counts.
-BUNDLES = ((8, 128, 3), (16, 64, 3), (16, 128, 3), (24, 64, 4))
+# (attention workers r, sequences per worker B, micro-batches m, attention TP g_A, FFN
+# group g_F): whole 8-GPU nodes, as AIConfigurator counts them. The first four are TP-1
+# attention ranks and one EP-8 FFN node; then TP-2 attention, and an EP-16 FFN group over
+# two nodes (its expert all-to-all crosses the network).
+BUNDLES = (
+    (8, 128, 3, 1, 8),
+    (16, 64, 3, 1, 8),
+    (16, 128, 3, 1, 8),
+    (24, 64, 4, 1, 8),
+    (8, 128, 3, 2, 8),
+    (16, 64, 3, 1, 16),
+)
 FIELDS = {
     "a_layer_ms": r"T_a_layer:\s+([\d.]+) ms",
     "f_layer_ms": r"T_f_layer:\s+([\d.]+) ms",
@@ -42,9 +51,9 @@ FIELDS = {
 }
 
 
-def theirs(exe: str, r: int, b: int, m: int) -> dict[str, float] | str:
+def theirs(exe: str, r: int, b: int, m: int, g_a: int, g_f: int) -> dict[str, float] | str:
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
-    row = {"r": r, "gpus_attention": 1, "gpus_ffn": 8, "microbatches": m, "batch": b}
+    row = {"r": r, "gpus_attention": g_a, "gpus_ffn": g_f, "microbatches": m, "batch": b}
     script = aiconfigurator_command(row, model, hw, ISL, OSL)
     args = " ".join(
         line.rstrip(" \\") for line in script.splitlines() if line.strip()[:1] not in "#"
@@ -60,10 +69,10 @@ def theirs(exe: str, r: int, b: int, m: int) -> dict[str, float] | str:
     return {k: float(v.group(1)) for k, v in found.items()}  # type: ignore[union-attr]
 
 
-def ours(r: int, b: int, m: int, anchored: bool, kind: str) -> dict[str, float]:
+def ours(r: int, b: int, m: int, g_a: int, g_f: int, anchored: bool, kind: str) -> dict[str, float]:
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
     anchor = resolve_anchor(None, model, hw, hw) if anchored else None
-    times, _ = bundle_times(model, hw, hw, 1, 8, r, anchor)
+    times, _ = bundle_times(model, hw, hw, g_a, g_f, r, anchor)
     pipe = Pipeline(kind, m, model.layers)
     lt = layered_times(pipe, times, b, r, ISL + OSL / 2, 0.0, 0.0)  # fixed lengths: no spread
     return {
@@ -89,13 +98,14 @@ def main() -> None:
             "environment, then pass --aiconfigurator PATH); nothing to compare."
         )
         return
-    table = Table(title=f"DeepSeek-V3 on H200, ISL {ISL}, OSL {OSL}, FFN EP8; per layer in ms")
-    for col in ("r", "B", "m", "source", "a", "f", "A→F", "step ms", "step / AIC"):
+    table = Table(title=f"DeepSeek-V3 on H200, ISL {ISL}, OSL {OSL}; per layer in ms")
+    for col in ("r", "B", "m", "g_A", "g_F", "source", "a", "f", "A→F", "step ms", "/ AIC"):
         table.add_column(col, justify="right")
-    for r, b, m in BUNDLES:
-        ref = theirs(exe, r, b, m)
+    for r, b, m, g_a, g_f in BUNDLES:
+        bundle = (str(r), str(b), str(m), str(g_a), str(g_f))
+        ref = theirs(exe, r, b, m, g_a, g_f)
         if isinstance(ref, str):
-            table.add_row(str(r), str(b), str(m), "AIConfigurator", f"failed: {ref}")
+            table.add_row(*bundle, "AIConfigurator", f"failed: {ref}")
             continue
         rows = [("AIConfigurator", ref)]
         for label, anchored, kind in (
@@ -103,10 +113,10 @@ def main() -> None:
             ("afdplan anchored, pingpong", True, "pingpong"),
             ("afdplan roofline, aic-optimistic", False, "aic-optimistic"),
         ):
-            rows.append((label, ours(r, b, m, anchored, kind)))
+            rows.append((label, ours(r, b, m, g_a, g_f, anchored, kind)))
         for label, v in rows:
             table.add_row(
-                str(r), str(b), str(m), label, f"{v['a_layer_ms']:.3f}", f"{v['f_layer_ms']:.3f}",
+                *bundle, label, f"{v['a_layer_ms']:.3f}", f"{v['f_layer_ms']:.3f}",
                 f"{v['a2f_layer_ms']:.3f}", f"{v['step_ms']:.1f}",
                 f"{v['step_ms'] / ref['step_ms']:.3f}",
             )  # fmt: skip

@@ -96,6 +96,9 @@ CASES: list[tuple[list[str], str]] = [
     ([*PLAN, "--objective", "tokens"], "Invalid value for '--objective'"),
     ([*PLAN, "--ffn-dtype", "fp4"], "keeps the dtypes it was measured in"),
     ([*PLAN, "--kv-dtype", "fp9"], "Invalid value for '--kv-dtype'"),
+    ([*PLAN, "--link", "warp"], "unknown link 'warp'; known: nvlink, ib-ndr, ib-xdr"),
+    ([*PLAN, "--link", "0gbps@5us"], "the bandwidth must be > 0"),
+    ([*PLAN, "--coeffs", "paper-v1-dsv3-910c", "--link", "ib-ndr"], "does not say which model"),
     ([*PLAN, "--gpus-ffn", "0"], "--gpus-ffn must be >= 1"),
     ([*PLAN, "--gpus-ffn", "4"], "--gpus-ffn 4: the FFN weights of deepseek-v3 need at least 6"),
     (

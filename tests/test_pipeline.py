@@ -378,3 +378,40 @@ def test_a_micro_batch_without_sequences_is_not_run():
     assert serial.kv.slot_utilisation == pytest.approx(1 / 4)
     assert pingpong.mean_step_time_s == pytest.approx(serial.mean_step_time_s, rel=1e-12)
     assert pingpong.tokens_generated == serial.tokens_generated
+
+
+@pytest.mark.parametrize(
+    ("text", "bandwidth", "latency"),
+    [("ib-ndr", 50e9, 5e-6), ("IB-XDR", 100e9, 5e-6), ("200gbps@8us", 25e9, 8e-6)],
+)
+def test_links_by_name_or_bandwidth_and_latency(text, bandwidth, latency):
+    from afdplan.calibrate.roofline import link_comm, parse_link
+    from afdplan.calibrate.specs import load_hardware, load_model
+
+    link = parse_link(text)
+    assert (link.bandwidth, link.latency) == (pytest.approx(bandwidth), pytest.approx(latency))
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    alpha, beta = link_comm(model, hw, link)
+    # one hidden vector each way per token and layer; one latency each way per layer
+    assert alpha == pytest.approx(
+        2 * 61 * 7168 * model.act_bytes / (bandwidth * hw.link_efficiency)
+    )
+    assert beta == pytest.approx(2 * 61 * latency)
+    nvlink = link_comm(model, hw, parse_link("nvlink"))
+    assert nvlink[1] == pytest.approx(2 * 61 * hw.link_latency)
+
+
+def test_link_replaces_the_transfers_of_a_roofline_or_shipped_set():
+    from afdplan.calibrate.resolve import resolve_coeffs
+    from afdplan.calibrate.roofline import link_comm, parse_link
+    from afdplan.calibrate.specs import load_hardware, load_model
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    expected = link_comm(model, hw, parse_link("ib-xdr"))
+    roof = resolve_coeffs("roofline:deepseek-v3@h200", link="ib-xdr")
+    shipped = resolve_coeffs("deepseek-v3-h200", link="ib-xdr")
+    for times in (roof, shipped):
+        assert (times.comm.alpha, times.comm.beta) == pytest.approx(expected)
+    assert shipped.ffn == resolve_coeffs("deepseek-v3-h200").ffn  # only the transfers change
+    with pytest.raises(InputError, match="does not say which model it times"):
+        resolve_coeffs("paper-v1-dsv3-910c", link="ib-ndr")

@@ -44,16 +44,17 @@ class MeasuredSource:
         kernel tables were measured at any size, whether the weights fit or not)."""
         from afdplan.calibrate.roofline import check_ffn_fits
 
-        check_ffn_fits(*self._specs(), g_f)
+        check_ffn_fits(*self.specs(), g_f)
 
     def network(self, g_f: int) -> tuple[float, float]:
         """(α, β) of the expert all-to-all an FFN group of ``g_f`` pays between nodes
         (zero inside one NVLink domain): the kernel tables do not include it."""
         from afdplan.calibrate.roofline import expert_all_to_all
 
-        return expert_all_to_all(*self._specs(), g_f)
+        return expert_all_to_all(*self.specs(), g_f)
 
-    def _specs(self):
+    def specs(self):
+        """(model, hardware) presets of the measured set."""
         from afdplan.calibrate.pipeline import SYSTEM_HARDWARE
         from afdplan.calibrate.specs import load_hardware, load_model
 

@@ -23,6 +23,7 @@ def resolve_coeffs(
     gpus_attention: int | None = None,
     gpus_ffn: int | None = None,
     dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
+    link: str | None = None,
 ) -> LinearStepTimes:
     """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``
     (``roofline:MODEL@ATTENTION_HW+FFN_HW`` for a heterogeneous pair).
@@ -33,11 +34,12 @@ def resolve_coeffs(
     sizes) refuses other sizes.
     ``dtypes`` (weights, FFN-side weights, KV cache; None keeps the model's) serve a
     roofline model in other element types; a measured set keeps the dtypes it was
-    measured in.
+    measured in. ``link`` (``calibrate.roofline.LINKS`` or ``GBPSgbps@USus``) carries the
+    A↔F transfers instead of the set's own (a roofline picks NVLink within a machine).
     """
     require(bool(spec.strip()), "--coeffs is empty; give a set name, a file or roofline:MODEL@HW")
     if spec.startswith("roofline:"):
-        from afdplan.calibrate.roofline import check_ffn_fits, derive
+        from afdplan.calibrate.roofline import check_ffn_fits, derive, parse_link
         from afdplan.calibrate.specs import load_hardware, load_model, served_as
 
         model, at, hardware = spec.removeprefix("roofline:").partition("@")
@@ -52,7 +54,14 @@ def resolve_coeffs(
         other_hw = load_hardware(ffn_hw) if plus else None
         if gpus_ffn is not None:
             check_ffn_fits(spec_model, other_hw or side_hw, gpus_ffn)
-        times = derive(spec_model, side_hw, gpus_attention or 1, gpus_ffn, other_hw).times
+        times = derive(
+            spec_model,
+            side_hw,
+            gpus_attention or 1,
+            gpus_ffn,
+            other_hw,
+            link=None if link is None else parse_link(link),
+        ).times
     else:
         require(
             dtypes == (None, None, None),
@@ -77,7 +86,32 @@ def resolve_coeffs(
                     f"{option} {value}) or use roofline:MODEL@HW",
                 )
                 times = replace(times, **{name: float(value)})
+        if link is not None:
+            times = over_link(times, spec, link)
     return times if comm is None else _with_scope(times, comm)
+
+
+def over_link(times: LinearStepTimes, spec: str, link: str) -> LinearStepTimes:
+    """A shipped measured set's step times with its A↔F transfers over ``link`` (the
+    transfer model needs the model's hidden size and layers, which the shipped sets'
+    sources name; any other set is refused)."""
+    from afdplan.calibrate.measured_sets import SHIPPED_SOURCES
+    from afdplan.calibrate.roofline import link_comm, parse_link
+    from afdplan.timing import Linear
+
+    chosen = parse_link(link)
+    source = SHIPPED_SOURCES.get(spec)
+    require(
+        source is not None,
+        f"--link: {spec!r} does not say which model it times (the transfers need its hidden "
+        f"size and layers); give roofline:MODEL@HW or one of {', '.join(SHIPPED_SOURCES)}",
+    )
+    alpha, beta = link_comm(*source.specs(), chosen)
+    return replace(
+        times,
+        comm=Linear(alpha=alpha, beta=beta),
+        provenance=f"{times.provenance}; comm: {chosen.name} link",
+    )
 
 
 def _with_scope(times: LinearStepTimes, comm: str) -> LinearStepTimes:
@@ -102,6 +136,7 @@ def resolve_step_times(
     tables: str | Path | None,
     gpus: tuple[int | None, int | None] = (None, None),
     dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
+    link: str | None = None,
 ) -> tuple[LinearStepTimes, StepTimes]:
     """(the linear coefficients, the same overlaid by measured tables where given).
 
@@ -111,9 +146,11 @@ def resolve_step_times(
     """
     other = _at_other_sizes(spec, gpus, dtypes)
     if other is None:
-        linear = resolve_coeffs(spec, comm, *gpus, dtypes)
+        linear = resolve_coeffs(spec, comm, *gpus, dtypes, link)
         return linear, linear if tables is None else read_tables(tables, linear)
     linear, rows = other
+    if link is not None:
+        linear = over_link(linear, spec, link)
     if comm is not None:
         linear = _with_scope(linear, comm)
     if tables is not None:

@@ -22,6 +22,7 @@ max(compute, memory); a measured table keeps that knee (``afdplan.timing.tables`
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
@@ -79,6 +80,57 @@ INTER_NODE_LINK_BANDWIDTH = 50e9  # bytes/s
 INTER_NODE_LINK_LATENCY = 5e-6  # seconds
 
 
+@dataclass(frozen=True)
+class Link:
+    """An A↔F link per GPU and direction: ``bandwidth`` bytes/s, ``latency`` seconds;
+    ``bandwidth`` None means the attention hardware's own NVLink (and its latency)."""
+
+    name: str
+    bandwidth: float | None = None
+    latency: float | None = None
+
+    def resolve(self, hw: HardwareSpec) -> tuple[float, float]:
+        """(bytes/s, seconds) on ``hw``."""
+        if self.bandwidth is None:
+            return hw.link_bandwidth, hw.link_latency
+        return self.bandwidth, float(self.latency or 0.0)
+
+
+# Named links (``--link``). One NIC port per GPU, per direction: ConnectX-7 (InfiniBand NDR
+# or 400 GbE RoCE) and ConnectX-8 (XDR, 800 Gb/s), at the 5 us per transfer the inter-node
+# link above assumes.
+LINKS = {
+    "nvlink": Link("nvlink"),
+    "ib-ndr": Link("ib-ndr", INTER_NODE_LINK_BANDWIDTH, INTER_NODE_LINK_LATENCY),
+    "ib-xdr": Link("ib-xdr", 2 * INTER_NODE_LINK_BANDWIDTH, INTER_NODE_LINK_LATENCY),
+}
+_CUSTOM_LINK = re.compile(r"^(?P<gbps>\d+(\.\d+)?)gbps@(?P<us>\d+(\.\d+)?)us$")
+
+
+def parse_link(text: str) -> Link:
+    """A named link or ``GBPSgbps@USus`` (e.g. ``200gbps@8us``), else a one-line error."""
+    name = text.strip().lower()
+    if name in LINKS:
+        return LINKS[name]
+    found = _CUSTOM_LINK.match(name)
+    require(
+        found is not None,
+        f"unknown link {text!r}; known: {', '.join(LINKS)}, or BANDWIDTHgbps@LATENCYus "
+        "(e.g. 200gbps@8us)",
+    )
+    gbps, us = float(found["gbps"]), float(found["us"])
+    require(gbps > 0, f"link {text!r}: the bandwidth must be > 0")
+    return Link(name, gbps * 1e9 / 8, us * 1e-6)
+
+
+def link_comm(model: ModelSpec, hw: HardwareSpec, link: Link) -> tuple[float, float]:
+    """(α_C, β_C) of the A↔F transfers over ``link``: one hidden vector each way per token
+    and layer, at the hardware's link efficiency, and one latency each way per layer."""
+    bandwidth, latency = link.resolve(hw)
+    alpha = 2 * model.layers * model.hidden * model.act_bytes / (bandwidth * hw.link_efficiency)
+    return alpha, 2 * model.layers * latency
+
+
 def expert_all_to_all(model: ModelSpec, hw: HardwareSpec, g_f: int) -> tuple[float, float]:
     """(α, β) the FFN group adds when its experts span nodes: every token goes to its
     top-k experts and comes back (dispatch in the weights' dtype, at most one byte; combine
@@ -107,11 +159,12 @@ def derive(
     gpus_ffn: int | None = None,
     ffn_hw: HardwareSpec | None = None,
     cross_node: bool = False,
+    link: Link | None = None,
 ) -> Derivation:
     """Roofline α, β (and γ_A) for ``model`` with the given instance sizes: attention on
     ``hw``, the FFN group on ``ffn_hw`` (default ``hw``). With different hardware on the
     two sides, or a bundle larger than one NVLink domain (``cross_node``), the transfers
-    cross an inter-node link (``INTER_NODE_LINK_*``), not NVLink.
+    cross an inter-node link (``INTER_NODE_LINK_*``), not NVLink; ``link`` names it outright.
     """
     require(gpus_attention >= 1, f"attention GPUs must be >= 1, got {gpus_attention}")
     fhw = ffn_hw or hw
@@ -146,14 +199,11 @@ def derive(
     alpha_ep, beta_ep = expert_all_to_all(model, fhw, g_f)
     alpha_f += alpha_ep
     beta_f += beta_ep
-    if fhw is hw and not cross_node:
-        link_bw, link_latency, link_name = hw.link_bandwidth, hw.link_latency, "NVLink"
-    else:
-        link_bw, link_latency = INTER_NODE_LINK_BANDWIDTH, INTER_NODE_LINK_LATENCY
-        link_name = "inter-node 400 Gb/s"
-    link = link_bw * hw.link_efficiency
-    alpha_c = 2 * L * h * model.act_bytes / link
-    beta_c = 2 * L * link_latency
+    if link is None:
+        link = LINKS["nvlink"] if fhw is hw and not cross_node else LINKS["ib-ndr"]
+    link_bw, link_latency = link.resolve(hw)
+    link_name = "NVLink" if link.bandwidth is None else link.name
+    alpha_c, beta_c = link_comm(model, hw, link)
     capacity = kv_capacity_tokens(model, hw, g_a)
     require(capacity >= 1, f"{model.name} attention weights do not fit {g_a} x {hw.name}; add GPUs")
     bound = "memory" if kv_mem >= kv_cmp else "compute"

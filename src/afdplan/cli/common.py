@@ -105,6 +105,15 @@ ObjectiveOpt = Annotated[
     Objective,
     typer.Option("--objective", help="Maximise tokens/s per GPU, per dollar or per instance."),
 ]
+LinkOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--link",
+        help="A-F link per GPU: nvlink (the hardware's), ib-ndr (400 Gb/s), ib-xdr "
+        "(800 Gb/s), or BANDWIDTHgbps@LATENCYus, e.g. 200gbps@8us [the set's; a roofline: "
+        "NVLink within one machine].",
+    ),
+]
 WeightDtypeOpt = Annotated[
     Dtype | None, typer.Option("--weight-dtype", help="Attention-side weights [the model's].")
 ]
@@ -442,15 +451,17 @@ def load_step_times(
     gpus: tuple[int | None, int | None] = (None, None),
     linear_only: bool = False,
     dtypes: tuple = (None, None, None),
+    link: str | None = None,
 ):
     """(the linear coefficients, the step times to use): the given measured tables, else
     the coefficient set's own curves (unless ``linear_only``), else the linear model.
-    ``dtypes``: the ``--weight-dtype``, ``--ffn-dtype``, ``--kv-dtype`` choices."""
+    ``dtypes``: the ``--weight-dtype``, ``--ffn-dtype``, ``--kv-dtype`` choices; ``link``
+    the ``--link``."""
     from afdplan.calibrate.resolve import resolve_step_times, set_curves
 
     names = tuple(None if d is None else d.value for d in dtypes)
     linear, times = resolve_step_times(
-        coeffs, None if comm is None else comm.value, tables, gpus, names
+        coeffs, None if comm is None else comm.value, tables, gpus, names, link
     )
     if linear_only and tables is None:
         times = linear

@@ -20,6 +20,7 @@ from afdplan.cli.common import (
     KvDtypeOpt,
     LayersOpt,
     LinearOnlyOpt,
+    LinkOpt,
     MicrobatchesOpt,
     ModeOpt,
     ObjectiveOpt,
@@ -81,6 +82,7 @@ def plan(
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
+    link: LinkOpt = None,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
     w_attention: WAttOpt = None,
@@ -101,7 +103,7 @@ def plan(
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(
-        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype)
+        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype), link
     )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)

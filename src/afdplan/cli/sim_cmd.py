@@ -23,6 +23,7 @@ from afdplan.cli.common import (
     KvOpt,
     LayersOpt,
     LinearOnlyOpt,
+    LinkOpt,
     MicrobatchesOpt,
     ModeOpt,
     NoiseOpt,
@@ -186,6 +187,7 @@ def simulate(
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
+    link: LinkOpt = None,
     order: OrderOpt = Order.iid,
     warmup: Annotated[
         Warmup | None,
@@ -255,7 +257,7 @@ def simulate(
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(
-        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype)
+        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype), link
     )
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     stats = wl.stats()
@@ -453,6 +455,7 @@ def sweep(
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
+    link: LinkOpt = None,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
     w_attention: WAttOpt = None,
@@ -483,7 +486,7 @@ def sweep(
     prices = (price_attention, price_ffn)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(
-        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype)
+        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype), link
     )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)

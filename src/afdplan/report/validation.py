@@ -62,8 +62,10 @@ def _layout(n: int) -> tuple[int, int]:
 def _group_axes(results: list[dict], title: str):
     rows, cols = _layout(len(results))
     plt = _pyplot()
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    fig.suptitle(title, fontsize=11)
+    # At least wide enough for the title and the legend row when there are few panels.
+    width = max(4.2 * cols, 13.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 3.2 * rows), squeeze=False)
+    fig.suptitle(title, fontsize=11 if cols > 2 else 10)
     for ax in axes.flat[len(results) :]:
         ax.set_visible(False)
     return fig, list(axes.flat)
@@ -92,7 +94,7 @@ def figure_throughput(
 ) -> None:
     fig, axes = _group_axes(
         results,
-        f"{case}: simulated throughput per {objective} vs r "
+        f"{case}: simulated throughput per {'GPU' if objective == 'gpu' else objective} vs r "
         "(band: indistinguishable from the optimum; lines: the rules' picks)",
     )
     for ax, res in zip(axes, results, strict=False):
@@ -103,7 +105,7 @@ def figure_throughput(
         _mark_rules(ax, res)
         ax.set_title(f"{res['workload']}, B = {res['batch']}", fontsize=9)
         ax.set_xlabel("r")
-        ax.set_ylabel(f"tokens / time / {objective}")
+        ax.set_ylabel(f"tokens / time / {'GPU' if objective == 'gpu' else objective}")
     _legend(fig)
     _save(fig, path)
 
@@ -506,7 +508,8 @@ def setup_text(data: dict, skipped_text: str) -> str:
     pipelines = ", ".join(dict.fromkeys(pipeline_label(r) for r in data["results"]))
     return (
         f"{len(data['results'])} configurations (cases × workloads × B = {grid['batches']} × "
-        f"pipelines: {pipelines}); objective: tokens/s per {meta.get('objective', 'instance')}; "
+        f"pipelines: {pipelines}); objective: tokens/s per "
+        f"{ {'gpu': 'GPU'}.get(meta.get('objective', 'instance'), 'instance') }; "
         f"{grid['seeds']} seeds per r, at least {grid['requests']:,} requests and "
         f"{grid['min_steps']:,} steps per simulation; {meta['simulations']:,} simulations in "
         f"{meta['runtime_s']:.0f} s. Error = |r_rule − r_sim| / r_sim against the simulated "

@@ -383,6 +383,8 @@ CASES: list[tuple[list[str], str]] = [
     ([*DEPLOY, "--gpus", "1"], "--gpus must be >= 2"),
     ([*DEPLOY, "--gpus-ffn", "0"], "--gpus-ffn must be an integer >= 1"),
     ([*DEPLOY, "--gpus-ffn", "7"], "does not divide the 256 experts"),
+    ([*DEPLOY, "--network", "nvlink"], "--network: nvlink is the scale-up domain itself"),
+    ([*DEPLOY, "--network", "warp"], "unknown link 'warp'"),
     ([*DEPLOY, "--microbatches", "x"], "--microbatches: 'x' is not an integer"),
     ([*DEPLOY, "--objective", "cost", "--attention-hw", "h20"], "no public price for h20"),
     ([*DEPLOY, "--top", "0"], "--top must be >= 1"),

@@ -441,3 +441,20 @@ def test_capacity_sizes_the_bundle_with_the_step_times_deploy_chose(cli, tmp_pat
     chosen = fp4["chosen"]
     assert (r, b, pipeline.microbatches) == (chosen["r"], chosen["batch"], chosen["microbatches"])
     assert pipeline.layers == 61
+
+
+def test_network_option_sets_the_scale_out_port_of_both_sides():
+    from afdplan.calibrate.roofline import expert_all_to_all
+    from afdplan.cli.deploy_cmd import over_network
+
+    model, h200 = load_model("deepseek-v3"), load_hardware("h200")
+    a_hw, f_hw = over_network("ib-xdr", h200, h200)
+    assert a_hw is f_hw and a_hw.network_bandwidth == 100e9  # one machine type, one object
+    ndr, xdr = expert_all_to_all(model, h200, 16), expert_all_to_all(model, a_hw, 16)
+    assert xdr[0] == pytest.approx(ndr[0] / 2) and xdr[1] == ndr[1]  # twice the bandwidth
+    a_hw, f_hw = over_network("200gbps@8us", load_hardware("h20"), h200)
+    assert (a_hw.network_bandwidth, f_hw.network_bandwidth) == (25e9, 25e9)
+    assert f_hw.network_latency == pytest.approx(8e-6)
+    # Blackwell boards ship ConnectX-8 (800 Gb/s), as aiconfigurator-core records them
+    assert load_hardware("b300").network_bandwidth == load_hardware("b200").network_bandwidth
+    assert load_hardware("b300").network_bandwidth == 2 * h200.network_bandwidth

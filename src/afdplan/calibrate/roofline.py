@@ -74,8 +74,10 @@ def kv_capacity_tokens(model: ModelSpec, hw: HardwareSpec, gpus_attention: int =
     return max(0, math.floor(free / model.kv_bytes_per_token()))
 
 
-# The A↔F link when the two sides run on different hardware, hence different machines:
-# one 400 Gb/s InfiniBand NDR / RoCE port per GPU (NVIDIA ConnectX-7), per direction.
+# The A↔F link when the two sides run on different hardware, hence different machines, or
+# a bundle outgrows one NVLink domain: the hardware's scale-out port per GPU
+# (``HardwareSpec.network_*``; by default one 400 Gb/s InfiniBand NDR / RoCE port, NVIDIA
+# ConnectX-7, per direction, which these name).
 INTER_NODE_LINK_BANDWIDTH = 50e9  # bytes/s
 INTER_NODE_LINK_LATENCY = 5e-6  # seconds
 
@@ -123,6 +125,15 @@ def parse_link(text: str) -> Link:
     return Link(name, gbps * 1e9 / 8, us * 1e-6)
 
 
+def network_link(hw: HardwareSpec) -> Link:
+    """The hardware's scale-out port as a link."""
+    return Link(
+        f"network {hw.network_bandwidth * 8 / 1e9:.0f} Gb/s",
+        hw.network_bandwidth,
+        hw.network_latency,
+    )
+
+
 def link_comm(model: ModelSpec, hw: HardwareSpec, link: Link) -> tuple[float, float]:
     """(α_C, β_C) of the A↔F transfers over ``link``: one hidden vector each way per token
     and layer, at the hardware's link efficiency, and one latency each way per layer."""
@@ -148,8 +159,8 @@ def expert_all_to_all(model: ModelSpec, hw: HardwareSpec, g_f: int) -> tuple[flo
         * (min(model.ffn_bytes, 1.0) + model.act_bytes)
         * (1 - 1 / nodes)
     )
-    link = INTER_NODE_LINK_BANDWIDTH * hw.link_efficiency
-    return per_token / (g_f * link), 2 * model.moe_layers * INTER_NODE_LINK_LATENCY
+    link = hw.network_bandwidth * hw.link_efficiency
+    return per_token / (g_f * link), 2 * model.moe_layers * hw.network_latency
 
 
 def derive(
@@ -200,7 +211,7 @@ def derive(
     alpha_f += alpha_ep
     beta_f += beta_ep
     if link is None:
-        link = LINKS["nvlink"] if fhw is hw and not cross_node else LINKS["ib-ndr"]
+        link = LINKS["nvlink"] if fhw is hw and not cross_node else network_link(hw)
     link_bw, link_latency = link.resolve(hw)
     link_name = "NVLink" if link.bandwidth is None else link.name
     alpha_c, beta_c = link_comm(model, hw, link)

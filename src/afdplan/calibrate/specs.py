@@ -155,6 +155,9 @@ class HardwareSpec:
     usable_memory: float = 0.9  # share of HBM left for weights + KV after runtime buffers
     gpus_per_node: int = 8  # a node or tray: the unit runtimes place ranks in
     scaleup_gpus: int = 8  # GPUs one NVLink (scale-up) domain joins; beyond it, the network
+    # the scale-out network port per GPU, per direction (one 400 Gb/s ConnectX-7 by default)
+    network_bandwidth: float = 50e9  # bytes/s
+    network_latency: float = 5e-6  # seconds per transfer
     source: str = ""
     price_per_hour: float | None = None  # $ per GPU-hour, a public on-demand figure
     price_source: str = ""

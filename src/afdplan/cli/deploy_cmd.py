@@ -36,6 +36,24 @@ from afdplan.cli.common import (
 )
 from afdplan.errors import require
 
+
+def over_network(text: str, a_hw, f_hw):
+    """Both sides' hardware with ``--network`` as their scale-out port."""
+    from dataclasses import replace
+
+    from afdplan.calibrate.roofline import parse_link
+
+    link = parse_link(text)
+    require(
+        link.bandwidth is not None,
+        "--network: nvlink is the scale-up domain itself; name a network link "
+        "(ib-ndr, ib-xdr or BANDWIDTHgbps@LATENCYus)",
+    )
+    swap = {"network_bandwidth": link.bandwidth, "network_latency": link.latency}
+    a_new = replace(a_hw, **swap)
+    return a_new, a_new if f_hw is a_hw else replace(f_hw, **swap)
+
+
 ModelOpt = Annotated[
     str,
     typer.Option(
@@ -86,6 +104,14 @@ def deploy(
             help="Let FFN (and colocated) groups span nodes (all-to-all at network line rate).",
         ),
     ] = False,
+    network: Annotated[
+        str | None,
+        typer.Option(
+            "--network",
+            help="Scale-out port per GPU beyond one NVLink domain: ib-ndr (400 Gb/s), ib-xdr "
+            "(800 Gb/s) or BANDWIDTHgbps@LATENCYus [the hardware's].",
+        ),
+    ] = None,
     microbatches: Annotated[
         str, typer.Option("--microbatches", "-m", help="Micro-batch counts to search (list).")
     ] = "1-4",
@@ -130,6 +156,8 @@ def deploy(
     )
     a_hw = load_hardware(attention_hw)
     f_hw = load_hardware(ffn_hw) if ffn_hw else a_hw
+    if network is not None:
+        a_hw, f_hw = over_network(network, a_hw, f_hw)
     target = Target(
         model=spec,
         attention_hw=a_hw,
@@ -214,7 +242,9 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
     )
     out.print(
         "Step times: roofline per instance size"
-        + ("" if t.anchor is None else f", anchored on {result.anchor_text()}"),
+        + ("" if t.anchor is None else f", anchored on {result.anchor_text()}")
+        + f"; beyond one NVLink domain a {t.attention_hw.network_bandwidth * 8 / 1e9:.0f} Gb/s "
+        f"port per GPU ({t.attention_hw.network_latency * 1e6:g} us)",
         markup=False,
     )
     table = OutTable(f"Best launchable configurations ({result.runtime})")

@@ -120,6 +120,10 @@ class DeployResult:
                 "quantity": "step time (per-request TPOT is simulated)",
             },
             "objective": t.objective,
+            "network": {
+                "gbps_per_gpu": t.attention_hw.network_bandwidth * 8 / 1e9,
+                "latency_us": t.attention_hw.network_latency * 1e6,
+            },
             "anchor": None if t.anchor is None else t.anchor.name,
             "anchor_ratios": self.anchor_text(),
             "runtime": self.runtime,

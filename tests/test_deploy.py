@@ -313,6 +313,9 @@ def test_cost_objective_uses_the_hardware_prices():
         c["r"] * c["batch"] / (dollars * c["step_time_mean_ms"] / 1e3)
     )
     assert load_hardware("h20").price_per_hour is None
+    l40s = load_hardware("l40s")  # every price names its source and date
+    assert l40s.price_per_hour == 1.861 and "AWS G6e" in l40s.price_source
+    assert "2025" in l40s.price_source
 
 
 def test_tokens_per_joule_at_board_power(result):

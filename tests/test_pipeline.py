@@ -415,3 +415,9 @@ def test_link_replaces_the_transfers_of_a_roofline_or_shipped_set():
     assert shipped.ffn == resolve_coeffs("deepseek-v3-h200").ffn  # only the transfers change
     with pytest.raises(InputError, match="does not say which model it times"):
         resolve_coeffs("paper-v1-dsv3-910c", link="ib-ndr")
+
+
+def test_plan_names_the_link_it_was_given(cli):
+    res = cli("plan", "--link", "ib-xdr", "--json")
+    assert res.code == 0, res.err
+    assert res.json()["coeffs"] == "deepseek-v3-h200 over ib-xdr"

@@ -62,6 +62,8 @@ def resolve_coeffs(
             other_hw,
             link=None if link is None else parse_link(link),
         ).times
+        if link is not None:
+            times = replace(times, name=f"{times.name} over {parse_link(link).name}")
     else:
         require(
             dtypes == (None, None, None),
@@ -109,6 +111,7 @@ def over_link(times: LinearStepTimes, spec: str, link: str) -> LinearStepTimes:
     alpha, beta = link_comm(*source.specs(), chosen)
     return replace(
         times,
+        name=f"{times.name} over {chosen.name}",
         comm=Linear(alpha=alpha, beta=beta),
         provenance=f"{times.provenance}; comm: {chosen.name} link",
     )

@@ -175,3 +175,20 @@ def test_deployment_grid_without_the_measured_tables_keeps_the_shipped_size(monk
     assert (
         miss["case"] == "DeepSeek-V3 H200 EP16" and "install the measured extra" in (miss["reason"])
     )
+
+
+def test_build_study_assembles_each_grid():
+    from afdplan.study import QUICK_GRID, build_study
+
+    paper = build_study(deployment=False, quick=True, traces=None)
+    assert paper.pipelines == (("overlap", 1),) and paper.objective == "instance"
+    assert paper.grid == QUICK_GRID and set(paper.workloads) == {
+        "geometric P100 D500",
+        "lognormal heavy-tail",
+    }
+    deployment = build_study(deployment=True, quick=True, traces=None)
+    assert deployment.pipelines == (("serial", 1), ("pingpong", 2))
+    assert deployment.objective == "gpu"
+    assert [c.name for c in deployment.cases] == ["easy: DeepSeek-V3 H200 EP8 fit"]
+    with pytest.raises(InputError, match="--grid deployment runs serial"):
+        build_study(deployment=True, quick=True, traces=None, pipeline=("pingpong", 2))

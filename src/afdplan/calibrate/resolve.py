@@ -54,16 +54,12 @@ def resolve_coeffs(
         other_hw = load_hardware(ffn_hw) if plus else None
         if gpus_ffn is not None:
             check_ffn_fits(spec_model, other_hw or side_hw, gpus_ffn)
+        chosen = None if link is None else parse_link(link)
         times = derive(
-            spec_model,
-            side_hw,
-            gpus_attention or 1,
-            gpus_ffn,
-            other_hw,
-            link=None if link is None else parse_link(link),
+            spec_model, side_hw, gpus_attention or 1, gpus_ffn, other_hw, link=chosen
         ).times
-        if link is not None:
-            times = replace(times, name=f"{times.name} over {parse_link(link).name}")
+        if chosen is not None:
+            times = replace(times, name=f"{times.name} over {chosen.name}")
     else:
         require(
             dtypes == (None, None, None),

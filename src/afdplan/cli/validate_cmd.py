@@ -75,22 +75,9 @@ def validate(
     -o writes the raw results (JSON, the input of `afdplan report`); --save-dir writes the
     Markdown + HTML report with figures.
     """
-    from afdplan.data import builtin_names, resolve_input
+    from afdplan.data import resolve_input
     from afdplan.sim.sweep import connect_backend
-    from afdplan.study import (
-        DEFAULT_GRID,
-        DEPLOYMENT_FFN_GROUPS,
-        DEPLOYMENT_GRID,
-        DEPLOYMENT_PIPELINES,
-        DEPLOYMENT_QUICK_WORKLOADS,
-        DEPLOYMENT_TRACE,
-        QUICK_GRID,
-        builtin_cases,
-        builtin_workloads,
-        case_pipeline,
-        deployment_cases,
-        run_validation,
-    )
+    from afdplan.study import build_study, case_pipeline, run_validation
 
     output = prepare_output_file(output, "--output", (".json",))
     save_dir = prepare_output_dir(save_dir)
@@ -99,47 +86,31 @@ def validate(
         objective is not Objective.cost,
         "--objective: the study compares tokens/s per instance or per GPU, not per dollar",
     )
-    deployment = grid is StudyGrid.deployment
-    if deployment:
-        require(
-            pipeline is None and microbatches == 1,
-            "--grid deployment runs serial and ping-pong m = 2, 3 itself; "
-            "--pipeline/--microbatches choose the paper grid's pipeline",
-        )
-    if trace is None:
-        shipped = [DEPLOYMENT_TRACE] if deployment else builtin_names("trace")
-        traces = [] if quick else [resolve_input(n, "trace") for n in shipped]
-    else:
-        traces = [resolve_input(t, "trace") for t in trace]
-    if deployment:
-        groups = DEPLOYMENT_FFN_GROUPS[:1] if quick else DEPLOYMENT_FFN_GROUPS
-        cases, skipped = deployment_cases(groups, quick)
-        require(bool(cases), "; ".join(dict.fromkeys(s["reason"] for s in skipped)))
-        pipelines = DEPLOYMENT_PIPELINES[:2] if quick else DEPLOYMENT_PIPELINES
-        workloads = builtin_workloads(quick, traces, DEPLOYMENT_QUICK_WORKLOADS if quick else ())
-    else:
-        cases, skipped = builtin_cases(quick)
-        pipelines = (((pipeline or PipelineKind.overlap).value, microbatches),)
-        workloads = builtin_workloads(quick, traces)
-    for case in cases:  # refuse a pipeline the cases cannot run before any work
-        for steps_run in pipelines:
+    given = pipeline is not None or microbatches != 1
+    study = build_study(
+        grid is StudyGrid.deployment,
+        quick,
+        None if trace is None else [resolve_input(t, "trace") for t in trace],
+        ((pipeline or PipelineKind.overlap).value, microbatches) if given else None,
+        None if objective is None else objective.value,
+    )
+    for case in study.cases:  # refuse a pipeline the cases cannot run before any work
+        for steps_run in study.pipelines:
             case_pipeline(case, steps_run)
-    study = QUICK_GRID if quick else DEPLOYMENT_GRID if deployment else DEFAULT_GRID
-    goal = (objective or (Objective.gpu if deployment else Objective.instance)).value
     backend_name = None if backend is None else backend.value
     connect_backend(backend_name, scheduler)
-    total = len(cases) * len(workloads) * len(study.batches) * len(pipelines)
+    total = len(study.cases) * len(study.workloads) * len(study.grid.batches) * len(study.pipelines)
     with progress_bar("validate") as bar:
         task = bar.add_task("validate", total=None)
         results = run_validation(
-            cases,
-            workloads,
-            study,
+            study.cases,
+            study.workloads,
+            study.grid,
             n_jobs=jobs,
-            skipped=skipped,
+            skipped=study.skipped,
             seed=seed,
-            pipelines=pipelines,
-            objective=goal,
+            pipelines=study.pipelines,
+            objective=study.objective,
             backend=backend_name,
             progress=lambda done, all_: bar.update(task, completed=done, total=all_),
         )
@@ -152,7 +123,7 @@ def validate(
     if as_json:
         print_json(results)
         return
-    _render_validation(results, total, skipped, output, save_dir)
+    _render_validation(results, total, study.skipped, output, save_dir)
 
 
 def show_rows(rows: list[list[str]], title: str, left: tuple[str, ...]) -> None:

@@ -85,6 +85,54 @@ DEPLOYMENT_GRID = Grid(
 # ------------------------------------------------------------------- the inputs
 
 
+@dataclass(frozen=True)
+class Study:
+    """Everything one run of the study needs: what ``afdplan validate`` assembles."""
+
+    cases: list[Case]
+    skipped: list[dict]  # cases this machine cannot run, with the reason
+    workloads: dict[str, Workload]
+    pipelines: tuple[tuple[str, int], ...]
+    grid: Grid
+    objective: str
+
+
+def build_study(
+    deployment: bool,
+    quick: bool,
+    traces: list[Path] | None,
+    pipeline: tuple[str, int] | None = None,
+    objective: str | None = None,
+) -> Study:
+    """The paper grid (under ``pipeline``, default overlap; per instance) or the deployment
+    grid (serial and ping-pong m = 2, 3 with EP8/EP16 groups; per GPU). ``traces`` None:
+    the shipped traces the grid uses (none with ``quick``)."""
+    from afdplan.data import builtin_names, resolve_input
+
+    require(
+        not (deployment and pipeline is not None),
+        "--grid deployment runs serial and ping-pong m = 2, 3 itself; "
+        "--pipeline/--microbatches choose the paper grid's pipeline",
+    )
+    if traces is None:
+        shipped = [DEPLOYMENT_TRACE] if deployment else builtin_names("trace")
+        traces = [] if quick else [resolve_input(n, "trace") for n in shipped]
+    if deployment:
+        groups = DEPLOYMENT_FFN_GROUPS[:1] if quick else DEPLOYMENT_FFN_GROUPS
+        cases, skipped = deployment_cases(groups, quick)
+        require(bool(cases), "; ".join(dict.fromkeys(s["reason"] for s in skipped)))
+        pipelines = DEPLOYMENT_PIPELINES[:2] if quick else DEPLOYMENT_PIPELINES
+        workloads = builtin_workloads(quick, traces, DEPLOYMENT_QUICK_WORKLOADS if quick else ())
+        grid = QUICK_GRID if quick else DEPLOYMENT_GRID
+    else:
+        cases, skipped = builtin_cases(quick)
+        pipelines = (pipeline or ("overlap", 1),)
+        workloads = builtin_workloads(quick, traces)
+        grid = QUICK_GRID if quick else DEFAULT_GRID
+    goal = objective or ("gpu" if deployment else "instance")
+    return Study(cases, skipped, workloads, tuple(pipelines), grid, goal)
+
+
 def builtin_workloads(
     quick: bool, traces: list[Path], names: tuple[str, ...] | None = None
 ) -> dict[str, Workload]:

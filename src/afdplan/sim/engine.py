@@ -126,12 +126,12 @@ def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_r
         require(pipe.microbatches == 1, "the occupancy has no micro-batch loads")
         loads = occ.loads.T[:, :, None]
         seqs = occ.active_counts().T[:, :, None].astype(np.float64)
-    elif occ.microbatch_active is not None:
-        loads = np.moveaxis(occ.microbatch_loads, 2, 0)  # (S, r, m)
-        seqs = np.moveaxis(occ.microbatch_active, 2, 0).astype(np.float64)
     else:
-        loads = np.moveaxis(occ.microbatch_loads, 2, 0)
-        seqs = np.broadcast_to(pipe.split(occ.batch).astype(np.float64), loads.shape)
+        loads = np.moveaxis(occ.microbatch_loads, 2, 0)  # (S, r, m)
+        if occ.microbatch_active is not None:  # partly empty batches (KV cap)
+            seqs = np.moveaxis(occ.microbatch_active, 2, 0).astype(np.float64)
+        else:  # full slots, split in order
+            seqs = np.broadcast_to(pipe.split(occ.batch).astype(np.float64), loads.shape)
     noise_a = _noise(noise_rng, config.noise, (r, total))
     a = np.asarray(times.attention_time(seqs, loads), dtype=np.float64) / L
     a = a * (noise_a.T[:, :, None] if np.ndim(noise_a) else noise_a)

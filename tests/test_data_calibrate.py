@@ -80,6 +80,79 @@ def test_deepseek_v3_h200_tables_and_roofline(aic):
     assert fits["ffn"].r2 > 0.98
 
 
+def _collector_balanced_rank0_pairs(num_tokens: int, experts: int, top_k: int, ep: int) -> int:
+    """Token-expert pairs that land on EP rank 0 under aiconfigurator's ``balanced_logits``
+    (collector/helper.py: token t picks experts (t + i·⌈E/k⌉) mod E, i < k), rank 0 owning
+    experts [0, E/ep): written from that definition, not copied."""
+    stride = -(-experts // top_k)
+    t = np.arange(num_tokens)[:, None]
+    if num_tokens >= stride:
+        chosen = (t + np.arange(top_k)[None, :] * stride) % experts
+    else:
+        chosen = (t * stride / num_tokens + np.arange(top_k)[None, :] * stride) % experts
+    return int((chosen < experts // ep).sum())
+
+
+@pytest.mark.parametrize("num_tokens", [64, 1024, 4096])
+@pytest.mark.parametrize("ep", [1, 8, 32])
+def test_collector_rank0_does_its_share_of_the_whole_batch(num_tokens, ep):
+    # A row (num_tokens = n, EP g) times rank 0 on n·k/g pairs: the share of ONE group
+    # receiving n tokens in total, not of a group whose every rank holds n tokens.
+    assert _collector_balanced_rank0_pairs(num_tokens, 256, 8, ep) == num_tokens * 8 // ep
+
+
+def _moe_rows(ep: int, version: str = "0.24.0"):
+    import pandas as pd
+
+    from afdplan.calibrate.aiconfig import data_root
+
+    table = pd.read_parquet(data_root() / f"h200_sxm/moe/vllm/{version}/moe_perf.parquet")
+    sel = (
+        (table["hidden_size"] == 7168)
+        & (table["num_experts"] == 256)
+        & (table["topk"] == 8)
+        & (table["moe_tp_size"] == 1)
+        & (table["moe_dtype"] == "fp8_block")
+        & (table["distribution"] == "balanced")
+        & (table["moe_ep_size"] == ep)
+    )
+    return table[sel].groupby("num_tokens")["latency"].median()
+
+
+@pytest.mark.parametrize("version", ["0.19.0", "0.24.0"])
+@pytest.mark.parametrize("ep", [128, 256])
+def test_moe_rows_are_impossible_under_a_per_rank_token_axis(aic, version, ep):
+    # Where the two readings differ: at large EP and many tokens. If every rank held
+    # num_tokens = n tokens, each rank would run n·k token-expert pairs (3 GEMMs of
+    # h x I each), and the measured time would sit below what H200 FP8 tensor cores can
+    # do at peak (1979 TFLOP/s): impossible. As the group's batch, rank 0 runs n·k/g pairs,
+    # far inside the peak.
+    peak, h, inter, k = 1979e12, 7168, 2048, 8
+    rows = _moe_rows(ep, version)
+    for n in (8192, 16384):
+        measured_s = rows.loc[n] / 1e3
+        flops_per_pair = 2 * 3 * h * inter
+        assert n * k * flops_per_pair / peak > measured_s  # per-rank reading: too fast
+        assert n * k / ep * flops_per_pair / peak < measured_s  # group reading: fine
+
+
+def test_measured_ffn_reads_the_moe_table_at_the_group_batch(aic):
+    from afdplan.calibrate.aiconfig import measured_tables
+
+    model = load_model("deepseek-v3")
+    rows = measured_tables(model, "h200_sxm", "vllm", 1, 8).rows
+    ffn = rows[rows["op"] == "ffn"].set_index("tokens")["seconds"]
+    moe = _moe_rows(8)
+    for tokens in (512, 4096, 16384):
+        routed_only = model.moe_layers * moe.loc[tokens] / 1e3
+        # The FFN of a micro-batch of T tokens is at least its routed experts at
+        # num_tokens = T (plus shared experts and dense layers) ...
+        assert ffn.loc[tokens] > routed_only
+        # ... and not the per-rank reading, which would price T/8 tokens.
+        assert ffn.loc[tokens] < routed_only * 1.5
+    assert ffn.loc[16384] > 4 * ffn.loc[2048]
+
+
 def test_gemm_table_cross_check_llama2_70b(aic):
     from afdplan.calibrate.aiconfig import measured_tables
 

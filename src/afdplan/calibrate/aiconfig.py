@@ -12,8 +12,21 @@ measured per GPU system and serving framework, in ms per layer. For one model ×
   (vocab-parallel over the instance's GPUs); from the GEMM table at m = B.
 * ``ffn`` — dense FFN: gate-up and down GEMMs, tensor-parallel over the FFN instance's
   g_F GPUs, plus the NCCL all-reduce of the output; MoE: ``moe_perf`` with expert
-  parallelism g_F and ``num_tokens`` per rank (the FFN batch r·B split evenly), balanced
-  routing, plus the shared experts and the leading dense layers, replicated per rank.
+  parallelism g_F read at ``num_tokens`` = the whole FFN batch T (see below), balanced
+  routing, plus the shared experts and the leading dense layers, replicated per rank and
+  run by each rank on its T/g_F tokens.
+
+The MoE table's token axis is the group's, not a rank's. aiconfigurator-core's collectors
+time EP rank 0 while ``num_tokens`` hidden states are routed over all E experts, rank 0
+computing only its E/g local experts (``collector/vllm/collect_moe.py`` at ai-dynamo/
+aiconfigurator 095f58a: ``hidden_states = torch.randn([num_tokens, hidden_size])`` line 702,
+``balanced_logits(num_tokens, num_experts, topk)`` line 748, the rank-0 expert map of a
+``moe_ep_size`` world, lines 539-542), and its estimator queries the table with every
+data-parallel rank's tokens together (``operators/moe.rs`` lines 196-197, 274-279:
+``num_tokens * attention_dp_size``; its roofline divides ``num_tokens·topk`` by the EP size,
+line 799). The tables agree: at a fixed ``num_tokens`` the time falls as the EP size grows
+(h200_sxm vllm 0.24.0, 16,384 tokens: EP8 5.1 ms, EP16 4.0 ms), where a per-rank axis would
+keep it flat. So a micro-batch of T tokens on the group takes ``table(num_tokens = T)``.
 
 GEMM shapes missing from the table are scaled from the closest measured shape by the
 ratio of n·k (both the weight bytes and the FLOPs scale with it); the notes say so. The
@@ -408,9 +421,9 @@ def _ffn_rows(
     require(bool(eps), f"{src}: no {moe_dtype} MoE rows for {model.name}'s expert shape")
     require(g in eps, f"{src}: no expert-parallel size {g} for {model.name}; measured: {eps}")
     sub = table[shape & (table["moe_ep_size"] == g)].groupby("num_tokens")["latency"].median()
-    per_rank = sub.index.to_numpy(np.float64)
-    moe = sub.to_numpy(np.float64)
-    per_layer_moe = moe
+    tokens = sub.index.to_numpy(np.float64)  # the whole group's micro-batch (module doc)
+    per_rank = tokens / g  # the replicated dense parts run on each rank's share
+    per_layer_moe = sub.to_numpy(np.float64)
     if model.shared_intermediate:
         per_layer_moe = (
             per_layer_moe
@@ -424,12 +437,12 @@ def _ffn_rows(
         )
         total = total + model.first_dense_layers * dense
     notes.append(
-        f"ffn: {src}, {moe_dtype}, EP {g}, balanced routing, num_tokens per rank = r·B/{g}; "
-        f"{model.moe_layers} MoE layers"
+        f"ffn: {src}, {moe_dtype}, EP {g}, balanced routing, num_tokens = the group's "
+        f"micro-batch; {model.moe_layers} MoE layers"
         + (" + shared experts" if model.shared_intermediate else "")
         + (f" + {model.first_dense_layers} dense layers (GEMM)" if model.first_dense_layers else "")
     )
-    return _rows("ffn", tokens=per_rank * g, seconds=total / 1e3)
+    return _rows("ffn", tokens=tokens, seconds=total / 1e3)
 
 
 def _all_reduce(system: str, g: int, message_bytes: np.ndarray, notes: list[str]) -> np.ndarray:

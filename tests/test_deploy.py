@@ -22,7 +22,7 @@ from afdplan.deploy.runtime import (
     vllm_afd_files,
     write_launch_files,
 )
-from afdplan.deploy.search import _pareto, kv_limit, roofline_times, spread_quantile, with_fan_in
+from afdplan.deploy.search import _pareto, kv_limit, roofline_times, spread_quantile
 from afdplan.deploy.verify import verify
 from afdplan.errors import InputError
 from afdplan.theory.memory import max_feasible_batch
@@ -80,14 +80,13 @@ def test_pareto_keeps_exactly_the_undominated_points(pairs):
 
 
 def test_fan_in_scales_only_the_per_token_transfer():
-    times = small_target().model and load_hardware("h200")
     from afdplan.calibrate.roofline import derive
 
-    t = derive(load_model("deepseek-v3"), times, 1, 8).times
-    assert with_fan_in(t, 4, 8) is t
-    fanned = with_fan_in(t, 24, 8)
-    assert fanned.comm.alpha == pytest.approx(3 * t.comm.alpha)
-    assert fanned.comm.beta == t.comm.beta
+    t = derive(load_model("deepseek-v3"), load_hardware("h200"), 1, 8).times
+    assert t.comm_scope == "fan_in"
+    own = t.comm.alpha * 32 + t.comm.beta  # a worker's 32 tokens on its own link
+    assert t.comm_time(32, 4) == pytest.approx(own)  # 4 senders into 8 FFN ports: no wait
+    assert t.comm_time(32, 24) == pytest.approx(3 * t.comm.alpha * 32 + t.comm.beta)
 
 
 def test_every_row_meets_the_slo_and_fits_the_kv_cache(result):

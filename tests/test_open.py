@@ -66,7 +66,8 @@ def test_every_request_is_served_once_and_in_order():
 def test_one_request_at_a_time_takes_the_hand_computed_step():
     """Arrivals far apart: no queue, and every step serves one sequence. Its micro-batch is
     the only one with work, so the other is not run and the step is the serial one at the
-    request's own context: L·(a + 2x + f) (DESIGN §8 by hand)."""
+    request's own context: L·(a + x + f + y), x = y = half the round trip t_C (DESIGN §8
+    by hand)."""
     wl = EmpiricalWorkload(
         prompt=np.array([1000] * 5), decode=np.array([4] * 5), arrival=np.arange(5) * 100.0
     )
@@ -75,7 +76,7 @@ def test_one_request_at_a_time_takes_the_hand_computed_step():
     assert np.all(run.wait == 0)
     a, fa, c = TIMES.attention, TIMES.ffn, TIMES.comm
     total = sum(
-        (a.alpha * (1000 + k) + a.gamma + a.beta) + 2 * (c.alpha + c.beta) + (fa.alpha + fa.beta)
+        (a.alpha * (1000 + k) + a.gamma + a.beta) + (c.alpha + c.beta) + (fa.alpha + fa.beta)
         for k in range(4)
     )
     np.testing.assert_allclose(run.finish - run.start, total, rtol=1e-12)
@@ -93,12 +94,13 @@ def test_two_micro_batches_each_carry_their_own_requests():
     a, fa, c = TIMES.attention, TIMES.ffn, TIMES.comm
     m, L = 2, 61
     t_a = [a.alpha * kv + a.gamma + a.beta for kv in (1001, 3000)]  # A in its 2nd step
-    x, ff = (c.alpha + c.beta) / L, (fa.alpha + fa.beta) / L  # one sequence per micro-batch
+    # one sequence per micro-batch; each direction carries half the round trip
+    x, ff = (c.alpha + c.beta) / 2 / L, (fa.alpha + fa.beta) / L
     s = max(t_a) / L + 2 * x + ff
     s_max = max(sum(t_a) / m / L, x, ff)
     joint = s + (m - 1) * s_max + (L - 1) * max(m * s_max, s)
     assert run.finish[1] - run.start[1] == pytest.approx(joint, rel=1e-12)
-    alone = a.alpha * 1000 + a.gamma + a.beta + 2 * (c.alpha + c.beta) + fa.alpha + fa.beta
+    alone = a.alpha * 1000 + a.gamma + a.beta + (c.alpha + c.beta) + fa.alpha + fa.beta
     assert run.start[1] == pytest.approx(alone, rel=1e-12)
 
 

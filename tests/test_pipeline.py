@@ -98,15 +98,26 @@ def test_barrier_closed_form_tracks_the_recurrence(layers, m, r, base, spread, s
 
 
 def test_aic_models_by_name():
-    a, f, c = 1.0, 3.0, 0.5
-    m, L = 2, 10
-    opt = Pipeline("aic-optimistic", m, L).step_time(a, a, c, f, c)
-    con = Pipeline("aic-conservative", m, L).step_time(a, a, c, f, c)
-    assert opt == pytest.approx((a + f + 2 * c) + max(a, f, c) * (m * L - 1))
-    assert con == pytest.approx((a + f + 2 * c) + max(a + c, f + c) * (m * L - 1))
+    # AIConfigurator 0.12 (sdk/inference_session.py, _pipeline_tcycle and
+    # _pipeline_global_step_latency): fill a + x + f + y, then (m·L − 1) cycles of
+    # max(a, f, x + y) when m ≥ 2 + (x + y)/max(a, f), else of max(a + x, f + y).
+    a, f, x, y = 1.0, 3.0, 0.5, 0.5
+    m, L = 3, 10
+    fill = a + x + f + y  # 5.0
+    opt = Pipeline("aic-optimistic", m, L).step_time(a, a, x, f, y)
+    con = Pipeline("aic-conservative", m, L).step_time(a, a, x, f, y)
+    assert 3 >= 2 + (x + y) / max(a, f)  # enough micro-batches: the optimistic cycle
+    assert opt == pytest.approx(5.0 + 3.0 * 29)  # max(1, 3, 1) = 3
+    assert con == pytest.approx(5.0 + 3.5 * 29)  # max(1.5, 3.5)
     # Optimistic equals the ping-pong closed form when the busiest resource hides the trip.
-    assert m * max(a, f, c) >= a + f + 2 * c
-    assert opt == pytest.approx(pingpong_closed_form(a, a, c, f, c, m, L))
+    assert opt == pytest.approx(pingpong_closed_form(a, a, x, f, y, m, L))
+    # Two micro-batches cannot hide x + y = 1 behind max(a, f) = 3 (needs 2.33): the
+    # optimistic model falls back to the conservative cycle.
+    two = Pipeline("aic-optimistic", 2, L).step_time(a, a, x, f, y)
+    assert two == pytest.approx(fill + 3.5 * 19)
+    # The cycle charges x + y, not max(x, y): transfers that outweigh compute bind.
+    slow = Pipeline("aic-optimistic", 8, 2).step_time(1.0, 1.0, 2.0, 1.0, 2.0)
+    assert slow == pytest.approx(6.0 + 4.0 * 15)  # 8 ≥ 2 + 4/1; cycle max(1, 1, 4)
 
 
 def test_pipeline_rules():
@@ -421,3 +432,64 @@ def test_plan_names_the_link_it_was_given(cli):
     res = cli("plan", "--link", "ib-xdr", "--json")
     assert res.code == 0, res.err
     assert res.json()["coeffs"] == "deepseek-v3-h200 over ib-xdr"
+
+
+# ------------------------------------------------------------------ transfers
+
+
+def _fan_in_times():
+    """Hand-sized coefficients (seconds): a round trip of 1 ms + 0.1 ms per token, an FFN
+    group of 2 GPUs whose ports receive every worker's tokens."""
+    from dataclasses import replace
+
+    from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
+
+    return replace(
+        LinearStepTimes(
+            attention=AttentionLinear(alpha=1e-6, beta=2e-3, gamma=0.0),
+            ffn=Linear(alpha=1e-4, beta=5e-3),
+            comm=Linear(alpha=1e-4, beta=1e-3),
+            layers=4,
+        ),
+        comm_scope="fan_in",
+        gpus_ffn=2.0,
+    )
+
+
+def test_each_direction_carries_half_the_round_trip_once():
+    # Fixed lengths (prompt 10, one decode step: every worker holds 4·10 KV tokens every
+    # step), so the simulator and the theory must give the same step, by hand: r = 6
+    # workers of B = 4 into g_F = 2 ports, fan-in 3, t_C = 1e-4·4·3 + 1e-3 = 2.2 ms for the
+    # round trip, charged once.
+    times = _fan_in_times()
+    t_c = 1e-4 * 4 * 3 + 1e-3
+    assert times.comm_time(4, 6) == pytest.approx(t_c)
+    assert times.comm_time(4, 2) == pytest.approx(1e-4 * 4 + 1e-3)  # 2 senders, 2 ports
+    t_a = 1e-6 * 4 * 10 + 2e-3  # B·(prompt 10): a decode length of 1 keeps loads fixed
+    t_f = 1e-4 * 24 + 5e-3
+    wl = parse_workload("fixed:prefill=10,decode=1")
+    serial = SimConfig(ratio=6, batch=4, steps=50, mode="serial", warmup="cold", warmup_steps=0)
+    res = simulate(wl, times, serial)
+    assert res.mean_step_time_s == pytest.approx(t_a + t_c + t_f, rel=1e-12)
+    dep = Deployment(times, 4, "serial")
+    assert barrier_point(dep, 10.0, 0.0, 6).cycle_time == pytest.approx(t_a + t_c + t_f)
+    # Ping-pong with one micro-batch over L = 4 layers: x = y = t_C/(2L) each way.
+    pp = SimConfig(ratio=6, batch=4, steps=50, mode="pingpong", microbatches=1, layers=4,
+                   warmup="cold", warmup_steps=0)  # fmt: skip
+    res = simulate(wl, times, pp)
+    assert res.mean_step_time_s == pytest.approx(t_a + t_c + t_f, rel=1e-12)
+    lt = barrier_point(Deployment(times, 4, Pipeline("pingpong", 1, 4)), 10.0, 0.0, 6)
+    assert lt.cycle_time == pytest.approx(t_a + t_c + t_f)
+    assert lt.t_comm == pytest.approx(t_c)
+
+
+def test_fan_in_enters_the_rule_as_the_max_of_two_lines():
+    from afdplan.theory import mean_field_cycle_time
+
+    times = _fan_in_times()
+    dep = Deployment(times, 4, "overlap")
+    r = np.arange(1, 40)
+    t_a = 1e-6 * 4 * 10 + 2e-3
+    comm = 1e-4 * 4 * np.maximum(1, r / 2) + 1e-3
+    expected = np.maximum(np.maximum(t_a, comm), 1e-4 * 4 * r + 5e-3)
+    np.testing.assert_allclose(mean_field_cycle_time(dep, 10.0, r), expected, rtol=1e-12)

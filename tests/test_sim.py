@@ -162,7 +162,8 @@ def test_serial_mode_adds_stages():
     cfg = SimConfig(ratio=3, batch=4, steps=100, mode="serial", warmup="cold", warmup_steps=0)
     res = simulate(workload, PAPER, cfg)
     t_a = 0.00165 * 4 * 10.5 + 50
-    assert res.mean_step_time_s == pytest.approx(t_a + 2 * (0.022 * 4 + 20) + 0.083 * 12 + 100)
+    # t_C is the round trip (both directions): charged once
+    assert res.mean_step_time_s == pytest.approx(t_a + (0.022 * 4 + 20) + 0.083 * 12 + 100)
 
 
 # ------------------------------------------------------------------ invariants

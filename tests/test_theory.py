@@ -96,13 +96,13 @@ def test_weighted_interior_optimum():
 
 
 def test_serial_mode_optimum():
-    # τ = t̄_A + 2 t̄_C + β_F + α_F·r·B: r* = √((t̄_A + 2 t̄_C + β_F)/(α_F·B)).
+    # τ = t̄_A + t̄_C + β_F + α_F·r·B (t̄_C the round trip): r* = √((t̄_A + t̄_C + β_F)/(α_F·B)).
     dep = Deployment(PAPER, 256, pipeline="serial")
     t_a = 0.00165 * 256 * 600 + 50
     t_c = 0.022 * 256 + 20
     res = optimal_ratio(dep, 600.0)
     assert res.regime == "serial"
-    assert res.r_star == pytest.approx(math.sqrt((t_a + 2 * t_c + 100) / (0.083 * 256)))
+    assert res.r_star == pytest.approx(math.sqrt((t_a + t_c + 100) / (0.083 * 256)))
 
 
 coefficient = st.floats(1e-4, 10.0)
@@ -212,7 +212,7 @@ def test_barrier_matches_monte_carlo(r, mode):
     if mode == "overlap":
         mc = np.maximum(max(t_c, t_f), worst).mean()
     else:
-        mc = (worst + 2 * t_c + t_f).mean()
+        mc = (worst + t_c + t_f).mean()
     assert point.cycle_time == pytest.approx(mc, rel=0.01)
     assert point.cycle_time >= point.cycle_time_mean_field - 1e-9
 

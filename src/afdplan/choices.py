@@ -13,14 +13,14 @@ class Mode(StrEnum):
     """How the stages of a decode step combine (DESIGN.md §1)."""
 
     overlap = "overlap"  # τ = max of the stages (the paper's pipelining)
-    serial = "serial"  # τ = t_A + 2·t_C + t_F
+    serial = "serial"  # τ = t_A + t_C + t_F (t_C: the round trip)
 
 
 class PipelineKind(StrEnum):
     """How stage times combine into a step (DESIGN.md §8; afdplan.bundle.pipeline)."""
 
     overlap = "overlap"  # the paper's: τ = max of the stages
-    serial = "serial"  # τ = t_A + 2·t_C + t_F
+    serial = "serial"  # τ = t_A + t_C + t_F (t_C: the round trip)
     pingpong = "pingpong"  # m micro-batches through every layer (what AFD runtimes run)
     aic_optimistic = "aic-optimistic"  # AIConfigurator's AFD cycle models
     aic_conservative = "aic-conservative"
@@ -88,8 +88,11 @@ class Percentile(StrEnum):
 class CommScope(StrEnum):
     """What one A↔F transfer carries (DESIGN.md §3)."""
 
-    per_worker = "per_worker"  # B tokens per Attention worker (v1)
-    aggregate = "aggregate"  # the round trip on all r·B tokens
+    per_worker = "per_worker"  # B tokens per Attention worker, its own link (v1)
+    aggregate = "aggregate"  # all r·B tokens on one link
+    # B tokens per Attention worker, but the g_F FFN ports receive all r·B: a transfer
+    # takes as long as the busier end, B·max(1, r/g_F) tokens' worth
+    fan_in = "fan_in"
 
 
 class Order(StrEnum):

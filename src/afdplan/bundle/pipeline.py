@@ -4,18 +4,23 @@ Five pipelines, by name:
 
 * ``overlap`` — the paper's: τ = max{t_A, t_C, t_F} (stages of consecutive steps overlap
   perfectly; fixed costs paid once; one micro-batch).
-* ``serial`` — τ = t_A + 2·t_C + t_F (no overlap at all; one micro-batch).
+* ``serial`` — τ = t_A + t_C + t_F (no overlap at all; one micro-batch; t_C is the
+  round trip, both directions).
 * ``pingpong`` — what AFD runtimes run (vLLM afd-plugin DBO and FastAFD: m = 2; Step-3
   and MegaScale-Infer: m = 3): every Attention worker splits its B sequences into m
   micro-batches, and micro-batch j crosses A → link → FFN → link → A once per layer, so
   the attention of one micro-batch hides behind the FFN of another. Each micro-batch pays
   the fixed costs again and the FFN sees r·B/m tokens.
 * ``aic-optimistic`` / ``aic-conservative`` — AIConfigurator's AFD cycle models, offered by
-  name so users can compare: τ = (a + f + 2c) + t_cyc·(m·L − 1) with t_cyc = max(a, f, c)
-  or max(a + c, f + c).
+  name so users can compare: τ = (a + x + f + y) + t_cyc·(m·L − 1) with t_cyc =
+  max(a, f, x + y) (optimistic) or max(a + x, f + y) (conservative); the optimistic cycle
+  falls back to the conservative one when m < 2 + (x + y)/max(a, f), too few micro-batches
+  to hide the transfers (AIConfigurator 0.12, ``sdk/inference_session.py``,
+  ``AFDInferenceSession._pipeline_tcycle``).
 
 Per-layer service times of one micro-batch (seconds): ``a`` attention on one worker, ``x``
-the A→F transfer, ``f`` the FFN group, ``y`` the F→A transfer. For ``pingpong`` the exact
+the A→F transfer, ``f`` the FFN group, ``y`` the F→A transfer (x and y each half the
+round trip t_C: every direction is counted once). For ``pingpong`` the exact
 model is the FIFO recurrence of DESIGN §8 (:func:`recurrence`, the simulator's ground
 truth); with equal times everywhere it has the closed form
 
@@ -121,7 +126,7 @@ class Pipeline:
             return list(whole.values())
         if self.kind == PipelineKind.serial:
             a, c, f = whole["attention"], whole["communication"], whole["ffn"]
-            return [(a + c.scaled(2) + f).scaled(1, "serial")]
+            return [(a + c + f).scaled(1, "serial")]
         assert per_layer is not None
         m, L = self.microbatches, self.layers
         a, x, f, y = (per_layer[k] for k in ("a", "x", "f", "y"))
@@ -135,15 +140,24 @@ class Pipeline:
                 fill = round_trip + s.scaled(m - 1) + round_trip.scaled(L - 1)
                 lines.append(fill.scaled(1, "round-trip"))
             return lines
-        cycles = (
-            {"attention": [a], "ffn": [f], "communication": [x, y]}
-            if self.kind == PipelineKind.aic_optimistic
-            else {"attention": [a + x, a + y], "ffn": [f + x, f + y]}
-        )
+        cycles = {"attention": [a + x], "ffn": [f + y]}
+        if self.kind == PipelineKind.aic_optimistic:
+            # Its own cycles, and the conservative ones it falls back to (their corners are
+            # candidates; the step time itself comes from ``step_time``).
+            cycles = {"attention": [a, a + x], "ffn": [f, f + y], "communication": [x + y]}
         for name, options in cycles.items():
             for t_cyc in options:
                 lines.append((round_trip + t_cyc.scaled(m * L - 1)).scaled(1, name))
         return lines
+
+    def regime_switches(self, per_layer: dict[str, StageLine]) -> list[tuple[StageLine, ...]]:
+        """Pairs of per-layer lines whose crossing switches the step-time formula:
+        AIConfigurator's optimistic cycle holds while (m − 2)·max(a, f) ≥ x + y."""
+        if self.kind != PipelineKind.aic_optimistic:
+            return []
+        a, x, f, y = (per_layer[k] for k in ("a", "x", "f", "y"))
+        k = self.microbatches - 2
+        return [(a.scaled(k), x + y), (f.scaled(k), x + y)]
 
     @property
     def code(self) -> int:
@@ -188,11 +202,14 @@ def combine(code: int, m: int, layers: int, a_round, a_busy, x, f, y):
         s_round = a_round + x + f + y
         s_max = np.maximum(np.maximum(a_busy, x), np.maximum(f, y))
         return s_round + (m - 1) * s_max + (L - 1) * np.maximum(m * s_max, s_round)
-    c = np.maximum(x, y)
+    conservative = np.maximum(a_busy + x, f + y)
     if code == _AIC_OPTIMISTIC:
-        cycle = np.maximum(np.maximum(a_busy, f), c)
+        compute = np.maximum(a_busy, f)
+        optimistic = np.maximum(compute, x + y)
+        hidden = m * compute >= 2 * compute + x + y  # enough micro-batches to hide x + y
+        cycle = hidden * optimistic + (1 - hidden) * conservative
     else:
-        cycle = np.maximum(a_busy + c, f + c)
+        cycle = conservative
     return a_round + f + x + y + cycle * (m * L - 1)
 
 

@@ -12,7 +12,8 @@ FFN instance (g_F GPUs, experts/columns split across them):
     α_F = 2·P_ffn_active / (g_F·F·e_c)                                                per token
     β_F = P_ffn·w_bytes / (g_F·BW·e_m) + L·t_layer     (a large batch touches every expert)
 
-Communication (A→F and F→A every layer, per Attention worker):
+Communication (the round trip: A→F and F→A every layer, per Attention worker; at the FFN
+end g_F ports receive every worker's tokens, the ``fan_in`` scope):
     α_C = 2·L·h·act_bytes / (link_BW·e_l)      per token,      β_C = 2·L·link_latency
 
 The sum α·n + β overstates the time near the roofline knee, where the real time is
@@ -268,6 +269,8 @@ def derive(
         attention=AttentionLinear(alpha=alpha_a, beta=beta_a, gamma=gamma_a),
         ffn=Linear(alpha=alpha_f, beta=beta_f),
         comm=Linear(alpha=alpha_c, beta=beta_c),
+        # r attention instances send to g_F FFN GPUs: the FFN end receives all r·B tokens
+        comm_scope="fan_in",
         name=f"roofline:{model.name}@{hw.name}" + ("" if fhw is hw else f"+{fhw.name}"),
         provenance=f"roofline from {model.source or model.name} and {hw.source or hw.name}"
         + ("" if fhw is hw else f"; FFN on {fhw.source or fhw.name}"),

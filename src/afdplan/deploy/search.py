@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from afdplan.deploy.anchor import Anchor
 from afdplan.errors import InputError, check_positive, require
 from afdplan.theory.barrier import expected_max_normal, layered_binding, layered_times
 from afdplan.theory.memory import max_feasible_batch
-from afdplan.timing import Linear, LinearStepTimes
+from afdplan.timing import LinearStepTimes
 from afdplan.workload import LoadStats
 
 KV_SIGMAS = 3.0  # z of the KV limit: a worker's load exceeds it at ~0.13% of steps
@@ -256,18 +256,6 @@ def roofline_times(
     return anchor.apply(times, attention_hw.name, ffn_hw.name, network, (g_a, g_f))
 
 
-def with_fan_in(times: LinearStepTimes, r: int, g_f: int) -> LinearStepTimes:
-    """The transfers of a bundle whose r attention instances send to g_F FFN GPUs: each
-    attention instance sends its b tokens over its own link, but the FFN group receives
-    r·b tokens over g_F links, so a transfer takes as long as the busier end:
-    α_C·b·max(1, r/g_F) + β_C."""
-    fan_in = r / g_f
-    if fan_in <= 1:
-        return times
-    comm = Linear(alpha=times.comm.alpha * fan_in, beta=times.comm.beta)
-    return replace(times, comm=comm)
-
-
 def crosses_nodes(attention_hw: HardwareSpec, ffn_hw: HardwareSpec, gpus: int) -> bool:
     """Whether a bundle's A↔F transfers leave the NVLink domain: different hardware on
     the two sides, or more GPUs than one scale-up domain joins."""
@@ -284,12 +272,13 @@ def bundle_times(
     anchor: Anchor | None = None,
 ) -> tuple[LinearStepTimes, bool]:
     """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
-    scale-up domain on one kind of hardware, else the inter-node link; FFN fan-in."""
+    scale-up domain on one kind of hardware, else the inter-node link (the roofline's
+    transfers fan in at the FFN end, ``comm_scope = "fan_in"``)."""
     cross = crosses_nodes(attention_hw, ffn_hw, r * g_a + g_f)
     times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor)
     require(times is not None, f"the weights of {model.name} do not fit g_A = {g_a}, g_F = {g_f}")
     assert times is not None
-    return with_fan_in(times, r, g_f), cross
+    return times, cross
 
 
 def _record(
@@ -400,7 +389,7 @@ def search_afd(target: Target, out: _Collector) -> None:
                     if space.gpu_budget is not None and gpus > space.gpu_budget:
                         break
                     cross = crosses_nodes(target.attention_hw, target.ffn_hw, gpus)
-                    times = with_fan_in(far if cross else near, r, g_f)
+                    times = far if cross else near
                     config = {
                         "architecture": "afd",
                         "gpus_attention": g_a,

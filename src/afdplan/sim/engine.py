@@ -5,7 +5,7 @@ Per step t the simulator takes every Attention worker's exact KV load T_i(t) (fr
 communication time and the FFN time on the Σ n_i tokens, and combines them as
 
     overlap:  τ_t = max{ max_i t_A,i , t_C , t_F }
-    serial:   τ_t = max_i t_A,i + 2·t_C + t_F
+    serial:   τ_t = max_i t_A,i + t_C + t_F        (t_C: the round trip)
 
 (DESIGN.md §1). Optional multiplicative noise multiplies every stage time by an
 independent mean-one log-normal factor exp(σZ − σ²/2).
@@ -28,7 +28,7 @@ from afdplan.errors import require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.results import SimResult, SimSummary
 from afdplan.sim.schedule import Occupancy, iid_plan, kv_limited_occupancy, replay_plan
-from afdplan.timing import StepTimes, gpus_per_instance
+from afdplan.timing import StepTimes, gpus_per_instance, transfer_each_way
 from afdplan.workload import Workload
 from afdplan.workload.sources import as_empirical
 
@@ -140,10 +140,11 @@ def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_r
     f = f * np.reshape(_noise(noise_rng, config.noise, (total,)), (-1, 1))
     comm_noise = np.reshape(_noise(noise_rng, config.noise, (total,)), (-1, 1))
     if times.comm_scope == "aggregate":
-        x = np.asarray(times.comm_time(per_group, 1), dtype=np.float64) / L * comm_noise
+        x = transfer_each_way(np.asarray(times.comm_time(per_group, 1), dtype=np.float64))
+        x = x / L * comm_noise
         y = x
     else:
-        x = np.asarray(times.comm_time(seqs, 1), dtype=np.float64) / L
+        x = transfer_each_way(np.asarray(times.comm_time(seqs, r), dtype=np.float64)) / L
         x = x * comm_noise[:, :, None]
         y = x.max(axis=1)  # every worker's return transfer starts when the FFN is done
     if occ.active is not None:
@@ -207,7 +208,7 @@ def _measure(
         t_comm = (
             times.comm_time(tokens, 1)
             if times.comm_scope == "aggregate"
-            else times.comm_time(widest, 1)
+            else times.comm_time(widest, r)
         )
     t_ffn = np.asarray(times.ffn_time(tokens), dtype=np.float64)
     t_att = np.asarray(t_att, dtype=np.float64) * _noise(noise_rng, config.noise, (r, total))
@@ -215,8 +216,8 @@ def _measure(
     t_comm = np.asarray(t_comm, dtype=np.float64) * _noise(noise_rng, config.noise, (total,))
     t_att_max = t_att.max(axis=0)
     if config.mode == "serial":
-        cycle = t_att_max + 2 * t_comm + t_ffn
-        stage_share = np.vstack([t_att_max, 2 * t_comm, t_ffn])
+        cycle = t_att_max + t_comm + t_ffn
+        stage_share = np.vstack([t_att_max, t_comm, t_ffn])
     else:
         stage_share = np.vstack([t_att_max, t_comm, t_ffn])
         cycle = stage_share.max(axis=0)

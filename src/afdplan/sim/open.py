@@ -19,7 +19,7 @@ import numpy as np
 from afdplan.bundle import Pipeline
 from afdplan.choices import ROUTERS
 from afdplan.errors import InputError, check_positive, require
-from afdplan.timing import LinearStepTimes
+from afdplan.timing import LinearStepTimes, transfer_each_way, transfer_tokens
 from afdplan.workload import EmpiricalWorkload, Workload
 
 ARRIVALS = ("trace", "poisson", "gamma")
@@ -153,10 +153,17 @@ class Fleet:
         return self.bundles * (self.ratio * self.times.gpus_attention + self.times.gpus_ffn)
 
     def coefficients(self) -> np.ndarray:
+        """The linear coefficients the compiled loop reads; the transfer's are one
+        direction of the round trip, on a worker's tokens stretched by the fan-in (a
+        constant here: r is fixed), so the loop charges x = α_C'·b + β_C' each way."""
         t = self.times
+        # (the loop itself puts all r·b tokens on the one link of an aggregate scope)
+        fan_in = float(transfer_tokens("fan_in", 1.0, self.ratio, t.gpus_ffn))
+        fan_in = fan_in if t.comm_scope == "fan_in" else 1.0
+        c_alpha, c_beta = transfer_each_way(t.comm.alpha * fan_in), transfer_each_way(t.comm.beta)
         return np.array(
             [t.attention.alpha, t.attention.beta, t.attention.gamma, t.ffn.alpha, t.ffn.beta,
-             t.comm.alpha, t.comm.beta],
+             c_alpha, c_beta],
             dtype=np.float64,
         )  # fmt: skip
 

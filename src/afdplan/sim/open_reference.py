@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from afdplan.choices import ROUTERS
+from afdplan.timing import transfer_each_way
 
 
 @dataclass
@@ -158,7 +159,8 @@ def _step_time(fleet, bundle: list[_Worker], m: int) -> float | None:
     if times.comm_scope == "aggregate":
         transfer = float(times.comm(tokens))
     else:
-        transfer = float(times.comm(max(len(mb) for part in parts for mb in part)))
+        widest = max(len(mb) for part in parts for mb in part)
+        transfer = float(times.comm_time(widest, len(bundle)))
     ffn = float(times.ffn_time(tokens))
-    x, f = transfer / L, ffn / L
+    x, f = transfer_each_way(transfer) / L, ffn / L
     return float(replace(p, microbatches=m_eff).step_time(a_round / L, a_busy / L, x, f, x))

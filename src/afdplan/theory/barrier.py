@@ -23,7 +23,7 @@ from afdplan import normal
 from afdplan.bundle import Pipeline
 from afdplan.errors import check_nonnegative, require
 from afdplan.theory.rule import Deployment, throughput_per_instance, weighted_throughput
-from afdplan.timing import StepTimes
+from afdplan.timing import StepTimes, transfer_each_way
 
 # Below this z, 1 − Φ(x)^r equals 1 to double precision for any r ≥ 1 (Φ(−10) ≈ 7.6e-24).
 _Z_FLOOR = -10.0
@@ -105,7 +105,7 @@ def barrier_point(
     ffn = float(times.ffn_time(r * b))
     stages = {"attention": mu, "communication": comm, "ffn": ffn}
     if dep.mode == "serial":
-        mean_field = mu + 2 * comm + ffn
+        mean_field = mu + comm + ffn  # comm: the round trip, each direction once
         expected = mean_field + (sigma * expected_max_normal(r) if sigma > 0 else 0.0)
         binding = "serial"
     else:
@@ -154,7 +154,7 @@ class LayeredTimes:
     step_time: np.ndarray | float  # τ at the given spread of the slowest worker
     a_round: np.ndarray | float  # the slowest worker's attention on one micro-batch, per layer
     a_busy: np.ndarray | float  # the busiest worker's attention per micro-batch and layer
-    x: np.ndarray | float  # one transfer, each direction
+    x: np.ndarray | float  # one transfer, one direction (half the round trip)
     f: np.ndarray | float  # the FFN group on one micro-batch
     attention: np.ndarray | float  # one worker's whole-step attention at its mean load
 
@@ -191,7 +191,7 @@ def layered_times(
         mu, slope = attention
     a_round = (mu + slope * np.sqrt(b * load_var) * spread) / L
     a_busy = (m * mu + slope * np.sqrt(m * b * load_var) * spread) / (m * L)
-    x = times.comm_time(b, r) / L
+    x = transfer_each_way(times.comm_time(b, r)) / L
     f = times.ffn_time(r * b) / L
     if colocated:
         tau = pipeline.colocated_step_time(a_round, a_busy, x, f, x)
@@ -224,7 +224,7 @@ def _layered_point(
         cycle_time_mean_field=float(mean_field),
         t_attention=m * mu,
         t_ffn=m * L * f,
-        t_comm=m * L * x,
+        t_comm=2 * m * L * x,  # the round trip
         binding=layered_binding(p, float(lt.a_round), float(lt.a_busy), x, f),
     )
 

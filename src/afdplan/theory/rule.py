@@ -5,10 +5,13 @@ Every stage time is a line in r (the number of Attention workers per FFN worker)
     attention      t̄_A = α_A·B·θ + γ_A·B + β_A           (slope 0)
     communication  t̄_C = α_C·B + β_C                     (per worker, v1: slope 0)
                    t_C(r) = α_C·r·B + β_C                (aggregate round trip)
+                   t_C(r) = α_C·B·max(1, r/g_F) + β_C    (fan-in: two lines, their max)
     ffn            t_F(r) = α_F·r·B + β_F
 
 and the cycle time is their upper envelope (overlap: τ = max) or their sum (serial:
-τ = t_A + 2·t_C + t_F, itself a line). Under the layered pipelines (ping-pong with m
+τ = t_A + t_C + t_F, t_C being the round trip; itself a line). A stage that is the max of
+two lines (fan-in) enters every composition as either line, the same in every term, so
+the step time is the envelope over both choices. Under the layered pipelines (ping-pong with m
 micro-batches, AIConfigurator's cycle models) the per-layer micro-batch times a, x, f, y
 are lines in r too and the mean-field step time is again an upper envelope of lines
 (``Pipeline.cycle_lines``, DESIGN.md §8). The objective is
@@ -31,7 +34,7 @@ import numpy as np
 
 from afdplan.bundle import Pipeline, StageLine, weighted_rate
 from afdplan.errors import check_positive, require
-from afdplan.timing.linear import LinearStepTimes
+from afdplan.timing.linear import LinearStepTimes, transfer_each_way
 
 Mode = Literal["overlap", "serial"]
 
@@ -102,50 +105,72 @@ def mean_attention_time(times: LinearStepTimes, batch: int, load_per_slot: float
     return float(times.attention_time(batch, batch * load_per_slot))
 
 
+def comm_lines(times: LinearStepTimes, batch: float) -> list[StageLine]:
+    """The round trip t_C of ``batch`` tokens per worker as lines in r whose max it is:
+    one line per worker (per_worker), the r·B line (aggregate), or both pieces of the
+    fan-in α_C·B·max(1, r/g_F) + β_C."""
+    c, b = times.comm, batch
+    if times.comm_scope == "aggregate":
+        return [StageLine("communication", c.alpha * b, c.beta)]
+    own = StageLine("communication", 0.0, c.alpha * b + c.beta)
+    if times.comm_scope == "fan_in":
+        return [own, StageLine("communication", c.alpha * b / times.gpus_ffn, c.beta)]
+    return [own]
+
+
 def stage_lines(dep: Deployment, load_per_slot: float) -> list[StageLine]:
-    """The three stage times as lines in r, in the mode's order (A, C, F)."""
+    """The three stage times as lines in r, in the mode's order (A, C, F); C is the first
+    of :func:`comm_lines` (the only one unless the transfers fan in)."""
     t, b = dep.times, dep.batch
-    if t.comm_scope == "aggregate":
-        comm = StageLine("communication", t.comm.alpha * b, t.comm.beta)
-    else:
-        comm = StageLine("communication", 0.0, float(t.comm_time(b, 1)))
     return [
         StageLine("attention", 0.0, mean_attention_time(t, b, load_per_slot)),
-        comm,
+        comm_lines(t, b)[0],
         StageLine("ffn", t.ffn.alpha * b, t.ffn.beta),
     ]
 
 
-def layer_lines(dep: Deployment, load_per_slot: float) -> dict[str, StageLine]:
+def layer_lines(dep: Deployment, load_per_slot: float, piece: int = 0) -> dict[str, StageLine]:
     """One micro-batch's per-layer times a, x, f, y as lines in r (DESIGN.md §8).
 
-    A micro-batch holds b = B/m sequences per worker: a = t_A(b, b·θ)/L, x = y = t_C of
-    its b tokens per worker (or r·b on one aggregate link)/L, f = t_F(r·b)/L.
+    A micro-batch holds b = B/m sequences per worker: a = t_A(b, b·θ)/L, x = y = half the
+    round trip t_C of its tokens (:func:`comm_lines`, line ``piece``)/L, f = t_F(r·b)/L.
     """
     t, p = dep.times, dep.pipeline
     b = dep.batch / p.microbatches
     L = p.layers
     a = StageLine("a", 0.0, float(t.attention_time(b, b * load_per_slot)) / L)
-    if t.comm_scope == "aggregate":
-        x = StageLine("x", t.comm.alpha * b / L, t.comm.beta / L)
-    else:
-        x = StageLine("x", 0.0, float(t.comm_time(b, 1)) / L)
+    x = comm_lines(t, b)[piece].scaled(transfer_each_way(1.0) / L, "x")
     f = StageLine("f", t.ffn.alpha * b / L, t.ffn.beta / L)
     return {"a": a, "x": x, "f": f, "y": x.scaled(1, "y")}
 
 
 def cycle_lines(dep: Deployment, load_per_slot: float) -> list[StageLine]:
-    """The lines whose upper envelope is the mean-field step time τ(r)."""
+    """The lines whose upper envelope is the mean-field step time τ(r) (the union over
+    the pieces of a fan-in transfer)."""
+    t = dep.times
     whole = {line.stage: line for line in stage_lines(dep, load_per_slot)}
-    per_layer = layer_lines(dep, load_per_slot) if dep.pipeline.layered else None
-    return dep.pipeline.cycle_lines(whole, per_layer)
+    lines = []
+    for piece, comm in enumerate(comm_lines(t, dep.batch)):
+        whole["communication"] = comm
+        per_layer = layer_lines(dep, load_per_slot, piece) if dep.pipeline.layered else None
+        lines += dep.pipeline.cycle_lines(whole, per_layer)
+    return lines
 
 
 def mean_field_cycle_time(
     dep: Deployment, load_per_slot: float, r: np.ndarray | float
 ) -> np.ndarray:
-    """τ(r) under the deployment's pipeline with every worker at its mean load."""
+    """τ(r) under the deployment's pipeline with every worker at its mean load: the
+    envelope of :func:`cycle_lines`, or for a layered pipeline its own step time on the
+    per-layer lines (AIConfigurator's optimistic cycle falls back to the conservative one
+    where too few micro-batches hide the transfers, which no envelope expresses)."""
     r = np.asarray(r, dtype=np.float64)
+    if dep.pipeline.layered:
+        steps = []
+        for piece in range(len(comm_lines(dep.times, dep.batch))):
+            a, x, f, y = (v.at(r) for v in layer_lines(dep, load_per_slot, piece).values())
+            steps.append(np.broadcast_to(dep.pipeline.step_time(a, a, x, f, y), r.shape))
+        return np.max(steps, axis=0)
     lines = cycle_lines(dep, load_per_slot)
     return np.max([np.broadcast_to(line.at(r), r.shape) for line in lines], axis=0)
 
@@ -183,7 +208,7 @@ def breakpoints(dep: Deployment, load_per_slot: float) -> Breakpoints:
     t, b = dep.times, dep.batch
     r_peak = math.sqrt(t.ffn.beta * dep.w_ffn / (t.ffn.alpha * b * dep.w_attention))
     r_attention = (att.intercept - t.ffn.beta) / (t.ffn.alpha * b)
-    if t.comm_scope == "per_worker":
+    if t.comm_scope != "aggregate":  # per worker (fan-in: while r ≤ g_F)
         return Breakpoints(r_attention, (comm.intercept - t.ffn.beta) / (t.ffn.alpha * b), r_peak)
     alpha_c, beta_c = t.comm.alpha, t.comm.beta
     return Breakpoints(
@@ -213,10 +238,12 @@ def optimal_ratio(dep: Deployment, load_per_slot: float) -> RuleResult:
         require(r_star is not None, f"the {dep.mode} step time has no interior optimum")
         return RuleResult(float(r_star), lines[0].stage, bps, t_a, load_per_slot)
     candidates = [p for line in lines if (p := _peak(line, dep)) is not None]
-    for i, a in enumerate(lines):
-        for b in lines[i + 1 :]:
-            if (x := _crossing(a, b)) is not None:
-                candidates.append(x)
+    pairs = [(a, b) for i, a in enumerate(lines) for b in lines[i + 1 :]]
+    if dep.pipeline.layered:
+        pairs += dep.pipeline.regime_switches(layer_lines(dep, load_per_slot))
+    for a, b in pairs:
+        if (x := _crossing(a, b)) is not None:
+            candidates.append(x)
     candidates = sorted({c for c in candidates if c > 0})
     require(bool(candidates), "no positive A/F ratio candidate; check the coefficients")
     cand = np.array(candidates)

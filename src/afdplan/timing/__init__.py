@@ -12,6 +12,8 @@ from afdplan.timing.linear import (
     coeffs_to_dict,
     load_coeffs,
     read_coeffs_file,
+    transfer_each_way,
+    transfer_tokens,
     write_coeffs_file,
 )
 from afdplan.timing.protocol import StepTimes, gpus_per_instance
@@ -43,6 +45,8 @@ __all__ = [
     "read_coeffs_file",
     "read_step_table",
     "tables_from_frame",
+    "transfer_each_way",
+    "transfer_tokens",
     "write_coeffs_file",
     "write_step_table",
 ]

@@ -2,7 +2,12 @@
 
     t_A(B, T) = α_A·T + γ_A·B + β_A      T = KV tokens held by one Attention worker
     t_F(n)    = α_F·n + β_F              n = r·B tokens in the aggregated FFN batch
-    t_C(n)    = α_C·n + β_C              n = B (per worker, v1) or r·B (aggregate)
+    t_C(n)    = α_C·n + β_C              n = B (per worker, v1), r·B (aggregate),
+                                         or B·max(1, r/g_F) (fan-in at the FFN end)
+
+t_C is the round trip: both directions (A→F and F→A) of every layer, as the roofline
+(2·L transfers) and the Vidur send/recv fit (2·L transfers) define it. A pipeline that
+runs the two directions as separate stages charges t_C/2 to each (``transfer_each_way``).
 
 Times are in seconds. A file may give its coefficients in ``ms`` or ``us``
 (``time_unit``); they are converted to seconds on load. The paper's own calibration uses
@@ -16,7 +21,7 @@ The coefficients file (JSON or TOML) is the contract with calibration::
                  gamma = …  # seconds per sequence in the batch (optional, default 0)
     [ffn]        alpha = …  # seconds per token         beta = …
     [comm]       alpha = …  # seconds per token         beta = …
-                 scope = "per_worker" | "aggregate"      (optional, default per_worker)
+                 scope = "per_worker" | "aggregate" | "fan_in"   (optional, default per_worker)
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 from afdplan.choices import COMM_SCOPES, DEFAULT_COEFFS
 from afdplan.errors import InputError, check_nonnegative, require, unknown_name
 
-CommScope = Literal["per_worker", "aggregate"]
+CommScope = Literal["per_worker", "aggregate", "fan_in"]
 
 
 @dataclass(frozen=True)
@@ -104,12 +109,29 @@ class LinearStepTimes:
         return self.ffn(tokens)
 
     def comm_time(self, batch: np.ndarray | float, ratio: np.ndarray | float):
-        """Seconds of A↔F transfer for ``ratio`` workers of ``batch`` tokens each."""
-        tokens = batch * ratio if self.comm_scope == "aggregate" else batch
-        return self.comm(tokens)
+        """Seconds of the A↔F round trip for ``ratio`` workers of ``batch`` tokens each."""
+        return self.comm(transfer_tokens(self.comm_scope, batch, ratio, self.gpus_ffn))
 
     def with_comm_scope(self, scope: str) -> LinearStepTimes:
         return replace(self, comm_scope=scope)  # type: ignore[arg-type]
+
+
+def transfer_tokens(scope: str, batch, ratio, gpus_ffn: float):
+    """Tokens' worth of one A↔F transfer under ``scope`` (``CommScope``): a worker's
+    ``batch`` on its own link (``per_worker``), the r·B of all ``ratio`` workers on one
+    link (``aggregate``), or a worker's batch stretched by the fan-in at the FFN end, where
+    ``gpus_ffn`` ports receive every worker's tokens (``fan_in``: B·max(1, r/g_F))."""
+    if scope == "aggregate":
+        return batch * ratio
+    if scope == "fan_in":
+        return batch * np.maximum(1.0, np.asarray(ratio, dtype=np.float64) / gpus_ffn)
+    return batch
+
+
+def transfer_each_way(round_trip):
+    """One direction of a round trip t_C: the layered pipelines and the simulator run A→F
+    and F→A as separate stages, each carrying one vector per token (DESIGN.md §10)."""
+    return 0.5 * round_trip
 
 
 # ---------------------------------------------------------------------------- files

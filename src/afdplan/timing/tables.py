@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from afdplan.errors import InputError, require
-from afdplan.timing.linear import LinearStepTimes
+from afdplan.timing.linear import LinearStepTimes, transfer_tokens
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,8 +146,8 @@ class TableStepTimes:
     def comm_time(self, batch, ratio):
         if self.comm is None:
             return self.fallback.comm_time(batch, ratio)
-        tokens = np.asarray(batch) * ratio if self.comm_scope == "aggregate" else batch
-        return self.comm(tokens)
+        scope, g_f = self.comm_scope, self.fallback.gpus_ffn
+        return self.comm(transfer_tokens(scope, np.asarray(batch, dtype=np.float64), ratio, g_f))
 
     def with_comm_scope(self, scope: str) -> TableStepTimes:
         return replace(self, fallback=self.fallback.with_comm_scope(scope))

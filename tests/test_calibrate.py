@@ -175,8 +175,18 @@ def test_roofline_moe_mla_hand_computation():
     # smallest group that splits the experts evenly is 8.
     assert t.gpus_ffn == 8
     fp8 = 1979e12 * 0.7
-    assert t.ffn.alpha == pytest.approx(2 * active / (8 * fp8))
-    assert t.ffn.beta == pytest.approx(total / (8 * 4.8e12 * 0.8) + 61 * 5e-6)
+    # Dispatch and combine inside the 8-GPU NVLink group: a token reaches
+    # d = 8·(1 − C(224, 8)/C(256, 8)) of the 8 ranks, d·7/8 of them elsewhere; a rank holds
+    # T/8 tokens and moves 7168·(1 B FP8 dispatch + 2 B BF16 combine) per copy, over
+    # NVLink at 450 GB/s x 0.8, in each of 58 MoE layers, plus two 8 us latencies a layer.
+    d = 8 * (1 - math.comb(224, 8) / math.comb(256, 8))
+    assert d == pytest.approx(5.2947, abs=1e-4)
+    exchange = 58 * d * (7 / 8) * 7168 * 3 / 8 / (450e9 * 0.8)
+    assert t.exchange.alpha == pytest.approx(exchange)
+    assert t.exchange.beta == pytest.approx(2 * 58 * 8e-6)
+    assert t.ffn.alpha == pytest.approx(2 * active / (8 * fp8) + exchange)
+    assert t.ffn.beta == pytest.approx(total / (8 * 4.8e12 * 0.8) + 61 * 5e-6 + 2 * 58 * 8e-6)
+    assert (t.experts.experts, t.experts.top_k, str(t.experts.routing)) == (256, 8, "balanced")
     with pytest.raises(InputError, match="does not divide the 256 experts"):
         derive(m, hw, gpus_ffn=6)
     # MLA decode is compute-bound on H200: 2·128·(2·512 + 64) FLOPs per cached token.

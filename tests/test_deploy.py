@@ -266,13 +266,21 @@ def test_anchor_reproduces_the_measured_set_at_its_own_sizes():
     anchor = resolve_anchor(None, model, hw, hw)
     assert anchor is not None and anchor.name == "deepseek-v3-h200"
     measured = resolve_coeffs("deepseek-v3-h200")
-    anchored = anchor.apply(derive(model, hw, 1, 8).times, "h200", "h200")
-    for side, keys in (("attention", ("alpha", "beta", "gamma")), ("ffn", ("alpha", "beta"))):
-        for key in keys:
-            assert getattr(getattr(anchored, side), key) == pytest.approx(
-                getattr(getattr(measured, side), key), rel=1e-12
-            )
-    assert anchored.comm == derive(model, hw, 1, 8).times.comm  # transfers stay roofline
+    roof = derive(model, hw, 1, 8).times
+    anchored = anchor.apply(roof, "h200", "h200")
+    for key in ("alpha", "beta", "gamma"):
+        assert getattr(anchored.attention, key) == pytest.approx(
+            getattr(measured.attention, key), rel=1e-12
+        )
+    # The FFN kernels are the measured ones; the links (A↔F transfers, the expert
+    # dispatch and combine) stay the roofline's.
+    for key in ("alpha", "beta"):
+        kernels = getattr(measured.ffn, key) - getattr(measured.exchange, key)
+        assert getattr(anchored.ffn, key) - getattr(anchored.exchange, key) == pytest.approx(
+            kernels, rel=1e-9
+        )
+    assert anchored.exchange == roof.exchange
+    assert anchored.comm == roof.comm
     # only the side on the anchor's hardware is scaled
     h20 = load_hardware("h20")
     mixed = anchor.apply(derive(model, h20, 1, 8, hw).times, "h20", "h200")
@@ -334,9 +342,10 @@ def test_ffn_dtype_changes_only_the_ffn_side():
     base = derive(model, hw, 1, 8).times
     fp4 = derive(replace(model, ffn_weight_bytes=0.5), hw, 1, 8).times
     assert fp4.attention == base.attention and fp4.comm == base.comm
-    layer_costs = model.layers * hw.layer_overhead_s
-    assert fp4.ffn.beta - layer_costs == pytest.approx((base.ffn.beta - layer_costs) / 2)
-
+    # FP4 experts halve the weight reads; the FP8 dispatch of their inputs is unchanged
+    fixed = model.layers * hw.layer_overhead_s + base.exchange.beta
+    assert fp4.exchange == base.exchange
+    assert fp4.ffn.beta - fixed == pytest.approx((base.ffn.beta - fixed) / 2)
 
 def test_dtype_options_keep_the_anchor_of_the_served_model(cli):
     fast = ["deploy", "--gpus-ffn", "16", "-m", "2", "--tpot-ms", "100", "--no-verify", "--json"]
@@ -367,29 +376,33 @@ def test_ffn_groups_stay_in_one_nvlink_domain_unless_asked():
     assert ffn_group_sizes(bf16, h200, Space(gpus_ffn=(16,))) == [16]  # named outright
 
 
-def test_expert_all_to_all_between_nodes_hand_value():
-    from afdplan.calibrate.roofline import derive, expert_all_to_all
+def test_expert_exchange_inside_and_between_nodes_hand_value():
+    from afdplan.calibrate.roofline import derive, expert_exchange
     from afdplan.deploy.anchor import resolve_anchor
     from afdplan.deploy.search import roofline_times
 
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
-    assert expert_all_to_all(model, hw, 8) == (0.0, 0.0)  # one NVLink domain
-    # 58 MoE layers x top-8 x 7168 x (1 B FP8 dispatch + 2 B combine) x (1 - 1/2 nodes),
-    # over 16 ports of 400 Gb/s at 0.8 efficiency; two 5 us latencies a MoE layer
-    alpha, beta = expert_all_to_all(model, hw, 16)
-    assert alpha == pytest.approx(58 * 8 * 7168 * 3 * 0.5 / (16 * 50e9 * 0.8))
-    assert beta == pytest.approx(2 * 58 * 5e-6)
-    plain = derive(model, hw, 1, 16).times.ffn
+    # EP16 over two 8-GPU nodes: a token reaches d = 16·(1 − C(240, 8)/C(256, 8)) ranks,
+    # d·15/16 of them elsewhere, 8 of those 15 beyond the node (the network, 400 Gb/s at
+    # 0.8), 7 inside (NVLink, 450 GB/s at 0.8): the network is the slower side.
+    d = 16 * (1 - math.comb(240, 8) / math.comb(256, 8))
+    per_token = d * (15 / 16) * 7168 * 3 / 16  # bytes a rank moves per token of the batch
+    network = per_token * (8 / 15) / (50e9 * 0.8)
+    nvlink = per_token * (7 / 15) / (450e9 * 0.8)
+    assert network > nvlink
+    alpha, beta = expert_exchange(model, hw, 16)
+    assert alpha == pytest.approx(58 * network)
+    assert beta == pytest.approx(2 * 58 * 5e-6)  # two network latencies a MoE layer
+    plain = derive(model, hw, 1, 16).times
+    assert plain.exchange.alpha == pytest.approx(alpha)
     anchor = resolve_anchor(None, model, hw, hw, per_size=False)
     anchored = roofline_times(model, hw, hw, 1, 16, True, anchor).ffn
-    # the kernels' ratio scales the kernels, not the network
-    assert anchored.alpha == pytest.approx((plain.alpha - alpha) * anchor.ffn[0] + alpha)
-    assert anchored.beta == pytest.approx((plain.beta - beta) * anchor.ffn[1] + beta)
-
+    # the kernels' ratio scales the kernels, not the links
+    assert anchored.alpha == pytest.approx((plain.ffn.alpha - alpha) * anchor.ffn[0] + alpha)
+    assert anchored.beta == pytest.approx((plain.ffn.beta - beta) * anchor.ffn[1] + beta)
 
 def test_anchor_reads_each_size_from_the_measured_tables(aic):
     from afdplan.calibrate.pipeline import Sources, calibrate
-    from afdplan.calibrate.roofline import expert_all_to_all
     from afdplan.deploy.anchor import resolve_anchor
 
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
@@ -407,17 +420,15 @@ def test_anchor_reads_each_size_from_the_measured_tables(aic):
             )
         )[0].times
         assert times.attention == fitted.attention
-        # the kernels as measured, plus the network all-to-all of a group beyond one node
-        na, nb = expert_all_to_all(model, hw, g_f)
-        assert times.ffn.alpha == pytest.approx(fitted.ffn.alpha + na)
-        assert times.ffn.beta == pytest.approx(fitted.ffn.beta + nb)
+        # the kernels as measured, with the exchange as calibrate reads it (DeepEP's table
+        # at EP 8 on one node, the link roofline for EP 16 over two)
+        assert times.ffn == fitted.ffn and times.exchange == fitted.exchange
     # A TP the MLA tables do not split into (128 heads over 3 GPUs) falls back to the ratios.
     ratio_only = resolve_anchor(None, model, hw, hw, per_size=False)
     odd = roofline_times(model, hw, hw, 3, 8, cross_node=False, anchor=anchor)
     assert odd.attention == roofline_times(model, hw, hw, 3, 8, False, ratio_only).attention
     text = anchor.describe([1, 2, 3], [8, 16])
     assert "tables for attention at 1, 2 GPUs and FFN at 8, 16 GPUs" in text
-
 
 def test_anchor_without_the_tables_uses_the_ratios(monkeypatch):
     from afdplan.deploy import anchor as anchors
@@ -446,13 +457,13 @@ def test_capacity_sizes_the_bundle_with_the_step_times_deploy_chose(cli, tmp_pat
 
 
 def test_network_option_sets_the_scale_out_port_of_both_sides():
-    from afdplan.calibrate.roofline import expert_all_to_all
+    from afdplan.calibrate.roofline import expert_exchange
     from afdplan.cli.deploy_cmd import over_network
 
     model, h200 = load_model("deepseek-v3"), load_hardware("h200")
     a_hw, f_hw = over_network("ib-xdr", h200, h200)
     assert a_hw is f_hw and a_hw.network_bandwidth == 100e9  # one machine type, one object
-    ndr, xdr = expert_all_to_all(model, h200, 16), expert_all_to_all(model, a_hw, 16)
+    ndr, xdr = expert_exchange(model, h200, 16), expert_exchange(model, a_hw, 16)
     assert xdr[0] == pytest.approx(ndr[0] / 2) and xdr[1] == ndr[1]  # twice the bandwidth
     a_hw, f_hw = over_network("200gbps@8us", load_hardware("h20"), h200)
     assert (a_hw.network_bandwidth, f_hw.network_bandwidth) == (25e9, 25e9)

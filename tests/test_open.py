@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from afdplan.theory.queueing import allen_cunneen_wait, erlang_c
 from afdplan.workload import EmpiricalWorkload, parse_workload
 
 TIMES = resolve_coeffs("deepseek-v3-h200")
+EVEN = replace(TIMES, experts=None)  # no expert barrier: the hand-computed steps
 WORKLOAD = parse_workload(
     "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=16384,"
     "decode_median=64,decode_sigma=0.8,decode_max=512"
@@ -71,10 +73,10 @@ def test_one_request_at_a_time_takes_the_hand_computed_step():
     wl = EmpiricalWorkload(
         prompt=np.array([1000] * 5), decode=np.array([4] * 5), arrival=np.arange(5) * 100.0
     )
-    f = fleet(ratio=2, bundles=1)
+    f = fleet(ratio=2, bundles=1, times=EVEN)
     run = simulate_open(wl, f, Arrivals("trace"), 5, seed=0)
     assert np.all(run.wait == 0)
-    a, fa, c = TIMES.attention, TIMES.ffn, TIMES.comm
+    a, fa, c = EVEN.attention, EVEN.ffn, EVEN.comm
     total = sum(
         (a.alpha * (1000 + k) + a.gamma + a.beta) + (c.alpha + c.beta) + (fa.alpha + fa.beta)
         for k in range(4)
@@ -89,9 +91,9 @@ def test_two_micro_batches_each_carry_their_own_requests():
     wl = EmpiricalWorkload(
         prompt=np.array([1000, 3000]), decode=np.array([3, 1]), arrival=np.array([0.0, 1e-6])
     )
-    f = fleet(ratio=1, bundles=1, batch=4)
+    f = fleet(ratio=1, bundles=1, batch=4, times=EVEN)
     run = simulate_open(wl, f, Arrivals("trace"), 2, seed=0)
-    a, fa, c = TIMES.attention, TIMES.ffn, TIMES.comm
+    a, fa, c = EVEN.attention, EVEN.ffn, EVEN.comm
     m, L = 2, 61
     t_a = [a.alpha * kv + a.gamma + a.beta for kv in (1001, 3000)]  # A in its 2nd step
     # one sequence per micro-batch; each direction carries half the round trip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from afdplan.plan import make_plan
@@ -113,18 +114,23 @@ def test_json_is_strict_with_aggregate_comm(cli):
 def test_a_shipped_set_is_read_at_other_sizes_from_its_tables(cli, aic):
     from afdplan.calibrate.measured_sets import SHIPPED_SOURCES
     from afdplan.calibrate.resolve import resolve_step_times
+    from afdplan.calibrate.roofline import expert_exchange
+    from afdplan.calibrate.specs import load_hardware, load_model
 
     linear, curves = resolve_step_times("deepseek-v3-h200", None, None, (None, 16))
     fitted, rows = SHIPPED_SOURCES["deepseek-v3-h200"].calibrate(1, 16, "")
-    alpha, beta = SHIPPED_SOURCES["deepseek-v3-h200"].network(16)
-    assert alpha > 0 and beta > 0  # 16 H200s span two nodes: the all-to-all is priced
+    # 16 H200s span two nodes: no DeepEP table there, so the exchange is the link
+    # roofline (the network between the nodes), inside the measured FFN rows.
+    alpha, beta = expert_exchange(load_model("deepseek-v3"), load_hardware("h200"), 16)
+    assert linear.exchange.alpha == pytest.approx(alpha) and alpha > 0
+    assert linear.exchange.beta == pytest.approx(beta) and beta > 0
     assert linear.gpus_ffn == 16 and linear.attention == fitted.attention
-    assert linear.ffn.alpha == pytest.approx(fitted.ffn.alpha + alpha)
-    assert linear.ffn.beta == pytest.approx(fitted.ffn.beta + beta)
-    measured = rows[rows["op"] == "ffn"].iloc[len(rows[rows["op"] == "ffn"]) // 2]
-    assert float(curves.ffn_time(measured.tokens)) == pytest.approx(
-        measured.seconds + alpha * measured.tokens + beta
-    )
+    assert linear.ffn == fitted.ffn
+    ffn = rows[rows["op"] == "ffn"].set_index("tokens")["seconds"]
+    exchange = rows[rows["op"] == "exchange"].set_index("tokens")["seconds"]
+    np.testing.assert_allclose(exchange, alpha * exchange.index + beta)
+    middle = ffn.index[len(ffn) // 2]
+    assert float(curves.ffn(middle)) == pytest.approx(ffn.loc[middle])
     res = cli("plan", "--gpus-ffn", "16", "--json")
     assert res.code == 0, res.err
     data = res.json()

@@ -44,9 +44,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from afdplan.calibrate.specs import ModelSpec
+from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.choices import Framework
 from afdplan.errors import InputError, require
+from afdplan.timing.experts import Routing
 from afdplan.timing.tables import TABLE_COLUMNS
 
 PACKAGE = "aiconfigurator_core"
@@ -291,8 +292,13 @@ def measured_tables(
     gpus_attention: int = 1,
     gpus_ffn: int = 1,
     version: str | None = None,
+    routing: Routing | None = None,
+    hw: HardwareSpec | None = None,
 ) -> MeasuredTables:
-    """Whole-model per-step rows for ``model`` on ``system`` (see module doc)."""
+    """Whole-model per-step rows for ``model`` on ``system`` (see module doc): the MoE at
+    ``routing``'s rows (balanced by default), its expert dispatch and combine measured
+    where the framework's DeepEP table covers the group, else on the link roofline of
+    ``hw`` (the system's hardware preset)."""
     require(gpus_attention >= 1 and gpus_ffn >= 1, "GPU counts must be >= 1")
     data = resolve_version(system, framework, model, version)
     notes: list[str] = [f"aiconfigurator-core data: {system} {framework} {data.version}"]
@@ -326,7 +332,9 @@ def measured_tables(
             else f"QKV + O projections (TP {gpus_attention}) x {L} + LM head (vocab-parallel)"
         )
     )
-    parts.append(_ffn_rows(model, data, gpus_ffn, w_dtype, gemm, notes))
+    parts.append(
+        _ffn_rows(model, data, gpus_ffn, w_dtype, gemm, notes, routing or Routing(), hw)
+    )
     notes.extend(dict.fromkeys(gemm.notes))
     return MeasuredTables(pd.concat(parts, ignore_index=True), tuple(notes))
 
@@ -394,6 +402,8 @@ def _ffn_rows(
     w_dtype: str,
     gemm: _Gemm,
     notes: list[str],
+    routing: Routing,
+    hw: HardwareSpec | None,
 ) -> pd.DataFrame:
     if not model.is_moe:
         inter = model.intermediate / g
@@ -414,13 +424,21 @@ def _ffn_rows(
         & (table["topk"] == model.top_k)
         & (table["num_experts"] == model.experts)
         & (table["moe_tp_size"] == 1)
-        & (table["distribution"] == "balanced")
         & (table["moe_dtype"] == moe_dtype)
     )
     eps = sorted(_values(table.loc[shape, "moe_ep_size"]))
     require(bool(eps), f"{src}: no {moe_dtype} MoE rows for {model.name}'s expert shape")
     require(g in eps, f"{src}: no expert-parallel size {g} for {model.name}; measured: {eps}")
-    sub = table[shape & (table["moe_ep_size"] == g)].groupby("num_tokens")["latency"].median()
+    shape = shape & (table["moe_ep_size"] == g)
+    wanted = routing.table_distribution
+    found = sorted(_values(table.loc[shape, "distribution"]))
+    require(
+        wanted in found,
+        f"{src}: no {routing} routing rows for {model.name} at EP {g}; measured: "
+        + ", ".join(d.replace("power_law_", "power-law:") for d in found),
+    )
+    sub = table[shape & (table["distribution"] == wanted)].groupby("num_tokens")["latency"]
+    sub = sub.median()
     tokens = sub.index.to_numpy(np.float64)  # the whole group's micro-batch (module doc)
     per_rank = tokens / g  # the replicated dense parts run on each rank's share
     per_layer_moe = sub.to_numpy(np.float64)
@@ -437,12 +455,100 @@ def _ffn_rows(
         )
         total = total + model.first_dense_layers * dense
     notes.append(
-        f"ffn: {src}, {moe_dtype}, EP {g}, balanced routing, num_tokens = the group's "
-        f"micro-batch; {model.moe_layers} MoE layers"
+        f"ffn: {src}, {moe_dtype}, EP {g}, {routing} routing rows"
+        + (" (timed at the busiest rank)" if routing.kind == "power-law" else "")
+        + f", num_tokens = the group's micro-batch; {model.moe_layers} MoE layers"
         + (" + shared experts" if model.shared_intermediate else "")
         + (f" + {model.first_dense_layers} dense layers (GEMM)" if model.first_dense_layers else "")
     )
-    return _rows("ffn", tokens=tokens, seconds=total / 1e3)
+    exchange = _exchange(model, data, g, tokens, hw, notes)
+    rows = [_rows("ffn", tokens=tokens, seconds=total / 1e3 + exchange)]
+    if exchange.any():  # the part of the ffn rows that is the exchange, for colocated decode
+        rows.append(_rows("exchange", tokens=tokens, seconds=exchange))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _exchange(
+    model: ModelSpec,
+    data: DataVersion,
+    g: int,
+    tokens: np.ndarray,
+    hw: HardwareSpec | None,
+    notes: list[str],
+) -> np.ndarray:
+    """Seconds per step of the expert dispatch and combine of micro-batches of ``tokens``
+    on an EP-g group (DESIGN.md §10): DeepEP's low-latency kernels as the framework's
+    ``moe_a2a`` table measured them (per-rank ``num_tokens`` = T/g, the group and node
+    count exact), else the link roofline of ``calibrate.roofline.expert_exchange``."""
+    if g <= 1:
+        return np.zeros_like(tokens)
+    nodes = 1 if hw is None else -(-g // hw.scaleup_gpus)
+    measured = _deepep_ll(model, data, g, nodes)
+    if measured is not None:
+        curve, label = measured
+        notes.append(f"ffn: + expert dispatch and combine from {label} at T/{g} tokens a rank")
+        return model.moe_layers * curve(tokens / g) / 1e6
+    if hw is None:
+        notes.append("ffn: no expert dispatch or combine (no hardware for the link roofline)")
+        return np.zeros_like(tokens)
+    from afdplan.calibrate.roofline import expert_exchange
+
+    alpha, beta = expert_exchange(model, hw, g)
+    notes.append(
+        f"ffn: + expert dispatch and combine from the link roofline ({data.system} has no "
+        f"{data.framework} DeepEP table at EP {g} over {nodes} node(s) for this shape)"
+    )
+    return alpha * tokens + beta
+
+
+def _deepep_ll(model: ModelSpec, data: DataVersion, g: int, nodes: int):
+    """(µs of dispatch + combine per MoE layer against per-rank tokens, its label) from the
+    framework's DeepEP low-latency rows at this EP size and node count, or None."""
+    from afdplan.timing.tables import Curve
+
+    if data.framework == "sglang":
+        # SGLang's rows are normalised to EP 8 on one node (aiconfigurator-core's
+        # moe_comm_resolver keeps that coordinate), so they serve exactly that group.
+        path = data.path("comm", "wideep_deepep_ll_perf.parquet")
+        if path is None or (g, nodes) != (8, 1):
+            return None
+        t = _read(path)
+        sel = t[
+            (t["hidden_size"] == model.hidden)
+            & (t["num_topk"] == model.top_k)
+            & (t["num_experts"] == model.experts)
+            & (t["node_num"] == nodes)
+        ]
+        if sel["num_token"].nunique() < 2:
+            return None
+        both = sel.groupby("num_token")[["dispatch_avg_t_us", "combine_avg_t_us"]].median()
+        x, y = both.index.to_numpy(np.float64), both.sum(axis=1).to_numpy(np.float64)
+        return Curve(x, y), data.label(path)
+    path = data.path("comm", "moe_a2a_perf.parquet")
+    if path is None:
+        return None
+    t = _read(path)
+    sel = t[
+        (t["comm_backend"].isin(["deepep_ll", "trtllm_deepep_ll"]))
+        & (t["ep_size"] == g)
+        & (t["node_num"] == nodes)
+        & (t["hidden_size"] == model.hidden)
+        & (t["topk"] == model.top_k)
+        & (t["num_experts"] == model.experts)
+    ]
+    if sel.empty:
+        return None
+    if "comm_dtype" in sel and sel["comm_dtype"].nunique() > 1:
+        fp8 = "fp8" if model.ffn_bytes <= 1 else "bfloat16"
+        keep = sel["comm_dtype"].isin([fp8, "default"])
+        sel = sel[keep] if keep.any() else sel
+    phases = sel.pivot_table(index="num_tokens", columns="phase", values="latency")
+    if not {"dispatch", "combine"} <= set(phases.columns) or len(phases) < 2:
+        return None
+    phases = phases[["dispatch", "combine"]].dropna()
+    return Curve(phases.index.to_numpy(np.float64), phases.sum(axis=1).to_numpy()), data.label(
+        path
+    )
 
 
 def _all_reduce(system: str, g: int, message_bytes: np.ndarray, notes: list[str]) -> np.ndarray:

@@ -58,6 +58,9 @@ def fit_table(
     if "comm" in by_op:
         rows = by_op["comm"]
         fits["comm"] = fit_linear("comm", rows["tokens"], rows["seconds"])
+    if "exchange" in by_op:
+        rows = _within(by_op["exchange"], "tokens", ffn_range)
+        fits["exchange"] = fit_linear("exchange", rows["tokens"], rows["seconds"])
     return fits
 
 
@@ -141,6 +144,9 @@ def combine(
     provenance = "; ".join(f"{stage}: {src}" for stage, src in sources.items())
     if base is not None and "roofline" in sources.values():
         provenance += f" [{base.provenance}]"
+    exchange = template.exchange
+    if "exchange" in fits:  # measured within the ffn rows; what colocated decode overlaps
+        exchange = Linear(fits["exchange"].coef["alpha"], fits["exchange"].coef["beta"])
     times = replace(
         template,
         attention=attention,
@@ -148,5 +154,6 @@ def combine(
         comm=stage_lines["comm"],
         name=name,
         provenance=provenance,
+        exchange=exchange,
     )
     return Calibration(times, fits, notes, sources)

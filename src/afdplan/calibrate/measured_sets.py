@@ -33,10 +33,13 @@ class MeasuredSource:
     send_recv: str | None = "vidur-h100-dgx"  # the A↔F transfers' measurements
     gpus_ffn: int = 1  # the set's own FFN group (read when only the attention side is wanted)
 
-    def calibrate(self, g_a: int, g_f: int, name: str) -> tuple[LinearStepTimes, pd.DataFrame]:
-        """The coefficients (named ``name``) and measured rows at attention TP ``g_a`` and
-        FFN group ``g_f`` (a one-line error when the tables lack a size)."""
-        times, rows = _calibrated(self, g_a, g_f)
+    def calibrate(
+        self, g_a: int, g_f: int, name: str, routing: str | None = None
+    ) -> tuple[LinearStepTimes, pd.DataFrame]:
+        """The coefficients (named ``name``) and measured rows at attention TP ``g_a``,
+        FFN group ``g_f`` and ``routing`` (default balanced; a one-line error when the
+        tables lack a size or a routing)."""
+        times, rows = _calibrated(self, g_a, g_f, routing)
         return replace(times, name=name), rows
 
     def check_fits(self, g_f: int) -> None:
@@ -45,13 +48,6 @@ class MeasuredSource:
         from afdplan.calibrate.roofline import check_ffn_fits
 
         check_ffn_fits(*self.specs(), g_f)
-
-    def network(self, g_f: int) -> tuple[float, float]:
-        """(α, β) of the expert all-to-all an FFN group of ``g_f`` pays between nodes
-        (zero inside one NVLink domain): the kernel tables do not include it."""
-        from afdplan.calibrate.roofline import expert_all_to_all
-
-        return expert_all_to_all(*self.specs(), g_f)
 
     def specs(self):
         """(model, hardware) presets of the measured set."""
@@ -68,13 +64,14 @@ class MeasuredSource:
             return None
         return times.attention
 
-    def ffn(self, g_f: int) -> Linear | None:
-        """The FFN kernels' fit on a group of ``g_f`` GPUs, or None where not measured."""
+    def ffn(self, g_f: int) -> tuple[Linear, Linear | None] | None:
+        """(the FFN fit, the part of it that is expert dispatch and combine) on a group of
+        ``g_f`` GPUs, or None where the kernels were not measured."""
         try:
             times, _ = _calibrated(self, 1, g_f)
         except InputError:
             return None
-        return times.ffn
+        return times.ffn, times.exchange
 
 
 SHIPPED_SOURCES = {
@@ -91,7 +88,9 @@ def tables_installed() -> bool:
 
 
 @lru_cache(maxsize=64)
-def _calibrated(source: MeasuredSource, g_a: int, g_f: int) -> tuple[LinearStepTimes, pd.DataFrame]:
+def _calibrated(
+    source: MeasuredSource, g_a: int, g_f: int, routing: str | None = None
+) -> tuple[LinearStepTimes, pd.DataFrame]:
     from afdplan.calibrate.pipeline import Sources, calibrate
     from afdplan.data import resolve_input
 
@@ -106,6 +105,7 @@ def _calibrated(source: MeasuredSource, g_a: int, g_f: int) -> tuple[LinearStepT
             if source.send_recv is None
             else resolve_input(source.send_recv, "send-recv"),
             ffn_range=source.ffn_range,
+            routing=routing,
         )
     )
     for stage in ("attention", "ffn"):

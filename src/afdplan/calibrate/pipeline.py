@@ -7,7 +7,7 @@ roofline stage by stage (``afdplan.calibrate.build.combine``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +18,7 @@ from afdplan.calibrate.readers import read_generic, read_vidur_mlp, read_vidur_s
 from afdplan.calibrate.roofline import derive, min_ffn_gpus
 from afdplan.calibrate.specs import load_hardware, load_model
 from afdplan.errors import InputError
+from afdplan.timing.experts import Routing
 from afdplan.timing.tables import validate_table
 
 # aiconfigurator-core system → our hardware preset (roofline for the unmeasured stages).
@@ -50,6 +51,7 @@ class Sources:
     ffn_range: Window = None
     attention_range: Window = None
     name: str | None = None
+    routing: str | None = None  # balanced | power-law:ALPHA (the MoE rows read, and φ)
 
 
 def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
@@ -57,6 +59,7 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
     spec = load_model(src.model) if src.model is not None else None
     hardware = src.hardware or (SYSTEM_HARDWARE.get(src.system) if src.system else None)
     hw = load_hardware(hardware, **(src.efficiencies or {})) if hardware is not None else None
+    routing = Routing.parse(src.routing)
     if src.data_version is not None and src.system is None:
         raise InputError("--data-version needs --system (it selects aiconfigurator-core data)")
     if spec is None and (src.vidur_mlp or src.send_recv or src.system):
@@ -96,7 +99,14 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
         add(read_generic(src.table), src.table.name, str(src.table))
     if src.system is not None:
         measured = measured_tables(
-            spec, src.system, src.framework, src.gpus_attention, gpus_ffn or 1, src.data_version
+            spec,
+            src.system,
+            src.framework,
+            src.gpus_attention,
+            gpus_ffn or 1,
+            src.data_version,
+            routing,
+            hw,
         )
         add(measured.rows, f"aiconfigurator-core {src.system} {src.framework}", *measured.notes)
     if not frames and base is None:
@@ -104,4 +114,11 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
     rows = validate_table(pd.concat(frames, ignore_index=True), "measurements") if frames else None
     fits = fit_table(rows, src.ffn_range, src.attention_range) if rows is not None else {}
     name = src.name or f"{spec.name if spec else 'measured'}@{src.system or hardware or 'custom'}"
-    return combine(fits, base.times if base else None, labels, name, tuple(notes)), rows
+    result = combine(fits, base.times if base else None, labels, name, tuple(notes))
+    experts = result.times.experts
+    if experts is not None and src.routing is not None:
+        # Power-law rows time the busiest rank already: no further φ on top of their fit.
+        skew = src.system is not None and routing.kind == "power-law"
+        times = replace(result.times, experts=replace(experts, routing=routing, skew_in_fit=skew))
+        result = replace(result, times=times)
+    return result, rows

@@ -136,16 +136,21 @@ def resolve_step_times(
     gpus: tuple[int | None, int | None] = (None, None),
     dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
     link: str | None = None,
+    routing: str | None = None,
 ) -> tuple[LinearStepTimes, StepTimes]:
     """(the linear coefficients, the same overlaid by measured tables where given).
 
-    A shipped measured set asked for other instance sizes is recalibrated at those sizes
-    from the aiconfigurator-core tables it came from (``calibrate.measured_sets``); the
-    step times then carry that calibration's own measured curves.
+    A shipped measured set asked for other instance sizes, or for a routing whose rows
+    its tables hold (``power-law:ALPHA``), is recalibrated from the aiconfigurator-core
+    tables it came from (``calibrate.measured_sets``); the step times then carry that
+    calibration's own measured curves. Any other set takes ``routing`` as the spread
+    over its expert ranks (``LinearStepTimes.with_routing``).
     """
-    other = _at_other_sizes(spec, gpus, dtypes)
+    other = _at_other_sizes(spec, gpus, dtypes, routing)
     if other is None:
         linear = resolve_coeffs(spec, comm, *gpus, dtypes, link)
+        if routing is not None:
+            linear = linear.with_routing(routing)
         return linear, linear if tables is None else read_tables(tables, linear)
     linear, rows = other
     if link is not None:
@@ -161,35 +166,31 @@ def resolve_step_times(
 
 
 def _at_other_sizes(
-    spec: str, gpus: tuple[int | None, int | None], dtypes: tuple
+    spec: str, gpus: tuple[int | None, int | None], dtypes: tuple, routing: str | None = None
 ) -> tuple[LinearStepTimes, object] | None:
-    """A shipped measured set recalibrated at the asked sizes, or None where that does not
-    apply (another set, the set's own sizes, other dtypes, or no tables installed)."""
+    """A shipped measured set recalibrated at the asked sizes or skewed routing, or None
+    where that does not apply (another set, its own sizes and balanced routing, other
+    dtypes, or no tables installed: a skewed routing then needs the tables)."""
     from afdplan.calibrate.measured_sets import SHIPPED_SOURCES, tables_installed
+    from afdplan.timing import Routing
 
     source = SHIPPED_SOURCES.get(spec)
-    if source is None or dtypes != (None, None, None) or gpus == (None, None):
+    skewed = routing is not None and Routing.parse(routing).kind == "power-law"
+    if source is None or dtypes != (None, None, None) or (gpus == (None, None) and not skewed):
         return None
     own = load_coeffs(spec)
     g_a = int(gpus[0]) if gpus[0] is not None else int(own.gpus_attention)
     g_f = int(gpus[1]) if gpus[1] is not None else int(own.gpus_ffn)
     for value, option in ((g_a, "--gpus-attention"), (g_f, "--gpus-ffn")):
         require(value >= 1, f"{option} must be >= 1, got {value}")
-    if (g_a, g_f) == (own.gpus_attention, own.gpus_ffn) or not tables_installed():
+    if skewed:
+        require(
+            tables_installed(),
+            f"--routing {routing}: {spec} reads skewed routing from the aiconfigurator-core "
+            "tables it came from; install the measured extra (pip install 'afdplan[measured]')",
+        )
+    elif (g_a, g_f) == (own.gpus_attention, own.gpus_ffn) or not tables_installed():
         return None
     source.check_fits(g_f)
-    times, rows = source.calibrate(g_a, g_f, f"{spec} at TP {g_a}, FFN group {g_f}")
-    alpha, beta = source.network(g_f)
-    if alpha or beta:  # a group beyond one node: its all-to-all is not in the kernel tables
-        from afdplan.timing import Linear
-
-        ffn = Linear(alpha=times.ffn.alpha + alpha, beta=times.ffn.beta + beta)
-        times = replace(
-            times,
-            ffn=ffn,
-            provenance=f"{times.provenance}; ffn: + expert all-to-all between nodes",
-        )
-        rows = rows.copy()
-        at = rows["op"] == "ffn"
-        rows.loc[at, "seconds"] = rows.loc[at, "seconds"] + alpha * rows.loc[at, "tokens"] + beta
-    return times, rows
+    label = f"{spec} at TP {g_a}, FFN group {g_f}" + (f", {routing} routing" if skewed else "")
+    return source.calibrate(g_a, g_f, label, str(Routing.parse(routing)) if skewed else None)

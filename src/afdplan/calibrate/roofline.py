@@ -11,6 +11,8 @@ Attention instance (g_A GPUs, heads split across them):
 FFN instance (g_F GPUs, experts/columns split across them):
     α_F = 2·P_ffn_active / (g_F·F·e_c)                                                per token
     β_F = P_ffn·w_bytes / (g_F·BW·e_m) + L·t_layer     (a large batch touches every expert)
+    + the expert dispatch and combine inside the group (``expert_exchange``), and the
+    busiest expert rank sets the time (``[experts]``: t_F read at T·φ, DESIGN.md §10)
 
 Communication (the round trip: A→F and F→A every layer, per Attention worker; at the FFN
 end g_F ports receive every worker's tokens, the ``fan_in`` scope):
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.errors import require
-from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
+from afdplan.timing import AttentionLinear, Experts, Linear, LinearStepTimes
 
 
 @dataclass(frozen=True)
@@ -143,25 +145,42 @@ def link_comm(model: ModelSpec, hw: HardwareSpec, link: Link) -> tuple[float, fl
     return alpha, 2 * model.layers * latency
 
 
-def expert_all_to_all(model: ModelSpec, hw: HardwareSpec, g_f: int) -> tuple[float, float]:
-    """(α, β) the FFN group adds when its experts span nodes: every token goes to its
-    top-k experts and comes back (dispatch in the weights' dtype, at most one byte; combine
-    in 16-bit), and of those copies the share (1 − 1/n) of an n-node group crosses the
-    network, spread over the group's g_F ports, once per MoE layer; plus two network
-    latencies a layer. Zero while the group fits one NVLink domain (the NVLink all-to-all
-    is folded into the measured or roofline FFN)."""
-    if not model.is_moe or g_f <= hw.scaleup_gpus:
+def model_experts(model: ModelSpec) -> Experts | None:
+    """The routed experts of an MoE model (balanced routing), None for a dense one."""
+    return Experts(model.experts, model.top_k) if model.is_moe else None
+
+
+def exchange_bytes(model: ModelSpec) -> tuple[float, float]:
+    """(dispatch, combine) bytes per element: dispatch in FP8 when the experts are (as
+    DeepEP's low-latency kernels send it), else in the activations' dtype; combine in the
+    activations' dtype."""
+    dispatch = 1.0 if model.ffn_bytes <= 1 else model.act_bytes
+    return dispatch, model.act_bytes
+
+
+def expert_exchange(model: ModelSpec, hw: HardwareSpec, g_f: int) -> tuple[float, float]:
+    """(α per token of the group's micro-batch, β), whole step: the dispatch and combine of
+    an expert-parallel group of g_F ranks (DESIGN.md §10).
+
+    A rank holding T/g tokens sends each to the d distinct ranks its top-k experts live on
+    (``Experts.distinct_ranks``), d·(1 − 1/g) of them elsewhere, and takes the results
+    back: T/g·d·(1 − 1/g)·h·(b_dispatch + b_combine) bytes out and as many in, on its own
+    port. Of the other ranks the share beyond the node's scale-up domain crosses the
+    network, the rest NVLink; the two run side by side, so the slower one sets the time.
+    Each MoE layer also pays two latencies (the network's when any rank is beyond it).
+    Zero for a dense FFN or one GPU."""
+    if not model.is_moe or g_f <= 1:
         return 0.0, 0.0
-    nodes = math.ceil(g_f / hw.scaleup_gpus)
-    per_token = (
-        model.moe_layers
-        * model.top_k
-        * model.hidden
-        * (min(model.ffn_bytes, 1.0) + model.act_bytes)
-        * (1 - 1 / nodes)
-    )
-    link = hw.network_bandwidth * hw.link_efficiency
-    return per_token / (g_f * link), 2 * model.moe_layers * hw.network_latency
+    experts = model_experts(model)
+    assert experts is not None
+    remote = experts.distinct_ranks(g_f) * (1 - 1 / g_f)
+    per_token = remote * model.hidden * sum(exchange_bytes(model)) / g_f
+    local = min(g_f, hw.scaleup_gpus)
+    beyond = (g_f - local) / (g_f - 1)
+    nvlink = per_token * (1 - beyond) / (hw.link_bandwidth * hw.link_efficiency)
+    network = per_token * beyond / (hw.network_bandwidth * hw.link_efficiency)
+    latency = hw.network_latency if beyond > 0 else hw.link_latency
+    return model.moe_layers * max(nvlink, network), 2 * model.moe_layers * latency
 
 
 def derive(
@@ -208,9 +227,9 @@ def derive(
     ffn_bw = fhw.hbm_bandwidth * fhw.mem_efficiency
     alpha_f = 2 * model.ffn_active_params() / (g_f * ffn_flops)
     beta_f = model.ffn_params() * model.ffn_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
-    alpha_ep, beta_ep = expert_all_to_all(model, fhw, g_f)
-    alpha_f += alpha_ep
-    beta_f += beta_ep
+    alpha_x, beta_x = expert_exchange(model, fhw, g_f)
+    alpha_f += alpha_x
+    beta_f += beta_x
     if link is None:
         link = LINKS["nvlink"] if fhw is hw and not cross_node else network_link(hw)
     link_bw, link_latency = link.resolve(hw)
@@ -260,6 +279,16 @@ def derive(
         f"FFN params FLOP / ({g_f} x peak)",
         f"beta_F = {beta_f:.4g} s: read {model.ffn_params() * model.ffn_bytes / gb:.1f} GB "
         f"of FFN weights over {g_f} GPU(s) + layer overhead",
+        *(
+            [
+                f"expert dispatch + combine (in alpha_F, beta_F): {alpha_x:.4g} s/token, "
+                f"{beta_x:.4g} s; each token reaches "
+                f"{model_experts(model).distinct_ranks(g_f):.2f} of {g_f} ranks "  # type: ignore[union-attr]
+                f"({'beyond one NVLink domain' if g_f > fhw.scaleup_gpus else 'NVLink'})"
+            ]
+            if alpha_x or beta_x
+            else []
+        ),
         f"alpha_C = {alpha_c:.4g} s/token: 2 x {L} x {h} x {model.act_bytes:g} B over the "
         f"link; beta_C = {beta_c:.4g} s: 2 x {L} link latencies",
         f"KV: {model.kv_bytes_per_token() / 1024:.1f} KiB/token -> {capacity:,} tokens per "
@@ -278,5 +307,7 @@ def derive(
         gpus_ffn=float(g_f),
         kv_capacity_tokens=capacity,
         layers=int(model.layers),
+        exchange=Linear(alpha=alpha_x, beta=beta_x) if model.is_moe else None,
+        experts=model_experts(model),
     )
     return Derivation(times, notes)

@@ -114,6 +114,15 @@ LinkOpt = Annotated[
         "NVLink within one machine].",
     ),
 ]
+RoutingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--routing",
+        help="How tokens pick experts: balanced or power-law:ALPHA (e.g. power-law:1.2); the "
+        "FFN waits for its busiest expert rank [balanced; measured sets read power-law rows "
+        "from their tables].",
+    ),
+]
 WeightDtypeOpt = Annotated[
     Dtype | None, typer.Option("--weight-dtype", help="Attention-side weights [the model's].")
 ]
@@ -452,16 +461,17 @@ def load_step_times(
     linear_only: bool = False,
     dtypes: tuple = (None, None, None),
     link: str | None = None,
+    routing: str | None = None,
 ):
     """(the linear coefficients, the step times to use): the given measured tables, else
     the coefficient set's own curves (unless ``linear_only``), else the linear model.
     ``dtypes``: the ``--weight-dtype``, ``--ffn-dtype``, ``--kv-dtype`` choices; ``link``
-    the ``--link``."""
+    the ``--link``; ``routing`` the ``--routing``."""
     from afdplan.calibrate.resolve import resolve_step_times, set_curves
 
     names = tuple(None if d is None else d.value for d in dtypes)
     linear, times = resolve_step_times(
-        coeffs, None if comm is None else comm.value, tables, gpus, names, link
+        coeffs, None if comm is None else comm.value, tables, gpus, names, link, routing
     )
     if linear_only and tables is None:
         times = linear

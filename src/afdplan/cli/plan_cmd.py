@@ -29,6 +29,7 @@ from afdplan.cli.common import (
     PriceAttOpt,
     PriceFfnOpt,
     PromptColOpt,
+    RoutingOpt,
     TablesOpt,
     TraceOpt,
     WAttOpt,
@@ -83,6 +84,7 @@ def plan(
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     link: LinkOpt = None,
+    routing: RoutingOpt = None,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
     w_attention: WAttOpt = None,
@@ -103,7 +105,14 @@ def plan(
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(
-        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype), link
+        coeffs,
+        comm,
+        tables,
+        gpus,
+        linear_only,
+        (weight_dtype, ffn_dtype, kv_dtype),
+        link,
+        routing,
     )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)

@@ -35,6 +35,7 @@ from afdplan.cli.common import (
     PriceFfnOpt,
     PromptColOpt,
     RequestsOpt,
+    RoutingOpt,
     SchedulerOpt,
     SeedOpt,
     StepsOpt,
@@ -188,6 +189,7 @@ def simulate(
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     link: LinkOpt = None,
+    routing: RoutingOpt = None,
     order: OrderOpt = Order.iid,
     warmup: Annotated[
         Warmup | None,
@@ -257,7 +259,14 @@ def simulate(
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(
-        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype), link
+        coeffs,
+        comm,
+        tables,
+        gpus,
+        linear_only,
+        (weight_dtype, ffn_dtype, kv_dtype),
+        link,
+        routing,
     )
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     stats = wl.stats()
@@ -456,6 +465,7 @@ def sweep(
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
     link: LinkOpt = None,
+    routing: RoutingOpt = None,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
     w_attention: WAttOpt = None,
@@ -486,7 +496,14 @@ def sweep(
     prices = (price_attention, price_ffn)
     gpus = (gpus_attention, gpus_ffn)
     linear, times = load_step_times(
-        coeffs, comm, tables, gpus, linear_only, (weight_dtype, ffn_dtype, kv_dtype), link
+        coeffs,
+        comm,
+        tables,
+        gpus,
+        linear_only,
+        (weight_dtype, ffn_dtype, kv_dtype),
+        link,
+        routing,
     )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)

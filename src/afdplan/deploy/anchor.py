@@ -56,14 +56,14 @@ class Anchor:
         times: LinearStepTimes,
         attention_hw: str,
         ffn_hw: str,
-        ffn_network: tuple[float, float] = (0.0, 0.0),
         sizes: tuple[int, int] | None = None,
     ) -> LinearStepTimes:
         """``times`` with each side scaled where that side runs on the anchor's hardware:
-        measured at ``sizes`` (g_A, g_F) where the anchor's tables have them, else by the
-        ratios. ``ffn_network``: the (α, β) of the FFN time that is network, not kernels
-        (the expert all-to-all between nodes), which measurements and ratios leave alone."""
-        a, f = times.attention, times.ffn
+        measured at ``sizes`` (g_A, g_F) where the anchor's tables have them (kernels and
+        expert exchange as ``calibrate --system`` reads them), else by the ratios, which
+        scale the FFN kernels and leave the roofline's expert dispatch and combine alone
+        (``times.exchange``: links, not kernels)."""
+        a, f, x = times.attention, times.ffn, times.exchange
         g_a, g_f = sizes if sizes is not None else (None, None)
         if attention_hw == self.hardware:
             fit = self.measured.attention(g_a) if self.measured and g_a else None
@@ -73,16 +73,17 @@ class Anchor:
                 ka, kb, kg = self.attention
                 a = AttentionLinear(alpha=a.alpha * ka, beta=a.beta * kb, gamma=a.gamma * kg)
         if ffn_hw == self.hardware:
-            na, nb = ffn_network
             fit = self.measured.ffn(g_f) if self.measured and g_f else None
             if fit is not None:
-                f = Linear(alpha=fit.alpha + na, beta=fit.beta + nb)
+                f, x = fit
             else:
+                na, nb = (x.alpha, x.beta) if x is not None else (0.0, 0.0)
                 f = Linear(
                     alpha=(f.alpha - na) * self.ffn[0] + na,
                     beta=(f.beta - nb) * self.ffn[1] + nb,
                 )
-        return replace(times, attention=a, ffn=f, name=f"{times.name} anchored on {self.name}")
+        name = f"{times.name} anchored on {self.name}"
+        return replace(times, attention=a, ffn=f, exchange=x, name=name)
 
     def describe(self, attention_sizes=(), ffn_sizes=()) -> str:
         """The ratios, and which of the given sizes each side reads from measured tables."""
@@ -127,7 +128,9 @@ def anchor_from(
     def ratio(num: float, den: float) -> float:
         return num / den if den > 0 else 1.0
 
-    ma, ra, mf, rf = measured.attention, roof.attention, measured.ffn, roof.ffn
+    ma, ra = measured.attention, roof.attention
+    # The FFN ratio is of the kernels alone: the expert exchange rides on links.
+    mf, rf = _kernels(measured), _kernels(roof)
     return Anchor(
         name=measured.name,
         hardware=hw.name,
@@ -135,6 +138,14 @@ def anchor_from(
         ffn=(ratio(mf.alpha, rf.alpha), ratio(mf.beta, rf.beta)),
         measured=source,
     )
+
+
+def _kernels(times: LinearStepTimes) -> Linear:
+    """The FFN without its expert dispatch and combine."""
+    x = times.exchange
+    if x is None:
+        return times.ffn
+    return Linear(alpha=max(times.ffn.alpha - x.alpha, 0.0), beta=max(times.ffn.beta - x.beta, 0.0))
 
 
 def resolve_anchor(

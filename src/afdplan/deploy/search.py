@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -37,7 +37,6 @@ from afdplan.calibrate.roofline import (
     attention_weight_bytes,
     check_ffn_fits,
     derive,
-    expert_all_to_all,
     ffn_group_size,
     min_ffn_gpus,
 )
@@ -47,7 +46,7 @@ from afdplan.deploy.anchor import Anchor
 from afdplan.errors import InputError, check_positive, require
 from afdplan.theory.barrier import expected_max_normal, layered_binding, layered_times
 from afdplan.theory.memory import max_feasible_batch
-from afdplan.timing import LinearStepTimes
+from afdplan.timing import Linear, LinearStepTimes
 from afdplan.workload import LoadStats
 
 KV_SIGMAS = 3.0  # z of the KV limit: a worker's load exceeds it at ~0.13% of steps
@@ -252,8 +251,7 @@ def roofline_times(
         return None
     if anchor is None:
         return times
-    network = expert_all_to_all(model, ffn_hw, g_f)
-    return anchor.apply(times, attention_hw.name, ffn_hw.name, network, (g_a, g_f))
+    return anchor.apply(times, attention_hw.name, ffn_hw.name, (g_a, g_f))
 
 
 def crosses_nodes(attention_hw: HardwareSpec, ffn_hw: HardwareSpec, gpus: int) -> bool:
@@ -423,6 +421,25 @@ def colocated_capacity(model: ModelSpec, hw: HardwareSpec, group: int) -> int:
     return max(0, math.floor(free / model.kv_bytes_per_token()))
 
 
+def colocated_times(times: LinearStepTimes, capacity: int, name: str) -> LinearStepTimes:
+    """A colocated group's step times from its AFD-side ones: the FFN kernels run on the
+    same GPUs as attention (the compute resource), the expert dispatch and combine are the
+    transfers (the group's whole micro-batch on its links, ``aggregate``: what two-batch
+    overlap hides behind the other micro-batch's compute), no A↔F link; the busiest
+    expert rank still sets the FFN."""
+    x = times.exchange or Linear(0.0, 0.0)
+    kernels = Linear(alpha=max(times.ffn.alpha - x.alpha, 1e-15), beta=times.ffn.beta - x.beta)
+    return replace(
+        times,
+        ffn=kernels,
+        comm=x,
+        comm_scope="aggregate",
+        name=name,
+        gpus_attention=1.0,
+        kv_capacity_tokens=capacity,
+    )
+
+
 def search_colocated(target: Target, out: _Collector) -> None:
     """Ordinary decode on groups of G GPUs (each GPU: its own B sequences' attention, and
     1/G of the FFN over all G·B tokens), with and without two-batch overlap."""
@@ -442,16 +459,7 @@ def search_colocated(target: Target, out: _Collector) -> None:
             times = roofline_times(model, hw, hw, 1, g, g > hw.scaleup_gpus, target.anchor)
             if times is None or capacity < 1:
                 continue
-            times = LinearStepTimes(
-                attention=times.attention,
-                ffn=times.ffn,
-                comm=times.comm,
-                name=f"colocated:{model.name}@{hw.name}",
-                gpus_attention=1.0,
-                gpus_ffn=float(g),
-                kv_capacity_tokens=capacity,
-                layers=times.layers,
-            )
+            times = colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}")
             b_kv = kv_limit(capacity, target.stats, space.max_batch)
             # Every GPU is an attention instance too, so per instance means per GPU here.
             weight = g * price if target.objective == Objective.cost else float(g)

@@ -28,7 +28,7 @@ from afdplan.errors import require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.results import SimResult, SimSummary
 from afdplan.sim.schedule import Occupancy, iid_plan, kv_limited_occupancy, replay_plan
-from afdplan.timing import StepTimes, gpus_per_instance, transfer_each_way
+from afdplan.timing import StepTimes, gpus_per_instance, routed_experts, transfer_each_way
 from afdplan.workload import Workload
 from afdplan.workload.sources import as_empirical
 
@@ -82,6 +82,13 @@ def build_occupancy(
     return plan.occupancy(r, b, total_steps, m)
 
 
+def _imbalance(rng: np.random.Generator, times: StepTimes, tokens: np.ndarray):
+    """φ of every micro-batch in ``tokens``: the busiest expert rank's load drawn afresh
+    each step (None for a dense FFN: no expert barrier)."""
+    experts, g_f = routed_experts(times)
+    return None if experts is None else experts.draw_imbalance(rng, tokens, g_f)
+
+
 def _noise(rng: np.random.Generator, sigma: float, shape: tuple[int, ...]) -> np.ndarray | float:
     if sigma <= 0:
         return 1.0
@@ -111,7 +118,7 @@ def measure(
     return _measure(occ, times, config, warmup, discard)[0]
 
 
-def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_rng):
+def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_rng, route_rng):
     """Per-layer micro-batch service times for a layered pipeline (DESIGN.md §8):
     a (S, r, m), x (S, r, m) per-worker links or (S, m) one aggregate link, f and y (S, m),
     plus the FFN tokens per step.
@@ -136,7 +143,8 @@ def _layered_stages(occ: Occupancy, times: StepTimes, config: SimConfig, noise_r
     a = np.asarray(times.attention_time(seqs, loads), dtype=np.float64) / L
     a = a * (noise_a.T[:, :, None] if np.ndim(noise_a) else noise_a)
     per_group = seqs.sum(axis=1)  # (S, m) tokens of micro-batch j over all workers
-    f = np.asarray(times.ffn_time(per_group), dtype=np.float64) / L
+    f = times.ffn_time(per_group, _imbalance(route_rng, times, per_group))
+    f = np.asarray(f, dtype=np.float64) / L
     f = f * np.reshape(_noise(noise_rng, config.noise, (total,)), (-1, 1))
     comm_noise = np.reshape(_noise(noise_rng, config.noise, (total,)), (-1, 1))
     if times.comm_scope == "aggregate":
@@ -166,10 +174,11 @@ def _measure(
     total = occ.steps
     # A separate stream for noise keeps the request draws identical with and without it.
     noise_rng = np.random.default_rng([config.seed, 1])
+    route_rng = np.random.default_rng([config.seed, 2])  # expert-rank loads, likewise apart
     pipe = config.pipeline
     closed_gap = None
     if pipe.layered:
-        a, x, f, y, tokens = _layered_stages(occ, times, config, noise_rng)
+        a, x, f, y, tokens = _layered_stages(occ, times, config, noise_rng, route_rng)
         L = pipe.layers
         a_round = a.max(axis=(1, 2))
         a_busy = a.mean(axis=2).max(axis=1)
@@ -210,7 +219,7 @@ def _measure(
             if times.comm_scope == "aggregate"
             else times.comm_time(widest, r)
         )
-    t_ffn = np.asarray(times.ffn_time(tokens), dtype=np.float64)
+    t_ffn = np.asarray(times.ffn_time(tokens, _imbalance(route_rng, times, tokens)), np.float64)
     t_att = np.asarray(t_att, dtype=np.float64) * _noise(noise_rng, config.noise, (r, total))
     t_ffn = t_ffn * _noise(noise_rng, config.noise, (total,))
     t_comm = np.asarray(t_comm, dtype=np.float64) * _noise(noise_rng, config.noise, (total,))

@@ -11,6 +11,7 @@ independent implementation the tests hold it to.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -151,6 +152,20 @@ class Fleet:
     @property
     def gpus(self) -> float:
         return self.bundles * (self.ratio * self.times.gpus_attention + self.times.gpus_ffn)
+
+    @functools.cached_property
+    def imbalance_grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens, φ) on a geometric grid (8 points an octave, 1 to 2^22 tokens): the
+        expected busiest-expert-rank factor, interpolated by the compiled loop and by
+        :meth:`ffn_time` alike."""
+        tokens = 2.0 ** (np.arange(0, 8 * 22 + 1) / 8.0)
+        return tokens, np.asarray(self.times.effective_tokens(tokens), np.float64) / tokens
+
+    def ffn_time(self, tokens: float) -> float:
+        """The FFN on a micro-batch of ``tokens`` at the expected busiest expert rank, as
+        the compiled loop computes it (seconds)."""
+        f = self.times.ffn
+        return f.alpha * tokens * float(np.interp(tokens, *self.imbalance_grid)) + f.beta
 
     def coefficients(self) -> np.ndarray:
         """The linear coefficients the compiled loop reads; the transfer's are one
@@ -343,7 +358,7 @@ def simulate_open(
         }
         events, steps, busy = loop(
             times, prompt, decode, ROUTERS.index(fleet.router), cand, fleet.bundles,
-            fleet.ratio, fleet.batch, cap or 0, fleet.coefficients(),
+            fleet.ratio, fleet.batch, cap or 0, fleet.coefficients(), *fleet.imbalance_grid,
             fleet.times.comm_scope == "aggregate", p.code, p.microbatches, p.layers,
             start, finish, worker, ev["time"], ev["in_system"], ev["queued"], ev["kv_tokens"],
         )  # fmt: skip

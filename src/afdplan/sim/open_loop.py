@@ -37,8 +37,9 @@ _combine = numba.njit(cache=True)(combine)
 
 
 def _loop(
-    arrival, prompt, decode, route, cand, bundles, r, batch, kv_cap, coef, aggregate,
-    code, m, layers, start, finish, worker_of, ev_time, ev_system, ev_queue, ev_kv,
+    arrival, prompt, decode, route, cand, bundles, r, batch, kv_cap, coef, phi_tokens,
+    phi, aggregate, code, m, layers, start, finish, worker_of, ev_time, ev_system, ev_queue,
+    ev_kv,
 ):  # fmt: skip  # pragma: no cover - compiled
     n = arrival.shape[0]
     workers = bundles * r
@@ -201,7 +202,8 @@ def _loop(
             if m_eff > 0:
                 c_tokens = tokens if aggregate else b_max
                 x = (c_alpha * c_tokens + c_beta) / layers
-                f = (f_alpha * tokens + f_beta) / layers
+                # the busiest expert rank: an even group at tokens·φ (expected φ)
+                f = (f_alpha * tokens * np.interp(tokens, phi_tokens, phi) + f_beta) / layers
                 tau = _combine(
                     code, m_eff, layers, a_round / layers, a_busy / m_eff / layers, x, f, x
                 )

@@ -161,6 +161,6 @@ def _step_time(fleet, bundle: list[_Worker], m: int) -> float | None:
     else:
         widest = max(len(mb) for part in parts for mb in part)
         transfer = float(times.comm_time(widest, len(bundle)))
-    ffn = float(times.ffn_time(tokens))
+    ffn = fleet.ffn_time(tokens)
     x, f = transfer_each_way(transfer) / L, ffn / L
     return float(replace(p, microbatches=m_eff).step_time(a_round / L, a_busy / L, x, f, x))

@@ -13,45 +13,16 @@ full relative precision both where Φ^r ≈ 1 and where it underflows.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from afdplan import normal
 from afdplan.bundle import Pipeline
 from afdplan.errors import check_nonnegative, require
+from afdplan.normal import excess_integral, expected_max_normal
 from afdplan.theory.rule import Deployment, throughput_per_instance, weighted_throughput
 from afdplan.timing import StepTimes, transfer_each_way
-
-# Below this z, 1 − Φ(x)^r equals 1 to double precision for any r ≥ 1 (Φ(−10) ≈ 7.6e-24).
-_Z_FLOOR = -10.0
-# Above this z, r·Q(x) is negligible next to the other terms for r < 1e12 (Q(12) ≈ 1.8e-33).
-_Z_CEIL = 12.0
-
-
-def _one_minus_phi_pow(x: np.ndarray, r: int) -> np.ndarray:
-    return -np.expm1(r * normal.log_cdf_array(x))
-
-
-def excess_integral(z0: float, r: int) -> float:
-    """∫_{z0}^{∞} (1 − Φ(x)^r) dx, ≥ 0, for integer r ≥ 1."""
-    require(r >= 1, f"r must be >= 1, got {r}")
-    if z0 >= _Z_CEIL:
-        # 1 − Φ^r ≈ r·Q(x) there, and ∫_{z0}^{∞} Q = φ(z0) − z0·Q(z0).
-        return r * max(normal.pdf(z0) - z0 * normal.sf(z0), 0.0)
-    lead = max(_Z_FLOOR - z0, 0.0)  # the stretch where the integrand is exactly 1
-    lo = max(z0, _Z_FLOOR)
-    return lead + normal.integrate(lambda x: _one_minus_phi_pow(x, r), lo, _Z_CEIL)
-
-
-@functools.lru_cache(maxsize=4096)
-def expected_max_normal(r: int) -> float:
-    """E[max of r i.i.d. standard normals] = ∫_0^∞(1 − Φ^r) − ∫_{−∞}^0 Φ^r."""
-    # Below −10, Φ^r < 1e-23: the rest of the lower integral is under 1e-24.
-    below = normal.integrate(lambda x: np.exp(r * normal.log_cdf_array(x)), _Z_FLOOR, 0.0)
-    return excess_integral(0.0, r) - below
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Timing: step-time models for Attention, FFN and communication (DESIGN.md §1, §6)."""
 
+from afdplan.timing.experts import Experts, Routing
 from afdplan.timing.linear import (
     COMM_SCOPES,
     DEFAULT_COEFFS,
@@ -16,7 +17,7 @@ from afdplan.timing.linear import (
     transfer_tokens,
     write_coeffs_file,
 )
-from afdplan.timing.protocol import StepTimes, gpus_per_instance
+from afdplan.timing.protocol import StepTimes, gpus_per_instance, routed_experts
 from afdplan.timing.tables import (
     AttentionTable,
     Curve,
@@ -33,8 +34,10 @@ __all__ = [
     "AttentionTable",
     "CommScope",
     "Curve",
+    "Experts",
     "Linear",
     "LinearStepTimes",
+    "Routing",
     "StepTimes",
     "TableStepTimes",
     "builtin_coeff_names",
@@ -44,6 +47,7 @@ __all__ = [
     "load_coeffs",
     "read_coeffs_file",
     "read_step_table",
+    "routed_experts",
     "tables_from_frame",
     "transfer_each_way",
     "transfer_tokens",

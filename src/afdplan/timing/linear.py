@@ -22,6 +22,14 @@ The coefficients file (JSON or TOML) is the contract with calibration::
     [ffn]        alpha = …  # seconds per token         beta = …
     [comm]       alpha = …  # seconds per token         beta = …
                  scope = "per_worker" | "aggregate" | "fan_in"   (optional, default per_worker)
+    [exchange]   alpha = …  beta = …  # optional: the part of [ffn] that is the expert
+                                      #   dispatch and combine inside the FFN group
+    [experts]    experts = E  top_k = k  # optional, MoE: the FFN waits for its busiest
+                 routing = "balanced" | "power-law:ALPHA"   skew_in_fit = false
+                                      #   expert rank (``afdplan.timing.experts``)
+
+With ``[experts]``, t_F(n) is read at n·φ(n), φ the busiest expert rank's load against the
+mean over the g_F ranks of the FFN instance (DESIGN.md §10).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import numpy as np
 
 from afdplan.choices import COMM_SCOPES, DEFAULT_COEFFS
 from afdplan.errors import InputError, check_nonnegative, require, unknown_name
+from afdplan.timing.experts import Experts, Routing
 
 CommScope = Literal["per_worker", "aggregate", "fan_in"]
 
@@ -85,12 +94,18 @@ class LinearStepTimes:
     kv_capacity_tokens: int | None = None
     curves: str | None = None  # measured table of the same deployment (path or shipped name)
     layers: int | None = None  # transformer layers L (the layered pipelines need it)
+    # The part of ``ffn`` that is the expert dispatch and combine inside the FFN group
+    # (seconds per token of the micro-batch, seconds): colocated decode overlaps it with
+    # compute, an anchor leaves it unscaled.
+    exchange: Linear | None = None
+    experts: Experts | None = None  # MoE: the FFN waits for its busiest expert rank
 
     def __post_init__(self) -> None:
         for stage, coeffs in (
             ("attention", self.attention),
             ("ffn", self.ffn),
             ("comm", self.comm),
+            ("exchange", self.exchange or Linear(0.0, 0.0)),
         ):
             for key, value in asdict(coeffs).items():
                 check_nonnegative(f"{stage}.{key}", value)
@@ -104,9 +119,35 @@ class LinearStepTimes:
         """Seconds for one Attention worker: ``batch`` sequences, ``kv_tokens`` KV tokens."""
         return self.attention(batch, kv_tokens)
 
-    def ffn_time(self, tokens: np.ndarray | float):
-        """Seconds for the FFN worker on ``tokens`` = r·B tokens."""
-        return self.ffn(tokens)
+    def ffn_time(self, tokens: np.ndarray | float, imbalance=None):
+        """Seconds for the FFN instance on a micro-batch of ``tokens`` (r·B/m): the
+        busiest expert rank's, at ``tokens``·φ (``imbalance`` φ, by default its expected
+        value; 1 without ``experts``)."""
+        return self.ffn(self.effective_tokens(tokens, imbalance))
+
+    def effective_tokens(self, tokens, imbalance=None):
+        """``tokens``·φ: the batch an evenly loaded group would run in the time its
+        busiest expert rank takes (DESIGN.md §10)."""
+        if self.experts is None:
+            return tokens
+        if imbalance is None:
+            imbalance = self.experts.imbalance(tokens, self.gpus_ffn)
+        return np.asarray(tokens, dtype=np.float64) * imbalance
+
+    def with_routing(self, routing: Routing | str) -> LinearStepTimes:
+        """The same step times under another routing (a roofline or an evenly measured
+        fit: φ changes; a fit measured at a skewed routing's busiest rank is refused)."""
+        routing = Routing.parse(routing)
+        require(self.experts is not None, f"{self.name} has no routed experts (--routing)")
+        assert self.experts is not None
+        if routing == self.experts.routing:
+            return self
+        require(
+            not self.experts.skew_in_fit,
+            f"{self.name} was measured at {self.experts.routing} routing; for {routing} "
+            "recalibrate it (afdplan calibrate --system ... --routing)",
+        )
+        return replace(self, experts=replace(self.experts, routing=routing))
 
     def comm_time(self, batch: np.ndarray | float, ratio: np.ndarray | float):
         """Seconds of the A↔F round trip for ``ratio`` workers of ``batch`` tokens each."""
@@ -141,6 +182,10 @@ _SECTION_KEYS = {
     "ffn": ("alpha", "beta"),
     "comm": ("alpha", "beta", "scope"),
 }
+_OPTIONAL_SECTIONS = {
+    "exchange": ("alpha", "beta"),
+    "experts": ("experts", "top_k", "routing", "skew_in_fit"),
+}
 _META_KEYS = (
     "name",
     "time_unit",
@@ -158,11 +203,11 @@ TIME_UNITS: dict[str, float | None] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "arbitr
 def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTimes:
     """Validate a parsed coefficients file and build the model (one-line errors)."""
     require(isinstance(data, dict), f"{source}: top level must be a table/object")
-    unknown = set(data) - {*_SECTION_KEYS, "meta"}
+    unknown = set(data) - {*_SECTION_KEYS, *_OPTIONAL_SECTIONS, "meta"}
     require(
         not unknown,
         f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
-        f"known: meta, {', '.join(_SECTION_KEYS)}",
+        f"known: meta, {', '.join([*_SECTION_KEYS, *_OPTIONAL_SECTIONS])}",
     )
     values: dict[str, dict] = {}
     for section, keys in _SECTION_KEYS.items():
@@ -216,6 +261,7 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
     scope = str(data["comm"].get("scope", "per_worker"))
     require(scope in COMM_SCOPES, f"{source}: comm.scope must be one of {', '.join(COMM_SCOPES)}")
     kv = meta.get("kv_capacity_tokens")
+    exchange, experts = _optional_sections(data, source, scale)
     return LinearStepTimes(
         attention=AttentionLinear(**values["attention"]),
         ffn=Linear(**values["ffn"]),
@@ -231,7 +277,48 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         else int(_number(f"{source}: meta.kv_capacity_tokens", kv)),
         curves=curves,
         layers=None if layers is None else int(_number(f"{source}: meta.layers", layers)),
+        exchange=exchange,
+        experts=experts,
     )
+
+
+def _optional_sections(
+    data: dict, source: str, scale: float | None
+) -> tuple[Linear | None, Experts | None]:
+    """``[exchange]`` (in the file's time unit) and ``[experts]``, each validated."""
+    for section, keys in _OPTIONAL_SECTIONS.items():
+        body = data.get(section, {})
+        require(isinstance(body, dict), f"{source}: [{section}] must be a table")
+        extra = set(body) - set(keys)
+        require(
+            not extra,
+            f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(extra))}; "
+            f"known: {', '.join(keys)}",
+        )
+    exchange = None
+    if "exchange" in data:
+        body = data["exchange"]
+        for key in ("alpha", "beta"):
+            require(key in body, f"{source}: [exchange] needs {key}")
+        k = 1.0 if scale is None else scale
+        exchange = Linear(
+            alpha=_number(f"{source}: exchange.alpha", body["alpha"]) * k,
+            beta=_number(f"{source}: exchange.beta", body["beta"]) * k,
+        )
+    experts = None
+    if "experts" in data:
+        body = data["experts"]
+        for key in ("experts", "top_k"):
+            require(
+                type(body.get(key)) is int,
+                f"{source}: experts.{key} must be an integer, got {body.get(key)!r}",
+            )
+        skew = body.get("skew_in_fit", False)
+        require(isinstance(skew, bool), f"{source}: experts.skew_in_fit must be true or false")
+        experts = Experts(
+            body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew
+        )
+    return exchange, experts
 
 
 def _number(name: str, value: object) -> float:
@@ -257,12 +344,23 @@ def coeffs_to_dict(model: LinearStepTimes) -> dict:
         meta["curves"] = model.curves
     if model.layers is not None:
         meta["layers"] = model.layers
-    return {
+    out = {
         "meta": meta,
         "attention": asdict(model.attention),
         "ffn": asdict(model.ffn),
         "comm": {**asdict(model.comm), "scope": model.comm_scope},
     }
+    if model.exchange is not None:
+        out["exchange"] = asdict(model.exchange)
+    if model.experts is not None:
+        e = model.experts
+        out["experts"] = {
+            "experts": int(e.experts),
+            "top_k": int(e.top_k),
+            "routing": str(e.routing),
+            "skew_in_fit": e.skew_in_fit,
+        }
+    return out
 
 
 def read_coeffs_file(path: str | Path) -> LinearStepTimes:

@@ -21,11 +21,18 @@ class StepTimes(Protocol):
 
     def attention_time(self, batch: np.ndarray | float, kv_tokens: np.ndarray | float): ...
 
-    def ffn_time(self, tokens: np.ndarray | float): ...
+    def ffn_time(self, tokens: np.ndarray | float, imbalance=None): ...
 
     def comm_time(self, batch: np.ndarray | float, ratio: np.ndarray | float): ...
 
     def with_comm_scope(self, scope: str) -> StepTimes: ...
+
+
+def routed_experts(times: StepTimes):
+    """(the routed experts, the FFN group size g_F) of a step-time source; experts None
+    for a dense FFN or a set that does not describe its experts."""
+    linear = getattr(times, "fallback", times)
+    return getattr(linear, "experts", None), float(getattr(linear, "gpus_ffn", 1.0))
 
 
 def gpus_per_instance(times: StepTimes) -> tuple[float, float]:

@@ -8,7 +8,9 @@ table is a CSV with one row per measurement::
     attention,,524288,64,0.00071     # B sequences holding kv_tokens KV tokens in total
     attention_dense,64,,,0.0032      # per-sequence dense work of the Attention side
     ffn,512,,,0.0094                 # the FFN side on `tokens` tokens
-    comm,64,,,0.0011                 # A↔F transfer of `tokens` tokens
+    comm,64,,,0.0011                 # A↔F round trip of `tokens` tokens
+    exchange,512,,,0.0021            # the part of the ffn row that is expert dispatch
+                                     #   and combine (already inside it; fitted apart)
 
 Times are whole-model per decode step, seconds. The Attention time is ``attention`` plus
 ``attention_dense`` at B tokens (projections, norms, LM head: they scale with sequences,
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 Columns = dict[str, np.ndarray]
 
 TABLE_COLUMNS = ("op", "tokens", "kv_tokens", "batch", "seconds")
-TABLE_OPS = ("attention", "attention_dense", "ffn", "comm")
+TABLE_OPS = ("attention", "attention_dense", "ffn", "comm", "exchange")
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,15 @@ class TableStepTimes:
         dense = 0.0 if self.attention_dense is None else self.attention_dense(batch)
         return kernel + dense
 
-    def ffn_time(self, tokens):
-        return self.fallback.ffn_time(tokens) if self.ffn is None else self.ffn(tokens)
+    def ffn_time(self, tokens, imbalance=None):
+        """The FFN on a micro-batch of ``tokens``, at its busiest expert rank (the
+        curve read at ``tokens``·φ, as ``LinearStepTimes.ffn_time``)."""
+        if self.ffn is None:
+            return self.fallback.ffn_time(tokens, imbalance)
+        return self.ffn(self.fallback.effective_tokens(tokens, imbalance))
+
+    def with_routing(self, routing) -> TableStepTimes:
+        return replace(self, fallback=self.fallback.with_routing(routing))
 
     def comm_time(self, batch, ratio):
         if self.comm is None:
@@ -178,7 +187,7 @@ class TableStepTimes:
 
     def stages(self) -> list[str]:
         """The stages that come from measurements (attention if either attention op)."""
-        have = {op for op in TABLE_OPS if getattr(self, op) is not None}
+        have = {op for op in TABLE_OPS if getattr(self, op, None) is not None}
         if "attention_dense" in have:
             have.add("attention")
         return [s for s in ("attention", "ffn", "comm") if s in have]
@@ -208,6 +217,7 @@ def validate_columns(cols: Columns, source: str) -> Columns:
         ("attention_dense", ("tokens",)),
         ("ffn", ("tokens",)),
         ("comm", ("tokens",)),
+        ("exchange", ("tokens",)),
     ):
         rows = op == name
         for col in needs:

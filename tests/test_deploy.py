@@ -471,3 +471,84 @@ def test_network_option_sets_the_scale_out_port_of_both_sides():
     # Blackwell boards ship ConnectX-8 (800 Gb/s), as aiconfigurator-core records them
     assert load_hardware("b300").network_bandwidth == load_hardware("b200").network_bandwidth
     assert load_hardware("b300").network_bandwidth == 2 * h200.network_bandwidth
+
+
+# ------------------------------------------------------------------ the MoE side, colocated
+
+
+def test_colocated_decode_pays_the_exchange_on_its_links_and_the_busiest_rank():
+    from afdplan.calibrate.roofline import derive
+    from afdplan.deploy.search import colocated_times
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    afd = derive(model, hw, 1, 8).times
+    col = colocated_times(afd, 10_000, "c")
+    # the kernels stay on the GPUs' compute, the dispatch and combine become the transfers
+    assert col.ffn.alpha == pytest.approx(afd.ffn.alpha - afd.exchange.alpha)
+    assert col.ffn.beta == pytest.approx(afd.ffn.beta - afd.exchange.beta)
+    assert col.comm == afd.exchange and col.comm_scope == "aggregate"
+    assert col.experts == afd.experts  # the busiest expert rank still sets the FFN
+    # 8 GPUs of 16 sequences each: a micro-batch of 128 tokens on the group's links
+    assert col.comm_time(16, 8) == pytest.approx(afd.exchange.alpha * 128 + afd.exchange.beta)
+    assert float(col.ffn_time(128)) > float(col.ffn(128))
+
+
+def test_colocated_two_batch_overlap_hides_the_exchange_behind_compute():
+    from afdplan.bundle import Pipeline
+
+    # compute a + f, transfers x + y per micro-batch and layer, m = 2 (TBO)
+    a, f, x, y = 1.0, 2.0, 0.5, 0.5
+    one = Pipeline("pingpong", 1, 4).colocated_step_time(a, a, x, f, y)
+    two = Pipeline("pingpong", 2, 4).colocated_step_time(a / 2, a / 2, x / 2, f / 2, y / 2)
+    assert one == pytest.approx(4 * (a + f + x + y))  # no overlap: every term in series
+    # halves: compute 1.5, transfers 0.5 per micro-batch; the transfers hide except the
+    # first fill: S + (m − 1)·s_max + (L − 1)·max(m·s_max, S) with S = 2, s_max = 1.5
+    assert two == pytest.approx(2 + 1.5 + 3 * max(3.0, 2.0))
+
+
+def test_verdict_words_and_margin():
+    from afdplan.deploy.result import verdict, verdict_margin
+
+    assert verdict(1.2) == "AFD pays" and verdict(0.97) == "parity" and verdict(0.5) == "AFD loses"
+    res = search(small_target(), "vllm-afd")
+    margin = verdict_margin(res)
+    labels = [m["assumption"] for m in margin]
+    assert labels == [
+        "balanced routing",
+        "power-law:1.01 routing",
+        "power-law:1.2 routing",
+        "balanced routing, exchange x0.5",
+        "balanced routing, exchange x2",
+    ]
+    assert margin[0]["afd_over_colocated"] == pytest.approx(res.afd_over_colocated)
+    for m in margin:
+        assert m["verdict"] in ("AFD pays", "parity", "AFD loses", "nothing meets the SLO")
+
+
+def test_a_dearer_exchange_costs_colocated_more_than_afd():
+    # Colocated decode moves every token between GPUs in every layer; AFD's FFN group
+    # does too, but its attention ranks do not. Doubling the exchange lowers both,
+    # colocated at least as much per GPU.
+    from dataclasses import replace
+
+    from afdplan.deploy.search import MoeAssumptions
+
+    base = search(small_target(), "none")
+    dear = search(replace(small_target(), moe=MoeAssumptions(exchange_scale=2.0)), "none")
+    assert dear.colocated["score"] < base.colocated["score"]
+    assert dear.chosen["score"] <= base.chosen["score"]
+    assert dear.afd_over_colocated >= base.afd_over_colocated - 1e-9
+
+
+def test_deploy_routing_option_and_json_verdict(cli):
+    res = cli("deploy", "--gpus-ffn", "8", "-m", "1", "--gpus-attention", "1", "--no-verify",
+              "--routing", "power-law:1.2", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    data = res.json()
+    assert data["moe"] == "power-law:1.2 routing"
+    col = data["colocated"]
+    assert col["verdict"] in ("AFD pays", "parity", "AFD loses")
+    assert col["margin"][0]["assumption"] == "power-law:1.2 routing"
+    res = cli("deploy", "--model", "llama3-70b", "--attention-hw", "h100-sxm", "--routing",
+              "power-law:1.2", "--no-verify")  # fmt: skip
+    assert res.code == 2 and "is dense" in res.err

@@ -64,11 +64,11 @@ class MeasuredSource:
             return None
         return times.attention
 
-    def ffn(self, g_f: int) -> tuple[Linear, Linear | None] | None:
+    def ffn(self, g_f: int, routing: str | None = None) -> tuple[Linear, Linear | None] | None:
         """(the FFN fit, the part of it that is expert dispatch and combine) on a group of
-        ``g_f`` GPUs, or None where the kernels were not measured."""
+        ``g_f`` GPUs at ``routing``'s rows, or None where they were not measured."""
         try:
-            times, _ = _calibrated(self, 1, g_f)
+            times, _ = _calibrated(self, 1, g_f, routing)
         except InputError:
             return None
         return times.ffn, times.exchange

@@ -19,6 +19,7 @@ from afdplan.cli.common import (
     PriceAttOpt,
     PriceFfnOpt,
     PromptColOpt,
+    RoutingOpt,
     SaveDirOpt,
     SeedOpt,
     TraceOpt,
@@ -115,6 +116,7 @@ def deploy(
     microbatches: Annotated[
         str, typer.Option("--microbatches", "-m", help="Micro-batch counts to search (list).")
     ] = "1-4",
+    routing: RoutingOpt = None,
     objective: ObjectiveOpt = Objective.gpu,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
@@ -146,8 +148,11 @@ def deploy(
     folder = prepare_output_dir(save_dir)
 
     from afdplan.calibrate.specs import load_hardware, load_model, served_as
-    from afdplan.deploy import Slo, Space, Target, search
+    from afdplan.deploy import MoeAssumptions, Slo, Space, Target, search
     from afdplan.deploy.anchor import resolve_anchor
+    from afdplan.timing import Routing
+
+    moe = MoeAssumptions(Routing.parse(routing))
 
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     served = load_model(model)  # in the dtypes its config names: what a measured set saw
@@ -178,8 +183,13 @@ def deploy(
             gpu_budget=gpus,
             across_nodes=ffn_across_nodes,
         ),
+        moe=moe,
     )
-    result = search(target, runtime.value)
+    require(
+        routing is None or spec.is_moe,
+        f"--routing: {spec.name} is dense (no routed experts)",
+    )
+    result = search(target, runtime.value).with_margin()
     if verify:
         from afdplan.deploy.verify import verify as run_verify
 
@@ -289,21 +299,7 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
             markup=False,
         )
     if result.colocated is not None:
-        col, ratio = result.colocated, result.afd_over_colocated
-        best_ratio = result.best_afd_over_colocated
-        verdict = "AFD pays" if ratio > 1.0 else "AFD does not pay"
-        out.print(
-            f"AFD vs colocated: {verdict} with {result.runtime}: {ratio:.2f}x the objective of "
-            f"the best colocated decode ({col['architecture']}, group of {col['gpus_ffn']} GPUs, "
-            f"m = {col['microbatches']}, B = {col['batch']}/GPU: "
-            f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU at {col['tpot_ms']:.1f} ms {pct})"
-            + (
-                f"; the best AFD configuration without its rules reaches {best_ratio:.2f}x."
-                if result.runtime_cost > 0
-                else "."
-            ),
-            markup=False,
-        )
+        _render_verdict(result, pct)
     out.print(
         f"Chosen: r = {c['r']} attention instances x {c['gpus_attention']} GPU(s) + an FFN group "
         f"of {c['gpus_ffn']}, B = {c['batch']}, m = {c['microbatches']}: "
@@ -319,6 +315,39 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
     )
     for path in files:
         out.print(f"wrote {path}", markup=False)
+
+
+def _render_verdict(result, pct: str) -> None:
+    from afdplan.deploy.result import PARITY_BAND, verdict
+
+    col, ratio = result.colocated, result.afd_over_colocated
+    best_ratio = result.best_afd_over_colocated
+    out.print(
+        f"AFD vs colocated: {verdict(ratio)} with {result.runtime} ({ratio:.2f}x the objective "
+        f"of the best colocated decode; parity within ±{PARITY_BAND:.0%}): "
+        f"{col['architecture']}, group of {col['gpus_ffn']} GPUs, m = {col['microbatches']}"
+        f"{' (two-batch overlap)' if col['microbatches'] == 2 else ''}, B = {col['batch']}/GPU: "
+        f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU at {col['tpot_ms']:.1f} ms {pct}"
+        + (
+            f"; the best AFD configuration without its rules reaches {best_ratio:.2f}x."
+            if result.runtime_cost > 0
+            else "."
+        ),
+        markup=False,
+    )
+    if result.margin:
+        cases = "; ".join(
+            f"{m['assumption']}: "
+            + ("—" if m["afd_over_colocated"] is None else f"{m['afd_over_colocated']:.2f}x")
+            for m in result.margin
+        )
+        verdicts = {m["verdict"] for m in result.margin}
+        holds = (
+            f"the verdict holds in every case ({verdicts.pop()})"
+            if len(verdicts) == 1
+            else "the verdict depends on them: " + ", ".join(sorted(verdicts))
+        )
+        out.print(f"How sure (the uncertain MoE terms): {cases} — {holds}.", markup=False)
 
 
 def _render_frontier(frontier) -> None:

@@ -2,6 +2,6 @@
 launch files (issue 9; DESIGN.md §8)."""
 
 from afdplan.deploy.result import DeployResult, search
-from afdplan.deploy.search import Slo, Space, Target
+from afdplan.deploy.search import MoeAssumptions, Slo, Space, Target
 
-__all__ = ["DeployResult", "Slo", "Space", "Target", "search"]
+__all__ = ["DeployResult", "MoeAssumptions", "Slo", "Space", "Target", "search"]

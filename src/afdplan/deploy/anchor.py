@@ -31,7 +31,7 @@ from afdplan.calibrate.measured_sets import SHIPPED_SOURCES, MeasuredSource, tab
 from afdplan.calibrate.roofline import derive
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.errors import require
-from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
+from afdplan.timing import AttentionLinear, Linear, LinearStepTimes, Routing
 
 # (model preset, hardware preset) → the shipped coefficient set measured for them.
 SHIPPED = {
@@ -57,13 +57,14 @@ class Anchor:
         attention_hw: str,
         ffn_hw: str,
         sizes: tuple[int, int] | None = None,
+        routing: Routing | None = None,
     ) -> LinearStepTimes:
         """``times`` with each side scaled where that side runs on the anchor's hardware:
-        measured at ``sizes`` (g_A, g_F) where the anchor's tables have them (kernels and
-        expert exchange as ``calibrate --system`` reads them), else by the ratios, which
-        scale the FFN kernels and leave the roofline's expert dispatch and combine alone
-        (``times.exchange``: links, not kernels)."""
-        a, f, x = times.attention, times.ffn, times.exchange
+        measured at ``sizes`` (g_A, g_F) and ``routing``'s rows where the anchor's tables
+        have them (kernels and expert exchange as ``calibrate --system`` reads them), else
+        by the ratios, which scale the FFN kernels and leave the roofline's expert dispatch
+        and combine alone (``times.exchange``: links, not kernels)."""
+        a, f, x, experts = times.attention, times.ffn, times.exchange, times.experts
         g_a, g_f = sizes if sizes is not None else (None, None)
         if attention_hw == self.hardware:
             fit = self.measured.attention(g_a) if self.measured and g_a else None
@@ -72,10 +73,16 @@ class Anchor:
             else:
                 ka, kb, kg = self.attention
                 a = AttentionLinear(alpha=a.alpha * ka, beta=a.beta * kb, gamma=a.gamma * kg)
+        skewed = routing is not None and routing.kind == "power-law"
+        if experts is not None and routing is not None:
+            experts = replace(experts, routing=routing)
         if ffn_hw == self.hardware:
-            fit = self.measured.ffn(g_f) if self.measured and g_f else None
+            rows = str(routing) if skewed else None
+            fit = self.measured.ffn(g_f, rows) if self.measured and g_f else None
             if fit is not None:
                 f, x = fit
+                if skewed and experts is not None:  # the rows time the busiest rank
+                    experts = replace(experts, skew_in_fit=True)
             else:
                 na, nb = (x.alpha, x.beta) if x is not None else (0.0, 0.0)
                 f = Linear(
@@ -83,7 +90,7 @@ class Anchor:
                     beta=(f.beta - nb) * self.ffn[1] + nb,
                 )
         name = f"{times.name} anchored on {self.name}"
-        return replace(times, attention=a, ffn=f, exchange=x, name=name)
+        return replace(times, attention=a, ffn=f, exchange=x, experts=experts, name=name)
 
     def describe(self, attention_sizes=(), ffn_sizes=()) -> str:
         """The ratios, and which of the given sizes each side reads from measured tables."""

@@ -48,6 +48,7 @@ class DeployResult:
     best_unconstrained: dict
     colocated: dict | None
     verification: list[dict] = field(default_factory=list)
+    margin: list[dict] = field(default_factory=list)  # ``verdict_margin``
 
     def anchor_text(self) -> str | None:
         """The anchor's ratios and which searched sizes came from measured tables."""
@@ -99,11 +100,16 @@ class DeployResult:
             int(c["gpus_ffn"]),
             int(c["r"]),
             t.anchor,
+            t.moe,
         )
         return coeffs_to_dict(times)
 
     def with_verification(self, rows: list[dict]) -> DeployResult:
         return replace(self, verification=rows)
+
+    def with_margin(self) -> DeployResult:
+        """The same answer with the verdict tried against the uncertain MoE terms."""
+        return replace(self, margin=verdict_margin(self))
 
     def to_dict(self, files: list[str] | None = None) -> dict:
         t = self.target
@@ -134,11 +140,15 @@ class DeployResult:
             "chosen_step_times": self.chosen_times(),
             "best_unconstrained": self.best_unconstrained,
             "runtime_cost": self.runtime_cost,
+            "moe": None if not t.model.is_moe else t.moe.describe(),
             "colocated": None
             if self.colocated is None
             else {
                 "best": self.colocated,
                 "afd_over_colocated": self.afd_over_colocated,
+                "verdict": verdict(self.afd_over_colocated),
+                "parity_band": PARITY_BAND,
+                "margin": self.margin,
                 "best_afd_over_colocated": self.best_afd_over_colocated,
             },
             "frontier": thin_frontier(self.frontier, 40).to_dict(orient="records"),
@@ -222,6 +232,58 @@ def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
         best_unconstrained=_plain(afd.iloc[0]),
         colocated=None if colocated.empty else _plain(colocated.iloc[0]),
     )
+
+
+# Within this share of colocated decode's objective the two are at parity: the step model's
+# own uncertainty (the cross-check against AIConfigurator, the published measurements) is
+# larger than that.
+PARITY_BAND = 0.05
+# The uncertain terms a verdict is tried against: how tokens pick experts (aiconfigurator-
+# core measures power-law routing at α 1.01, its DeepSeek default, and 1.2, its default for
+# other MoE models), and a factor of two either way on the expert dispatch and combine.
+ROUTINGS_TRIED = ("balanced", "power-law:1.01", "power-law:1.2")
+EXCHANGE_SCALES_TRIED = (0.5, 2.0)
+
+
+def verdict(ratio: float) -> str:
+    """AFD's objective over colocated decode's, in words."""
+    if ratio > 1 + PARITY_BAND:
+        return "AFD pays"
+    if ratio < 1 - PARITY_BAND:
+        return "AFD loses"
+    return "parity"
+
+
+def verdict_margin(result: DeployResult) -> list[dict]:
+    """The verdict's dependence on the uncertain MoE terms: AFD over colocated (both
+    searched afresh, the runtime's rules applied) under each other routing of
+    ``ROUTINGS_TRIED`` and with the expert exchange scaled by each of
+    ``EXCHANGE_SCALES_TRIED``; the searched case first."""
+    t = result.target
+    if result.colocated is None or not t.model.is_moe:
+        return []
+    asked = t.moe
+    cases = [asked]
+    cases += [replace(asked, routing=r) for r in ROUTINGS_TRIED if r != str(asked.routing)]
+    scales = (asked.exchange_scale * k for k in EXCHANGE_SCALES_TRIED)
+    cases += [replace(asked, exchange_scale=s) for s in scales]
+    rows = []
+    for moe in cases:
+        if moe == asked:
+            ratio = result.afd_over_colocated
+        else:
+            try:
+                ratio = search(replace(t, moe=moe), result.runtime).afd_over_colocated
+            except InputError:  # e.g. nothing meets the SLO under a dearer assumption
+                ratio = None
+        rows.append(
+            {
+                "assumption": moe.describe(),
+                "afd_over_colocated": ratio,
+                "verdict": "nothing meets the SLO" if ratio is None else verdict(ratio),
+            }
+        )
+    return rows
 
 
 def _tokens_per_joule(target: Target, configs: pd.DataFrame) -> pd.Series:

@@ -46,7 +46,7 @@ from afdplan.deploy.anchor import Anchor
 from afdplan.errors import InputError, check_positive, require
 from afdplan.theory.barrier import expected_max_normal, layered_binding, layered_times
 from afdplan.theory.memory import max_feasible_batch
-from afdplan.timing import Linear, LinearStepTimes
+from afdplan.timing import Linear, LinearStepTimes, Routing
 from afdplan.workload import LoadStats
 
 KV_SIGMAS = 3.0  # z of the KV limit: a worker's load exceeds it at ~0.13% of steps
@@ -117,6 +117,33 @@ class Space:
 
 
 @dataclass(frozen=True)
+class MoeAssumptions:
+    """The uncertain terms of the MoE side: how tokens pick experts, and a factor on the
+    expert dispatch and combine (1: as measured or on the link roofline)."""
+
+    routing: Routing = field(default_factory=Routing)
+    exchange_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "routing", Routing.parse(self.routing))
+        check_positive("exchange scale", self.exchange_scale)
+
+    def scale_exchange(self, times: LinearStepTimes) -> LinearStepTimes:
+        """``times`` with the exchange part of the FFN times ``exchange_scale``."""
+        x = times.exchange
+        if x is None or self.exchange_scale == 1.0:
+            return times
+        k = self.exchange_scale - 1.0
+        ffn = Linear(times.ffn.alpha + k * x.alpha, times.ffn.beta + k * x.beta)
+        scaled = Linear(self.exchange_scale * x.alpha, self.exchange_scale * x.beta)
+        return replace(times, ffn=ffn, exchange=scaled)
+
+    def describe(self) -> str:
+        scale = "" if self.exchange_scale == 1.0 else f", exchange x{self.exchange_scale:g}"
+        return f"{self.routing} routing{scale}"
+
+
+@dataclass(frozen=True)
 class Target:
     """The question: a model on attention/FFN hardware, a workload, an SLO, an objective
     (``prices``: $ per GPU-hour of the attention and FFN hardware, for ``cost``)."""
@@ -130,6 +157,7 @@ class Target:
     prices: tuple[float | None, float | None] = (None, None)
     space: Space = field(default_factory=Space)
     anchor: Anchor | None = None  # measured / roofline ratios (afdplan.deploy.anchor)
+    moe: MoeAssumptions = field(default_factory=MoeAssumptions)
 
     def __post_init__(self) -> None:
         require(
@@ -239,9 +267,11 @@ def roofline_times(
     g_f: int,
     cross_node: bool,
     anchor: Anchor | None = None,
+    moe: MoeAssumptions | None = None,
 ) -> LinearStepTimes | None:
     """Roofline times for one instance-size pair (anchored on measurements where an
-    anchor is given), or None when the weights do not fit."""
+    anchor is given) under ``moe``'s routing and exchange, or None when the weights do not
+    fit."""
     heterogeneous = attention_hw.name != ffn_hw.name
     try:
         times = derive(
@@ -249,9 +279,12 @@ def roofline_times(
         ).times
     except InputError:
         return None
-    if anchor is None:
-        return times
-    return anchor.apply(times, attention_hw.name, ffn_hw.name, (g_a, g_f))
+    moe = moe or MoeAssumptions()
+    if anchor is not None:
+        times = anchor.apply(times, attention_hw.name, ffn_hw.name, (g_a, g_f), moe.routing)
+    elif times.experts is not None:
+        times = times.with_routing(moe.routing)
+    return moe.scale_exchange(times)
 
 
 def crosses_nodes(attention_hw: HardwareSpec, ffn_hw: HardwareSpec, gpus: int) -> bool:
@@ -268,12 +301,13 @@ def bundle_times(
     g_f: int,
     r: int,
     anchor: Anchor | None = None,
+    moe: MoeAssumptions | None = None,
 ) -> tuple[LinearStepTimes, bool]:
     """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
     scale-up domain on one kind of hardware, else the inter-node link (the roofline's
     transfers fan in at the FFN end, ``comm_scope = "fan_in"``)."""
     cross = crosses_nodes(attention_hw, ffn_hw, r * g_a + g_f)
-    times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor)
+    times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor, moe)
     require(times is not None, f"the weights of {model.name} do not fit g_A = {g_a}, g_F = {g_f}")
     assert times is not None
     return times, cross
@@ -373,8 +407,8 @@ def search_afd(target: Target, out: _Collector) -> None:
             if space.gpu_budget is not None and g_a + g_f > space.gpu_budget:
                 continue
             sides = (model, target.attention_hw, target.ffn_hw, g_a, g_f)
-            near = roofline_times(*sides, cross_node=False, anchor=target.anchor)
-            far = roofline_times(*sides, cross_node=True, anchor=target.anchor)
+            near = roofline_times(*sides, False, target.anchor, target.moe)
+            far = roofline_times(*sides, True, target.anchor, target.moe)
             if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
                 continue
             b_kv = kv_limit(near.kv_capacity_tokens, target.stats, space.max_batch)
@@ -456,7 +490,8 @@ def search_colocated(target: Target, out: _Collector) -> None:
             if space.gpu_budget is not None and g > space.gpu_budget:
                 continue
             capacity = colocated_capacity(model, hw, g)
-            times = roofline_times(model, hw, hw, 1, g, g > hw.scaleup_gpus, target.anchor)
+            cross = g > hw.scaleup_gpus
+            times = roofline_times(model, hw, hw, 1, g, cross, target.anchor, target.moe)
             if times is None or capacity < 1:
                 continue
             times = colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}")

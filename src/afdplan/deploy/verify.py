@@ -45,7 +45,7 @@ def verify(
     out = []
     for i, row in enumerate(rows):
         g_a, g_f, r = (int(row[k]) for k in ("gpus_attention", "gpus_ffn", "r"))
-        times, _ = bundle_times(t.model, t.attention_hw, t.ffn_hw, g_a, g_f, r, t.anchor)
+        times, _ = bundle_times(t.model, t.attention_hw, t.ffn_hw, g_a, g_f, r, t.anchor, t.moe)
         config = SimConfig(
             ratio=int(row["r"]),
             batch=int(row["batch"]),

@@ -18,11 +18,13 @@ Hence
 
     E[max_j N_j] ≈ μ + σ·E[max of g standard normals] / √(1 − 1/g)
 
-(for g = 2: μ + σ·√(2/π), exactly the mean of μ + σ|Z|). A rank never holds more than
-T·min(k, E/g) pairs. The slowest rank runs as an evenly loaded group would at the
-*effective* batch T·φ with φ = E[max_j N_j]/μ, so the FFN time of the micro-batch is
-t_F(T·φ): measured tables hold perfectly even rows (aiconfigurator-core's
-``balanced_logits``), so reading them at T·φ prices the barrier.
+(for g = 2: μ + σ·√(2/π), exactly the mean of μ + σ|Z|). Against token-by-token Monte
+Carlo it is within 1% once a rank averages 32 pairs, and up to 2% low at 16 (the loads'
+right skew; ``tests/test_experts.py``). A rank never holds more than T·min(k, E/g) pairs.
+The slowest rank runs as an evenly loaded group would at the *effective* batch T·φ with
+φ = E[max_j N_j]/μ, so the FFN time of the micro-batch is t_F(T·φ): measured tables hold
+perfectly even rows (aiconfigurator-core's ``balanced_logits``), so reading them at T·φ
+prices the barrier.
 
 **Power-law routing** (``power-law:ALPHA``): expert popularity drawn as aiconfigurator-
 core's collectors draw it (``collector/helper.py``, ``sample_power_law`` and

@@ -1,127 +1,302 @@
-"""Cross-check afdplan's AFD step model against NVIDIA AIConfigurator's (issue 8, item 6).
+"""Cross-check afdplan's AFD step model against NVIDIA AIConfigurator on the same tables.
 
-Run:  python benchmarks/crosscheck_aiconfigurator.py [--aiconfigurator PATH]
+Run from anywhere (needs the ``measured`` extra; AIConfigurator itself is optional):
 
-For a few DeepSeek-V3 bundles on H200 (fixed prompt and output lengths, as AIConfigurator
-takes them), this runs ``aiconfigurator cli estimate --estimate-mode afd`` and prints its
-per-layer attention, FFN and transfer times and its step time next to afdplan's: the
-roofline anchored on the shipped measured set (what ``afdplan deploy`` uses) and the plain
-roofline, both under AIConfigurator's own cycle model (``aic-optimistic``) and under
-ping-pong. AIConfigurator is not a dependency: install it on its own (``pip install
-aiconfigurator``, about 100 MB with its plotting stack); without it the script says so and
-exits. Numbers it reports come from its measured kernel database, not from this project.
+    python benchmarks/crosscheck_aiconfigurator.py
+    python benchmarks/crosscheck_aiconfigurator.py --refresh --aiconfigurator-python aic/bin/python
+
+AIConfigurator's own estimates are recorded in ``benchmarks/data/aiconfigurator_reference
+.json`` by ``benchmarks/aic_reference.py`` (run with AIConfigurator's Python, 0.12.0;
+``--refresh`` reruns it). Points: DeepSeek-V3 FP8 on H200 (vLLM tables, EP 8) and
+Qwen3-235B-A22B-FP8 on GB200 (SGLang tables, EP 4); r = 8 to 32 attention ranks, B 32 to
+256, m = 1 to 3, FFN micro-batches of 88 to 8,192 tokens; balanced routing and
+AIConfigurator's default power-law routing (α 1.01 for DeepSeek, 1.2 for Qwen3); one
+decode step at 1,025 KV tokens per sequence. Per point:
+
+* **MoE read** — afdplan's routed-expert time per layer (the table at num_tokens = the
+  micro-batch T, the same routing rows) over AIConfigurator's own ``generation_moe`` op at
+  the same point, timed alone (its per-layer reading of the same table): the token axis,
+  checked against the estimator's code path;
+* **attention read** — afdplan's attention side per layer over AIConfigurator's (without
+  its A-side combine);
+
+and three step times, all under AIConfigurator's optimistic cycle model
+(``--pipeline aic-optimistic``):
+
+* **same terms** — afdplan's reading of the same aiconfigurator-core tables (attention,
+  GEMMs, MoE at the group's micro-batch, at the same routing rows), with the terms
+  AIConfigurator prices differently taken from AIConfigurator itself (its A-side combine;
+  its router GEMM, vLLM MoE dispatch ops and FFN-node all-gather + reduce-scatter instead
+  of afdplan's DeepEP dispatch and combine) and no expert-rank spread (its rows are
+  perfectly even): this checks the tables and the cycle model;
+* **afdplan** — afdplan as it prices the step: DeepEP's measured (or link-roofline)
+  dispatch and combine, the busiest expert rank under balanced routing, its own A↔F
+  transfers; the gap to AIConfigurator is the modelling difference, itemised;
+* **pingpong** — afdplan's exact ping-pong closed form on its own terms (what ``deploy``
+  and ``simulate`` run).
+
+Colocated decode (data-parallel attention, expert-parallel MoE on one node, no two-batch
+overlap) is compared with AIConfigurator's ``static_gen`` estimate at three batches.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
+import json
+import math
 import subprocess
 import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+import numpy as np
 
-from afdplan.bundle import Pipeline
-from afdplan.calibrate.specs import load_hardware, load_model
-from afdplan.deploy.anchor import resolve_anchor
-from afdplan.deploy.runtime import aiconfigurator_command
-from afdplan.deploy.search import bundle_times
-from afdplan.theory.barrier import layered_times
-
-ISL, OSL = 1155, 211  # the Azure conversation trace's mean prompt and output lengths
-# (attention workers r, sequences per worker B, micro-batches m, attention TP g_A, FFN
-# group g_F): whole 8-GPU nodes, as AIConfigurator counts them. The first four are TP-1
-# attention ranks and one EP-8 FFN node; then TP-2 attention, and an EP-16 FFN group over
-# two nodes (its expert all-to-all crosses the network).
-BUNDLES = (
-    (8, 128, 3, 1, 8),
-    (16, 64, 3, 1, 8),
-    (16, 128, 3, 1, 8),
-    (24, 64, 4, 1, 8),
-    (8, 128, 3, 2, 8),
-    (16, 64, 3, 1, 16),
-)
-FIELDS = {
-    "a_layer_ms": r"T_a_layer:\s+([\d.]+) ms",
-    "f_layer_ms": r"T_f_layer:\s+([\d.]+) ms",
-    "a2f_layer_ms": r"T_a2f_layer:\s+([\d.]+) ms",
-    "step_ms": r"T_step:\s+([\d.]+) ms",
+HERE = Path(__file__).resolve().parent
+REFERENCE = HERE / "data" / "aiconfigurator_reference.json"
+MODELS = {  # afdplan's model id, hardware preset and AIConfigurator's power-law α
+    "deepseek-v3": ("deepseek-v3", "h200", 1.01),
+    "qwen3-235b-a22b-fp8": ("Qwen/Qwen3-235B-A22B-FP8", "gb200", 1.2),
 }
+TOLERANCE = 0.10
 
 
-def theirs(exe: str, r: int, b: int, m: int, g_a: int, g_f: int) -> dict[str, float] | str:
-    model, hw = load_model("deepseek-v3"), load_hardware("h200")
-    row = {"r": r, "gpus_attention": g_a, "gpus_ffn": g_f, "microbatches": m, "batch": b}
-    script = aiconfigurator_command(row, model, hw, ISL, OSL)
-    args = " ".join(
-        line.rstrip(" \\") for line in script.splitlines() if line.strip()[:1] not in "#"
+@dataclass(frozen=True)
+class Terms:
+    """Per-layer times of one micro-batch (ms) and the step (ms)."""
+
+    a: float
+    x: float
+    f: float
+    y: float
+    step: float
+
+
+@lru_cache(maxsize=16)
+def _tables(model_id: str, system: str, framework: str, hardware: str, g_f: int, routing: str):
+    """(linear coefficients, measured curves, the exchange-only curve) at EP g_f."""
+    from afdplan.calibrate.pipeline import Sources, calibrate
+    from afdplan.timing import tables_from_frame
+    from afdplan.timing.tables import Curve
+
+    result, rows = calibrate(
+        Sources(
+            model=model_id,
+            hardware=hardware,
+            system=system,
+            framework=framework,
+            gpus_ffn=g_f,
+            routing=routing,
+        )
     )
-    argv = args.split()
-    argv[0] = exe
-    # The prefill phase it also estimates needs a layout that holds the weights.
-    argv += ["--tp-size", "8", "--moe-ep-size", "8", "--moe-tp-size", "1"]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    found = {k: re.search(p, res.stdout) for k, p in FIELDS.items()}
-    if res.returncode != 0 or not all(found.values()):
-        return (res.stderr.strip().splitlines() or ["no output"])[-1][:80]
-    return {k: float(v.group(1)) for k, v in found.items()}  # type: ignore[union-attr]
+    curves = tables_from_frame(rows[rows["op"] != "comm"], result.times, "crosscheck")
+    ex = rows[rows["op"] == "exchange"]
+    exchange = Curve.from_points(ex["tokens"], ex["seconds"]) if len(ex) > 1 else None
+    return result.times, curves, exchange
 
 
-def ours(r: int, b: int, m: int, g_a: int, g_f: int, anchored: bool, kind: str) -> dict[str, float]:
-    model, hw = load_model("deepseek-v3"), load_hardware("h200")
-    anchor = resolve_anchor(None, model, hw, hw) if anchored else None
-    times, _ = bundle_times(model, hw, hw, g_a, g_f, r, anchor)
-    pipe = Pipeline(kind, m, model.layers)
-    lt = layered_times(pipe, times, b, r, ISL + OSL / 2, 0.0, 0.0)  # fixed lengths: no spread
+def ours(point: dict) -> dict:
+    """afdplan's readings of one AFD point (module doc)."""
+    from afdplan.bundle import Pipeline
+    from afdplan.calibrate.aiconfig import routed_experts_curve
+    from afdplan.calibrate.roofline import link_comm, network_link
+    from afdplan.calibrate.specs import load_hardware, load_model
+    from afdplan.timing import Routing, transfer_each_way
+
+    model_id, hardware, alpha = MODELS[point["model"]]
+    routing = "balanced" if point["distribution"] == "balanced" else f"power-law:{alpha:g}"
+    model, hw = load_model(model_id), load_hardware(hardware)
+    r, B, m, g_f = point["r"], point["batch"], point["microbatches"], point["gpus_ffn"]
+    linear, curves, exchange = _tables(
+        model_id, point["system"], point["framework"], hardware, g_f, routing
+    )
+    L, b = model.layers, math.ceil(B / m)
+    T = r * b
+    ref = point["aiconfigurator"]
+    ctx = point["isl"] + 1
+    moe = routed_experts_curve(
+        model, point["system"], point["framework"], g_f, Routing.parse(routing)
+    )
+    a = 1e3 * float(curves.attention_time(b, b * ctx)) / L
+    ffn_even = 1e3 * float(curves.ffn(T)) / L
+    own_exchange = 0.0 if exchange is None else 1e3 * float(exchange(T)) / L
+    kernels = ffn_even - own_exchange
+    f_full = 1e3 * float(curves.ffn_time(T)) / L  # the busiest expert rank, own exchange
+    # A↔F transfers: over NVLink while the bundle fits one scale-up domain, else the
+    # network port (the roofline's rule), fanned in at the FFN end.
+    link = network_link(hw) if r + g_f > hw.scaleup_gpus else _nvlink()
+    c_alpha, c_beta = link_comm(model, hw, link)
+    x = 1e3 * transfer_each_way(c_alpha * b * max(1.0, r / g_f) + c_beta) / L
+    aic_a_extra = ref["a_per_op_ms"].get("afd_a_side_combine", 0.0) / L
+    aic_f_extra = _aic_exchange(ref) / L
+    cycle, pingpong = Pipeline("aic-optimistic", m, L), Pipeline("pingpong", m, L)
+
+    def step(p, a_, x_, f_, y_):
+        return float(p.step_time(a_, a_, x_, f_, y_))
+
+    same = (a + aic_a_extra, x, kernels + aic_f_extra, x)
+    full = (a, x, f_full, x)
+    # the routed experts alone: inside DeepSeek's overlap block, or a plain op (Qwen3)
+    aic_moe = ref.get("f_inner_ms", {}).get("generation_moe") or ref["f_per_op_ms"].get(
+        "generation_moe"
+    )
     return {
-        "a_layer_ms": 1e3 * float(lt.a_round),
-        "f_layer_ms": 1e3 * float(lt.f),
-        "a2f_layer_ms": 1e3 * float(lt.x),
-        "step_ms": 1e3 * float(lt.step_time),
+        "same": Terms(*same, step(cycle, *same)),
+        "afdplan": Terms(*full, step(cycle, *full)),
+        "pingpong": Terms(*full, step(pingpong, *full)),
+        "moe_read": None if aic_moe is None else float(moe(T)) / (aic_moe / L),
+        "attention_read": a / (theirs(point).a - aic_a_extra),
+        "phi": float(linear.experts.imbalance(T, g_f)) if linear.experts else 1.0,
+        "exchange": own_exchange,
+        "aic_exchange": aic_f_extra,
+        "kernels": kernels,
+        "tokens": T,
     }
+
+
+def _aic_exchange(ref: dict) -> float:
+    """ms per step of what AIConfigurator's FFN worker runs besides the routed and shared
+    experts: its router GEMM, vLLM's MoE dispatch ops around the experts, and its AFD
+    all-gather and reduce-scatter across the FFN node (afdplan: DeepEP's dispatch and
+    combine)."""
+    experts = ("generation_moe_overlap", "generation_moe")
+    outer = sum(v for k, v in ref["f_per_op_ms"].items() if k not in experts)
+    inner = sum(
+        v
+        for k, v in ref.get("f_inner_ms", {}).items()
+        if k != "generation_moe" and not k.startswith("generation_shared")
+    )
+    return outer + inner
+
+
+def _nvlink():
+    from afdplan.calibrate.roofline import LINKS
+
+    return LINKS["nvlink"]
+
+
+def theirs(point: dict) -> Terms:
+    ref = point["aiconfigurator"]
+    L = _layers(point)
+    a = sum(ref["a_per_op_ms"].values()) / L
+    f = sum(ref["f_per_op_ms"].values()) / L
+    comm = ref.get("comm_ms", {})
+    x = comm.get("decode_afd_transfer_a2f", ref["t_a2f_layer"])
+    y = comm.get("decode_afd_transfer_f2a", ref["t_f2a_layer"])
+    return Terms(a, x, f, y, ref["t_step"])
+
+
+def _layers(point: dict) -> int:
+    from afdplan.calibrate.specs import load_model
+
+    return load_model(MODELS[point["model"]][0]).layers
+
+
+def colocated(point: dict) -> dict:
+    """afdplan's colocated step (m = 1: no two-batch overlap) against static_gen's TPOT."""
+    from afdplan.bundle import Pipeline
+    from afdplan.calibrate.specs import load_model
+    from afdplan.deploy.search import colocated_times
+
+    model_id, hardware, alpha = MODELS[point["model"]]
+    routing = "balanced" if point["distribution"] == "balanced" else f"power-law:{alpha:g}"
+    g, B = point["group"], point["batch"]
+    linear, curves, exchange = _tables(
+        model_id, point["system"], point["framework"], hardware, g, routing
+    )
+    model = load_model(model_id)
+    L, ctx = model.layers, point["isl"] + 1
+    col = colocated_times(linear, 10**9, "colocated")
+    a = float(curves.attention_time(B, B * ctx)) / L
+    f_even = float(curves.ffn(g * B)) - (0.0 if exchange is None else float(exchange(g * B)))
+    phi = float(linear.experts.imbalance(g * B, g)) if linear.experts else 1.0
+    f_kernels = f_even / L
+    xy = float(col.comm_time(B, g)) / L
+    p = Pipeline("pingpong", 1, L)
+    even = 1e3 * float(p.colocated_step_time(a, a, 0.0, f_kernels, 0.0))
+    full = 1e3 * float(p.colocated_step_time(a, a, xy / 2, f_kernels * phi, xy / 2))
+    return {"kernels_only": even, "afdplan": full, "phi": phi}
+
+
+def refresh(python: str) -> None:
+    cmd = [python, str(HERE / "aic_reference.py"), "-o", str(REFERENCE)]
+    subprocess.run(cmd, check=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--aiconfigurator", help="the aiconfigurator executable [on PATH]")
+    parser.add_argument("--refresh", action="store_true", help="rerun AIConfigurator first")
+    parser.add_argument("--aiconfigurator-python", default="python", help="its interpreter")
+    parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = parser.parse_args()
-    exe = shutil.which(args.aiconfigurator or "aiconfigurator")
+    if args.refresh:
+        refresh(args.aiconfigurator_python)
+    from rich.console import Console
+    from rich.table import Table
+
+    data = json.loads(REFERENCE.read_text())
     console = Console()
-    if args.aiconfigurator is not None and exe is None:
-        print(f"error: {args.aiconfigurator}: not found (or not executable)", file=sys.stderr)
-        raise SystemExit(2)
-    if exe is None:
-        console.print(
-            "aiconfigurator is not installed (pip install aiconfigurator in a separate "
-            "environment, then pass --aiconfigurator PATH); nothing to compare."
-        )
-        return
-    table = Table(title=f"DeepSeek-V3 on H200, ISL {ISL}, OSL {OSL}; per layer in ms")
-    for col in ("r", "B", "m", "g_A", "g_F", "source", "a", "f", "A→F", "step ms", "/ AIC"):
+    table = Table(title=f"afdplan against {data['meta']['tool']} (per layer ms; step ms)")
+    for col in ("model", "routing", "r", "B", "m", "T", "MoE read", "attn read", "φ",
+                "AIC step ms", "same terms", "afdplan", "pingpong"):  # fmt: skip
         table.add_column(col, justify="right")
-    for r, b, m, g_a, g_f in BUNDLES:
-        bundle = (str(r), str(b), str(m), str(g_a), str(g_f))
-        ref = theirs(exe, r, b, m, g_a, g_f)
-        if isinstance(ref, str):
-            table.add_row(*bundle, "AIConfigurator", f"failed: {ref}")
+    rows, worst = [], 0.0
+    for point in data["points"]:
+        if point["kind"] != "afd":
             continue
-        rows = [("AIConfigurator", ref)]
-        for label, anchored, kind in (
-            ("afdplan anchored, aic-optimistic", True, "aic-optimistic"),
-            ("afdplan anchored, pingpong", True, "pingpong"),
-            ("afdplan roofline, aic-optimistic", False, "aic-optimistic"),
-        ):
-            rows.append((label, ours(r, b, m, g_a, g_f, anchored, kind)))
-        for label, v in rows:
-            table.add_row(
-                *bundle, label, f"{v['a_layer_ms']:.3f}", f"{v['f_layer_ms']:.3f}",
-                f"{v['a2f_layer_ms']:.3f}", f"{v['step_ms']:.1f}",
-                f"{v['step_ms'] / ref['step_ms']:.3f}",
-            )  # fmt: skip
+        if "aiconfigurator" not in point:
+            table.add_row(point["model"], point["distribution"], str(point["r"]),
+                          str(point["batch"]), str(point["microbatches"]), "",
+                          f"AIC failed: {point['error'][:40]}")  # fmt: skip
+            continue
+        mine, ref = ours(point), theirs(point)
+        same = mine["same"].step / ref.step
+        worst = max(worst, abs(same - 1))
+        rows.append({**{k: point[k] for k in ("model", "distribution", "r", "batch",
+                                              "microbatches")},
+                     "tokens": mine["tokens"], "aic_step_ms": ref.step,
+                     "moe_read": mine["moe_read"], "attention_read": mine["attention_read"],
+                     "same_terms_ratio": same, "afdplan_ratio": mine["afdplan"].step / ref.step,
+                     "pingpong_ratio": mine["pingpong"].step / ref.step,
+                     "f_ratio": mine["same"].f / ref.f, "phi": mine["phi"],
+                     "exchange_ms": mine["exchange"],
+                     "aic_exchange_ms": mine["aic_exchange"]})  # fmt: skip
+        moe_read = "n/a" if mine["moe_read"] is None else f"{mine['moe_read']:.3f}"
+        table.add_row(
+            point["model"][:8], point["distribution"][:8], str(point["r"]), str(point["batch"]),
+            str(point["microbatches"]), str(mine["tokens"]), moe_read,
+            f"{mine['attention_read']:.3f}", f"{mine['phi']:.2f}", f"{ref.step:.1f}",
+            f"{same:.3f}", f"{mine['afdplan'].step / ref.step:.3f}",
+            f"{mine['pingpong'].step / ref.step:.3f}",
+        )  # fmt: skip
+    col_rows = []
+    for point in data["points"]:
+        if point["kind"] != "colocated" or "aiconfigurator" not in point:
+            continue
+        mine = colocated(point)
+        tpot = point["aiconfigurator"]["tpot"]
+        col_rows.append({**{k: point[k] for k in ("model", "distribution", "batch", "group")},
+                         "aic_tpot_ms": tpot, "kernels_only_ratio": mine["kernels_only"] / tpot,
+                         "afdplan_ratio": mine["afdplan"] / tpot, "phi": mine["phi"]})  # fmt: skip
+    if args.json:
+        print(json.dumps({"afd": rows, "colocated": col_rows, "worst_same_terms": worst}))
+        return
     console.print(table)
+    ct = Table(title="Colocated decode against AIConfigurator static_gen (TPOT ms)")
+    for col in ("model", "routing", "B/GPU", "group", "AIC", "kernels only", "afdplan", "φ"):
+        ct.add_column(col, justify="right")
+    for c in col_rows:
+        ct.add_row(c["model"][:11], c["distribution"][:8], str(c["batch"]), str(c["group"]),
+                   f"{c['aic_tpot_ms']:.1f}", f"{c['kernels_only_ratio']:.3f}",
+                   f"{c['afdplan_ratio']:.3f}", f"{c['phi']:.2f}")  # fmt: skip
+    console.print(ct)
+    ratios = np.array([r["same_terms_ratio"] for r in rows])
+    console.print(
+        f"same terms: {len(ratios)} points, ratio {ratios.min():.3f}-{ratios.max():.3f}, "
+        f"{(np.abs(ratios - 1) <= TOLERANCE).sum()} within {TOLERANCE:.0%}"
+    )
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent / "src"))
     main()

@@ -281,3 +281,40 @@ def test_calibrate_reads_the_chosen_data_version(aic, cli):
     res = cli(*ds, "--data-version", "current", "--json")
     assert res.code == 0, res.err
     assert "aiconfigurator-core data: h200_sxm vllm 0.24.0" in res.out
+
+
+def test_moe_read_equals_aiconfigurators_own_op(aic):
+    """AIConfigurator 0.12's estimator, run on the cross-check grid (its per-op times are
+    recorded in benchmarks/data): its routed-expert op at every AFD point equals afdplan's
+    read of the same table at num_tokens = the whole micro-batch T (it would be T/g_F's
+    row under the per-rank reading: 0.75x at T = 256, 0.17x at 8,192 for DeepSeek-V3)."""
+    import json
+    import math
+
+    from afdplan.calibrate.aiconfig import routed_experts_curve
+    from afdplan.timing import Routing
+
+    from .conftest import ROOT
+
+    data = json.loads((ROOT / "benchmarks/data/aiconfigurator_reference.json").read_text())
+    alpha = {"deepseek-v3": 1.01, "qwen3-235b-a22b-fp8": 1.2}
+    ids = {"deepseek-v3": "deepseek-v3", "qwen3-235b-a22b-fp8": "Qwen/Qwen3-235B-A22B-FP8"}
+    checked = 0
+    for p in data["points"]:
+        if p["kind"] != "afd" or "aiconfigurator" not in p:
+            continue
+        ref = p["aiconfigurator"]
+        theirs = ref.get("f_inner_ms", {}).get("generation_moe") or ref["f_per_op_ms"].get(
+            "generation_moe"
+        )
+        model = load_model(ids[p["model"]])
+        skewed = p["distribution"] != "balanced"
+        routing = Routing("power-law", alpha[p["model"]]) if skewed else Routing()
+        curve = routed_experts_curve(model, p["system"], p["framework"], p["gpus_ffn"], routing)
+        tokens = p["r"] * math.ceil(p["batch"] / p["microbatches"])
+        assert tokens == ref["b_micro_total"]
+        # AIConfigurator charges every layer of its model as MoE (61 for DeepSeek-V3)
+        layers = 61 if p["model"] == "deepseek-v3" else model.layers
+        assert float(curve(tokens)) == pytest.approx(theirs / layers, rel=0.03)
+        checked += 1
+    assert checked == 48

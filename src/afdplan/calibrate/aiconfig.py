@@ -13,8 +13,9 @@ measured per GPU system and serving framework, in ms per layer. For one model ×
 * ``ffn`` — dense FFN: gate-up and down GEMMs, tensor-parallel over the FFN instance's
   g_F GPUs, plus the NCCL all-reduce of the output; MoE: ``moe_perf`` with expert
   parallelism g_F read at ``num_tokens`` = the whole FFN batch T (see below), balanced
-  routing, plus the shared experts and the leading dense layers, replicated per rank and
-  run by each rank on its T/g_F tokens.
+  routing, beside the shared experts (run on a second stream: the longer of the two sets a
+  layer), plus the leading dense layers; shared and dense weights are replicated per rank
+  and run by each rank on its T/g_F tokens; plus the expert dispatch and combine.
 
 The MoE table's token axis is the group's, not a rank's. aiconfigurator-core's collectors
 time EP rank 0 while ``num_tokens`` hidden states are routed over all E experts, rank 0
@@ -416,6 +417,44 @@ def _ffn_rows(
             per_layer = per_layer + _all_reduce(data.system, g, tokens * model.hidden * 2, notes)
         notes.append(f"ffn: dense gated MLP from {gemm.source}, TP {g} x {model.layers} layers")
         return _rows("ffn", tokens=tokens, seconds=model.layers * per_layer / 1e3)
+    sub, src, moe_dtype = _routed_experts(model, data, g, w_dtype, routing)
+    tokens = sub.index.to_numpy(np.float64)  # the whole group's micro-batch (module doc)
+    per_rank = tokens / g  # the replicated dense parts run on each rank's share
+    per_layer_moe = sub.to_numpy(np.float64)
+    if model.shared_intermediate:
+        # Decode runs the shared experts on a second CUDA stream beside the routed ones
+        # (vLLM's maybe_execute_in_parallel under CUDA graphs; aiconfigurator-core models it
+        # as an overlap, sdk/models/deepseek.py ``generation_moe_overlap``): the longer of
+        # the two sets the layer.
+        shared = gemm(per_rank, 2 * model.shared_intermediate, model.hidden, "shared up") + gemm(
+            per_rank, model.hidden, model.shared_intermediate, "shared down"
+        )
+        per_layer_moe = np.maximum(per_layer_moe, shared)
+    total = model.moe_layers * per_layer_moe
+    if model.first_dense_layers:
+        dense = gemm(per_rank, 2 * model.intermediate, model.hidden, "dense-layer up") + gemm(
+            per_rank, model.hidden, model.intermediate, "dense-layer down"
+        )
+        total = total + model.first_dense_layers * dense
+    notes.append(
+        f"ffn: {src}, {moe_dtype}, EP {g}, {routing} routing rows"
+        + (" (timed at the busiest rank)" if routing.kind == "power-law" else "")
+        + f", num_tokens = the group's micro-batch; {model.moe_layers} MoE layers"
+        + (" beside the shared experts (overlapped)" if model.shared_intermediate else "")
+        + (f" + {model.first_dense_layers} dense layers (GEMM)" if model.first_dense_layers else "")
+    )
+    exchange = _exchange(model, data, g, tokens, hw, notes)
+    rows = [_rows("ffn", tokens=tokens, seconds=total / 1e3 + exchange)]
+    if exchange.any():  # the part of the ffn rows that is the exchange, for colocated decode
+        rows.append(_rows("exchange", tokens=tokens, seconds=exchange))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _routed_experts(
+    model: ModelSpec, data: DataVersion, g: int, w_dtype: str, routing: Routing
+) -> tuple[pd.Series, str, str]:
+    """(ms per MoE layer by ``num_tokens`` = the group's micro-batch, the table's label, the
+    dtype read) of the routed experts on an EP-g group at ``routing``'s rows."""
     table, src = _table(data, "moe", "moe_perf.parquet")
     moe_dtype = w_dtype if w_dtype in _values(table["moe_dtype"]) else "bfloat16"
     shape = (
@@ -437,35 +476,26 @@ def _ffn_rows(
         f"{src}: no {routing} routing rows for {model.name} at EP {g}; measured: "
         + ", ".join(d.replace("power_law_", "power-law:") for d in found),
     )
-    sub = table[shape & (table["distribution"] == wanted)].groupby("num_tokens")["latency"]
-    sub = sub.median()
-    tokens = sub.index.to_numpy(np.float64)  # the whole group's micro-batch (module doc)
-    per_rank = tokens / g  # the replicated dense parts run on each rank's share
-    per_layer_moe = sub.to_numpy(np.float64)
-    if model.shared_intermediate:
-        per_layer_moe = (
-            per_layer_moe
-            + gemm(per_rank, 2 * model.shared_intermediate, model.hidden, "shared up")
-            + gemm(per_rank, model.hidden, model.shared_intermediate, "shared down")
-        )
-    total = model.moe_layers * per_layer_moe
-    if model.first_dense_layers:
-        dense = gemm(per_rank, 2 * model.intermediate, model.hidden, "dense-layer up") + gemm(
-            per_rank, model.hidden, model.intermediate, "dense-layer down"
-        )
-        total = total + model.first_dense_layers * dense
-    notes.append(
-        f"ffn: {src}, {moe_dtype}, EP {g}, {routing} routing rows"
-        + (" (timed at the busiest rank)" if routing.kind == "power-law" else "")
-        + f", num_tokens = the group's micro-batch; {model.moe_layers} MoE layers"
-        + (" + shared experts" if model.shared_intermediate else "")
-        + (f" + {model.first_dense_layers} dense layers (GEMM)" if model.first_dense_layers else "")
-    )
-    exchange = _exchange(model, data, g, tokens, hw, notes)
-    rows = [_rows("ffn", tokens=tokens, seconds=total / 1e3 + exchange)]
-    if exchange.any():  # the part of the ffn rows that is the exchange, for colocated decode
-        rows.append(_rows("exchange", tokens=tokens, seconds=exchange))
-    return pd.concat(rows, ignore_index=True)
+    rows = table[shape & (table["distribution"] == wanted)]
+    return rows.groupby("num_tokens")["latency"].median(), src, moe_dtype
+
+
+def routed_experts_curve(
+    model: ModelSpec,
+    system: str,
+    framework: str,
+    g: int,
+    routing: Routing | None = None,
+    version: str | None = None,
+):
+    """The routed experts alone: a ``Curve`` of ms per MoE layer against the group's
+    micro-batch (what ``measured_tables`` folds into its FFN rows; for cross-checks)."""
+    from afdplan.timing.tables import Curve
+
+    data = resolve_version(system, framework, model, version)
+    w_dtype = "fp8_block" if model.weight_bytes <= 1 else "bfloat16"  # as measured_tables
+    sub, _, _ = _routed_experts(model, data, g, w_dtype, routing or Routing())
+    return Curve(sub.index.to_numpy(np.float64), sub.to_numpy(np.float64))
 
 
 def _exchange(

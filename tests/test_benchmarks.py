@@ -1,0 +1,40 @@
+"""The evidence benchmarks run from any folder and keep their promises: every published
+point cites its source and is either predicted or says what afdplan is missing; the
+cross-check against AIConfigurator's recorded estimates stays within its band."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+
+def _run(script: str, tmp_path) -> dict:
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the clone root
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout)
+
+
+def test_published_points_are_predicted_or_say_what_is_missing(tmp_path):
+    data = _run("published.py", tmp_path)
+    assert len(data["points"]) >= 11
+    for p in data["points"]:
+        assert p["source"] and p["published"] > 0
+        assert (p["afdplan"] is not None) != bool(p.get("cannot_express"))
+    predicted = [p for p in data["points"] if p["afdplan"] is not None]
+    assert predicted and all(p["ratio"] > 0 for p in predicted)
+
+
+def test_crosscheck_same_terms_within_ten_percent(tmp_path, aic):
+    data = _run("crosscheck_aiconfigurator.py", tmp_path)
+    assert len(data["afd"]) == 48 and len(data["colocated"]) == 12
+    assert data["worst_same_terms"] <= 0.10
+    assert all(abs(p["moe_read"] - 1) < 0.03 for p in data["afd"])

@@ -5,7 +5,8 @@ Run:  python benchmarks/bench_sim.py [--requests 1000000] [--repeats 5]
 
 Workload: requests resampled from the Azure conversation trace (shipped with afdplan),
 r = 8, B = 256, the paper's coefficients (overlap; and the ping-pong pipeline with m = 2
-micro-batches over L = 61 layers, by its exact recurrence and by its closed form). Every case
+micro-batches over L = 61 layers, by its exact recurrence and by its closed form); and
+DeepSeek-V3/H200's shipped set, with and without the busiest-expert-rank draw per step. Every case
 is timed in this process, after the trace is loaded, as the median of several runs; the
 ratio column compares against the per-slot stepping baseline measured in the same run.
 The baseline steps every slot every step (O(r·B) per step) over the *same* requests and
@@ -27,6 +28,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -106,8 +108,17 @@ def main() -> None:
     both = SimConfig(
         ratio=8, batch=256, requests=n, order="replay", warmup_steps=0, kv_capacity_tokens=kv_cap
     )
+    # The same runs on DeepSeek-V3/H200's shipped set, whose FFN waits for its busiest
+    # expert rank (drawn per step and micro-batch), against the set without that draw.
+    dsv3 = load_coeffs("deepseek-v3-h200")
+    even = replace(dsv3, experts=None)
+    pingpong = SimConfig(ratio=8, batch=256, requests=n, mode="pingpong", microbatches=2, layers=61)
     cases = {
         "fast path, i.i.d. resampling": (iid, True),
+        "fast path, DeepSeek-V3/H200 set, expert barrier drawn": (iid, True, dsv3),
+        "fast path, DeepSeek-V3/H200 set, no expert barrier": (iid, True, even),
+        "ping-pong m = 2 exact, expert barrier drawn": (pingpong, True, dsv3),
+        "ping-pong m = 2 exact, no expert barrier": (pingpong, True, even),
         "arrival-order replay, kernel": (replay, True),
         "arrival-order replay, Python loop (before)": (replay, False),
         f"KV cap {kv_cap:,} tokens/worker, kernel": (capped, True),
@@ -134,12 +145,13 @@ def main() -> None:
     timings = {"baseline: numpy per-slot stepping": base_times}
     results = {"baseline: numpy per-slot stepping": base_result}
     original = schedule.kernels.use_compiled
-    for name, (cfg, compiled) in cases.items():
+    for name, (cfg, compiled, *own) in cases.items():
         # Force one implementation: the kernel (after warming its compile cache) or the loop.
         schedule.kernels.use_compiled = lambda _n, c=compiled: c and original(1e12)
-        simulate(workload, times, cfg)  # warm caches, imports and the numba cache
+        step_times = own[0] if own else times
+        simulate(workload, step_times, cfg)  # warm caches, imports and the numba cache
         timings[name], results[name] = timed(
-            lambda cfg=cfg: simulate(workload, times, cfg), args.repeats
+            lambda cfg=cfg, t=step_times: simulate(workload, t, cfg), args.repeats
         )
     schedule.kernels.use_compiled = original
     for kernel, loop in (

@@ -219,3 +219,16 @@ def test_roofline_routing_changes_only_the_spread(cli):
     assert res.code == 0, res.err
     res = cli("plan", "--coeffs", "roofline:llama3-70b@h100-sxm", "--routing", "power-law:1.2")
     assert res.code == 2 and "has no routed experts (--routing)" in res.err
+
+
+def test_busiest_rank_quantile_matches_monte_carlo():
+    e = Experts(256, 8)
+    rng = np.random.default_rng(11)
+    tokens = 512
+    loads = _token_level_loads(rng, 256, 8, 8, tokens, 20_000)
+    phi = loads.max(axis=1) / (tokens * 8 / 8)
+    for q in (0.9, 0.99):
+        assert float(e.imbalance_quantile(tokens, 8, q)) == pytest.approx(
+            np.quantile(phi, q), rel=0.01
+        )
+    assert float(e.imbalance_quantile(tokens, 8, 0.99)) > float(e.imbalance(tokens, 8))

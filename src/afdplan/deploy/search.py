@@ -6,7 +6,9 @@ ratio r, every batch B from m up to the KV limit is evaluated at once (numpy ove
 * E[τ] with the barrier: the layered closed form at the expected spread of the slowest
   of r workers (``theory.barrier.layered_times``);
 * τ's SLO quantile: the same closed form with the slowest worker at Φ⁻¹(q^{1/r})
-  standard deviations (P(max of r loads ≤ x) = Φ(x)^r, DESIGN.md §8 "TPOT and the SLO");
+  standard deviations (P(max of r loads ≤ x) = Φ(x)^r, DESIGN.md §8 "TPOT and the SLO")
+  and the FFN at its busiest expert rank's q-quantile (DESIGN.md §10): both barriers at
+  the SLO's percentile, which covers the step's quantile from above;
 * the KV limit: B·θ + z·√(B·v) ≤ the attention instance's KV capacity, z = 3.
 
 The SLO is on the per-step time at its percentile; a request's TPOT is the mean of its
@@ -336,7 +338,15 @@ def _record(
     q_spread = spread_quantile(r, target.slo.quantile)
     tau_q = np.asarray(
         layered_times(
-            pipeline, times, batch, r, s.theta, s.v, q_spread, colocated=colocated
+            pipeline,
+            times,
+            batch,
+            r,
+            s.theta,
+            s.v,
+            q_spread,
+            colocated=colocated,
+            ffn_quantile=target.slo.quantile,
         ).step_time
     )
     tokens = r * batch  # per step, every worker's B sequences

@@ -22,7 +22,7 @@ from afdplan.bundle import Pipeline
 from afdplan.errors import check_nonnegative, require
 from afdplan.normal import excess_integral, expected_max_normal
 from afdplan.theory.rule import Deployment, throughput_per_instance, weighted_throughput
-from afdplan.timing import StepTimes, transfer_each_way
+from afdplan.timing import StepTimes, routed_experts, transfer_each_way
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,7 @@ def layered_times(
     spread: float,
     attention: tuple | None = None,
     colocated: bool = False,
+    ffn_quantile: float | None = None,
 ) -> LayeredTimes:
     """Step time of a layered pipeline when the slowest of r workers sits ``spread``
     standard deviations above the mean load (DESIGN.md §4, §8); vectorised over ``batch``.
@@ -151,7 +152,9 @@ def layered_times(
     ``spread`` = E[max of r standard normals] gives E[τ]; Φ⁻¹(q^{1/r}) gives τ's
     q-quantile (τ is increasing in the slowest worker's load). ``attention``: (t_A, slope)
     at one micro-batch's mean load when already known. ``colocated``: attention and FFN
-    share the GPUs (``Pipeline.colocated_step_time``).
+    share the GPUs (``Pipeline.colocated_step_time``). ``ffn_quantile`` q: the FFN at its
+    busiest expert rank's q-quantile (``Experts.imbalance_quantile``) instead of its mean,
+    for a step-time quantile that covers the expert barrier too.
     """
     m, L = pipeline.microbatches, pipeline.layers
     b = np.asarray(batch, dtype=np.float64) / m
@@ -163,7 +166,12 @@ def layered_times(
     a_round = (mu + slope * np.sqrt(b * load_var) * spread) / L
     a_busy = (m * mu + slope * np.sqrt(m * b * load_var) * spread) / (m * L)
     x = transfer_each_way(times.comm_time(b, r)) / L
-    f = times.ffn_time(r * b) / L
+    imbalance = None
+    if ffn_quantile is not None:
+        experts, g_f = routed_experts(times)
+        if experts is not None:
+            imbalance = experts.imbalance_quantile(r * b, g_f, ffn_quantile)
+    f = times.ffn_time(r * b, imbalance) / L
     if colocated:
         tau = pipeline.colocated_step_time(a_round, a_busy, x, f, x)
     else:

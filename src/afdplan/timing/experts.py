@@ -178,6 +178,24 @@ class Experts:
             phi = np.where(t > 0, 1.0 + sigma * spread / np.where(t > 0, mean, 1.0), 1.0)
         return np.minimum(phi, self._cap(g))
 
+    def imbalance_quantile(self, tokens, ranks: float, q: float) -> np.ndarray:
+        """φ's q-quantile: the busiest rank's load exceeded at a 1 − q share of
+        micro-batches (balanced routing: the largest of g loads at Φ⁻¹(q^{1/g}) standard
+        deviations, the fixed sum's stretch as in :meth:`imbalance`); the deterministic
+        spread otherwise."""
+        t = np.asarray(tokens, dtype=np.float64)
+        g = self._ranks(ranks)
+        if g == 1 or self.skew_in_fit or self.routing.kind == "power-law":
+            return self.imbalance(t, g)
+        from afdplan.normal import ppf
+
+        spread = ppf(q ** (1.0 / g)) / math.sqrt(1 - 1 / g)
+        mean = t * self.top_k / g
+        sigma = np.sqrt(t * self.rank_variance(g))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = np.where(t > 0, 1.0 + sigma * spread / np.where(t > 0, mean, 1.0), 1.0)
+        return np.clip(phi, 1.0, self._cap(g))
+
     def draw_imbalance(self, rng: np.random.Generator, tokens, ranks: float) -> np.ndarray:
         """One φ per micro-batch in ``tokens``: the busiest of g rank loads drawn with the
         fixed-sum normal law of the module doc (balanced), or the deterministic spread

@@ -96,6 +96,10 @@ CASES: list[tuple[list[str], str]] = [
     ([*PLAN, *PAPER, "--routing", "power-law:1.2"], "has no routed experts (--routing)"),
     ([*SIM, "--routing", "power-law:0"], "needs a finite ALPHA > 0"),
     (["sweep", "--routing", "uniform"], "unknown routing 'uniform'"),
+    (
+        ["calibrate", "--model", "llama3-70b", "--hardware", "h100-sxm", "--routing", "balanced"],
+        "--routing applies to an MoE model's routed experts",
+    ),
     ([*PLAN, "--coeffs", "{bad}/topk.toml"], "experts.top_k = 9 exceeds the 8 experts"),
     ([*PLAN, "--coeffs", "{bad}/experts.toml"], "experts.experts must be an integer"),
     ([*PLAN, "--coeffs", "{bad}/routing.toml"], "unknown routing 'zipf'"),

@@ -60,6 +60,8 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
     hardware = src.hardware or (SYSTEM_HARDWARE.get(src.system) if src.system else None)
     hw = load_hardware(hardware, **(src.efficiencies or {})) if hardware is not None else None
     routing = Routing.parse(src.routing)
+    if src.routing is not None and (spec is None or not spec.is_moe):
+        raise InputError("--routing applies to an MoE model's routed experts; give --model MOE")
     if src.data_version is not None and src.system is None:
         raise InputError("--data-version needs --system (it selects aiconfigurator-core data)")
     if spec is None and (src.vidur_mlp or src.send_recv or src.system):

@@ -12,6 +12,7 @@ from afdplan.cli.common import (
     JsonOpt,
     OutputOpt,
     OutTable,
+    RoutingOpt,
     TablesOpt,
     app,
     out,
@@ -82,6 +83,7 @@ def calibrate(
         str | None,
         typer.Option("--ffn-range", help="Fit the FFN only on LO:HI tokens (r·B range)."),
     ] = None,
+    routing: RoutingOpt = None,
     attention_range: Annotated[
         str | None,
         typer.Option("--attention-range", help="Fit the attention kernel only on LO:HI KV tokens."),
@@ -126,6 +128,7 @@ def calibrate(
             ffn_range=parse_range(ffn_range, "--ffn-range"),
             attention_range=parse_range(attention_range, "--attention-range"),
             name=name,
+            routing=routing,
         )
     )
     fits = result.fits

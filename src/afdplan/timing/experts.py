@@ -197,20 +197,31 @@ class Experts:
         return np.clip(phi, 1.0, self._cap(g))
 
     def draw_imbalance(self, rng: np.random.Generator, tokens, ranks: float) -> np.ndarray:
-        """One φ per micro-batch in ``tokens``: the busiest of g rank loads drawn with the
-        fixed-sum normal law of the module doc (balanced), or the deterministic spread
-        (power-law, or a fit that already times the busiest rank)."""
+        """One φ per micro-batch in ``tokens``: the busiest of g rank loads drawn from the
+        law of :meth:`imbalance_quantile` (one uniform each, through the tabulated inverse
+        of Φ(z)^g: the same mean and quantiles the theory uses), or the deterministic
+        spread (power-law, or a fit that already times the busiest rank)."""
         t = np.asarray(tokens, dtype=np.float64)
         g = self._ranks(ranks)
         if g == 1 or self.skew_in_fit or self.routing.kind == "power-law":
             return self.imbalance(t, g)
-        z = rng.standard_normal((*t.shape, g))
-        excess = (z.max(axis=-1) - z.mean(axis=-1)) / math.sqrt(1 - 1 / g)
+        u_grid, z_grid = _max_normal_inverse(g)
+        excess = np.interp(rng.random(t.shape), u_grid, z_grid) / math.sqrt(1 - 1 / g)
         mean = t * self.top_k / g
         sigma = np.sqrt(t * self.rank_variance(g))
         with np.errstate(divide="ignore", invalid="ignore"):
             phi = np.where(t > 0, 1.0 + sigma * excess / np.where(t > 0, mean, 1.0), 1.0)
         return np.clip(phi, 1.0, self._cap(g))
+
+
+@functools.lru_cache(maxsize=64)
+def _max_normal_inverse(g: int) -> tuple[np.ndarray, np.ndarray]:
+    """(u, z) with u = Φ(z)^g on a fine z grid: the inverse CDF of the largest of g
+    standard normals, for :func:`np.interp`."""
+    from afdplan.normal import log_cdf_array
+
+    z = np.linspace(-6.0, 8.0, 4097)
+    return np.exp(g * log_cdf_array(z)), z
 
 
 @functools.lru_cache(maxsize=64)

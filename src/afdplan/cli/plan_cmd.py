@@ -104,16 +104,8 @@ def plan(
     prices = (price_attention, price_ffn)
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
-    linear, times = load_step_times(
-        coeffs,
-        comm,
-        tables,
-        gpus,
-        linear_only,
-        (weight_dtype, ffn_dtype, kv_dtype),
-        link,
-        routing,
-    )
+    dtypes = (weight_dtype, ffn_dtype, kv_dtype)
+    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only, dtypes, link, routing)
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     # Measured curves by default (the linear fit stays for the closed-form breakpoints

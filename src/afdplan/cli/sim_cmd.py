@@ -258,16 +258,8 @@ def simulate(
     require(seeds >= 1, f"--seeds must be >= 1, got {seeds}")
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
-    linear, times = load_step_times(
-        coeffs,
-        comm,
-        tables,
-        gpus,
-        linear_only,
-        (weight_dtype, ffn_dtype, kv_dtype),
-        link,
-        routing,
-    )
+    dtypes = (weight_dtype, ffn_dtype, kv_dtype)
+    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only, dtypes, link, routing)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     stats = wl.stats()
     if b is not None:
@@ -495,16 +487,8 @@ def sweep(
         workloads[DEFAULT_WORKLOAD] = load_workload(None, None)
     prices = (price_attention, price_ffn)
     gpus = (gpus_attention, gpus_ffn)
-    linear, times = load_step_times(
-        coeffs,
-        comm,
-        tables,
-        gpus,
-        linear_only,
-        (weight_dtype, ffn_dtype, kv_dtype),
-        link,
-        routing,
-    )
+    dtypes = (weight_dtype, ffn_dtype, kv_dtype)
+    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only, dtypes, link, routing)
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     for wl in workloads.values():

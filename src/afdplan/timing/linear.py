@@ -212,14 +212,7 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
     values: dict[str, dict] = {}
     for section, keys in _SECTION_KEYS.items():
         require(section in data, f"{source}: missing section [{section}]")
-        body = data[section]
-        require(isinstance(body, dict), f"{source}: [{section}] must be a table")
-        extra = set(body) - set(keys)
-        require(
-            not extra,
-            f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(extra))}; "
-            f"known: {', '.join(keys)}",
-        )
+        body = _section(data, section, keys, source)
         for key in ("alpha", "beta"):
             require(key in body, f"{source}: [{section}] needs {key}")
         values[section] = {
@@ -287,14 +280,7 @@ def _optional_sections(
 ) -> tuple[Linear | None, Experts | None]:
     """``[exchange]`` (in the file's time unit) and ``[experts]``, each validated."""
     for section, keys in _OPTIONAL_SECTIONS.items():
-        body = data.get(section, {})
-        require(isinstance(body, dict), f"{source}: [{section}] must be a table")
-        extra = set(body) - set(keys)
-        require(
-            not extra,
-            f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(extra))}; "
-            f"known: {', '.join(keys)}",
-        )
+        _section(data, section, keys, source)
     exchange = None
     if "exchange" in data:
         body = data["exchange"]
@@ -319,6 +305,19 @@ def _optional_sections(
             body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew
         )
     return exchange, experts
+
+
+def _section(data: dict, section: str, keys: tuple[str, ...], source: str) -> dict:
+    """A file section (empty when absent): a table with only ``keys``, else one line."""
+    body = data.get(section, {})
+    require(isinstance(body, dict), f"{source}: [{section}] must be a table")
+    extra = set(body) - set(keys)
+    require(
+        not extra,
+        f"{source}: unknown key(s) in [{section}]: {', '.join(sorted(extra))}; "
+        f"known: {', '.join(keys)}",
+    )
+    return body
 
 
 def _number(name: str, value: object) -> float:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -219,8 +220,15 @@ def colocated(point: dict) -> dict:
 
 
 def refresh(python: str) -> None:
-    cmd = [python, str(HERE / "aic_reference.py"), "-o", str(REFERENCE)]
-    subprocess.run(cmd, check=True)
+    """Rerun AIConfigurator (with its own interpreter) into the reference file."""
+    exe = shutil.which(python)
+    if exe is None:
+        print(f"error: --aiconfigurator-python {python}: not found", file=sys.stderr)
+        raise SystemExit(2)
+    cmd = [exe, str(HERE / "aic_reference.py"), "-o", str(REFERENCE)]
+    if subprocess.run(cmd).returncode != 0:
+        print(f"error: {exe} could not run AIConfigurator (installed there?)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def main() -> None:

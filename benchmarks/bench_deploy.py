@@ -29,8 +29,8 @@ from afdplan.deploy import Slo, Space, Target, search
 from afdplan.deploy.anchor import resolve_anchor
 from afdplan.deploy.search import spread_quantile
 from afdplan.deploy.verify import verify
+from afdplan.normal import expected_max_normal
 from afdplan.plan import make_plan
-from afdplan.theory.barrier import expected_max_normal
 from afdplan.workload import read_trace
 
 

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from afdplan.bundle import Pipeline, objective_weights, pingpong_closed_form, recurrence
+from afdplan.bundle import (
+    LAYERED,
+    Pipeline,
+    objective_weights,
+    pingpong_closed_form,
+    recurrence,
+)
+from afdplan.choices import PipelineKind
 from afdplan.errors import InputError
 from afdplan.plan import make_plan
 from afdplan.sim import SimConfig, simulate
@@ -133,6 +140,30 @@ def test_pipeline_rules():
         Pipeline("pingpong", 0, 4)
     with pytest.raises(InputError, match="pipeline must be one of"):
         Pipeline("warp")
+
+
+def test_every_kind_is_its_own_class():
+    # One class per PipelineKind, chosen by name; replace() keeps it, and a kind's name
+    # cannot be put on another kind's class.
+    for kind in PipelineKind:
+        pipe = Pipeline(kind.value, 2 if kind.value in LAYERED else 1, 4)
+        assert pipe.kind == kind.value and type(pipe) is not Pipeline
+        assert type(replace(pipe, microbatches=1)) is type(pipe)
+        other = next(k for k in PipelineKind if k is not kind)
+        with pytest.raises(InputError, match="pipeline must be one of"):
+            type(pipe)(other.value, 1, 4)
+    assert set(LAYERED) == {"pingpong", "aic-optimistic", "aic-conservative"}
+
+
+@pytest.mark.parametrize("kind", ["overlap", "serial"])
+def test_whole_step_equals_compose(kind):
+    # The whole-step form (the simulator's) and the per-layer closed form (the theory's) are
+    # one step time: L layers of (t/L) each.
+    rng = np.random.default_rng(3)
+    att, comm, ffn = rng.uniform(0.1, 2.0, (3, 50))
+    pipe = Pipeline(kind, 1, 7)
+    per_layer = pipe.step_time(att / 7, att / 7, comm / 14, ffn / 7, comm / 14)
+    assert np.allclose(pipe.whole_step(att, comm, ffn), per_layer)
 
 
 # ------------------------------------------------------------------ theory

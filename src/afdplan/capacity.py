@@ -18,8 +18,9 @@ import numpy as np
 
 from afdplan.bundle import Pipeline
 from afdplan.errors import InputError, check_positive, require
+from afdplan.normal import expected_max_normal
 from afdplan.sim.open import Arrivals, Fleet, OpenResult, simulate_open
-from afdplan.theory.barrier import expected_max_normal, layered_times
+from afdplan.theory.barrier import layered_times
 from afdplan.theory.queueing import allen_cunneen_wait
 from afdplan.workload import Workload
 

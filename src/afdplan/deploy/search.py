@@ -46,7 +46,8 @@ from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.choices import Objective
 from afdplan.deploy.anchor import Anchor
 from afdplan.errors import InputError, check_positive, require
-from afdplan.theory.barrier import expected_max_normal, layered_binding, layered_times
+from afdplan.normal import expected_max_normal
+from afdplan.theory.barrier import layered_times
 from afdplan.theory.memory import max_feasible_batch
 from afdplan.timing import Linear, LinearStepTimes, Routing
 from afdplan.workload import LoadStats
@@ -376,7 +377,7 @@ def _record(
         "score": float(score[best]),
         "idle_attention": 1.0 - m * L * a_busy / step,
         "idle_ffn": (1.0 - m * L * f / step) if not colocated else 0.0,
-        "binding": "colocated" if colocated else layered_binding(pipeline, a_round, a_busy, x, f),
+        "binding": "colocated" if colocated else pipeline.binding(a_round, a_busy, x, f),
         "kv_headroom": 1.0 - _kv_load(target.stats, float(batch[best])) / times.kv_capacity_tokens,
         "max_batch_kv": b_max,
     }

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from afdplan.bundle import recurrence, weighted_rate
+from afdplan.bundle import weighted_rate
 from afdplan.errors import require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.results import SimResult, SimSummary
@@ -180,15 +180,11 @@ def _measure(
     if pipe.layered:
         a, x, f, y, tokens = _layered_stages(occ, times, config, noise_rng, route_rng)
         L = pipe.layers
-        a_round = a.max(axis=(1, 2))
-        a_busy = a.mean(axis=2).max(axis=1)
-        x_max = x.max(axis=(1, 2)) if x.ndim == 3 else x.max(axis=1)
-        closed = pipe.step_time(a_round, a_busy, x_max, f.max(axis=1), y.max(axis=1))
-        if pipe.kind == "pingpong" and config.exact:
-            cycle = recurrence(a, x, f, y, L)
+        cycle = closed = pipe.closed_step_times(a, x, f, y)
+        exact = pipe.exact_step_times(a, x, f, y) if config.exact else None
+        if exact is not None:
+            cycle = exact
             closed_gap = float(closed[discard:].mean() / cycle[discard:].mean() - 1)
-        else:
-            cycle = closed
         t_att = (a.sum(axis=2) * L).T  # (r, S) busy attention per worker per step
         t_ffn = f.sum(axis=1) * L
         t_link = (x.sum(axis=2).max(axis=1) if x.ndim == 3 else x.sum(axis=1)) * L
@@ -224,12 +220,8 @@ def _measure(
     t_ffn = t_ffn * _noise(noise_rng, config.noise, (total,))
     t_comm = np.asarray(t_comm, dtype=np.float64) * _noise(noise_rng, config.noise, (total,))
     t_att_max = t_att.max(axis=0)
-    if config.mode == "serial":
-        cycle = t_att_max + t_comm + t_ffn
-        stage_share = np.vstack([t_att_max, t_comm, t_ffn])
-    else:
-        stage_share = np.vstack([t_att_max, t_comm, t_ffn])
-        cycle = stage_share.max(axis=0)
+    stage_share = np.vstack([t_att_max, t_comm, t_ffn])
+    cycle = pipe.whole_step(t_att_max, t_comm, t_ffn)
     return _results(
         occ, config, warmup, discard, times, cycle, t_att, t_ffn, stage_share, tokens, None
     )

@@ -342,7 +342,7 @@ def simulate_open(
         from afdplan.sim.open_reference import run_reference
 
         return run_reference(times, prompt, decode, cand, fleet)
-    from afdplan.sim.open_loop import loop
+    from afdplan.sim.open_loop import compiled_compose, loop
 
     n = times.size
     start, finish = np.full(n, np.nan), np.full(n, np.nan)
@@ -359,7 +359,7 @@ def simulate_open(
         events, steps, busy = loop(
             times, prompt, decode, ROUTERS.index(fleet.router), cand, fleet.bundles,
             fleet.ratio, fleet.batch, cap or 0, fleet.coefficients(), *fleet.imbalance_grid,
-            fleet.times.comm_scope == "aggregate", p.code, p.microbatches, p.layers,
+            fleet.times.comm_scope == "aggregate", compiled_compose(p), p.microbatches, p.layers,
             start, finish, worker, ev["time"], ev["in_system"], ev["queued"], ev["kv_tokens"],
         )  # fmt: skip
         if events <= capacity:

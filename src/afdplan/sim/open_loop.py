@@ -15,7 +15,8 @@ Model (times in seconds, tokens):
   context P + D fits the worker's reservations (strict FIFO: the head blocks the queue);
 * an admitted request joins its worker's micro-batch with the fewest sequences (the
   lowest index among ties) and stays in it, as in the closed-system simulator;
-* a step of a bundle takes ``combine`` (DESIGN §8 closed form) of the per-layer times at
+* a step of a bundle takes the pipeline's ``compose`` (DESIGN §8 closed form; passed in
+  compiled, so the loop knows no pipeline by name) of the per-layer times at
   its current loads, micro-batch by micro-batch: micro-batch j of every worker goes
   together; its attention on worker i is t_A(b_ij, T_ij), the round trip waits for the
   slowest (worker, micro-batch), the FFN sees the largest Σ_i b_ij, the transfer carries
@@ -30,15 +31,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from afdplan.bundle.pipeline import combine
+from afdplan.bundle.pipeline import Pipeline
 
-# The one closed form of a step (afdplan.bundle.pipeline), compiled for the loop.
-_combine = numba.njit(cache=True)(combine)
+_COMPILED: dict[type, object] = {}
+
+
+def compiled_compose(pipeline: Pipeline):
+    """The pipeline kind's one closed form of a step (``Pipeline.compose``), compiled once
+    per kind for the loop, which takes it as an argument."""
+    kind = type(pipeline)
+    if kind not in _COMPILED:
+        _COMPILED[kind] = numba.njit(cache=True)(kind.compose)
+    return _COMPILED[kind]
 
 
 def _loop(
     arrival, prompt, decode, route, cand, bundles, r, batch, kv_cap, coef, phi_tokens,
-    phi, aggregate, code, m, layers, start, finish, worker_of, ev_time, ev_system, ev_queue,
+    phi, aggregate, compose, m, layers, start, finish, worker_of, ev_time, ev_system, ev_queue,
     ev_kv,
 ):  # fmt: skip  # pragma: no cover - compiled
     n = arrival.shape[0]
@@ -204,8 +213,8 @@ def _loop(
                 x = (c_alpha * c_tokens + c_beta) / layers
                 # the busiest expert rank: an even group at tokens·φ (expected φ)
                 f = (f_alpha * tokens * np.interp(tokens, phi_tokens, phi) + f_beta) / layers
-                tau = _combine(
-                    code, m_eff, layers, a_round / layers, a_busy / m_eff / layers, x, f, x
+                tau = compose(
+                    m_eff, layers, a_round / layers, a_busy / m_eff / layers, x, f, x
                 )
                 step_end[kb] = t + tau
                 busy[kb] += tau

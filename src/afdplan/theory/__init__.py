@@ -1,14 +1,13 @@
 """Theory: the closed-form A/F rule and its barrier-aware refinement (DESIGN.md §3–4)."""
 
 from afdplan.choices import MODES
+from afdplan.normal import excess_integral, expected_max_normal
 from afdplan.theory.barrier import (
     BarrierPoint,
     RatioRow,
     barrier_point,
     best_row,
     evaluate_ratios,
-    excess_integral,
-    expected_max_normal,
 )
 from afdplan.theory.paper import v1_finite_horizon_load
 from afdplan.theory.rule import (

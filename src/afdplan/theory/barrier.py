@@ -20,7 +20,7 @@ import numpy as np
 
 from afdplan.bundle import Pipeline
 from afdplan.errors import check_nonnegative, require
-from afdplan.normal import excess_integral, expected_max_normal
+from afdplan.normal import expected_max_normal
 from afdplan.theory.rule import Deployment, throughput_per_instance, weighted_throughput
 from afdplan.timing import StepTimes, routed_experts, transfer_each_way
 
@@ -74,16 +74,7 @@ def barrier_point(
     sigma = slope * math.sqrt(b * load_var)
     comm = float(times.comm_time(b, r))
     ffn = float(times.ffn_time(r * b))
-    stages = {"attention": mu, "communication": comm, "ffn": ffn}
-    if dep.mode == "serial":
-        mean_field = mu + comm + ffn  # comm: the round trip, each direction once
-        expected = mean_field + (sigma * expected_max_normal(r) if sigma > 0 else 0.0)
-        binding = "serial"
-    else:
-        mean_field = max(stages.values())
-        g = max(comm, ffn)
-        expected = g + sigma * excess_integral((g - mu) / sigma, r) if sigma > 0 else max(g, mu)
-        binding = max(stages, key=stages.__getitem__)
+    expected, mean_field, binding = dep.pipeline.expected_step(mu, sigma, r, comm, ffn)
     return BarrierPoint(
         r=r,
         cycle_time=expected,
@@ -204,18 +195,8 @@ def _layered_point(
         t_attention=m * mu,
         t_ffn=m * L * f,
         t_comm=2 * m * L * x,  # the round trip
-        binding=layered_binding(p, float(lt.a_round), float(lt.a_busy), x, f),
+        binding=p.binding(float(lt.a_round), float(lt.a_busy), x, f),
     )
-
-
-def layered_binding(p: Pipeline, a_round: float, a_busy: float, x: float, f: float) -> str:
-    """What sets a layered step: the busiest resource, or the round trip of one
-    micro-batch when there are too few micro-batches to hide it (DESIGN.md §8)."""
-    work = {"attention": a_busy, "communication": x, "ffn": f}
-    binding = max(work, key=work.__getitem__)
-    if p.kind == "pingpong" and a_round + 2 * x + f > p.microbatches * work[binding]:
-        return "round-trip"
-    return binding
 
 
 @dataclass(frozen=True)

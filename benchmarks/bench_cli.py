@@ -1,4 +1,4 @@
-"""Start-up time of the command line against a bare ``import numpy`` (issue 10, item 3).
+"""Start-up time of the command line against a bare ``import numpy``.
 
 Run:  python benchmarks/bench_cli.py [--repeats 7]
 

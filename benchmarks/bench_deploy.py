@@ -1,4 +1,4 @@
-"""Time ``afdplan deploy``'s search and its verification (issue 9, item 7).
+"""Time ``afdplan deploy``'s search and its verification.
 
 Run:  python benchmarks/bench_deploy.py [--repeats 3] [--top 5] [--seeds 3]
 

@@ -1,4 +1,4 @@
-"""Time the open-system simulator (issue 12, item 5).
+"""Time the open-system simulator.
 
 Run:  python benchmarks/bench_open.py [--repeats 3] [--requests 1000000]
 

@@ -1,5 +1,5 @@
 """Studies on this machine: ``validate --quick`` and ``sweep`` with the default number of
-processes against ``--jobs 1`` and ``--jobs -1`` (issue 11, item 3).
+processes against ``--jobs 1`` and ``--jobs -1``.
 
 Run:  python benchmarks/bench_study.py [--repeats 3] [--full]
 

@@ -1,4 +1,4 @@
-"""Bad-input corpus: every command, every kind of mistake (issue 10, item 6).
+"""Bad-input corpus: every command, every kind of mistake.
 
 Each case must end with exit code 2, exactly one line on stderr that starts with
 ``error:`` and names the problem, no traceback and no Python warning. ``{bad}`` in an
@@ -169,6 +169,10 @@ CASES: list[tuple[list[str], str]] = [
         "give decode_mean or p, not both",
     ),
     ([*PLAN, "--workload", "foo:x=1"], "unknown workload kind 'foo'; known:"),
+    (
+        [*PLAN, "--workload", "fixed:prefill=10,prefill_lo=1,prefill_hi=5,decode=3"],
+        "one prompt law, got prefill and prefill_lo",
+    ),
     ([*PLAN, "--workload", "geometric"], "needs KIND:params"),
     ([*PLAN, "--workload", "geometric:prefill=100"], "missing decode_mean"),
     ([*PLAN, "--workload", "fixed:prefill=-5,decode=10"], "must be >= 0"),
@@ -375,6 +379,7 @@ CASES: list[tuple[list[str], str]] = [
     ([*OPEN, "--arrivals", "gamma:cv=-1"], "gamma cv must be > 0"),
     ([*OPEN, "--arrivals", "gamma:k=2"], "only gamma takes a parameter, as gamma:cv=X"),
     ([*OPEN, "--arrivals", "burst"], "arrivals must be one of trace, poisson, gamma:cv=X"),
+    ([*OPEN, "--arrivals", "poisson:cv=2"], "only gamma takes a parameter"),
     ([*OPEN, "--order", "replay"], "closed-system option(s); not with --arrivals"),
     ([*OPEN, "--rate", "1,2"], "--rate takes one value here"),
     ([*OPEN, "--trace", "{bad}/unsorted.csv", "--arrivals", "trace"], "not in order"),

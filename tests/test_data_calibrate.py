@@ -20,7 +20,7 @@ NVLINK = builtin_path("vidur-h100-dgx")
 
 @pytest.mark.parametrize("tp", [1, 2, 4, 8])
 def test_roofline_ffn_matches_vidur_h100(tp):
-    # Cross-check (issue 4): roofline FFN of Llama-2-70B on H100 vs Vidur's measurement.
+    # Cross-check: roofline FFN of Llama-2-70B on H100 vs Vidur's measurement.
     rows = read_vidur_mlp(VIDUR_L70, layers=80, tp_attention=1, tp_ffn=tp)
     fit = fit_table(rows)["ffn"]
     roof = derive(load_model("llama2-70b"), load_hardware("h100-sxm"), gpus_ffn=tp).times.ffn

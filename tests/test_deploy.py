@@ -1,4 +1,4 @@
-"""afdplan deploy: the SLO search, runtime rules, launch files, verification (issue 9)."""
+"""afdplan deploy: the SLO search, runtime rules, launch files, verification."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The compiled replay and KV-cap kernels against the Python loops they replace (issue 11):
+"""The compiled replay and KV-cap kernels against the Python loops they replace:
 identical plans and occupancies, bit for bit, on random inputs."""
 
 from __future__ import annotations

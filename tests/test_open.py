@@ -1,4 +1,4 @@
-"""Open-system simulation and capacity planning (issue 12)."""
+"""Open-system simulation and capacity planning."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from afdplan.calibrate.resolve import resolve_coeffs
 from afdplan.capacity import Slos, predict, saturation_rate, size_fleet, step_time_at
 from afdplan.errors import InputError
 from afdplan.sim import SimConfig, simulate
-from afdplan.sim.open import Arrivals, Fleet, simulate_open
+from afdplan.sim.open import Arrivals, Fleet, Gamma, Poisson, TraceTimes, simulate_open
 from afdplan.theory.queueing import allen_cunneen_wait, erlang_c
 from afdplan.workload import EmpiricalWorkload, parse_workload
 
@@ -144,13 +144,31 @@ def test_deterministic_per_seed():
     assert not np.array_equal(a.finish, c.finish)
 
 
+def test_arrival_processes_are_classes_with_their_own_ca2():
+    # Each process is its own class, chosen by name or parsed; ca² is its own (a trace's is
+    # measured on its gaps: 0 for evenly spaced times, > 1 for bursts).
+    assert type(Arrivals("poisson", 2.0)) is Poisson and Arrivals("poisson", 2.0).ca2() == 1.0
+    bursty = Arrivals.parse("gamma:cv=3", 5.0)
+    assert type(bursty) is Gamma and bursty.ca2() == pytest.approx(9.0)
+    assert bursty.describe() == "gamma cv=3 at 5 req/s"
+    trace = Arrivals.parse("trace", None)
+    assert type(trace) is TraceTimes and trace.ca2(np.arange(10.0)) == 0.0
+    assert trace.ca2(np.array([0.0, 0.0, 0.0, 10.0])) > 1.0
+    assert type(replace(bursty, rate=1.0)) is Gamma
+    with pytest.raises(InputError, match="Poisson arrivals have cv = 1"):
+        Arrivals("poisson", 1.0, cv=2.0)
+    # the drawn gaps have the law's mean and ca²
+    times, _, _ = bursty.draw(WORKLOAD, 200_000, np.random.default_rng(4))
+    gaps = np.diff(times)
+    assert gaps.mean() == pytest.approx(1 / 5.0, rel=0.02)
+    assert gaps.var() / gaps.mean() ** 2 == pytest.approx(9.0, rel=0.05)
+
+
 def test_trace_arrivals_scale_and_repeat():
     wl = EmpiricalWorkload(
         prompt=np.array([10, 20, 30]), decode=np.array([2, 2, 2]), arrival=np.array([0.0, 1, 2])
     )
-    times, prompt, _ = __import__("afdplan.sim.open", fromlist=["x"]).arrival_times(
-        Arrivals("trace", 2.0), wl, 7, np.random.default_rng(0)
-    )
+    times, prompt, _ = Arrivals("trace", 2.0).draw(wl, 7, np.random.default_rng(0))
     np.testing.assert_allclose(times, np.arange(7) * 0.5)
     np.testing.assert_array_equal(prompt, [10, 20, 30, 10, 20, 30, 10])
 

@@ -1,4 +1,4 @@
-"""Ready on a stranger's machine (issue 10): shipped data, the numpy-only normal helpers,
+"""Ready on a stranger's machine: shipped data, the numpy-only normal helpers,
 one CLI vocabulary, help text, piped output, and what ``plan`` says about how sure it is."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every command in the README runs as written on a fresh install (issue 10, item 1).
+"""Every command in the README runs as written on a fresh install.
 
 The ``bash`` blocks of README.md are read in order and every ``afdplan`` command in them
 is run in one scratch folder, so later commands see the files earlier ones wrote (as a

@@ -1,4 +1,4 @@
-"""From a request rate to a fleet of AFD bundles (issue 12).
+"""From a request rate to a fleet of AFD bundles.
 
 ``size_fleet`` finds the smallest number of identical bundles that meets the SLOs (a
 percentile of per-request TPOT, and of the wait before the first decode step) at a given
@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-
-import numpy as np
 
 from afdplan.bundle import Pipeline
 from afdplan.errors import InputError, check_positive, require
@@ -192,16 +190,6 @@ class Sizing:
         }
 
 
-def ca2_of(arrivals: Arrivals, times: np.ndarray | None = None) -> float:
-    """Squared coefficient of variation of the inter-arrival times."""
-    if arrivals.kind == "poisson":
-        return 1.0
-    if arrivals.kind == "gamma":
-        return arrivals.cv**2
-    gaps = np.diff(times) if times is not None else np.array([1.0])
-    return float(gaps.var() / gaps.mean() ** 2) if gaps.size > 1 and gaps.mean() > 0 else 1.0
-
-
 def size_fleet(
     workload: Workload,
     fleet: Fleet,
@@ -236,7 +224,7 @@ def size_fleet(
         if n not in probes:
             f = replace(fleet, bundles=n)
             run = simulate_open(workload, f, arrivals, requests, seed)
-            ca2 = ca2_of(arrivals, run.arrival) if ca2 is None else ca2
+            ca2 = arrivals.ca2(run.arrival) if ca2 is None else ca2
             summary = slos.summary(run)
             probes[n] = (Probe(n, summary, predict(f, workload, rate, ca2), slos.met(summary)), run)
             if progress is not None:
@@ -292,7 +280,7 @@ def goodput_curve(
         n = max(requests, math.ceil(CURVE_RESIDENCES * rate * residence))
         run = simulate_open(workload, one, arr, n, seed)
         summary = slos.summary(run)
-        pred = predict(one, workload, rate, ca2_of(arr, run.arrival))
+        pred = predict(one, workload, rate, arr.ca2(run.arrival))
         rows.append(
             {
                 "share_of_saturation": share,

@@ -116,7 +116,6 @@ class Backend(StrEnum):
     ray = "ray"
 
 
-MODES: tuple[str, ...] = tuple(m.value for m in Mode)
 PIPELINES: tuple[str, ...] = tuple(p.value for p in PipelineKind)
 COMM_SCOPES: tuple[str, ...] = tuple(c.value for c in CommScope)
 ORDERS: tuple[str, ...] = tuple(o.value for o in Order)

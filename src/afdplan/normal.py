@@ -1,8 +1,8 @@
 """The standard normal distribution and Gauss–Legendre quadrature, numpy only.
 
 scipy.special and scipy.integrate cost more start-up time than all of ``afdplan plan``
-is allowed (issue 10: plan within 4× a bare ``import numpy``), and the planner needs only
-Φ, log Φ and smooth one-dimensional integrals. Φ comes from ``math.erfc``, which keeps
+is allowed (it must start within a few times a bare ``import numpy``), and the planner
+needs only Φ, log Φ and smooth one-dimensional integrals. Φ comes from ``math.erfc``, which keeps
 full relative precision in both tails; the quadrature is composite Gauss–Legendre on
 short panels, exact to rounding for the analytic integrands of DESIGN.md §4.
 """

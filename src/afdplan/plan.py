@@ -37,7 +37,7 @@ R_SEARCH_CAP = 4096  # the automatic search over r stops here
 
 @dataclass(frozen=True)
 class Certainty:
-    """How sure the recommendation is (issue 10, item 8).
+    """How sure the recommendation is.
 
     ``band``: the smallest and largest r whose predicted objective is within
     ``BAND_TOLERANCE`` of the best. ``theta_interval``: θ's 95% interval for a trace

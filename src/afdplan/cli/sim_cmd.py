@@ -303,7 +303,7 @@ def _simulate_open(
     microbatches, layers, kv_capacity, router, bundles, arrivals, rate, requests, seed, seeds,
     as_json,
 ) -> None:  # fmt: skip
-    from afdplan.capacity import ca2_of, predict
+    from afdplan.capacity import predict
     from afdplan.cli.capacity_cmd import build_fleet, parse_rates, resolve_arrivals
     from afdplan.sim.open import simulate_open
 
@@ -320,7 +320,7 @@ def _simulate_open(
     runs = [simulate_open(wl, fleet, arr, n, s) for s in range(seed, seed + seeds)]
     summaries = [run.summary() for run in runs]
     offered = summaries[0]["offered_rate"]
-    theory = predict(fleet, wl, offered, ca2_of(arr, runs[0].arrival))
+    theory = predict(fleet, wl, offered, arr.ca2(runs[0].arrival))
     from afdplan.sim.results import Estimate
 
     est = {k: Estimate.of([sm[k] for sm in summaries]) for k in summaries[0]}

@@ -1,5 +1,5 @@
 """What to launch: AFD bundles searched under a TPOT SLO, checked by simulation, with
-launch files (issue 9; DESIGN.md §8)."""
+launch files (DESIGN.md §8)."""
 
 from afdplan.deploy.result import DeployResult, search
 from afdplan.deploy.search import MoeAssumptions, Slo, Space, Target

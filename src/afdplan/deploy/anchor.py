@@ -1,4 +1,4 @@
-"""Anchor the roofline on measurements (issue 9: measured tables where they exist).
+"""Anchor the roofline on measurements (measured tables where they exist).
 
 The roofline knows how each coefficient scales with the instance sizes (weights and KV
 split over g_A or g_F GPUs) but not how far real kernels fall short of peak; a measured

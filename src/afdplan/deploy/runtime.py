@@ -1,4 +1,4 @@
-"""Runtime topology rules and launch files (issue 9, item 5).
+"""Runtime topology rules and launch files.
 
 vLLM's AFD plugin (github.com/vllm-project/afd-plugin, targets vLLM 0.19.1) is configured
 through ``--additional-config '{"afd": {...}}'`` on two ``vllm serve`` commands, one per

@@ -1,4 +1,4 @@
-"""What to launch: the search over AFD bundles under a TPOT SLO (issue 9, DESIGN.md §8).
+"""What to launch: the search over AFD bundles under a TPOT SLO (DESIGN.md §8).
 
 For every attention TP size g_A, FFN group size g_F, micro-batch count m and integer
 ratio r, every batch B from m up to the KV limit is evaluated at once (numpy over B):

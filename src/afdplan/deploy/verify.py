@@ -1,4 +1,4 @@
-"""Check the chosen bundles by simulation (issue 9, item 4).
+"""Check the chosen bundles by simulation.
 
 Each configuration runs in the trace-driven simulator with the exact per-layer ping-pong
 recurrence of DESIGN §8, the same roofline step times the search used, the KV cap of its

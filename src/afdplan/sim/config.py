@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from afdplan.bundle import Pipeline
-from afdplan.choices import ORDERS, WARMUPS
+from afdplan.choices import ORDERS, WARMUPS, Order, Warmup
 from afdplan.errors import check_nonnegative, require
-
-Order = Literal["iid", "replay"]
-Warmup = Literal["stationary", "cold"]
 
 
 @dataclass(frozen=True)

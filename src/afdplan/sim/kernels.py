@@ -1,4 +1,4 @@
-"""Compiled loops for the two layouts that are sequential by nature (issue 11).
+"""Compiled loops for the two layouts that are sequential by nature.
 
 Arrival-order replay (each request to the slot that frees first) and the KV-capped
 admission loop cannot be vectorised over requests: each decision depends on the one

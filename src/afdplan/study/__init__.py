@@ -4,7 +4,6 @@
 from afdplan.study.cases import (
     DEFAULT_GRID,
     QUICK_GRID,
-    RULE_LABELS,
     RULES,
     Case,
     Grid,
@@ -21,7 +20,6 @@ __all__ = [
     "DEFAULT_GRID",
     "QUICK_GRID",
     "RULES",
-    "RULE_LABELS",
     "Case",
     "Grid",
     "Study",

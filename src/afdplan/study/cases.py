@@ -1,5 +1,5 @@
 """What the validation study covers: its cases (step-time sources), workloads, grids and
-the rules it scores (issue 5; DESIGN.md §7).
+the rules it scores (DESIGN.md §7).
 
 Two kinds of case:
 
@@ -20,12 +20,6 @@ from afdplan.timing import LinearStepTimes, StepTimes, load_coeffs
 from afdplan.workload import Workload, parse_workload, read_trace
 
 RULES = ("v1", "theta", "barrier", "curves")
-RULE_LABELS = {
-    "v1": "v1: μ_P + μ_D, mean field, linear fit",
-    "theta": "θ, mean field, linear fit",
-    "barrier": "θ + barrier, linear fit",
-    "curves": "θ + barrier on the measured curves",
-}
 MISS_ERROR = 0.05  # a rule "misses" above 5% error …
 MISS_REGRET = 0.01  # … or 1% throughput regret
 

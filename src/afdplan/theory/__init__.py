@@ -1,6 +1,5 @@
 """Theory: the closed-form A/F rule and its barrier-aware refinement (DESIGN.md §3–4)."""
 
-from afdplan.choices import MODES
 from afdplan.normal import excess_integral, expected_max_normal
 from afdplan.theory.barrier import (
     BarrierPoint,
@@ -13,7 +12,6 @@ from afdplan.theory.paper import v1_finite_horizon_load
 from afdplan.theory.rule import (
     Breakpoints,
     Deployment,
-    Mode,
     RuleResult,
     StageLine,
     breakpoints,
@@ -28,11 +26,9 @@ from afdplan.theory.rule import (
 )
 
 __all__ = [
-    "MODES",
     "BarrierPoint",
     "Breakpoints",
     "Deployment",
-    "Mode",
     "RatioRow",
     "RuleResult",
     "StageLine",

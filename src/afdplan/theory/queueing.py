@@ -1,4 +1,4 @@
-"""Closed forms for an open fleet of AFD bundles (issue 12): saturation and queueing.
+"""Closed forms for an open fleet of AFD bundles: saturation and queueing.
 
 Each attention worker holds up to B_eff sequences (B, or fewer when the KV cache binds:
 a request reserves its final context P + D at admission, so about C / E[P + D] fit), and a

@@ -28,15 +28,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from afdplan.bundle import Pipeline, StageLine, weighted_rate
 from afdplan.errors import check_positive, require
 from afdplan.timing.linear import LinearStepTimes, transfer_each_way
-
-Mode = Literal["overlap", "serial"]
 
 
 @dataclass(frozen=True)

@@ -39,15 +39,12 @@ import tomllib
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from afdplan.choices import COMM_SCOPES, DEFAULT_COEFFS
+from afdplan.choices import COMM_SCOPES, DEFAULT_COEFFS, CommScope
 from afdplan.errors import InputError, check_nonnegative, require, unknown_name
 from afdplan.timing.experts import Experts, Routing
-
-CommScope = Literal["per_worker", "aggregate", "fan_in"]
 
 
 @dataclass(frozen=True)
@@ -301,9 +298,7 @@ def _optional_sections(
             )
         skew = body.get("skew_in_fit", False)
         require(isinstance(skew, bool), f"{source}: experts.skew_in_fit must be true or false")
-        experts = Experts(
-            body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew
-        )
+        experts = Experts(body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew)
     return exchange, experts
 
 

@@ -16,18 +16,13 @@ Prompt keys: ``prefill=N`` (fixed), ``prefill_median=..,prefill_sigma=..[,prefil
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from afdplan.errors import InputError, require
 from afdplan.workload import laws
 from afdplan.workload.sources import IndependentWorkload, MixtureWorkload, Workload
 from afdplan.workload.traces import read_trace
 
-DECODE_KEYS: dict[str, tuple[str, ...]] = {
-    "geometric": ("decode_mean", "p"),
-    "fixed": ("decode",),
-    "lognormal": ("decode_median", "decode_sigma", "decode_max"),
-    "uniform": ("decode_lo", "decode_hi"),
-}
 PROMPT_KEYS = (
     "prefill",
     "prefill_median",
@@ -36,7 +31,6 @@ PROMPT_KEYS = (
     "prefill_lo",
     "prefill_hi",
 )
-KINDS = (*DECODE_KEYS, "trace", "mix")
 
 
 def parse_workload(spec: str) -> Workload:
@@ -50,10 +44,11 @@ def parse_workload(spec: str) -> Workload:
         return read_trace(rest.strip())
     if kind == "mix":
         return _parse_mixture(rest)
-    if kind not in DECODE_KEYS:
+    if kind not in DECODE_LAWS:
         raise InputError(f"unknown workload kind {kind!r}; known: {', '.join(KINDS)}")
-    params = _parse_params(rest, allowed=(*DECODE_KEYS[kind], *PROMPT_KEYS), kind=kind)
-    return IndependentWorkload(prompt=_prompt_law(params), decode=_decode_law(kind, params))
+    keys, decode_law = DECODE_LAWS[kind]
+    params = _parse_params(rest, allowed=(*keys, *PROMPT_KEYS), kind=kind)
+    return IndependentWorkload(prompt=_prompt_law(params), decode=decode_law(params))
 
 
 def _parse_mixture(rest: str) -> MixtureWorkload:
@@ -96,6 +91,8 @@ def _need(params: dict[str, float], *keys: str) -> list[float]:
 
 
 def _prompt_law(params: dict[str, float]) -> laws.LengthLaw:
+    given = [k for k in ("prefill", "prefill_median", "prefill_lo") if k in params]
+    require(len(given) <= 1, f"workload spec: one prompt law, got {' and '.join(given)}")
     if "prefill" in params:
         return laws.fixed(params["prefill"])
     if "prefill_median" in params:
@@ -109,23 +106,39 @@ def _prompt_law(params: dict[str, float]) -> laws.LengthLaw:
     )
 
 
-def _decode_law(kind: str, params: dict[str, float]) -> laws.LengthLaw:
-    if kind == "geometric":
-        require(
-            not ("p" in params and "decode_mean" in params),
-            "geometric workload: give decode_mean or p, not both",
-        )
-        if "p" in params:
-            return laws.Geometric(p=params["p"])
-        (mean,) = _need(params, "decode_mean")
-        return laws.Geometric.from_mean(mean)
-    if kind == "fixed":
-        (value,) = _need(params, "decode")
-        require(value >= 1, f"decode must be >= 1, got {value:g}")
-        return laws.fixed(value)
-    if kind == "lognormal":
-        median, sigma = _need(params, "decode_median", "decode_sigma")
-        return laws.lognormal(median, sigma, maximum=params.get("decode_max"))
+def _geometric(params: dict[str, float]) -> laws.LengthLaw:
+    require(
+        not ("p" in params and "decode_mean" in params),
+        "geometric workload: give decode_mean or p, not both",
+    )
+    if "p" in params:
+        return laws.Geometric(p=params["p"])
+    (mean,) = _need(params, "decode_mean")
+    return laws.Geometric.from_mean(mean)
+
+
+def _fixed(params: dict[str, float]) -> laws.LengthLaw:
+    (value,) = _need(params, "decode")
+    require(value >= 1, f"decode must be >= 1, got {value:g}")
+    return laws.fixed(value)
+
+
+def _lognormal(params: dict[str, float]) -> laws.LengthLaw:
+    median, sigma = _need(params, "decode_median", "decode_sigma")
+    return laws.lognormal(median, sigma, maximum=params.get("decode_max"))
+
+
+def _uniform(params: dict[str, float]) -> laws.LengthLaw:
     lo, hi = _need(params, "decode_lo", "decode_hi")
     require(lo >= 1, f"decode_lo must be >= 1, got {lo:g}")
     return laws.uniform(lo, hi)
+
+
+# The decode-length law of each kind: its keys and its parser (a new law is one entry).
+DECODE_LAWS: dict[str, tuple[tuple[str, ...], Callable[[dict[str, float]], laws.LengthLaw]]] = {
+    "geometric": (("decode_mean", "p"), _geometric),
+    "fixed": (("decode",), _fixed),
+    "lognormal": (("decode_median", "decode_sigma", "decode_max"), _lognormal),
+    "uniform": (("decode_lo", "decode_hi"), _uniform),
+}
+KINDS = (*DECODE_LAWS, "trace", "mix")

@@ -1,5 +1,5 @@
-"""The open-system event loop (issue 12), written once as a plain loop over arrays and
-compiled with numba; ``afdplan.sim.open_reference`` is an independent, object-based
+"""The open-system event loop, written once as a plain loop over arrays and
+compiled with numba; ``afdplan.sim.open.reference`` is an independent, object-based
 implementation of the same model that the tests compare against.
 
 Time advances from event to event: the next arrival or the end of some bundle's step.
@@ -213,9 +213,7 @@ def _loop(
                 x = (c_alpha * c_tokens + c_beta) / layers
                 # the busiest expert rank: an even group at tokens·φ (expected φ)
                 f = (f_alpha * tokens * np.interp(tokens, phi_tokens, phi) + f_beta) / layers
-                tau = compose(
-                    m_eff, layers, a_round / layers, a_busy / m_eff / layers, x, f, x
-                )
+                tau = compose(m_eff, layers, a_round / layers, a_busy / m_eff / layers, x, f, x)
                 step_end[kb] = t + tau
                 busy[kb] += tau
             else:

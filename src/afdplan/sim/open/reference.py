@@ -1,6 +1,6 @@
 """A plain, object-based implementation of the open-system model (the tests' oracle).
 
-Written independently of the compiled loop in ``afdplan.sim.open_loop``: requests are
+Written independently of the compiled loop in ``afdplan.sim.open.loop``: requests are
 objects, queues are deques, the next event comes from a heap, and a step's time comes
 from ``Pipeline.step_time`` and the step-time object itself. Slow (Python per slot per
 step); use it for small runs only.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from afdplan.choices import ROUTERS
+from afdplan.sim.open.fleet import Fleet, OpenResult
 from afdplan.timing import transfer_each_way
 
 
@@ -45,8 +46,7 @@ class _Worker:
         return sum(r.context for r in self.active)
 
 
-def run_reference(times, prompt, decode, cand, fleet):
-    from afdplan.sim.open import OpenResult
+def run_reference(times, prompt, decode, cand, fleet: Fleet) -> OpenResult:
 
     n, r, m = times.size, fleet.ratio, fleet.pipeline.microbatches
     workers = [_Worker(fleet.batch) for _ in range(fleet.workers)]

@@ -1,13 +1,5 @@
-"""Open-system simulation: requests arrive over time, wait, and are served by N bundles
-(issue 12). The closed simulator (``afdplan.sim.engine``) refills a slot the instant it
-frees, so a bundle is always full; here batches are partly empty at low load and requests
-queue at high load, which is what a fleet is sized for.
-
-Arrivals: a trace's timestamps (optionally scaled to a target rate), a Poisson process, or
-a gamma renewal process with a given coefficient of variation (bursty for cv > 1). The
-event loop is ``afdplan.sim.open_loop`` (compiled); ``afdplan.sim.open_reference`` is an
-independent implementation the tests hold it to.
-"""
+"""The open system's fleet (N identical bundles) and the result of one run: the types
+both implementations of the model (the compiled loop and the plain reference) share."""
 
 from __future__ import annotations
 
@@ -19,102 +11,10 @@ import numpy as np
 
 from afdplan.bundle import Pipeline
 from afdplan.choices import ROUTERS
-from afdplan.errors import InputError, check_positive, require
+from afdplan.errors import require
 from afdplan.timing import LinearStepTimes, transfer_each_way, transfer_tokens
-from afdplan.workload import EmpiricalWorkload, Workload
 
-ARRIVALS = ("trace", "poisson", "gamma")
 WARMUP_SHARE = 0.1  # requests arriving in the first 10% of the horizon are not measured
-
-
-@dataclass(frozen=True)
-class Arrivals:
-    """``kind`` trace | poisson | gamma; ``rate`` requests/s (for a trace: rescales its
-    timestamps; None keeps them); ``cv`` the gamma process's coefficient of variation."""
-
-    kind: str = "poisson"
-    rate: float | None = None
-    cv: float = 1.0
-
-    def __post_init__(self) -> None:
-        require(
-            self.kind in ARRIVALS,
-            f"arrivals must be one of trace, poisson, gamma:cv=X; got {self.kind!r}",
-        )
-        if self.rate is not None:
-            require(
-                math.isfinite(self.rate) and self.rate > 0, f"--rate must be > 0, got {self.rate}"
-            )
-        require(self.kind == "trace" or self.rate is not None, f"{self.kind} arrivals need --rate")
-        require(math.isfinite(self.cv) and self.cv > 0, f"gamma cv must be > 0, got {self.cv}")
-
-    @classmethod
-    def parse(cls, text: str, rate: float | None) -> Arrivals:
-        """``trace``, ``poisson`` or ``gamma:cv=X``."""
-        kind, _, params = text.partition(":")
-        cv = 1.0
-        if params:
-            key, eq, value = params.partition("=")
-            require(
-                kind == "gamma" and key == "cv" and eq == "=",
-                f"--arrivals {text!r}: only gamma takes a parameter, as gamma:cv=X",
-            )
-            try:
-                cv = float(value)
-            except ValueError as exc:
-                raise InputError(f"--arrivals {text!r}: cv must be a number") from exc
-        elif kind == "gamma":
-            raise InputError("--arrivals gamma needs its coefficient of variation: gamma:cv=X")
-        return cls(kind, rate, cv)
-
-    @property
-    def process(self) -> str:
-        """The arrival process without its rate."""
-        names = {"trace": "trace timestamps", "poisson": "Poisson"}
-        return names.get(self.kind, f"gamma cv={self.cv:g}")
-
-    def describe(self) -> str:
-        return self.process + ("" if self.rate is None else f" at {self.rate:g} req/s")
-
-
-def arrival_times(
-    arrivals: Arrivals, workload: Workload, n: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(arrival seconds, prompt, decode) of ``n`` requests. A trace gives its own requests
-    in order, repeated back to back when ``n`` exceeds its size."""
-    require(n >= 1, f"--requests must be >= 1, got {n}")
-    if arrivals.kind == "trace":
-        require(
-            isinstance(workload, EmpiricalWorkload) and workload.arrival is not None,
-            "--arrivals trace needs a trace with an arrival-time column (arrived_at, "
-            "timestamp, ...) and no missing values",
-        )
-        assert isinstance(workload, EmpiricalWorkload) and workload.arrival is not None
-        require(
-            workload.arrival_sorted,
-            f"{workload.source}: arrival timestamps are not in order; sort the trace by "
-            "arrival time for --arrivals trace",
-        )
-        # A trace shorter than the run is repeated back to back (its own mean gap apart).
-        reps = -(-n // workload.size)
-        base = workload.arrival.astype(np.float64) - workload.arrival[0]
-        period = base[-1] + (base[-1] / max(workload.size - 1, 1) if workload.size > 1 else 1.0)
-        times = (base[None, :] + period * np.arange(reps)[:, None]).ravel()[:n]
-        prompt = np.tile(workload.prompt, reps)[:n].copy()
-        decode = np.tile(workload.decode, reps)[:n].copy()
-        if arrivals.rate is not None:
-            require(period > 0, f"{workload.source}: all arrivals at one instant; cannot rescale")
-            recorded = workload.size / period
-            times = times * (recorded / arrivals.rate)
-        return times, prompt, decode
-    rate = float(arrivals.rate)  # type: ignore[arg-type]
-    if arrivals.kind == "poisson":
-        gaps = rng.exponential(1.0 / rate, n)
-    else:
-        shape = 1.0 / arrivals.cv**2
-        gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
-    prompt, decode = workload.sample(rng, n)
-    return np.cumsum(gaps), np.asarray(prompt, np.int64), np.asarray(decode, np.int64)
 
 
 @dataclass(frozen=True)
@@ -144,6 +44,11 @@ class Fleet:
         )
         if self.kv_capacity_tokens is not None:
             require(self.kv_capacity_tokens >= 1, "KV capacity must be >= 1 token")
+
+    @property
+    def router_code(self) -> int:
+        """The router as the compiled loop reads it (its index in ``ROUTERS``)."""
+        return ROUTERS.index(self.router)
 
     @property
     def workers(self) -> int:
@@ -303,69 +208,3 @@ class OpenResult:
                 else {f"ttft_p{p}_s": float(np.percentile(ttft[keep], p)) for p in (50, 90, 99)}
             ),
         }
-
-
-def _candidates(rng: np.random.Generator, n: int, workers: int) -> np.ndarray:
-    """Two distinct random workers per request (power-of-two choices)."""
-    first = rng.integers(0, workers, n)
-    if workers == 1:
-        return np.column_stack([first, first])
-    second = (first + rng.integers(1, workers, n)) % workers
-    return np.column_stack([first, second]).astype(np.int64)
-
-
-def simulate_open(
-    workload: Workload,
-    fleet: Fleet,
-    arrivals: Arrivals,
-    requests: int,
-    seed: int = 0,
-    reference: bool = False,
-) -> OpenResult:
-    """Run the fleet on ``requests`` arrivals; ``reference`` uses the plain implementation
-    (slow; for tests)."""
-    require(seed >= 0, f"--seed must be >= 0, got {seed}")
-    rng = np.random.default_rng(seed)
-    times, prompt, decode = arrival_times(arrivals, workload, requests, rng)
-    cand = _candidates(rng, times.size, fleet.workers)
-    cap = fleet.kv_capacity_tokens
-    if cap is not None:
-        need = prompt + decode
-        worst = int(need.max())
-        require(
-            worst <= cap,
-            f"a request needs {worst:,} KV tokens (P + D) but a worker holds {cap:,}; it "
-            "could never be admitted",
-        )
-    check_positive("step time", float(fleet.times.attention_time(1, 1)))
-    if reference:
-        from afdplan.sim.open_reference import run_reference
-
-        return run_reference(times, prompt, decode, cand, fleet)
-    from afdplan.sim.open_loop import compiled_compose, loop
-
-    n = times.size
-    start, finish = np.full(n, np.nan), np.full(n, np.nan)
-    worker = np.full(n, -1, np.int64)
-    capacity = 2 * n + 64 + int(n * float(np.mean(decode)) / max(fleet.batch, 1))
-    p = fleet.pipeline
-    while True:
-        ev = {
-            "time": np.empty(capacity),
-            "in_system": np.empty(capacity, np.int64),
-            "queued": np.empty(capacity, np.int64),
-            "kv_tokens": np.empty(capacity, np.int64),
-        }
-        events, steps, busy = loop(
-            times, prompt, decode, ROUTERS.index(fleet.router), cand, fleet.bundles,
-            fleet.ratio, fleet.batch, cap or 0, fleet.coefficients(), *fleet.imbalance_grid,
-            fleet.times.comm_scope == "aggregate", compiled_compose(p), p.microbatches, p.layers,
-            start, finish, worker, ev["time"], ev["in_system"], ev["queued"], ev["kv_tokens"],
-        )  # fmt: skip
-        if events <= capacity:
-            break
-        capacity = events
-    events_out = {k: v[:events] for k, v in ev.items()}
-    return OpenResult(
-        times, start, finish, prompt, decode, worker, events_out, int(steps), busy, fleet
-    )

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from afdplan.bundle import max_feasible_batch
 from afdplan.calibrate.specs import load_hardware, load_model, model_from_config
 from afdplan.deploy import Slo, Space, Target, search
 from afdplan.deploy.result import thin_frontier
@@ -25,7 +26,6 @@ from afdplan.deploy.runtime import (
 from afdplan.deploy.search import _pareto, kv_limit, roofline_times, spread_quantile
 from afdplan.deploy.verify import verify
 from afdplan.errors import InputError
-from afdplan.theory.memory import max_feasible_batch
 from afdplan.workload import LoadStats, parse_workload
 
 WORKLOAD = parse_workload("fixed:prefill=1024,decode=128")

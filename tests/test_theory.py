@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from afdplan.bundle import Pipeline
+from afdplan.bundle import Pipeline, max_feasible_batch
 from afdplan.errors import InputError
 from afdplan.theory import (
     Deployment,
@@ -24,7 +24,6 @@ from afdplan.theory import (
     v1_finite_horizon_load,
     weighted_throughput,
 )
-from afdplan.theory.memory import max_feasible_batch
 from afdplan.timing import AttentionLinear, Linear, LinearStepTimes, load_coeffs
 
 PAPER = load_coeffs("paper-v1-dsv3-910c")

@@ -253,7 +253,7 @@ def size_fleet(
         else:
             lo = mid
     chosen, run = probes[hi]
-    gpus = hi * (fleet.ratio * fleet.times.gpus_attention + fleet.times.gpus_ffn)
+    gpus = hi * fleet.bundle.gpus
     cost = None if price_per_bundle_hour is None else hi * price_per_bundle_hour
     ordered = tuple(probes[k][0] for k in sorted(probes))
     return Sizing(rate, hi, gpus, cost, ordered, chosen, run)

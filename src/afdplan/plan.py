@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, replace
 
-from afdplan.bundle import Pipeline, objective_weights
+from afdplan.bundle import KV_SIGMAS, Pipeline, kv_load, max_feasible_batch, objective_weights
 from afdplan.errors import InputError, require
 from afdplan.theory import (
     Deployment,
@@ -23,14 +23,12 @@ from afdplan.theory import (
     optimal_ratio,
     weighted_throughput,
 )
-from afdplan.theory.memory import max_feasible_batch
 from afdplan.timing import LinearStepTimes, StepTimes
 from afdplan.workload import LoadStats, Workload
 
 # Without --batch: the largest B the KV cache holds, capped here (256 is a common serving
 # max_num_seqs and the paper's main batch); without a known capacity, this B.
 DEFAULT_MAX_BATCH = 256
-KV_HEADROOM_SIGMAS = 3.0
 BAND_TOLERANCE = 0.01  # r within 1% of the best predicted objective
 R_SEARCH_CAP = 4096  # the automatic search over r stops here
 
@@ -161,9 +159,7 @@ def resolve_batch(
 ) -> tuple[int, int | None]:
     """(B to use, largest feasible B or None); refuses B that the KV cache cannot hold."""
     cap = times.kv_capacity_tokens
-    b_max = (
-        None if cap is None else max_feasible_batch(cap, stats.theta, stats.v, KV_HEADROOM_SIGMAS)
-    )
+    b_max = None if cap is None else max_feasible_batch(cap, stats.theta, stats.v)
     if batch is None:
         if b_max is None:
             return DEFAULT_MAX_BATCH, None
@@ -177,7 +173,7 @@ def resolve_batch(
     if b_max is not None and batch > b_max:
         raise InputError(
             f"B = {batch} does not fit the KV cache: {batch} × θ {stats.theta:.0f} + "
-            f"{KV_HEADROOM_SIGMAS:g}σ exceeds {cap} tokens per Attention worker; "
+            f"{KV_SIGMAS:g}σ exceeds {cap} tokens per Attention worker; "
             f"largest feasible B is {b_max}"
         )
     return batch, b_max
@@ -262,7 +258,7 @@ def _range_notes(
     if curves is None or not hasattr(curves, "outside_range"):
         return ()
     b = dep.batch / dep.pipeline.microbatches
-    load = b * stats.theta + KV_HEADROOM_SIGMAS * math.sqrt(b * stats.v)
+    load = float(kv_load(b, stats.theta, stats.v))
     return tuple(curves.outside_range(b, load, r * b))
 
 

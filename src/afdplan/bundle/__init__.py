@@ -8,11 +8,25 @@ from afdplan.bundle.pipeline import (
     pingpong_closed_form,
     recurrence,
 )
+from afdplan.bundle.shape import (
+    KV_SIGMAS,
+    Bundle,
+    bundle_cost,
+    bundle_gpus,
+    kv_load,
+    max_feasible_batch,
+)
 
 __all__ = [
+    "KV_SIGMAS",
     "LAYERED",
+    "Bundle",
     "Pipeline",
     "StageLine",
+    "bundle_cost",
+    "bundle_gpus",
+    "kv_load",
+    "max_feasible_batch",
     "objective_weights",
     "pingpong_closed_form",
     "recurrence",

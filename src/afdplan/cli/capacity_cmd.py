@@ -260,8 +260,7 @@ def capacity(
     p_f = price_ffn if price_ffn is not None else hw_prices[1]
     price = None
     if p_a is not None and p_f is not None:
-        t = fleet.times
-        price = fleet.ratio * t.gpus_attention * p_a + t.gpus_ffn * p_f
+        price = fleet.bundle.cost_per_hour(p_a, p_f)
     backend_name = None if backend is None else backend.value
     connect_backend(backend_name, scheduler)
     arrivals_by_rate = [resolve_arrivals(arrivals, value, wl) for value in rates]

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from afdplan.bundle import KV_SIGMAS, bundle_cost
 from afdplan.choices import Runtime
 from afdplan.deploy.runtime import violation
 from afdplan.deploy.search import (
-    KV_SIGMAS,
     ROW_COLUMNS,
     Target,
     _Collector,
@@ -295,7 +295,7 @@ def _tokens_per_joule(target: Target, configs: pd.DataFrame) -> pd.Series:
     colocated_hw = configs.architecture.str.removeprefix("colocated@")
     watts = np.where(
         afd,
-        configs.r * configs.gpus_attention * p_a + configs.gpus_ffn * p_f,
+        bundle_cost(configs.r, configs.gpus_attention, configs.gpus_ffn, p_a, p_f),
         configs.gpus * colocated_hw.map(lambda name: power.get(name) or math.nan),
     )
     return configs.throughput_per_bundle / watts

@@ -34,7 +34,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from afdplan import normal
-from afdplan.bundle import Pipeline, objective_weights
+from afdplan.bundle import (
+    Pipeline,
+    bundle_gpus,
+    kv_load,
+    max_feasible_batch,
+    objective_weights,
+)
 from afdplan.calibrate.roofline import (
     attention_weight_bytes,
     check_ffn_fits,
@@ -48,11 +54,9 @@ from afdplan.deploy.anchor import Anchor
 from afdplan.errors import InputError, check_positive, require
 from afdplan.normal import expected_max_normal
 from afdplan.theory.barrier import layered_times
-from afdplan.theory.memory import max_feasible_batch
 from afdplan.timing import Linear, LinearStepTimes, Routing
 from afdplan.workload import LoadStats
 
-KV_SIGMAS = 3.0  # z of the KV limit: a worker's load exceeds it at ~0.13% of steps
 PERCENTILES = (50, 90, 99)
 MICROBATCHES = (1, 2, 3, 4)
 ATTENTION_TP = (1, 2, 4, 8)
@@ -259,7 +263,7 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
 
 def kv_limit(capacity: float, stats: LoadStats, max_batch: int) -> int:
     """Largest B with B·θ + z·√(B·v) ≤ capacity (z = ``KV_SIGMAS``), at most max_batch."""
-    return min(max_feasible_batch(capacity, stats.theta, stats.v, KV_SIGMAS), max_batch)
+    return min(max_feasible_batch(capacity, stats.theta, stats.v), max_batch)
 
 
 def roofline_times(
@@ -395,7 +399,7 @@ def _record(
 
 
 def _kv_load(stats: LoadStats, batch: float) -> float:
-    return batch * stats.theta + KV_SIGMAS * math.sqrt(batch * stats.v)
+    return float(kv_load(batch, stats.theta, stats.v))
 
 
 def _pareto(points: np.ndarray) -> np.ndarray:
@@ -428,7 +432,7 @@ def search_afd(target: Target, out: _Collector) -> None:
                 pipeline = Pipeline("pingpong", m, model.layers)
                 best_r, best_score, misses = 0, -1.0, 0
                 for r in range(1, space.max_ratio + 1):
-                    gpus = r * g_a + g_f
+                    gpus = bundle_gpus(r, g_a, g_f)
                     if space.gpu_budget is not None and gpus > space.gpu_budget:
                         break
                     cross = crosses_nodes(target.attention_hw, target.ffn_hw, gpus)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from afdplan.bundle import Pipeline
+from afdplan.bundle import Bundle, Pipeline
 from afdplan.choices import ROUTERS
 from afdplan.errors import require
 from afdplan.timing import LinearStepTimes, transfer_each_way, transfer_tokens
@@ -56,7 +56,13 @@ class Fleet:
 
     @property
     def gpus(self) -> float:
-        return self.bundles * (self.ratio * self.times.gpus_attention + self.times.gpus_ffn)
+        return self.bundles * self.bundle.gpus
+
+    @property
+    def bundle(self) -> Bundle:
+        """One of the N identical bundles."""
+        t = self.times
+        return Bundle(self.ratio, self.batch, t.gpus_attention, t.gpus_ffn, self.pipeline)
 
     @functools.cached_property
     def imbalance_grid(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,24 +1,40 @@
 #!/usr/bin/env bash
-# Rebuild the measured built-in coefficient sets and their shipped measured tables from
-# their sources. Needs the aiconfigurator-core extra (pip install -e ".[measured]"); the
-# NVLink transfers come from Vidur's profile shipped with afdplan. The paper's set is
-# copied from the paper and is not rebuilt.
+# Rebuild every measured coefficient set and its shipped measured table from the sources
+# its own [measured] table names (model, aiconfigurator-core system and framework, FFN
+# token range, transfer measurements) and its [meta] FFN group. Needs the
+# aiconfigurator-core extra (pip install -e ".[measured]"). Sets without [measured] (the
+# paper's, copied from the paper) are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-presets=src/afdplan/timing/presets
-tables=src/afdplan/data/measured
+presets=src/afdplan/presets/coefficients
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-afdplan calibrate --model llama3-70b --system h100_sxm --gpus-ffn 2 --ffn-range 1:4096 \
-  --send-recv vidur-h100-dgx --name llama3-70b-h100 --save-dir "$work/llama"
-afdplan calibrate --model deepseek-v3 --system h200_sxm --gpus-ffn 8 --ffn-range 256:16384 \
-  --send-recv vidur-h100-dgx --name deepseek-v3-h200 --save-dir "$work/ds"
-# The shipped tables hold the kernel measurements only (comm stays on the linear fit).
-for pair in "llama:llama3-70b-h100" "ds:deepseek-v3-h200"; do
-  src=${pair%%:*}; name=${pair#*:}
-  # Each set names its shipped table under [meta], after its time unit.
-  sed "s/^time_unit = \"s\"\$/&\ncurves = \"$name\"/" "$work/$src/coefficients.toml" \
-    > "$presets/$name.toml"
-  grep -v '^comm,' "$work/$src/table.csv" > "$tables/$name.csv"
+for file in "$presets"/*.toml; do
+  name=$(basename "$file" .toml)
+  # One line of shell words per set: its calibrate arguments, read from its own TOML.
+  args=$(python - "$file" <<'PY'
+import shlex, sys, tomllib
+data = tomllib.load(open(sys.argv[1], "rb"))
+m = data.get("measured")
+if m is None:
+    sys.exit(0)
+out = ["--model", m["model"], "--system", m["system"], "--framework", m["framework"],
+       "--gpus-ffn", str(int(data["meta"]["gpus_ffn"]))]
+if "ffn_range" in m:
+    out += ["--ffn-range", f"{m['ffn_range'][0]}:{m['ffn_range'][1]}"]
+if "send_recv" in m:
+    out += ["--send-recv", m["send_recv"]]
+print(shlex.join(out))
+PY
+)
+  [ -n "$args" ] || continue
+  # The [measured] table is kept as it is: it is the input, not an output.
+  measured=$(sed -n '/^# What this set was calibrated from/,$p' "$file")
+  eval "afdplan calibrate $args --name $name --save-dir $work/$name"
+  # The shipped table holds the kernel measurements only (comm stays on the linear fit),
+  # and the set names it under [meta], after its time unit.
+  sed "s/^time_unit = \"s\"\$/&\ncurves = \"$name\"/" "$work/$name/coefficients.toml" > "$file"
+  printf '\n%s\n' "$measured" >> "$file"
+  grep -v '^comm,' "$work/$name/table.csv" > "$presets/$name.csv"
 done

@@ -112,13 +112,13 @@ def test_json_is_strict_with_aggregate_comm(cli):
 
 
 def test_a_shipped_set_is_read_at_other_sizes_from_its_tables(cli, aic):
-    from afdplan.calibrate.measured_sets import SHIPPED_SOURCES
+    from afdplan.calibrate.measured_sets import shipped_sources
     from afdplan.calibrate.resolve import resolve_step_times
     from afdplan.calibrate.roofline import expert_exchange
     from afdplan.calibrate.specs import load_hardware, load_model
 
     linear, curves = resolve_step_times("deepseek-v3-h200", None, None, (None, 16))
-    fitted, rows = SHIPPED_SOURCES["deepseek-v3-h200"].calibrate(1, 16, "")
+    fitted, rows = shipped_sources()["deepseek-v3-h200"].calibrate(1, 16, "")
     # 16 H200s span two nodes: no DeepEP table there, so the exchange is the link
     # roofline (the network between the nodes), inside the measured FFN rows.
     alpha, beta = expert_exchange(load_model("deepseek-v3"), load_hardware("h200"), 16)

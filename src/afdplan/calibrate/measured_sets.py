@@ -16,6 +16,7 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
 from afdplan.errors import InputError
+from afdplan.presets import measured_sets
 from afdplan.timing import AttentionLinear, Linear, LinearStepTimes
 
 if TYPE_CHECKING:  # pandas loads only when a calibration runs: `plan` must start fast
@@ -51,10 +52,9 @@ class MeasuredSource:
 
     def specs(self):
         """(model, hardware) presets of the measured set."""
-        from afdplan.calibrate.pipeline import SYSTEM_HARDWARE
         from afdplan.calibrate.specs import load_hardware, load_model
 
-        return load_model(self.model), load_hardware(SYSTEM_HARDWARE[self.system])
+        return load_model(self.model), load_hardware(self.system)
 
     def attention(self, g_a: int) -> AttentionLinear | None:
         """The attention fit at TP ``g_a``, or None where the tables lack that split."""
@@ -74,12 +74,21 @@ class MeasuredSource:
         return times.ffn, times.exchange
 
 
-SHIPPED_SOURCES = {
-    "deepseek-v3-h200": MeasuredSource(
-        "deepseek-v3", "h200_sxm", ffn_range=(256, 16384), gpus_ffn=8
-    ),
-    "llama3-70b-h100": MeasuredSource("llama3-70b", "h100_sxm", ffn_range=(1, 4096), gpus_ffn=2),
-}
+@lru_cache(maxsize=1)
+def shipped_sources() -> dict[str, MeasuredSource]:
+    """The shipped measured sets by name, as their ``[measured]`` tables describe them."""
+    out = {}
+    for name, entry in measured_sets().items():
+        window = entry.get("ffn_range")
+        out[name] = MeasuredSource(
+            entry["model"],
+            entry["system"],
+            framework=entry["framework"],
+            ffn_range=None if window is None else (window[0], window[1]),
+            send_recv=entry.get("send_recv"),
+            gpus_ffn=entry["gpus_ffn"],
+        )
+    return out
 
 
 def tables_installed() -> bool:

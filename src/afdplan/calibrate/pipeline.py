@@ -18,16 +18,9 @@ from afdplan.calibrate.readers import read_generic, read_vidur_mlp, read_vidur_s
 from afdplan.calibrate.roofline import derive, min_ffn_gpus
 from afdplan.calibrate.specs import load_hardware, load_model
 from afdplan.errors import InputError
+from afdplan.presets import system_hardware
 from afdplan.timing.experts import Routing
 from afdplan.timing.tables import validate_table
-
-# aiconfigurator-core system → our hardware preset (roofline for the unmeasured stages).
-SYSTEM_HARDWARE = {
-    "h100_sxm": "h100-sxm",
-    "h200_sxm": "h200",
-    "b200_sxm": "b200",
-    "a100_sxm": "a100-80g",
-}
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ class Sources:
 def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
     """The coefficients (with fits and notes) and the measured rows, if any."""
     spec = load_model(src.model) if src.model is not None else None
-    hardware = src.hardware or (SYSTEM_HARDWARE.get(src.system) if src.system else None)
+    hardware = src.hardware or (system_hardware().get(src.system) if src.system else None)
     hw = load_hardware(hardware, **(src.efficiencies or {})) if hardware is not None else None
     routing = Routing.parse(src.routing)
     if src.routing is not None and (spec is None or not spec.is_moe):

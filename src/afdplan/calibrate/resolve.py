@@ -93,16 +93,16 @@ def over_link(times: LinearStepTimes, spec: str, link: str) -> LinearStepTimes:
     """A shipped measured set's step times with its A↔F transfers over ``link`` (the
     transfer model needs the model's hidden size and layers, which the shipped sets'
     sources name; any other set is refused)."""
-    from afdplan.calibrate.measured_sets import SHIPPED_SOURCES
+    from afdplan.calibrate.measured_sets import shipped_sources
     from afdplan.calibrate.roofline import link_comm, parse_link
     from afdplan.timing import Linear
 
     chosen = parse_link(link)
-    source = SHIPPED_SOURCES.get(spec)
+    source = shipped_sources().get(spec)
     require(
         source is not None,
         f"--link: {spec!r} does not say which model it times (the transfers need its hidden "
-        f"size and layers); give roofline:MODEL@HW or one of {', '.join(SHIPPED_SOURCES)}",
+        f"size and layers); give roofline:MODEL@HW or one of {', '.join(shipped_sources())}",
     )
     alpha, beta = link_comm(*source.specs(), chosen)
     return replace(
@@ -171,10 +171,10 @@ def _at_other_sizes(
     """A shipped measured set recalibrated at the asked sizes or skewed routing, or None
     where that does not apply (another set, its own sizes and balanced routing, other
     dtypes, or no tables installed: a skewed routing then needs the tables)."""
-    from afdplan.calibrate.measured_sets import SHIPPED_SOURCES, tables_installed
+    from afdplan.calibrate.measured_sets import shipped_sources, tables_installed
     from afdplan.timing import Routing
 
-    source = SHIPPED_SOURCES.get(spec)
+    source = shipped_sources().get(spec)
     skewed = routing is not None and Routing.parse(routing).kind == "power-law"
     if source is None or dtypes != (None, None, None) or (gpus == (None, None) and not skewed):
         return None

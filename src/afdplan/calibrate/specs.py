@@ -10,13 +10,15 @@ import json
 import math
 import tomllib
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from importlib import resources
+from importlib.util import find_spec
 from pathlib import Path
 
 from afdplan.errors import InputError, check_positive, require, unknown_name
+from afdplan.presets import read_table, system_hardware
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1, "fp4": 0.5}
-_PRESETS = resources.files("afdplan.calibrate") / "presets"
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,8 @@ class HardwareSpec:
     price_per_hour: float | None = None  # $ per GPU-hour, a public on-demand figure
     price_source: str = ""
     board_power_w: float | None = None  # maximum board power, watts
+    # aiconfigurator-core systems that are this GPU (the first is the one launch files name)
+    aiconfigurator_systems: tuple[str, ...] = ()
 
     def peak_flops(self, weight_bytes: float) -> float:
         """Dense tensor-core FLOP/s for the weight precision (FP8 path for ≤ 1 byte)."""
@@ -314,7 +318,7 @@ def served_as(
 
 
 def _load_table(file: str) -> dict[str, dict]:
-    return tomllib.loads((_PRESETS / file).read_text())
+    return read_table(file.removesuffix(".toml"))
 
 
 def model_names() -> list[str]:
@@ -383,29 +387,45 @@ def _cached_hf_config(hf_id: str) -> Path:
     return Path(str(by_name[wanted]))
 
 
-# NVIDIA AIConfigurator's system names for the same GPUs, so its users can keep them.
-HARDWARE_ALIASES = {
-    "h100_sxm": "h100-sxm",
-    "h200_sxm": "h200",
-    "b200_sxm": "b200",
-    "b300_sxm": "b300",
-    "a100_sxm": "a100-80g",
-    "gb200_nvl72": "gb200",
-}
-
-
 def load_hardware(name: str, **overrides: float) -> HardwareSpec:
-    """A built-in hardware preset by name (or AIConfigurator system name), with optional
-    field overrides."""
-    table = _load_table("hardware.toml")
-    key = HARDWARE_ALIASES.get(name.lower(), name.lower())
-    if key not in table:
-        raise unknown_name("hardware", name, [*table, *HARDWARE_ALIASES])
-    fields = {k: v for k, v in table[key].items()}
+    """A hardware preset by name, by the name of an aiconfigurator-core system that is
+    the same GPU (the preset's ``aiconfigurator_systems``), or a TOML file of the preset
+    keys (``afdplan presets --hardware NAME --toml`` prints one to start from); with
+    optional field overrides."""
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".toml" or path.is_file():
+        key, fields = _hardware_file(path)
+    else:
+        table = _load_table("hardware.toml")
+        aliases = system_hardware()
+        key = aliases.get(name.lower(), name.lower())
+        if key in table:
+            fields = dict(table[key])
+        elif key in aiconfigurator_systems():
+            fields = _hardware_from_system(key)
+        else:
+            known = [*table, *(a for a in aliases if a not in table)]
+            extra = [s for s in aiconfigurator_systems() if s not in aliases and s not in table]
+            raise unknown_name("hardware", name, [*known, *extra])
     fields.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(fields) - set(HARDWARE_FIELDS))
+    require(
+        not unknown,
+        f"{key}: unknown hardware key(s) {', '.join(unknown)}; known: {', '.join(HARDWARE_FIELDS)}",
+    )
+    for k in _HARDWARE_REQUIRED:
+        require(k in fields, f"{key}: hardware needs {k}")
+    fields["aiconfigurator_systems"] = tuple(fields.get("aiconfigurator_systems", ()))
     for k, v in fields.items():
-        if k not in ("source", "price_source"):
+        if k not in _HARDWARE_TEXT:
+            require(
+                isinstance(v, int | float) and not isinstance(v, bool),
+                f"{key}: {k} must be a number, got {v!r}",
+            )
             check_positive(f"{key}: {k}", v)
+    for k in ("gpus_per_node", "scaleup_gpus"):
+        if k in fields:
+            require(int(fields[k]) == fields[k], f"{key}: {k} must be an integer, got {fields[k]}")
     for k in EFFICIENCIES:
         if k in fields:
             require(fields[k] <= 1, f"{key}: {k} must be in (0, 1], got {fields[k]:g}")
@@ -413,3 +433,81 @@ def load_hardware(name: str, **overrides: float) -> HardwareSpec:
 
 
 EFFICIENCIES = ("mem_efficiency", "compute_efficiency", "link_efficiency", "usable_memory")
+HARDWARE_FIELDS = tuple(f for f in HardwareSpec.__dataclass_fields__ if f != "name")
+_HARDWARE_REQUIRED = (
+    "flops_bf16", "flops_fp8", "hbm_bandwidth", "hbm_bytes", "link_bandwidth", "link_latency",
+)  # fmt: skip
+_HARDWARE_TEXT = ("source", "price_source", "aiconfigurator_systems")
+
+
+@lru_cache(maxsize=1)
+def aiconfigurator_systems() -> tuple[str, ...]:
+    """The systems the installed aiconfigurator-core ships (none without the extra): its
+    ``systems/*.yaml`` files with a ``gpu:`` and a ``node:`` section (the folder also holds
+    manifests)."""
+    if find_spec("aiconfigurator_core") is None:
+        return ()
+    folder = resources.files("aiconfigurator_core") / "systems"
+    return tuple(
+        sorted(
+            p.name[:-5]
+            for p in folder.iterdir()
+            if p.name.endswith(".yaml")
+            and {"gpu:", "node:"} <= set(p.read_text(encoding="utf-8").splitlines())
+        )
+    )
+
+
+def _hardware_from_system(system: str) -> dict:
+    """Preset fields from aiconfigurator-core's ``systems/SYSTEM.yaml`` (its GPU and node
+    figures): a system with no preset of its own. The scale-up domain is the rack where
+    the system names one, the node where its intra-node link beats PCIe, and one GPU on a
+    PCIe-only host (every A↔F transfer and expert all-to-all then crosses PCIe or the
+    network)."""
+    from importlib.metadata import version
+
+    import yaml
+
+    folder = resources.files("aiconfigurator_core") / "systems"
+    spec = yaml.safe_load((folder / f"{system}.yaml").read_text(encoding="utf-8"))
+    gpu, node = spec["gpu"], spec["node"]
+    intra, pcie = float(node["intra_node_bw"]), float(node.get("pcie_bw", 0.0))
+    per_node = int(node["num_gpus_per_node"])
+    pcie_only = intra <= pcie
+    scaleup = 1 if pcie_only else int(node.get("num_gpus_per_rack", per_node))
+    fields = {
+        "flops_bf16": float(gpu["bfloat16_tc_flops"]),
+        "flops_fp8": float(gpu.get("fp8_tc_flops", gpu["bfloat16_tc_flops"])),
+        "hbm_bandwidth": float(gpu["mem_bw"]),
+        "hbm_bytes": float(gpu["mem_capacity"]),
+        "link_bandwidth": intra,
+        "link_latency": float(node["p2p_latency"]),
+        "mem_efficiency": float(gpu.get("mem_bw_empirical_scaling_factor", 0.8)),
+        "gpus_per_node": per_node,
+        "scaleup_gpus": scaleup,
+        "network_bandwidth": float(node.get("inter_rack_bw", node["inter_node_bw"])),
+        "aiconfigurator_systems": [system],
+        "source": (
+            f"aiconfigurator-core {version('aiconfigurator-core')} systems/{system}.yaml"
+            + (" (PCIe only: no NVLink)" if pcie_only else "")
+        ),
+    }
+    if "power" in gpu:
+        fields["board_power_w"] = float(gpu["power"])
+    return fields
+
+
+def _hardware_file(path: Path) -> tuple[str, dict]:
+    """(name, fields) of a hardware TOML file: the preset keys at the top level (named
+    after the file, or by ``name = ...``) or under one ``[NAME]`` table."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such hardware file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from None
+    if len(data) == 1 and isinstance(next(iter(data.values())), dict):
+        name, fields = next(iter(data.items()))
+        return str(name), dict(fields)
+    fields = dict(data)
+    return str(fields.pop("name", path.stem)), fields

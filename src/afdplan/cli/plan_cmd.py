@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -272,11 +273,25 @@ def _render_certainty(result: PlanResult) -> None:
 
 
 @app.command()
-def presets(as_json: JsonOpt = False) -> None:
+def presets(
+    as_json: JsonOpt = False,
+    hardware_toml: Annotated[
+        str | None,
+        typer.Option(
+            "--hardware",
+            help="Print this hardware (preset, aiconfigurator-core system or file) as a TOML "
+            "file to edit and pass back to --hardware / roofline:MODEL@FILE.",
+        ),
+    ] = None,
+) -> None:
     """List the built-in coefficient sets, models, hardware and shipped data files."""
     from afdplan.calibrate.specs import hardware_names, load_hardware, load_model, model_names
     from afdplan.data import BUILTIN_DATA, KIND_OPTIONS, builtin_path
     from afdplan.timing import builtin_coeff_names, load_coeffs
+
+    if hardware_toml is not None:
+        print(hardware_to_toml(load_hardware(hardware_toml)), end="")
+        return
 
     sets = [load_coeffs(name) for name in builtin_coeff_names()]
     models = [load_model(name) for name in model_names()]
@@ -351,6 +366,27 @@ def presets(as_json: JsonOpt = False) -> None:
     for name, entry in BUILTIN_DATA.items():
         data.add_row(name, KIND_OPTIONS[entry.kind], entry.description, entry.source)
     show(data)
+
+
+def hardware_to_toml(hw) -> str:
+    """A hardware spec as a TOML file of the preset keys (one ``[NAME]`` table)."""
+    from dataclasses import asdict
+
+    lines = [
+        f"# {hw.name}: edit the figures, rename the table, pass the file to --hardware.",
+        "# Drop aiconfigurator_systems unless this is that GPU: measured sets anchor on it.",
+        f"[{hw.name}]",
+    ]
+    for key, value in asdict(hw).items():
+        if key == "name" or value is None or value in ((), []):
+            continue
+        if isinstance(value, str):
+            lines.append(f"{key} = {json.dumps(value)}")
+        elif isinstance(value, list | tuple):
+            lines.append(f"{key} = [{', '.join(json.dumps(v) for v in value)}]")
+        else:
+            lines.append(f"{key} = {value!r}")
+    return "\n".join(lines) + "\n"
 
 
 def _model_row(m) -> dict:

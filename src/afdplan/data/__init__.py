@@ -13,11 +13,13 @@ from importlib import resources
 from pathlib import Path
 
 from afdplan.errors import InputError
+from afdplan.presets import measured_sets
 
 
 @dataclass(frozen=True)
 class DataFile:
-    """One shipped file: its path inside the package, what it is for, and where from."""
+    """One shipped file: its path inside the ``afdplan`` package, what it is for, and
+    where from."""
 
     relative: str
     kind: str  # trace | tables | vidur-mlp | send-recv
@@ -27,42 +29,38 @@ class DataFile:
 
 BUILTIN_DATA: dict[str, DataFile] = {
     "azure-conv-2023": DataFile(
-        "traces/azure_conv_2023.csv",
+        "data/traces/azure_conv_2023.csv",
         "trace",
         "Azure LLM inference trace 2023, conversation: 19,366 requests with arrival times",
         "Azure Public Dataset (Splitwise, ISCA 2024), CC-BY",
     ),
     "azure-code-2023": DataFile(
-        "traces/azure_code_2023.csv",
+        "data/traces/azure_code_2023.csv",
         "trace",
         "Azure LLM inference trace 2023, code: 8,819 requests with arrival times",
         "Azure Public Dataset (Splitwise, ISCA 2024), CC-BY",
     ),
-    "deepseek-v3-h200": DataFile(
-        "measured/deepseek-v3-h200.csv",
-        "tables",
-        "DeepSeek-V3 on H200: measured attention (MLA), dense and MoE EP8 step times",
-        "aiconfigurator-core 0.12 h200_sxm vLLM tables (Apache-2.0), whole-model per step",
-    ),
-    "llama3-70b-h100": DataFile(
-        "measured/llama3-70b-h100.csv",
-        "tables",
-        "Llama-3-70B on H100: measured attention (GQA), dense and TP2 FFN step times",
-        "aiconfigurator-core 0.12 h100_sxm vLLM tables (Apache-2.0), whole-model per step",
-    ),
     "vidur-h100-llama2-70b": DataFile(
-        "vidur/h100_llama2-70b_mlp.csv",
+        "data/vidur/h100_llama2-70b_mlp.csv",
         "vidur-mlp",
         "Vidur profile: Llama-2-70B MLP-side ops per layer on H100 vs tokens, TP 1-8",
         "Vidur (Microsoft), MIT licence",
     ),
     "vidur-h100-dgx": DataFile(
-        "vidur/h100_dgx_send_recv.csv",
+        "data/vidur/h100_dgx_send_recv.csv",
         "send-recv",
         "Vidur profile: H100 DGX send/recv time vs bytes (NVLink and inter-node)",
         "Vidur (Microsoft), MIT licence",
     ),
 }
+# The measured sets' tables ship beside their coefficient sets (afdplan.presets).
+BUILTIN_DATA.update(
+    {
+        name: DataFile(f"presets/coefficients/{name}.csv", "tables", m["description"], m["source"])
+        for name, m in measured_sets().items()
+        if "description" in m and "source" in m
+    }
+)
 KIND_OPTIONS = {
     "trace": "--trace",
     "tables": "--tables",
@@ -74,7 +72,7 @@ KIND_OPTIONS = {
 def builtin_path(name: str) -> Path:
     """The installed path of a shipped file."""
     entry = BUILTIN_DATA[name]
-    return Path(str(resources.files("afdplan.data").joinpath(entry.relative)))
+    return Path(str(resources.files("afdplan").joinpath(entry.relative)))
 
 
 def builtin_names(kind: str) -> list[str]:

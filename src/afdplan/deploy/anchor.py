@@ -27,17 +27,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from afdplan.calibrate.measured_sets import SHIPPED_SOURCES, MeasuredSource, tables_installed
+from afdplan.calibrate.measured_sets import MeasuredSource, shipped_sources, tables_installed
 from afdplan.calibrate.roofline import derive
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.errors import require
 from afdplan.timing import AttentionLinear, Linear, LinearStepTimes, Routing
-
-# (model preset, hardware preset) → the shipped coefficient set measured for them.
-SHIPPED = {
-    ("deepseek-v3", "h200"): "deepseek-v3-h200",
-    ("llama3-70b", "h100-sxm"): "llama3-70b-h100",
-}
 
 
 @dataclass(frozen=True)
@@ -171,10 +165,18 @@ def resolve_anchor(
     if spec is not None and spec.lower() == "none":
         return None
     for hw in (attention_hw, ffn_hw):
-        name = spec if spec is not None else SHIPPED.get((model.name, hw.name))
+        name = spec if spec is not None else _shipped_for(model, hw)
         if name is not None:
-            source = SHIPPED_SOURCES.get(name) if per_size else None
+            source = shipped_sources().get(name) if per_size else None
             if source is not None and not tables_installed():
                 source = None
             return anchor_from(resolve_coeffs(name), model, hw, source)
+    return None
+
+
+def _shipped_for(model: ModelSpec, hw: HardwareSpec) -> str | None:
+    """The shipped coefficient set measured for this model preset on this hardware."""
+    for name, source in shipped_sources().items():
+        if source.model == model.name and source.system in hw.aiconfigurator_systems:
+            return name
     return None

@@ -32,7 +32,7 @@ import math
 import shlex
 from pathlib import Path
 
-from afdplan.calibrate.specs import HARDWARE_ALIASES, HardwareSpec, ModelSpec
+from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.choices import Runtime
 
 VLLM_AFD_MICROBATCHES = (1, 2)
@@ -83,8 +83,8 @@ def hf_id(model: ModelSpec) -> str:
 
 
 def aiconfigurator_system(hw: HardwareSpec) -> str:
-    reverse = {ours: theirs for theirs, ours in HARDWARE_ALIASES.items() if "nvl" not in theirs}
-    return reverse.get(hw.name, hw.name)
+    """The aiconfigurator-core system name of ``hw`` (its own name where it has none)."""
+    return hw.aiconfigurator_systems[0] if hw.aiconfigurator_systems else hw.name
 
 
 def afd_config(role: str, r: int, g_a: int, g_f: int) -> str:

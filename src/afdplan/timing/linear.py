@@ -37,13 +37,13 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import asdict, dataclass, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from afdplan.choices import COMM_SCOPES, DEFAULT_COEFFS, CommScope
 from afdplan.errors import InputError, check_nonnegative, require, unknown_name
+from afdplan.presets import check_measured, coefficient_names, coefficient_table
 from afdplan.timing.experts import Experts, Routing
 
 
@@ -200,12 +200,14 @@ TIME_UNITS: dict[str, float | None] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "arbitr
 def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTimes:
     """Validate a parsed coefficients file and build the model (one-line errors)."""
     require(isinstance(data, dict), f"{source}: top level must be a table/object")
-    unknown = set(data) - {*_SECTION_KEYS, *_OPTIONAL_SECTIONS, "meta"}
+    unknown = set(data) - {*_SECTION_KEYS, *_OPTIONAL_SECTIONS, "meta", "measured"}
     require(
         not unknown,
         f"{source}: unknown section(s) {', '.join(sorted(unknown))}; "
-        f"known: meta, {', '.join([*_SECTION_KEYS, *_OPTIONAL_SECTIONS])}",
+        f"known: meta, {', '.join([*_SECTION_KEYS, *_OPTIONAL_SECTIONS])}, measured",
     )
+    if "measured" in data:  # what the set was calibrated from: checked, not a step time
+        check_measured(data["measured"], source)
     values: dict[str, dict] = {}
     for section, keys in _SECTION_KEYS.items():
         require(section in data, f"{source}: missing section [{section}]")
@@ -402,9 +404,8 @@ def _toml_value(value: object) -> str:
 
 
 def builtin_coeff_names() -> list[str]:
-    """Names of the coefficient sets shipped in ``afdplan/timing/presets``."""
-    folder = resources.files("afdplan.timing") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    """Names of the shipped coefficient sets (``afdplan/presets/coefficients``)."""
+    return coefficient_names()
 
 
 def load_coeffs(name_or_path: str | Path | None = None) -> LinearStepTimes:
@@ -415,5 +416,4 @@ def load_coeffs(name_or_path: str | Path | None = None) -> LinearStepTimes:
         return read_coeffs_file(path)
     if name not in builtin_coeff_names():
         raise unknown_name("coefficient set", name, builtin_coeff_names())
-    text = (resources.files("afdplan.timing") / "presets" / f"{name}.toml").read_text()
-    return coeffs_from_dict(tomllib.loads(text), source=name)
+    return coeffs_from_dict(coefficient_table(name), source=name)

@@ -29,11 +29,11 @@ def _token_level_loads(rng, experts: int, top_k: int, ranks: int, tokens: int, r
     return per_token.sum(axis=1)  # (reps, g) pairs per rank
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(
     st.sampled_from([(256, 8), (128, 8), (64, 6), (160, 6), (32, 4)]),
     st.sampled_from([2, 4, 8, 16]),
-    st.integers(0, 6),
+    st.integers(0, 3),  # the normal law only tightens with more tokens; small T is the test
 )
 def test_busiest_rank_closed_form_matches_monte_carlo(shape, ranks, log_tokens):
     experts, top_k = shape

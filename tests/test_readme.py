@@ -79,6 +79,7 @@ def test_every_readme_command_is_covered():
             assert command == "python -m pytest" or command.startswith("python benchmarks/")
 
 
+@pytest.mark.slow
 def test_readme_afdplan_commands_run_in_order(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     commands = [c for c in readme_commands() if c.startswith("afdplan ")]
@@ -100,6 +101,7 @@ def test_readme_afdplan_commands_run_in_order(cli, tmp_path, monkeypatch):
     assert (tmp_path / "out" / "report" / "report.html").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "script, args",
     [
@@ -125,6 +127,7 @@ def test_benchmarks_run_without_shared_data(script, args, tmp_path):
     assert "median" in res.stdout
 
 
+@pytest.mark.slow
 def test_crosscheck_runs_from_the_recorded_estimates(tmp_path, aic):
     """The cross-check compares against AIConfigurator's recorded estimates, so the README
     command runs without AIConfigurator, from any folder; rerunning it through a wrong

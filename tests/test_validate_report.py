@@ -68,6 +68,7 @@ def test_json_round_trip_is_plain(tiny_results):
     assert all(np.isfinite(row["throughput"]) for row in again["results"][0]["curve"])
 
 
+@pytest.mark.slow
 def test_validate_quick_and_report_cli(cli, tmp_path):
     raw = tmp_path / "new" / "v.json"  # the folder does not exist yet
     res = cli("validate", "--quick", "-o", raw, "--save-dir", tmp_path / "rep")

@@ -218,6 +218,50 @@ def test_size_fleet_returns_the_smallest_that_meets():
     assert sizing.gpus == sizing.bundles * (4 * TIMES.gpus_attention + TIMES.gpus_ffn)
 
 
+def test_a_fleet_that_falls_behind_is_never_the_answer():
+    # Only a loose TPOT SLO: a full batch still steps fast enough, so the SLOs alone would
+    # accept a fleet whose queue grows without bound. Stability rejects it: the answer
+    # completes what it is offered and its closed-form saturation rate covers the rate.
+    f = fleet(bundles=1)
+    rate = 3.0 * saturation_rate(f, WORKLOAD)
+    sizing = size_fleet(WORKLOAD, f, Arrivals("poisson", rate), Slos(tpot_s=1.0), 4000, seed=0)
+    chosen = sizing.chosen
+    assert chosen.stable and chosen.prediction.saturation_rate >= rate
+    s = chosen.summary
+    assert s["throughput_requests"] == pytest.approx(s["offered_rate"], rel=0.05)
+    behind = [p for p in sizing.probes if not p.stable]
+    assert behind and all(
+        p.bundles < sizing.bundles and p.summary["unstable_because"] for p in behind
+    )
+    assert all(not p.meets for p in behind)
+
+
+@pytest.mark.parametrize("share", [0.3, 0.7, 0.95])
+def test_open_statistics_share_one_window_and_obey_littles_law(share):
+    # Every figure over the measured window: Little's law from the summary alone, and
+    # goodput <= completed <= offered (+ counting noise).
+    f = fleet(bundles=1)
+    rate = share * saturation_rate(f, WORKLOAD)
+    s = simulate_open(WORKLOAD, f, Arrivals("poisson", rate), 40_000, seed=3).summary(
+        tpot_slo_s=0.06
+    )
+    assert s["stable"] and s["unstable_because"] == ""
+    assert s["mean_in_system"] == pytest.approx(s["offered_rate"] * s["residence_mean_s"], rel=0.03)
+    noise = 3 * math.sqrt(s["offered_rate"] * s["window_s"]) / s["window_s"]
+    assert s["goodput"] <= s["throughput_requests"] <= s["offered_rate"] + noise
+
+
+def test_stability_flags_a_growing_queue():
+    f = fleet(bundles=1)
+    sat = saturation_rate(f, WORKLOAD)
+    over = simulate_open(WORKLOAD, f, Arrivals("poisson", 1.3 * sat), 20_000, seed=1)
+    verdict = over.stability()
+    assert not verdict["stable"] and "falls behind" in verdict["because"]
+    assert verdict["growth"] > 1000
+    under = simulate_open(WORKLOAD, f, Arrivals("gamma", 0.9 * sat, 3.0), 20_000, seed=1)
+    assert under.stability()["stable"]
+
+
 def test_impossible_slos_are_refused():
     f = fleet(bundles=1)
     with pytest.raises(InputError, match="even an idle bundle's step takes"):

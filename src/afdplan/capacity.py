@@ -24,6 +24,10 @@ from afdplan.workload import Workload
 
 DEFAULT_MAX_BUNDLES = 4096
 CURVE_RESIDENCES = 25
+# A sizing run spans at least this many mean residences (up to MAX_SIZING_REQUESTS), so
+# its measured window sees the fleet past filling and a queue that grows shows it.
+SIZING_RESIDENCES = 15
+MAX_SIZING_REQUESTS = 2_000_000
 CURVE_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
 
 
@@ -157,12 +161,18 @@ class Probe:
     bundles: int
     summary: dict
     prediction: Prediction
-    meets: bool
+    meets: bool  # keeps up with the offered rate and meets every SLO
+
+    @property
+    def stable(self) -> bool:
+        return bool(self.summary["stable"])
 
     def to_dict(self) -> dict:
         return {
             "bundles": self.bundles,
             "meets_slos": self.meets,
+            "stable": self.stable,
+            "unstable_because": self.summary["unstable_because"],
             "simulated": self.summary,
             "predicted": asdict(self.prediction),
         }
@@ -218,6 +228,10 @@ def size_fleet(
         )
     ca2 = None
     probes: dict[int, tuple[Probe, OpenResult]] = {}
+    residence = _moments(workload)[0] * step_time_at(one, workload, effective_batch(one, workload))
+    requests = max(
+        requests, min(math.ceil(SIZING_RESIDENCES * rate * residence), MAX_SIZING_REQUESTS)
+    )
 
     def probe(n: int) -> Probe:
         nonlocal ca2
@@ -226,7 +240,16 @@ def size_fleet(
             run = simulate_open(workload, f, arrivals, requests, seed)
             ca2 = arrivals.ca2(run.arrival) if ca2 is None else ca2
             summary = slos.summary(run)
-            probes[n] = (Probe(n, summary, predict(f, workload, rate, ca2), slos.met(summary)), run)
+            prediction = predict(f, workload, rate, ca2)
+            if prediction.saturation_rate < rate and summary["stable"]:
+                summary["stable"] = False
+                summary["unstable_because"] = (
+                    f"its closed-form saturation rate {prediction.saturation_rate:.4g} req/s "
+                    f"is below the offered {rate:.4g}"
+                )
+            # whatever the SLOs, a fleet that falls behind its offered rate is no answer
+            meets = summary["stable"] and slos.met(summary)
+            probes[n] = (Probe(n, summary, prediction, meets), run)
             if progress is not None:
                 progress(len(probes))
         return probes[n][0]
@@ -287,6 +310,7 @@ def goodput_curve(
                 "arrivals": arrivals.process,
                 "rate": rate,
                 "goodput": summary["goodput"],
+                "stable": summary["stable"],
                 "throughput_requests": summary["throughput_requests"],
                 "slo_attainment": summary["slo_attainment"],
                 f"tpot_p{slos.tpot_percentile}_s": summary[f"tpot_p{slos.tpot_percentile}_s"],
@@ -298,7 +322,9 @@ def goodput_curve(
                 "requests": n,
             }
         )
-    best = max(rows, key=lambda row: row["goodput"])
+    # the knee: the most goodput a bundle sustains (a rate it falls behind is no knee)
+    kept = [row for row in rows if row["stable"]]
+    best = max(kept, key=lambda row: row["goodput"]) if kept else None
     for row in rows:
         row["knee"] = row is best
     return rows

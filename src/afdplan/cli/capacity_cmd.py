@@ -356,7 +356,8 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
     )
     table = OutTable(f"Fleet size for {slo_text} (simulated; theory beside)")
     tp, wp = f"p{slos.tpot_percentile}", f"p{slos.wait_percentile}"
-    for name in ("req/s", "bundles", "GPUs", "$/h", "goodput", "SLO met", f"TPOT {tp} ms",
+    for name in ("req/s", "bundles", "GPUs", "$/h", "done req/s", "keeps up", "goodput",
+                 "SLO met", f"TPOT {tp} ms",
                  "TPOT theory ms", f"wait {wp} ms", "wait mean ms", "wait theory ms",
                  "λ_max theory"):  # fmt: skip
         table.add_column(name, justify="right")
@@ -372,7 +373,8 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
             extra = [] if ttft is None else [f"{1e3 * sm[ttft]:.0f}"]
             table.add_row(
                 f"{s.rate:.4g}", probe.bundles, f"{probe.bundles * fleet.gpus:g}",
-                cost, f"{sm['goodput']:.4g}", f"{sm['slo_attainment']:.1%}",
+                cost, f"{sm['throughput_requests']:.4g}", "yes" if probe.stable else "NO",
+                f"{sm['goodput']:.4g}", f"{sm['slo_attainment']:.1%}",
                 f"{1e3 * sm[f'tpot_{tp}_s']:.1f}", f"{1e3 * pr.step_time_s:.1f}",
                 f"{1e3 * sm[f'wait_{wp}_s']:.0f}", f"{1e3 * sm['wait_mean_s']:.0f}",
                 "sat." if pr.wait_mean_s == float("inf") else f"{1e3 * pr.wait_mean_s:.0f}",
@@ -380,6 +382,15 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
                 style="bold" if chosen else None,
             )  # fmt: skip
     show(table)
+    behind = [(s, p) for s in sizings for p in s.probes if not p.stable]
+    if behind:
+        s, p = behind[-1]
+        out.print(
+            f"keeps up NO: a fleet that falls behind its offered rate is never the answer, "
+            f"whatever the SLOs (e.g. {p.bundles} bundle(s) at {s.rate:.4g} req/s: "
+            f"{p.summary['unstable_because']})",
+            markup=False,
+        )
     for s in sizings:
         short = s.chosen.summary["window_residences"]
         if short < 10:
@@ -396,14 +407,15 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
         )
     if rows:
         curve = OutTable(f"One bundle: goodput against the offered rate ({rows[0]['arrivals']})")
-        for name in ("× saturation", "req/s", "goodput", "met", "TPOT mean ms", "theory",
-                     "wait mean ms", "theory", "knee"):  # fmt: skip
+        for name in ("× saturation", "req/s", "goodput", "keeps up", "met", "TPOT mean ms",
+                     "theory", "wait mean ms", "theory", "knee"):  # fmt: skip
             curve.add_column(name, justify="right")
         for row in rows:
             wait_theory = row["predicted_wait_mean_s"]
             curve.add_row(
                 f"{row['share_of_saturation']:.2f}", f"{row['rate']:.4g}", f"{row['goodput']:.4g}",
-                f"{row['slo_attainment']:.1%}", f"{1e3 * row['tpot_mean_s']:.1f}",
+                "yes" if row["stable"] else "NO", f"{row['slo_attainment']:.1%}",
+                f"{1e3 * row['tpot_mean_s']:.1f}",
                 f"{1e3 * row['predicted_tpot_mean_s']:.1f}", f"{1e3 * row['wait_mean_s']:.0f}",
                 "sat." if wait_theory == float("inf") else f"{1e3 * wait_theory:.0f}",
                 "<- knee" if row["knee"] else "",

@@ -323,7 +323,11 @@ def _simulate_open(
     theory = predict(fleet, wl, offered, arr.ca2(runs[0].arrival))
     from afdplan.sim.results import Estimate
 
-    est = {k: Estimate.of([sm[k] for sm in summaries]) for k in summaries[0]}
+    numeric = [k for k, v in summaries[0].items() if isinstance(v, int | float)]
+    numeric = [k for k in numeric if not isinstance(summaries[0][k], bool)]
+    est = {k: Estimate.of([sm[k] for sm in summaries]) for k in numeric}
+    stable = all(sm["stable"] for sm in summaries)
+    because = next((sm["unstable_because"] for sm in summaries if not sm["stable"]), "")
     if as_json:
         print_json(
             {
@@ -338,6 +342,8 @@ def _simulate_open(
                 "simulated": {
                     k: {"mean": e.mean, "half_width": e.half_width} for k, e in est.items()
                 },
+                "stable": stable,
+                "unstable_because": because,
                 "predicted": {
                     "saturation_rate": theory.saturation_rate,
                     "occupancy": theory.occupancy,
@@ -385,6 +391,8 @@ def _simulate_open(
             value = f"{1e3 * est['tpot_p50_s'].mean:.2f} / {1e3 * e.mean:.2f}"
         table.add_row(name, value, ci, theory_cell)
     show(table)
+    if not stable:
+        out.print(f"The fleet does not keep up: {because}.", markup=False)
 
 
 def _render_simulation(wl, times, summary, seeds: int) -> None:

@@ -145,6 +145,44 @@ class OpenResult:
         t = self.arrival[keep]
         return (keep.sum() - 1) / (t[-1] - t[0]) if t[-1] > t[0] else math.inf
 
+    def window_average(self, series: str, lo: float, hi: float) -> float:
+        """Time average of an event series (``in_system``, ``queued``, ``kv_tokens``: the
+        value after each event holds until the next) over [lo, hi] seconds."""
+        t, v = self.events["time"], self.events[series].astype(np.float64)
+        edges = np.clip(np.append(t[1:], max(t[-1], hi)), lo, hi)
+        starts = np.clip(t, lo, hi)
+        return float((v * (edges - starts)).sum() / max(hi - lo, 1e-12))
+
+    def value_at(self, series: str, when: float) -> float:
+        """An event series' value at ``when`` seconds (after the events up to then)."""
+        t = self.events["time"]
+        i = int(np.searchsorted(t, when, side="right")) - 1
+        return float(self.events[series][max(i, 0)])
+
+    def stability(self) -> dict:
+        """Whether the fleet keeps up with what it is offered over the measured window:
+        the requests in the system grow over the window by more than a stationary queue
+        fluctuates. A stationary system ends the window holding about what it held at its
+        start; one that falls behind gains (λ − λ_done)·window. The growth is compared
+        with the larger of 3·√(arrivals in the window) (counting noise) and a quarter of
+        the arrivals' mean holding, L̄ from the window's first half (a queue's own swing).
+        Returns {"stable", "because", "growth"}."""
+        lo, hi = self.window()
+        mid = 0.5 * (lo + hi)
+        arrivals = int(((self.arrival >= lo) & (self.arrival <= hi)).sum())
+        growth = self.value_at("in_system", hi) - self.value_at("in_system", lo)
+        first_half = self.window_average("in_system", lo, mid)
+        second_half = self.window_average("in_system", mid, hi)
+        allowed = max(3.0 * math.sqrt(max(arrivals, 1)), 0.25 * first_half)
+        because = []
+        if growth > allowed and second_half > first_half + 0.5 * allowed:
+            because.append(
+                f"the requests in the system grew by {growth:,.0f} over the window "
+                f"({first_half:,.0f} on average in its first half, {second_half:,.0f} in "
+                "its second): the fleet falls behind what it is offered"
+            )
+        return {"stable": not because, "because": "; ".join(because), "growth": growth}
+
     def window(self) -> tuple[float, float]:
         """The measured window: from the first measured arrival to the last arrival."""
         t = self.arrival[self.measured]
@@ -185,9 +223,8 @@ class OpenResult:
         # tokens generated inside the window, spreading each request's D steps evenly
         overlap = np.clip(np.minimum(self.finish, hi) - np.maximum(self.start, lo), 0.0, None)
         length = np.maximum(self.finish - self.start, 1e-12)
-        ev = self.events
-        dt = np.diff(ev["time"])
-        total = float(ev["time"][-1] - ev["time"][0]) or 1.0
+        in_system = self.window_average("in_system", lo, hi)
+        stability = self.stability()
         return {
             "requests": int(keep.sum()),
             "offered_rate": self.offered_rate(),
@@ -200,11 +237,14 @@ class OpenResult:
             **{f"tpot_p{p}_s": float(np.percentile(tpot, p)) for p in (50, 90, 99)},
             "tpot_mean_s": float(tpot.mean()),
             "utilisation": float(self.busy.sum() / (self.fleet.bundles * self.horizon)),
-            "mean_in_system": float((ev["in_system"][:-1] * dt).sum() / total),
-            "mean_queued": float((ev["queued"][:-1] * dt).sum() / total),
-            "mean_kv_tokens_per_worker": float(
-                (ev["kv_tokens"][:-1] * dt).sum() / total / self.fleet.workers
-            ),
+            "residence_mean_s": float(np.mean((self.finish - self.arrival)[keep])),
+            "mean_in_system": in_system,
+            "mean_queued": self.window_average("queued", lo, hi),
+            "mean_kv_tokens_per_worker": self.window_average("kv_tokens", lo, hi)
+            / self.fleet.workers,
+            "stable": stability["stable"],
+            "unstable_because": stability["because"],
+            "in_system_growth": stability["growth"],
             "steps": self.steps,
             "window_s": span,
             "window_residences": self.window_residences,

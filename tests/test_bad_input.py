@@ -23,7 +23,34 @@ COEFFS = (
     "[comm]\nalpha=1e-7\nbeta=1e-4\n"
 )
 
+
+def _deployment(**chosen) -> str:
+    """A minimal ``afdplan deploy --json`` with the given chosen fields."""
+    from afdplan.timing import coeffs_to_dict, load_coeffs
+
+    base = {"r": 4, "batch": 32, "microbatches": 2, **chosen}
+    return json.dumps(
+        {
+            "model": "deepseek-v3",
+            "attention_hw": "h200",
+            "ffn_hw": "h200",
+            "chosen": base,
+            "chosen_step_times": coeffs_to_dict(load_coeffs("deepseek-v3-h200")),
+        }
+    )
+
+
+TIMESTAMPS = "arrived_at,num_prefill_tokens,num_decode_tokens\n0,10,3\n{},20,4\n2,10,3\n"
+
 BAD_FILES = {
+    "dep_frac.json": _deployment(r=3.5),
+    "dep_huge.json": _deployment(batch=10**12),
+    "dep_text.json": _deployment(microbatches="two"),
+    "dep_null.json": json.dumps({"chosen": None}),
+    "ts_inf.csv": TIMESTAMPS.format("inf"),
+    "ts_minf.csv": TIMESTAMPS.format("-inf"),
+    "ts_nan.csv": TIMESTAMPS.format("nan"),
+    "ts_equal.csv": "arrived_at,num_prefill_tokens,num_decode_tokens\n1,10,3\n1,20,4\n",
     "empty.csv": "num_prefill_tokens,num_decode_tokens\n",
     "zero.csv": "",
     "nan.csv": "num_prefill_tokens,num_decode_tokens\n5,nan\n",
@@ -380,7 +407,87 @@ CASES: list[tuple[list[str], str]] = [
     ([*OPEN, "--arrivals", "gamma:k=2"], "only gamma takes a parameter, as gamma:cv=X"),
     ([*OPEN, "--arrivals", "burst"], "arrivals must be one of trace, poisson, gamma:cv=X"),
     ([*OPEN, "--arrivals", "poisson:cv=2"], "only gamma takes a parameter"),
-    ([*OPEN, "--order", "replay"], "closed-system option(s); not with --arrivals"),
+    ([*OPEN, "--order", "replay"], "--order: not applied to the open system"),
+    ([*OPEN, "--link", "ib-ndr"], "--link: not applied to the open system"),
+    ([*OPEN, "--weight-dtype", "fp8"], "--weight-dtype: not applied to the open system"),
+    ([*OPEN, "--requests", "0"], "--requests must be >= 1, got 0"),
+    ([*OPEN, "--arrivals", "gamma:cv=1e200"], "gamma cv must be <= 100"),
+    (
+        [*OPEN, "--arrivals", "trace", "--trace", "{bad}/ts_inf.csv"],
+        "not a finite time at data row 2 (inf)",
+    ),
+    (
+        [*OPEN, "--arrivals", "trace", "--trace", "{bad}/ts_minf.csv"],
+        "not a finite time at data row 2 (-inf)",
+    ),
+    (
+        [*OPEN, "--arrivals", "trace", "--trace", "{bad}/ts_nan.csv"],
+        "not a finite time at data row 2",
+    ),
+    (
+        [*OPEN, "--trace", "{bad}/ts_equal.csv", "--rate", "2x"],
+        "every arrival of the trace is at one instant",
+    ),
+    (
+        ["capacity", "--deployment", "{bad}/dep_frac.json", "--rate", "5", "--tpot-ms", "80"],
+        "chosen r must be an integer >= 1, got 3.5",
+    ),
+    (
+        ["capacity", "--deployment", "{bad}/dep_huge.json", "--rate", "5", "--tpot-ms", "80"],
+        "exceeds the KV capacity",
+    ),
+    (
+        ["capacity", "--deployment", "{bad}/dep_text.json", "--rate", "5", "--tpot-ms", "80"],
+        "chosen microbatches must be an integer",
+    ),
+    (
+        ["capacity", "--deployment", "{bad}/dep_null.json", "--rate", "5", "--tpot-ms", "80"],
+        "no 'chosen' configuration",
+    ),
+    (
+        [
+            "capacity",
+            "--deployment",
+            "{bad}/dep_frac.json",
+            "--rate",
+            "5",
+            "--tpot-ms",
+            "80",
+            "-m",
+            "2",
+        ],
+        "-m: --deployment fixes",
+    ),
+    (
+        [
+            "capacity",
+            "--deployment",
+            "{bad}/dep_frac.json",
+            "--rate",
+            "5",
+            "--tpot-ms",
+            "80",
+            "--coeffs",
+            "x",
+        ],
+        "--coeffs: --deployment fixes",
+    ),
+    (
+        [
+            "capacity",
+            "--rate",
+            "5",
+            "--tpot-ms",
+            "80",
+            "--price-attention",
+            "-1",
+            "--price-ffn",
+            "2",
+        ],
+        "--price-attention must be > 0",
+    ),
+    (["simulate", "-r", "2", "-B", "4", "--bundles", "3"], "--bundles: open-system option"),
+    (["simulate", "-r", "2", "-B", "4", "--router", "round-robin"], "--router: open-system option"),
     ([*OPEN, "--rate", "1,2"], "--rate takes one value here"),
     ([*OPEN, "--trace", "{bad}/unsorted.csv", "--arrivals", "trace"], "not in order"),
     # deploy (fast: one FFN group, one m, no simulation)

@@ -329,3 +329,33 @@ def test_theory_runs_only_the_micro_batches_that_have_sequences():
     one = fleet(ratio=1, bundles=1)
     serial = fleet(ratio=1, bundles=1, pipeline=Pipeline("serial", 1, 61))
     assert step_time_at(one, WORKLOAD, 1.0) == pytest.approx(step_time_at(serial, WORKLOAD, 1.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, 1.0, 1e300, -1e300, float("inf"), float("-inf")]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([None, 3.0]),
+)
+def test_any_timestamps_give_a_run_or_a_one_line_error(tmp_path_factory, stamps, rate):
+    # inf, -inf, NaN, equal, decreasing, huge: the trace still plans (its lengths are
+    # good), and the open system either runs or refuses in one line, never crashes.
+    from afdplan.workload import read_trace
+
+    path = tmp_path_factory.mktemp("ts") / "t.csv"
+    rows = "".join(f"{t!r},{10 + i},{1 + i % 3}\n" for i, t in enumerate(stamps))
+    path.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n" + rows)
+    wl = read_trace(path)
+    assert wl.stats().theta > 0
+    try:
+        run = simulate_open(wl, fleet(bundles=1), Arrivals("trace", rate), 20, seed=0)
+    except InputError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert np.isfinite(run.finish).all() and (run.finish >= run.arrival).all()

@@ -41,7 +41,7 @@ from afdplan.cli.common import (
     show,
     single_int,
 )
-from afdplan.errors import InputError, require
+from afdplan.errors import InputError, check_positive, require
 
 DEFAULT_OPEN_REQUESTS = 50_000
 
@@ -73,9 +73,16 @@ def parse_rates(text: str | None, workload, what: str = "--rate") -> list[float 
         require(value > 0 and value < float("inf"), f"{what} must be > 0, got {item!r}")
         if scale:
             arrival = getattr(workload, "arrival", None)
+            problem = getattr(workload, "arrival_problem", None)
+            require(problem is None, f"{what} {item}: {problem}")
             require(
-                arrival is not None and arrival[-1] > arrival[0],
+                arrival is not None,
                 f"{what} {item}: a multiple needs a trace with arrival timestamps",
+            )
+            require(
+                arrival[-1] > arrival[0],
+                f"{what} {item}: every arrival of the trace is at one instant; it has no rate "
+                "to multiply (give requests/s)",
             )
             value *= (arrival.size - 1) / (arrival[-1] - arrival[0])
         rates.append(value)
@@ -86,7 +93,7 @@ def parse_rates(text: str | None, workload, what: str = "--rate") -> list[float 
 def build_fleet(
     wl,
     deployment: Path | None,
-    coeffs: str,
+    coeffs: str | None,
     ratio: str | None,
     batch: str | None,
     pipeline,
@@ -101,15 +108,20 @@ def build_fleet(
     from afdplan.sim.open import Fleet
 
     if deployment is not None:
+        given = {
+            "-r": ratio is not None, "-B": batch is not None, "--pipeline": pipeline is not None,
+            "-m": microbatches != 1, "--layers": layers is not None, "--coeffs": coeffs is not None,
+        }  # fmt: skip
+        named = [k for k, v in given.items() if v]
         require(
-            ratio is None and batch is None and pipeline is None,
-            "--deployment fixes r, B and the pipeline; do not give -r, -B or --pipeline",
+            not named,
+            f"{', '.join(named)}: --deployment fixes the step times, r, B and the pipeline",
         )
         times, pipe, r, b, label, prices = _from_deployment(deployment)
     else:
         from afdplan.calibrate.resolve import resolve_coeffs
 
-        times = resolve_coeffs(coeffs)
+        times = resolve_coeffs(coeffs or DEFAULT_COEFFS)
         pipe = resolve_pipeline(pipeline, None, microbatches, layers, times)
         r, b = single_int(ratio, "--ratio"), single_int(batch, "--batch")
         if r is None or b is None:
@@ -133,26 +145,42 @@ def _from_deployment(path: Path):
     from afdplan.timing import coeffs_from_dict
 
     require(path.is_file(), f"--deployment {path}: no such file")
+    what = f"--deployment {path}"
     try:
         data = json.loads(path.read_text())
-        chosen = data["chosen"]
-        a_hw, f_hw = load_hardware(data["attention_hw"]), load_hardware(data["ffn_hw"])
-        r, b, m = (int(chosen[k]) for k in ("r", "batch", "microbatches"))
-        # the step times deploy chose with: served dtypes, anchor, link and fan-in applied
-        times = coeffs_from_dict(data["chosen_step_times"], f"--deployment {path}")
-        layers = times.layers
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--deployment {path}: not valid JSON") from exc
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(
-            f"--deployment {path}: not the JSON of `afdplan deploy --json` (missing {exc})"
-        ) from exc
+        raise InputError(f"{what}: not valid JSON") from exc
+    require(
+        isinstance(data, dict) and isinstance(data.get("chosen"), dict),
+        f"{what}: not the JSON of `afdplan deploy --json` (no 'chosen' configuration)",
+    )
+    chosen = data["chosen"]
+    for key in ("attention_hw", "ffn_hw", "model", "chosen_step_times"):
+        require(key in data, f"{what}: not the JSON of `afdplan deploy --json` (no {key!r})")
+    a_hw, f_hw = load_hardware(str(data["attention_hw"])), load_hardware(str(data["ffn_hw"]))
+    r, b, m = (_count(chosen, k, what) for k in ("r", "batch", "microbatches"))
+    # the step times deploy chose with: served dtypes, anchor, link and fan-in applied
+    times = coeffs_from_dict(data["chosen_step_times"], what)
+    layers = times.layers
+    cap = times.kv_capacity_tokens
+    require(cap is None or b <= cap, f"{what}: chosen batch {b:,} exceeds the KV capacity {cap:,}")
     require(layers is not None, f"--deployment {path}: its step times name no layer count")
     label = f"deploy: {data['model']} on {a_hw.name}" + (
         "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
     )
     prices = (a_hw.price_per_hour, f_hw.price_per_hour)
     return times, Pipeline("pingpong", m, int(layers)), r, b, label, prices
+
+
+def _count(chosen: dict, key: str, what: str) -> int:
+    """An integer >= 1 of the chosen configuration (a fraction or a string is an error)."""
+    value = chosen.get(key)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    require(
+        ok and value == int(value) and value >= 1,
+        f"{what}: chosen {key} must be an integer >= 1, got {value!r}",
+    )
+    return int(value)
 
 
 def resolve_arrivals(text: str | None, rate: float | None, wl):
@@ -203,7 +231,7 @@ def capacity(
         float, typer.Option("--prefill-beta", help="Fixed prefill time, seconds (TTFT).")
     ] = 0.0,
     deployment: DeploymentOpt = None,
-    coeffs: CoeffsOpt = DEFAULT_COEFFS,
+    coeffs: CoeffsOpt = None,  # [the default set]; refused with --deployment
     batch: Annotated[
         str | None, typer.Option("--batch", "-B", help="Sequences per Attention worker [plan's].")
     ] = None,
@@ -256,6 +284,9 @@ def capacity(
     fleet, label, hw_prices = build_fleet(
         wl, deployment, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router
     )
+    for label, given in (("--price-attention", price_attention), ("--price-ffn", price_ffn)):
+        if given is not None:
+            check_positive(label, given)
     p_a = price_attention if price_attention is not None else hw_prices[0]
     p_f = price_ffn if price_ffn is not None else hw_prices[1]
     price = None

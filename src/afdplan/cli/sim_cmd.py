@@ -224,10 +224,13 @@ def simulate(
         str | None,
         typer.Option("--rate", help="Open system: requests/s, or a multiple of the trace's (10x)."),
     ] = None,
-    bundles: Annotated[int, typer.Option("--bundles", help="Open system: bundles.")] = 1,
+    bundles: Annotated[
+        int | None, typer.Option("--bundles", help="Open system: bundles [1].")
+    ] = None,
     router: Annotated[
-        Router, typer.Option("--router", help="Open system: how a request picks its worker.")
-    ] = Router.least_kv,
+        Router | None,
+        typer.Option("--router", help="Open system: how a request picks its worker [least-kv]."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Simulate one rA–1F bundle and report throughput, step times, idle time and TPOT;
@@ -242,16 +245,26 @@ def simulate(
             "--warmup-steps": warmup_steps is not None, "--closed-form": closed_form,
             "--noise": noise != 0.0, "--overcommit": overcommit, "--comm": comm is not None,
             "--gpus-attention": gpus_attention is not None, "--gpus-ffn": gpus_ffn is not None,
-            "--mode": mode is not None,
+            "--mode": mode is not None, "--linear-only": linear_only,
+            # the open system runs the coefficient set as it is (no roofline options)
+            "--weight-dtype": weight_dtype is not None, "--ffn-dtype": ffn_dtype is not None,
+            "--kv-dtype": kv_dtype is not None, "--link": link is not None,
+            "--routing": routing is not None,
         }  # fmt: skip
         given = [k for k, v in closed_only.items() if v]
-        require(not given, f"{', '.join(given)}: closed-system option(s); not with --arrivals")
+        require(
+            not given,
+            f"{', '.join(given)}: not applied to the open system; drop it or --arrivals",
+        )
         _simulate_open(
             trace, workload, prompt_col, decode_col, drop_invalid, coeffs, ratio, batch,
-            pipeline, microbatches, layers, kv_capacity, router, bundles, arrivals, rate,
-            requests, seed, seeds, as_json,
+            pipeline, microbatches, layers, kv_capacity, router or Router.least_kv,
+            1 if bundles is None else bundles, arrivals, rate, requests, seed, seeds, as_json,
         )  # fmt: skip
         return
+    open_only = {"--bundles": bundles is not None, "--router": router is not None}
+    given = [k for k, v in open_only.items() if v]
+    require(not given, f"{', '.join(given)}: open-system option(s); give --arrivals and --rate")
 
     b = single_int(batch, "--batch")
     r = single_int(ratio, "--ratio")
@@ -316,7 +329,8 @@ def _simulate_open(
         wl, None, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router,
         bundles,
     )  # fmt: skip
-    n = requests or DEFAULT_REQUESTS
+    n = DEFAULT_REQUESTS if requests is None else requests
+    require(n >= 1, f"--requests must be >= 1, got {n}")
     runs = [simulate_open(wl, fleet, arr, n, s) for s in range(seed, seed + seeds)]
     summaries = [run.summary() for run in runs]
     offered = summaries[0]["offered_rate"]

@@ -208,6 +208,9 @@ class EmpiricalWorkload(Workload):
     arrival: np.ndarray | None = None
     dropped_rows: int = 0
     arrival_sorted: bool = True  # the file listed requests in arrival order
+    # why a timestamp column is present but unusable (say, which row is not finite); the
+    # lengths are still good, so only what needs arrival times refuses the trace
+    arrival_problem: str | None = None
     _biased_cdf: np.ndarray = field(init=False, repr=False, compare=False)
     # moments and stats, computed once: a study asks for them at every (case, B, r)
     _cache: dict = field(init=False, repr=False, compare=False)
@@ -219,6 +222,10 @@ class EmpiricalWorkload(Workload):
         require(prompt.shape == decode.shape, f"{self.source}: prompt/decode length mismatch")
         require(bool((decode >= 1).all()), f"{self.source}: decode lengths must be >= 1")
         require(bool((prompt >= 0).all()), f"{self.source}: prompt lengths must be >= 0")
+        if self.arrival is not None:
+            arrival = np.asarray(self.arrival, dtype=np.float64)
+            require(arrival.shape == prompt.shape, f"{self.source}: arrival/length mismatch")
+            require(bool(np.isfinite(arrival).all()), f"{self.source}: arrival times not finite")
         object.__setattr__(self, "prompt", prompt)
         object.__setattr__(self, "decode", decode)
         cdf = np.cumsum(decode, dtype=np.float64)

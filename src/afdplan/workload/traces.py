@@ -131,13 +131,23 @@ def read_trace(
     in_order = True
     arrival_col = next((c for c in ARRIVAL_COLUMNS if c in frame.columns), None)
     order = np.arange(int(keep.sum()))
+    problem = None
     if arrival_col is not None:
         times = pd.to_numeric(frame[arrival_col], errors="coerce")
         if times.isna().any():
             times = pd.to_datetime(frame[arrival_col], errors="coerce")
             times = (times - times.min()).dt.total_seconds()
-        if not times.isna().any():
-            arrival = times.to_numpy(dtype=np.float64)[keep]
+        values = times.to_numpy(dtype=np.float64)[keep]
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(keep)[np.flatnonzero(bad)[0]]) + 1
+            raw = frame[arrival_col].iloc[row - 1]
+            problem = (
+                f"{path.name}: column {arrival_col!r} is not a finite time at data row {row} "
+                f"({raw})"
+            )
+        else:
+            arrival = values
             in_order = bool(np.all(np.diff(arrival) >= 0))
             order = np.argsort(arrival, kind="stable")
             arrival = arrival[order] - arrival[order][0]
@@ -148,4 +158,5 @@ def read_trace(
         arrival=arrival,
         dropped_rows=int(invalid.sum()),
         arrival_sorted=in_order,
+        arrival_problem=problem,
     )

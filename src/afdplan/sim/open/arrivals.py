@@ -40,6 +40,8 @@ class Arrivals:
                 math.isfinite(self.rate) and self.rate > 0, f"--rate must be > 0, got {self.rate}"
             )
         require(math.isfinite(self.cv) and self.cv > 0, f"gamma cv must be > 0, got {self.cv}")
+        # beyond cv = 100 the gamma shape 1/cv² underflows: gaps are 0 or enormous
+        require(self.cv <= 100, f"gamma cv must be <= 100, got {self.cv:g}")
 
     @classmethod
     def parse(cls, text: str, rate: float | None) -> Arrivals:
@@ -150,6 +152,8 @@ class TraceTimes(Arrivals):
         """The trace's requests in order, repeated back to back (its own mean gap apart)
         when ``n`` exceeds its size."""
         require(n >= 1, f"--requests must be >= 1, got {n}")
+        problem = getattr(workload, "arrival_problem", None)
+        require(problem is None, f"--arrivals trace: {problem}")
         require(
             isinstance(workload, EmpiricalWorkload) and workload.arrival is not None,
             "--arrivals trace needs a trace with an arrival-time column (arrived_at, "

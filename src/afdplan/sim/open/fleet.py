@@ -15,6 +15,7 @@ from afdplan.errors import require
 from afdplan.timing import LinearStepTimes, transfer_each_way, transfer_tokens
 
 WARMUP_SHARE = 0.1  # requests arriving in the first 10% of the horizon are not measured
+MAX_SLOTS = 50_000_000  # bundles·r·B: the loop keeps a few arrays of this size
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,12 @@ class Fleet:
         )
         if self.kv_capacity_tokens is not None:
             require(self.kv_capacity_tokens >= 1, "KV capacity must be >= 1 token")
+        slots = self.bundles * self.ratio * self.batch
+        require(
+            slots <= MAX_SLOTS,
+            f"{self.bundles:,} bundles × r = {self.ratio:,} × B = {self.batch:,} is {slots:,} "
+            f"slots; the open system simulates at most {MAX_SLOTS:,}",
+        )
 
     @property
     def router_code(self) -> int:

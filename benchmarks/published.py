@@ -30,14 +30,13 @@ AFD_PLUGIN = (
     "README.md lines 28-62 (setup), 367-377 (results)"
 )
 STEP3_SETUP_GAPS = (
-    "Step-3's attention (MFA: one shared 256-wide KV head, low-rank query) is not a model "
-    "kind afdplan reads, and its config is not among the cached ones",
     "two FFN instances per bundle (rA-sF, s = 2) is not a topology afdplan expresses (rA-1F "
-    "only)",
+    "only); the model itself now reads (preset step3: MFA attention, 316.3B parameters "
+    "against the report's 316B)",
 )
 V32_GAPS = (
-    "DeepSeek-V3.2's sparse attention (each query reads a top-2,048 subset of the KV) is read "
-    "as dense MLA: afdplan would price 8-16x the attention work at 16K-32K context",
+    "DeepSeek-V3.2's sparse attention (each query reads a top-2,048 subset of the KV) is not "
+    "modelled: afdplan refuses its config (index_topk) rather than price it as dense MLA",
     "the runs force a synthetic balanced routing with 4 local experts per rank that "
     "simulates 192A64F / 256A64F on 48A16F / 64A16F dies: afdplan has no such routing",
     "Ascend 910C figures per die (the recipe's unit) are not a measured preset: "

@@ -251,8 +251,10 @@ def test_model_config_variants():
                          "expert_intermediate_size": 32}}, "vl"
     )  # fmt: skip
     assert (moe.experts, moe.top_k, moe.moe_intermediate) == (8, 2, 32)
-    with pytest.raises(InputError, match=r"MoE fields .* no expert count"):
+    with pytest.raises(InputError, match=r"moe_expert_count unknown to afdplan"):
         model_from_config({**base, "intermediate_size": 8, "moe_expert_count": 8}, "odd")
+    with pytest.raises(InputError, match=r"MoE fields \(moe_intermediate_size\) but no routed"):
+        model_from_config({**base, "intermediate_size": 8, "moe_intermediate_size": 8}, "odd")
     fp4 = model_from_config(
         {**base, "intermediate_size": 8,
          "quantization_config": {"config_groups": {"g": {"weights": {"num_bits": 4}}}}}, "q"

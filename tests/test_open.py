@@ -359,3 +359,27 @@ def test_any_timestamps_give_a_run_or_a_one_line_error(tmp_path_factory, stamps,
         assert "\n" not in str(exc)
     else:
         assert np.isfinite(run.finish).all() and (run.finish >= run.arrival).all()
+
+
+@pytest.mark.slow
+def test_the_compiled_loop_caches_across_processes_and_pipeline_kinds(tmp_path):
+    # One process per pipeline kind on one on-disk cache: every kind reuses the one
+    # compiled loop (a kind is a C callback of one signature), so what one kind writes to
+    # the cache never holds a reference another process cannot rebuild.
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    for kind in ("pingpong", "serial", "pingpong", "overlap", "aic-optimistic"):
+        layered = ["-m", "2", "--layers", "4"] if kind in ("pingpong", "aic-optimistic") else []
+        code = (
+            "import sys; from afdplan.cli import main; sys.argv = ['afdplan'] + sys.argv[1:]; "
+            "main()"
+        )
+        args = ["simulate", "--arrivals", "poisson", "--rate", "5", "-r", "2", "-B", "4",
+                "--requests", "300", "--pipeline", kind, *layered]  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr

@@ -431,17 +431,17 @@ def _ffn_rows(
         )
         per_layer_moe = np.maximum(per_layer_moe, shared)
     total = model.moe_layers * per_layer_moe
-    if model.first_dense_layers:
+    if model.dense_ffn_layers:
         dense = gemm(per_rank, 2 * model.intermediate, model.hidden, "dense-layer up") + gemm(
             per_rank, model.hidden, model.intermediate, "dense-layer down"
         )
-        total = total + model.first_dense_layers * dense
+        total = total + model.dense_ffn_layers * dense
     notes.append(
         f"ffn: {src}, {moe_dtype}, EP {g}, {routing} routing rows"
         + (" (timed at the busiest rank)" if routing.kind == "power-law" else "")
         + f", num_tokens = the group's micro-batch; {model.moe_layers} MoE layers"
         + (" beside the shared experts (overlapped)" if model.shared_intermediate else "")
-        + (f" + {model.first_dense_layers} dense layers (GEMM)" if model.first_dense_layers else "")
+        + (f" + {model.dense_ffn_layers} dense layers (GEMM)" if model.dense_ffn_layers else "")
     )
     exchange = _exchange(model, data, g, tokens, hw, notes)
     rows = [_rows("ffn", tokens=tokens, seconds=total / 1e3 + exchange)]

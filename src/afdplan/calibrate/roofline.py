@@ -245,7 +245,7 @@ def derive(
     )
     ffn_kind = (
         f"MoE {model.experts} experts top-{model.top_k} width {model.moe_intermediate}"
-        f" (+shared {model.shared_intermediate}), {model.first_dense_layers} dense layers"
+        f" (+shared {model.shared_intermediate}), {model.dense_ffn_layers} dense layers"
         if model.is_moe
         else "dense FFN"
     )

@@ -15,6 +15,7 @@ from importlib import resources
 from importlib.util import find_spec
 from pathlib import Path
 
+from afdplan.calibrate import config_keys
 from afdplan.errors import InputError, check_positive, require, unknown_name
 from afdplan.presets import read_table, system_hardware
 
@@ -37,7 +38,7 @@ class ModelSpec:
     top_k: int = 0
     moe_intermediate: int = 0
     shared_intermediate: int = 0  # total width of shared experts
-    first_dense_layers: int = 0  # MoE models whose first layers are dense
+    dense_ffn_layers: int = 0  # an MoE model's layers with a dense FFN (first k, or any)
     kv_lora_rank: int = 0  # MLA (DeepSeek); 0 = GQA/MHA
     qk_rope_dim: int = 0
     qk_nope_dim: int = 0
@@ -66,7 +67,7 @@ class ModelSpec:
 
     @property
     def moe_layers(self) -> int:
-        return self.layers - self.first_dense_layers if self.is_moe else 0
+        return self.layers - self.dense_ffn_layers if self.is_moe else 0
 
     @property
     def dense_layers(self) -> int:
@@ -99,7 +100,9 @@ class ModelSpec:
             )
             return q + kv + self.heads * self.v_head_dim * h
         q_width = self.heads * self.head_dim
-        return h * q_width + 2 * h * self.kv_heads * self.head_dim + q_width * h
+        # a low-rank query (Step-3's share_q_dim) goes through the rank first
+        q = h * self.q_lora_rank + self.q_lora_rank * q_width if self.q_lora_rank else h * q_width
+        return q + 2 * h * self.kv_heads * self.head_dim + q_width * h
 
     def attention_flops_per_kv_token_layer(self) -> int:
         """Score and value FLOPs per cached token per layer (MLA: absorbed form)."""
@@ -178,7 +181,7 @@ REQUIRED_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "v
 
 
 # The spellings of the same MoE fields across model families' configs (DeepSeek, Qwen,
-# Mixtral, Llama 4, gpt-oss, MiniMax, ...). The first present key wins.
+# Mixtral, Llama 4, gpt-oss, MiniMax, Step-3, ...). The first present key wins.
 EXPERT_KEYS = ("n_routed_experts", "num_experts", "num_local_experts", "moe_num_experts")
 TOP_K_KEYS = (
     "num_experts_per_tok",
@@ -189,11 +192,15 @@ TOP_K_KEYS = (
 )
 EXPERT_WIDTH_KEYS = ("moe_intermediate_size", "expert_intermediate_size", "intermediate_size")
 SHARED_COUNT_KEYS = ("n_shared_experts", "num_shared_experts")
-SHARED_WIDTH_KEYS = ("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size")
+SHARED_WIDTH_KEYS = (
+    "shared_expert_intermediate_size",
+    "moe_shared_expert_intermediate_size",
+    "share_expert_dim",  # Step-3: one shared expert of this width
+)
 
 
 def _first(config: dict, keys: tuple[str, ...]) -> str | None:
-    return next((k for k in keys if config.get(k) not in (None, 0)), None)
+    return next((k for k in keys if config.get(k) is not None), None)
 
 
 def _quantized_dtype(quant: dict) -> str | None:
@@ -211,57 +218,206 @@ def _quantized_dtype(quant: dict) -> str | None:
     return None
 
 
-def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
-    """A ModelSpec from HF config.json fields (dense, MoE, GQA or MLA).
+class _Fields:
+    """Typed reads of one config's fields, each a one-line error naming the field."""
 
-    Multimodal configs keep the language model under ``text_config``; its fields are
-    read there. A config that names MoE fields but no expert count this parser knows is
-    refused: reading it as a dense model would be silently wrong.
-    """
-    require(isinstance(config, dict), f"{name}: config must be a JSON object")
-    if isinstance(config.get("text_config"), dict):
-        outer = {k: v for k, v in config.items() if k in ("quantization_config", "source")}
-        config = {**outer, **config["text_config"]}
-    expert_key = _first(config, EXPERT_KEYS)
-    hints = sorted(
-        k
-        for k, v in config.items()
-        if ("expert" in k.lower() or k.lower().startswith("moe")) and v not in (None, 0, False)
-    )
-    require(
-        expert_key is not None or not hints,
-        f"{name}: config has MoE fields ({', '.join(hints[:4])}) but no expert count this "
-        f"parser knows; give one of {', '.join(EXPERT_KEYS)}",
-    )
-    is_moe = expert_key is not None
-    missing = [f for f in REQUIRED_FIELDS if f not in config]
-    if not is_moe and "intermediate_size" not in config:
-        missing.append("intermediate_size")
-    if is_moe and _first(config, EXPERT_WIDTH_KEYS) is None:
-        missing.append("moe_intermediate_size")
-    if is_moe and _first(config, TOP_K_KEYS) is None:
-        missing.append("num_experts_per_tok")
-    require(not missing, f"{name}: config is missing required field(s) {', '.join(missing)}")
+    def __init__(self, config: dict, name: str) -> None:
+        self.config, self.name = config, name
 
-    def num(key: str | None, default: float | None = None) -> float:
-        value = config.get(key, default) if key else default
+    def number(self, key: str, default: float | None = None) -> float:
+        value = self.config.get(key)
+        value = default if value is None else value
         require(
             isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
-            f"{name}: field {key!r} must be a number, got {value!r}",
+            f"{self.name}: field {key!r} must be a number, got {value!r}",
         )
         return value  # type: ignore[return-value]
 
-    hidden = int(check_positive(f"{name}: hidden_size", num("hidden_size")))
-    heads = int(check_positive(f"{name}: num_attention_heads", num("num_attention_heads")))
-    experts = int(num(expert_key, 0))
-    moe_inter = int(num(_first(config, EXPERT_WIDTH_KEYS), 0)) if experts else 0
-    shared = int(num(_first(config, SHARED_COUNT_KEYS), 0)) * moe_inter + int(
-        num(_first(config, SHARED_WIDTH_KEYS), 0)
+    def count(self, key: str | None, default: int | None = None, minimum: int = 1) -> int:
+        """An integer field >= ``minimum`` (a fraction, a string or a negative is refused)."""
+        if key is None:
+            assert default is not None
+            return default
+        value = self.number(key, default)
+        require(
+            value == int(value) and value >= minimum,
+            f"{self.name}: field {key!r} must be an integer >= {minimum}, got {value!r}",
+        )
+        return int(value)
+
+
+def _architecture(config: dict) -> str:
+    arch = config.get("architectures")
+    if isinstance(arch, list) and arch:
+        return str(arch[0])
+    return str(config.get("model_type", "this architecture"))
+
+
+def _check_keys(config: dict, name: str) -> None:
+    """Every key is read, has no cost, or is refused (``calibrate.config_keys``)."""
+    arch = _architecture(config)
+    for key in config_keys.UNSUPPORTED:
+        if config.get(key) not in (None, False, [], {}):
+            raise InputError(
+                f"{name}: {arch} uses {key!r}: {config_keys.UNSUPPORTED[key]}, which afdplan "
+                "does not model; it refuses the config rather than misread it"
+            )
+    unknown = sorted(
+        k
+        for k in config
+        if k not in config_keys.READ and k not in config_keys.NO_COST
+        and k not in config_keys.UNSUPPORTED
+    )  # fmt: skip
+    require(
+        not unknown,
+        f"{name}: {arch} config key(s) {', '.join(unknown[:5])} unknown to afdplan: it cannot "
+        "tell whether they change a decode step's compute or memory (calibrate/config_keys.py)",
     )
+    types = config.get("layer_types")
+    if types is not None:
+        require(
+            isinstance(types, list) and all(t == "full_attention" for t in types),
+            f"{name}: {arch} has per-layer attention types "
+            f"{sorted({str(t) for t in types}) if isinstance(types, list) else types!r} in "
+            f"'layer_types': {config_keys.WINDOWED}, which afdplan does not model",
+        )
+    kinds = config.get("attn_type_list")
+    if kinds is not None:
+        require(
+            isinstance(kinds, list) and all(k == 1 for k in kinds),
+            f"{name}: {arch} has linear-attention layers ('attn_type_list' entries 0): "
+            f"{config_keys.HYBRID}, which afdplan does not model",
+        )
+    window = config.get("sliding_window")
+    if window not in (None, 0, False) and config.get("use_sliding_window") is not False:
+        raise InputError(
+            f"{name}: {arch} sets 'sliding_window' = {window!r}: {config_keys.WINDOWED}, "
+            "which afdplan does not model"
+        )
+
+
+def _moe_layers(f: _Fields, layers: int) -> list[bool]:
+    """Which of the ``layers`` decoder layers run routed experts, from whichever layout
+    keys the config uses (DeepSeek's first_k_dense_replace and moe_layer_freq, Qwen's
+    decoder_sparse_step and mlp_only_layers, Step-3's moe_layers_enum, per-layer
+    mlp_layer_types); every layer by default."""
+    c, name = f.config, f.name
+    moe = [True] * layers
+    if c.get("mlp_layer_types") is not None:
+        kinds = c["mlp_layer_types"]
+        require(
+            isinstance(kinds, list) and len(kinds) == layers
+            and set(kinds) <= {"sparse", "dense"},
+            f"{name}: 'mlp_layer_types' must list 'sparse' or 'dense' for each of the "
+            f"{layers} layers",
+        )  # fmt: skip
+        return [k == "sparse" for k in kinds]
+    if c.get("moe_layers_enum") is not None:
+        raw = c["moe_layers_enum"]
+        items = raw.split(",") if isinstance(raw, str) else raw
+        try:
+            listed = {int(str(x).strip()) for x in items if str(x).strip()}
+        except (TypeError, ValueError):
+            raise InputError(f"{name}: 'moe_layers_enum' must list layer indices") from None
+        require(
+            all(0 <= i < layers for i in listed),
+            f"{name}: 'moe_layers_enum' names layers outside 0..{layers - 1}",
+        )
+        return [i in listed for i in range(layers)]
+    first = f.count("first_k_dense_replace", 0, minimum=0)
+    freq = f.count("moe_layer_freq", 1)
+    step = f.count("decoder_sparse_step", 1)
+    dense_only = c.get("mlp_only_layers") or []
+    require(
+        isinstance(dense_only, list) and all(isinstance(i, int) for i in dense_only),
+        f"{name}: 'mlp_only_layers' must list layer indices",
+    )
+    require(first < layers, f"{name}: first_k_dense_replace = {first} leaves no MoE layer")
+    for i in range(layers):
+        moe[i] = i >= first and i % freq == 0 and (i + 1) % step == 0 and i not in dense_only
+    return moe
+
+
+def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
+    """A ModelSpec from HF config.json fields (dense or MoE; GQA, MLA or Step-3's shared
+    KV groups with a low-rank query; any placement of MoE layers; shared experts).
+
+    Multimodal configs keep the language model under ``text_config``; its fields are
+    read there. Every key is read, known to have no cost, or refused in one line
+    (``afdplan.calibrate.config_keys``): a config afdplan would misread is refused.
+    """
+    require(isinstance(config, dict), f"{name}: config must be a JSON object")
+    if isinstance(config.get("text_config"), dict):
+        outer = {k: v for k, v in config.items() if k in config_keys.READ and k != "text_config"}
+        config = {**outer, **config["text_config"]}
+    _check_keys(config, name)
+    f = _Fields(config, name)
+    expert_key = _first(config, EXPERT_KEYS)
+    missing = [k for k in REQUIRED_FIELDS if k not in config]
+    experts = f.count(expert_key, 0, minimum=0) if expert_key else 0
+    moe_hints = [
+        k
+        for k in (*TOP_K_KEYS, "moe_intermediate_size", "expert_intermediate_size",
+                  *SHARED_COUNT_KEYS, *SHARED_WIDTH_KEYS, "moe_layers_enum")
+        if config.get(k) not in (None, 0, "", [])
+    ]  # fmt: skip
+    require(
+        experts or not moe_hints,
+        f"{name}: config has MoE fields ({', '.join(moe_hints[:4])}) but no routed experts; "
+        f"give one of {', '.join(EXPERT_KEYS)}",
+    )
+    if not experts and "intermediate_size" not in config:
+        missing.append("intermediate_size")
+    if experts and _first(config, EXPERT_WIDTH_KEYS) is None:
+        missing.append("moe_intermediate_size")
+    if experts and _first(config, TOP_K_KEYS) is None:
+        missing.append("num_experts_per_tok")
+    require(not missing, f"{name}: config is missing required field(s) {', '.join(missing)}")
+
+    hidden = f.count("hidden_size")
+    heads = f.count("num_attention_heads")
+    layers = f.count("num_hidden_layers")
+    kv_key = "num_attention_groups" if "num_attention_groups" in config else "num_key_value_heads"
+    kv_heads = f.count(kv_key, heads)
+    require(
+        heads % kv_heads == 0,
+        f"{name}: {heads} attention heads do not split into {kv_heads} KV heads ({kv_key})",
+    )
+    require(hidden >= heads, f"{name}: {heads} attention heads exceed hidden_size {hidden}")
+    head_dim = f.count("head_dim", hidden // heads)
+    top_k = f.count(_first(config, TOP_K_KEYS), 0) if experts else 0
+    require(top_k <= experts, f"{name}: top-k {top_k} exceeds the {experts} routed experts")
+    moe_inter = f.count(_first(config, EXPERT_WIDTH_KEYS)) if experts else 0
+    shared = 0
+    if experts:
+        count_key, width_key = _first(config, SHARED_COUNT_KEYS), _first(config, SHARED_WIDTH_KEYS)
+        shared = f.count(count_key, 0, minimum=0) * moe_inter if count_key else 0
+        shared += f.count(width_key, 0, minimum=0) if width_key else 0
+    moe = _moe_layers(f, layers) if experts else [False] * layers
+    require(not experts or any(moe), f"{name}: the MoE layout leaves no MoE layer")
+    dense_layers = layers - sum(moe)
+    intermediate = (
+        f.count("intermediate_size", 0, minimum=0) if "intermediate_size" in config else 0
+    )
+    require(
+        dense_layers == 0 or intermediate >= 1,
+        f"{name}: {dense_layers} dense-FFN layer(s) need intermediate_size >= 1",
+    )
+    mla = {
+        key: f.count(key, 0, minimum=0)
+        for key in ("kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+    }
+    if mla["kv_lora_rank"]:
+        for key in ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
+            require(mla[key] >= 1, f"{name}: MLA (kv_lora_rank) needs {key} >= 1")
+    q_key = "share_q_dim" if config.get("share_q_dim") is not None else "q_lora_rank"
+    q_rank = f.count(q_key, 0, minimum=0)
     weight_dtype = str(
         config.get("weight_dtype")
         or _quantized_dtype(config.get("quantization_config") or {})
-        or config.get("torch_dtype", "bfloat16")
+        or config.get("torch_dtype")
+        or config.get("dtype")
+        or "bfloat16"
     )
     kv_dtype = str(config.get("kv_dtype", "bfloat16"))
     for label, dtype in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype)):
@@ -269,33 +425,30 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
             dtype in DTYPE_BYTES,
             f"{name}: unknown {label} {dtype!r}; known: {', '.join(DTYPE_BYTES)}",
         )
-    spec = ModelSpec(
+    return ModelSpec(
         name=name,
         hidden=hidden,
-        layers=int(check_positive(f"{name}: num_hidden_layers", num("num_hidden_layers"))),
+        layers=layers,
         heads=heads,
-        kv_heads=int(num("num_key_value_heads", heads)),
-        head_dim=int(num("head_dim", hidden // heads)),
-        intermediate=int(num("intermediate_size", 0)),
-        vocab=int(num("vocab_size")),
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate=intermediate,
+        vocab=f.count("vocab_size"),
         experts=experts,
-        top_k=int(num(_first(config, TOP_K_KEYS), 0)) if experts else 0,
+        top_k=top_k,
         moe_intermediate=moe_inter,
-        shared_intermediate=shared if experts else 0,
-        first_dense_layers=int(num("first_k_dense_replace", 0)) if experts else 0,
-        kv_lora_rank=int(num("kv_lora_rank", 0)),
-        qk_rope_dim=int(num("qk_rope_head_dim", 0)),
-        qk_nope_dim=int(num("qk_nope_head_dim", 0)),
-        v_head_dim=int(num("v_head_dim", 0)),
-        q_lora_rank=int(num("q_lora_rank", 0) or 0),
+        shared_intermediate=shared,
+        dense_ffn_layers=dense_layers if experts else 0,
+        kv_lora_rank=mla["kv_lora_rank"],
+        qk_rope_dim=mla["qk_rope_head_dim"],
+        qk_nope_dim=mla["qk_nope_head_dim"],
+        v_head_dim=mla["v_head_dim"],
+        q_lora_rank=q_rank,
         tie_embeddings=bool(config.get("tie_word_embeddings", False)),
         weight_bytes=DTYPE_BYTES[weight_dtype],
         kv_bytes=DTYPE_BYTES[kv_dtype],
         source=source or str(config.get("source", "")),
     )
-    require(spec.kv_heads >= 1 and spec.head_dim >= 1, f"{name}: head counts must be >= 1")
-    require(spec.is_moe or spec.intermediate >= 1, f"{name}: intermediate_size must be >= 1")
-    return spec
 
 
 def served_as(

@@ -284,9 +284,9 @@ def capacity(
     fleet, label, hw_prices = build_fleet(
         wl, deployment, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router
     )
-    for label, given in (("--price-attention", price_attention), ("--price-ffn", price_ffn)):
+    for option, given in (("--price-attention", price_attention), ("--price-ffn", price_ffn)):
         if given is not None:
-            check_positive(label, given)
+            check_positive(option, given)
     p_a = price_attention if price_attention is not None else hw_prices[0]
     p_f = price_ffn if price_ffn is not None else hw_prices[1]
     price = None

@@ -34,14 +34,20 @@ import numpy as np
 from afdplan.bundle.pipeline import Pipeline
 
 _COMPILED: dict[type, object] = {}
+# compose(m, L, a_round, a_busy, x, f, y) -> τ, as one first-class function type: the loop
+# is compiled (and cached on disk) once for every pipeline kind, which it receives as a
+# C function pointer
+COMPOSE_SIGNATURE = numba.types.float64(
+    numba.types.int64, numba.types.int64, *[numba.types.float64] * 5
+)
 
 
 def compiled_compose(pipeline: Pipeline):
     """The pipeline kind's one closed form of a step (``Pipeline.compose``), compiled once
-    per kind for the loop, which takes it as an argument."""
+    per kind (a cached C callback) for the loop, which takes it as an argument."""
     kind = type(pipeline)
     if kind not in _COMPILED:
-        _COMPILED[kind] = numba.njit(cache=True)(kind.compose)
+        _COMPILED[kind] = numba.cfunc(COMPOSE_SIGNATURE, cache=True)(kind.compose)
     return _COMPILED[kind]
 
 

@@ -244,6 +244,45 @@ def test_simulation_agrees_with_the_prediction(result):
     assert again == rows  # deterministic per seed
 
 
+def _checked(row, status: str, mean: float, half: float = 0.5) -> dict:
+    est = {"mean": mean, "half_width": half, "n": 3}
+    keys = ("r", "batch", "microbatches", "gpus_attention", "gpus_ffn")
+    return {**{k: int(row[k]) for k in keys}, "slo_status": status,
+            "simulated_step_time_ms": est, "simulated_tpot_ms": est}  # fmt: skip
+
+
+def test_the_answer_obeys_its_simulation(result):
+    # The search's best breaks the SLO in simulation, the second straddles it, the third
+    # holds it: the third is chosen and the search's pick is kept beside it.
+    top = result.top(3)
+    rows = [_checked(top.iloc[i], s, m) for i, (s, m) in
+            enumerate((("breaks", 99.0), ("at limit", 50.0), ("ok", 10.0)))]  # fmt: skip
+    checked = result.with_verification(rows)
+    assert (
+        checked.chosen["r"] == top.iloc[2]["r"] and checked.chosen["score"] == top.iloc[2]["score"]
+    )
+    assert checked.analytic_choice == result.chosen
+    assert checked.chosen_check["slo_status"] == "ok"
+    assert checked.to_dict()["chosen"]["slo_status"] == "ok"
+    # no clean one: the best at the limit; every one breaks: the search's pick, flagged
+    rows[2]["slo_status"] = "breaks"
+    assert result.with_verification(rows).chosen["score"] == top.iloc[1]["score"]
+    rows[1]["slo_status"] = "breaks"
+    same = result.with_verification(rows)
+    assert same.chosen == result.chosen and same.analytic_choice is None
+    assert same.chosen_check["slo_status"] == "breaks"
+
+
+def test_slo_status_reads_the_interval():
+    from afdplan.deploy.verify import slo_status
+
+    q = lambda mean, half: {"mean": mean, "half_width": half}  # noqa: E731
+    assert slo_status(q(9.0, 0.5), q(9.5, 0.4), 10.0) == "ok"
+    assert slo_status(q(9.8, 0.5), q(9.0, 0.1), 10.0) == "at limit"  # 10.3 straddles
+    assert slo_status(q(10.6, 0.5), q(9.0, 0.1), 10.0) == "breaks"
+    assert slo_status(q(10.2, float("nan")), q(9.0, 0.1), 10.0) == "breaks"  # one seed
+
+
 def test_model_config_variants():
     base = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}
     moe = model_from_config(
@@ -358,6 +397,7 @@ def test_ffn_dtype_changes_only_the_ffn_side():
     assert fp4.exchange == base.exchange
     assert fp4.ffn.beta - fixed == pytest.approx((base.ffn.beta - fixed) / 2)
 
+
 def test_dtype_options_keep_the_anchor_of_the_served_model(cli):
     fast = ["deploy", "--gpus-ffn", "16", "-m", "2", "--tpot-ms", "100", "--no-verify", "--json"]
     base = cli(*fast).json()
@@ -412,6 +452,7 @@ def test_expert_exchange_inside_and_between_nodes_hand_value():
     assert anchored.alpha == pytest.approx((plain.ffn.alpha - alpha) * anchor.ffn[0] + alpha)
     assert anchored.beta == pytest.approx((plain.ffn.beta - beta) * anchor.ffn[1] + beta)
 
+
 def test_anchor_reads_each_size_from_the_measured_tables(aic):
     from afdplan.calibrate.pipeline import Sources, calibrate
     from afdplan.deploy.anchor import resolve_anchor
@@ -440,6 +481,7 @@ def test_anchor_reads_each_size_from_the_measured_tables(aic):
     assert odd.attention == roofline_times(model, hw, hw, 3, 8, False, ratio_only).attention
     text = anchor.describe([1, 2, 3], [8, 16])
     assert "tables for attention at 1, 2 GPUs and FFN at 8, 16 GPUs" in text
+
 
 def test_anchor_without_the_tables_uses_the_ratios(monkeypatch):
     from afdplan.deploy import anchor as anchors

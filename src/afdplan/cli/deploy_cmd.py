@@ -285,7 +285,7 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
                 f"{v['predicted_step_time_ms']:.2f}",
                 f"{s_step['mean']:.2f} ± {_hw(s_step['half_width'], 2)}",
                 f"{s_tpot['mean']:.2f} ± {_hw(s_tpot['half_width'], 2)}",
-                "BREAKS" if v["breaks_slo"] else ("at limit" if v["at_limit"] else "ok"),
+                {"breaks": "BREAKS"}.get(v["slo_status"], v["slo_status"]),
             )  # fmt: skip
         show(sim)
     _render_frontier(result.frontier)
@@ -300,6 +300,25 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         )
     if result.colocated is not None:
         _render_verdict(result, pct)
+    a = result.analytic_choice
+    if a is not None:
+        out.print(
+            f"The search's best, r = {a['r']}, m = {a['microbatches']}, B = {a['batch']} "
+            f"({fmt_rate(a['throughput_per_gpu'])} tok/s/GPU predicted), does not hold the SLO "
+            "in simulation; the best checked configuration that does is chosen instead.",
+            markup=False,
+        )
+    check = result.chosen_check
+    if check is not None and check["slo_status"] != "ok":
+        out.print(
+            "Warning: no checked configuration holds the SLO with its 95% interval below it; "
+            + (
+                "the chosen one straddles it (at limit)."
+                if check["slo_status"] == "at limit"
+                else "every one breaks it in simulation: relax the SLO or check more (--top)."
+            ),
+            markup=False,
+        )
     out.print(
         f"Chosen: r = {c['r']} attention instances x {c['gpus_attention']} GPU(s) + an FFN group "
         f"of {c['gpus_ffn']}, B = {c['batch']}, m = {c['microbatches']}: "

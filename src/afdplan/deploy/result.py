@@ -49,6 +49,8 @@ class DeployResult:
     colocated: dict | None
     verification: list[dict] = field(default_factory=list)
     margin: list[dict] = field(default_factory=list)  # ``verdict_margin``
+    # the search's own pick when simulation overruled it (None: it stands or was not checked)
+    analytic_choice: dict | None = None
 
     def anchor_text(self) -> str | None:
         """The anchor's ratios and which searched sizes came from measured tables."""
@@ -105,7 +107,28 @@ class DeployResult:
         return coeffs_to_dict(times)
 
     def with_verification(self, rows: list[dict]) -> DeployResult:
-        return replace(self, verification=rows)
+        """The answer after simulation: the chosen bundle is the best checked one whose
+        simulated step and TPOT quantiles lie at or below the SLO with their 95% intervals
+        (``ok``); failing that, the best ``at limit``; the search's pick when every checked
+        one breaks the SLO (then ``verified`` says so). ``analytic_choice`` keeps the
+        search's pick when simulation overruled it."""
+        if not rows:
+            return replace(self, verification=rows)
+        top = self.top(len(rows))
+        order = [i for status in ("ok", "at limit") for i, v in enumerate(rows)
+                 if v["slo_status"] == status]  # fmt: skip
+        if not order or order[0] == 0:
+            return replace(self, verification=rows)
+        pick = _plain(top.iloc[order[0]])
+        return replace(self, verification=rows, chosen=pick, analytic_choice=self.chosen)
+
+    @property
+    def chosen_check(self) -> dict | None:
+        """The simulation of the chosen bundle (None when unchecked)."""
+        key = ("r", "batch", "microbatches", "gpus_attention", "gpus_ffn")
+        return next(
+            (v for v in self.verification if all(v[k] == self.chosen[k] for k in key)), None
+        )
 
     def with_margin(self) -> DeployResult:
         """The same answer with the verdict tried against the uncertain MoE terms."""
@@ -115,7 +138,8 @@ class DeployResult:
         t = self.target
         chosen = dict(self.chosen)
         if self.verification:
-            chosen["simulated"] = self.verification[0]
+            chosen["simulated"] = self.chosen_check
+            chosen["slo_status"] = (self.chosen_check or {}).get("slo_status")
         return {
             "model": t.model.name,
             "attention_hw": t.attention_hw.name,
@@ -137,6 +161,7 @@ class DeployResult:
             "theta": t.stats.theta,
             "v": t.stats.v,
             "chosen": chosen,
+            "analytic_choice": self.analytic_choice,
             "chosen_step_times": self.chosen_times(),
             "best_unconstrained": self.best_unconstrained,
             "runtime_cost": self.runtime_cost,

@@ -118,3 +118,17 @@ def test_presets_prints_hardware_as_toml_that_loads_back(tmp_path, cli):
     mine, ref = asdict(load_hardware(str(path))), asdict(load_hardware("gb200"))
     assert mine.pop("name") == "my-gb200" and ref.pop("name") == "gb200"
     assert mine == ref
+
+
+def test_short_aliases_and_did_you_mean():
+    assert load_hardware("h100").name == "h100-sxm" and load_hardware("A100").name == "a100-80g"
+    with pytest.raises(InputError, match=r"unknown hardware 'h1000'; known: .*h100,"):
+        load_hardware("h1000")  # a short list is given whole
+    # a long list names the closest five, not all of them
+    from afdplan.errors import unknown_name
+
+    names = [f"org/model-{i}" for i in range(40)] + ["meta-llama/Meta-Llama-3.1-70B"]
+    message = str(unknown_name("model", "meta-llama/Llama-3.1-70B", names))
+    assert "did you mean meta-llama/Meta-Llama-3.1-70B" in message and "(41 known)" in message
+    assert message.count("org/model") <= 4
+    assert str(unknown_name("x", "b", ["a", "c"])) == "unknown x 'b'; known: a, c"

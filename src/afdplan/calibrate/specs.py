@@ -17,7 +17,7 @@ from pathlib import Path
 
 from afdplan.calibrate import config_keys
 from afdplan.errors import InputError, check_positive, require, unknown_name
-from afdplan.presets import read_table, system_hardware
+from afdplan.presets import hardware_aliases, read_table
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1, "fp4": 0.5}
 
@@ -550,10 +550,11 @@ def load_hardware(name: str, **overrides: float) -> HardwareSpec:
         key, fields = _hardware_file(path)
     else:
         table = _load_table("hardware.toml")
-        aliases = system_hardware()
+        aliases = hardware_aliases()
         key = aliases.get(name.lower(), name.lower())
         if key in table:
             fields = dict(table[key])
+            fields.pop("aliases", None)
         elif key in aiconfigurator_systems():
             fields = _hardware_from_system(key)
         else:

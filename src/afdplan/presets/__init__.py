@@ -94,6 +94,17 @@ def measured_table_path(name: str) -> Path:
     return Path(str(_COEFFICIENTS / f"{name}.csv"))
 
 
+def hardware_aliases() -> dict[str, str]:
+    """Short names (``aliases``: ``h100`` for the SXM part) and aiconfigurator-core
+    system names → the hardware preset they mean."""
+    out = dict(system_hardware())
+    for preset, fields in read_table("hardware").items():
+        for alias in fields.get("aliases", ()):
+            require(alias not in out, f"hardware alias {alias} is claimed twice")
+            out[alias] = preset
+    return out
+
+
 def system_hardware() -> dict[str, str]:
     """aiconfigurator-core system name → the hardware preset that is the same GPU."""
     out: dict[str, str] = {}

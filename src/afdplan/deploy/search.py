@@ -341,19 +341,11 @@ def _record(
     mean_spread = expected_max_normal(r) if r > 1 else 0.0
     mean = layered_times(pipeline, times, batch, r, s.theta, s.v, mean_spread, colocated=colocated)
     q_spread = spread_quantile(r, target.slo.quantile)
-    tau_q = np.asarray(
-        layered_times(
-            pipeline,
-            times,
-            batch,
-            r,
-            s.theta,
-            s.v,
-            q_spread,
-            colocated=colocated,
-            ffn_quantile=target.slo.quantile,
-        ).step_time
-    )
+    quantile = layered_times(
+        pipeline, times, batch, r, s.theta, s.v, q_spread, colocated=colocated,
+        ffn_quantile=target.slo.quantile,
+    )  # fmt: skip
+    tau_q = np.asarray(quantile.step_time)
     tokens = r * batch  # per step, every worker's B sequences
     score = tokens / (weight * mean.step_time)
     per_gpu = tokens / (gpus * mean.step_time)
@@ -365,26 +357,11 @@ def _record(
         return None
     idx = np.flatnonzero(ok)
     best = int(idx[np.argmax(score[idx])])
-    step = float(mean.step_time[best])
-    m, L = pipeline.microbatches, pipeline.layers
-    a_busy, x, f = (float(np.asarray(v)[best]) for v in (mean.a_busy, mean.x, mean.f))
-    a_round = float(np.asarray(mean.a_round)[best])
-    row = {
-        **config,
-        "batch": int(batch[best]),
-        "gpus": gpus,
-        "tpot_ms": 1e3 * float(tau_q[best]),
-        "step_time_mean_ms": 1e3 * step,
-        "throughput_per_gpu": float(per_gpu[best]),
-        "throughput_per_user": 1.0 / step,
-        "throughput_per_bundle": float(tokens[best]) / step,
-        "score": float(score[best]),
-        "idle_attention": 1.0 - m * L * a_busy / step,
-        "idle_ffn": (1.0 - m * L * f / step) if not colocated else 0.0,
-        "binding": "colocated" if colocated else pipeline.binding(a_round, a_busy, x, f),
-        "kv_headroom": 1.0 - _kv_load(target.stats, float(batch[best])) / times.kv_capacity_tokens,
-        "max_batch_kv": b_max,
-    }
+    at = {"batch": batch, "tau_q": tau_q, "tokens": tokens, "score": score, "per_gpu": per_gpu}
+    row = _row(target, config, times, pipeline, mean, {k: v[best] for k, v in at.items()})
+    row.update(gpus=gpus, max_batch_kv=b_max)
+    if colocated:
+        row.update(idle_ffn=0.0, binding="colocated")
     out.rows.append(row)
     points = np.column_stack(
         [
@@ -396,6 +373,32 @@ def _record(
     )
     out.frontier.append(_pareto(points))
     return row["score"]
+
+
+def _row(target, config, times, pipeline, mean, best: dict) -> dict:
+    """The table row of one configuration at its best batch (``best``: that batch's B,
+    step-time quantile, tokens per step, score and tokens/s per GPU)."""
+    i = int(best["batch"]) - pipeline.microbatches  # index into the batch grid
+    step = float(np.asarray(mean.step_time)[i])
+    m, L = pipeline.microbatches, pipeline.layers
+    a_round, a_busy, x, f = (
+        float(np.asarray(v)[i]) for v in (mean.a_round, mean.a_busy, mean.x, mean.f)
+    )
+    return {
+        **config,
+        "batch": int(best["batch"]),
+        "tpot_ms": 1e3 * float(best["tau_q"]),
+        "step_time_mean_ms": 1e3 * step,
+        "throughput_per_gpu": float(best["per_gpu"]),
+        "throughput_per_user": 1.0 / step,
+        "throughput_per_bundle": float(best["tokens"]) / step,
+        "score": float(best["score"]),
+        "idle_attention": 1.0 - m * L * a_busy / step,
+        "idle_ffn": 1.0 - m * L * f / step,
+        "binding": pipeline.binding(a_round, a_busy, x, f),
+        "kv_headroom": 1.0
+        - _kv_load(target.stats, float(best["batch"])) / times.kv_capacity_tokens,
+    }
 
 
 def _kv_load(stats: LoadStats, batch: float) -> float:

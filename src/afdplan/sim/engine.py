@@ -241,7 +241,9 @@ def _results(
     closed_gap: float | None,
 ) -> tuple[SimResult, np.ndarray]:
     """Every reported metric from the per-step times: cycle (S,), busy attention per
-    worker (r, S), busy FFN (S,), the (3, S) stage loads that name the binding stage."""
+    worker (r, S), busy FFN (S,), the (3, S) stage loads that name the binding stage.
+    (Long because it is one call that fills SimResult's 30 fields; split, they would
+    only scatter.)"""
     r, total = occ.ratio, occ.steps
     window = slice(discard, total)
     cyc = cycle[window]

@@ -145,6 +145,9 @@ def kv_limited(
 def _kv_limited(
     prompts, decodes, cyclic, first, ratio, batch, steps, capacity, m, loads, active, out, stats
 ):  # pragma: no cover - compiled
+    """The KV-capped admission loop (``schedule.kv_limited_occupancy``). Long because it
+    is compiled: its state stays in one function's locals, and
+    ``schedule.kv_limited_occupancy_loop`` is the plain oracle the tests hold it to."""
     n_stream = prompts.size
     pos = first % n_stream if cyclic else 0
     # Per (worker, micro-batch) group w·m + g: Σ (P − s) and sequences; per worker: count

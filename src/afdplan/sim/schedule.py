@@ -396,7 +396,9 @@ def kv_limited_occupancy_loop(
     first: int = 0,
     microbatches: int = 1,
 ) -> Occupancy:
-    """:func:`kv_limited_occupancy` as a plain Python loop (the oracle of the kernel)."""
+    """:func:`kv_limited_occupancy` as a plain Python loop (the oracle of the kernel).
+    (Long on purpose: it mirrors the compiled kernel statement by statement, so a test can
+    hold one to the other; helpers would hide the correspondence.)"""
     m = microbatches
     stream = _RequestStream(workload, rng, replay, first)
     offset_sum = [0.0] * (ratio * m)  # Σ (P − s) over the active requests of each micro-batch

@@ -56,6 +56,9 @@ def _loop(
     phi, aggregate, compose, m, layers, start, finish, worker_of, ev_time, ev_system, ev_queue,
     ev_kv,
 ):  # fmt: skip  # pragma: no cover - compiled
+    """The event loop (the model is this module's docstring). Long because it is compiled:
+    numba gains most when the loop's state stays in one function's locals, and every
+    branch is held to the plain reference implementation by the tests."""
     n = arrival.shape[0]
     workers = bundles * r
     slots = workers * batch

@@ -47,6 +47,9 @@ class _Worker:
 
 
 def run_reference(times, prompt, decode, cand, fleet: Fleet) -> OpenResult:
+    """The open system event by event, in objects (the tests' oracle of ``loop``). (Long
+    because it is the whole event loop in one readable place, as the model states it in
+    ``afdplan.sim.open.loop``'s docstring; its steps are in ``_step_time`` and ``_route``.)"""
 
     n, r, m = times.size, fleet.ratio, fleet.pipeline.microbatches
     workers = [_Worker(fleet.batch) for _ in range(fleet.workers)]

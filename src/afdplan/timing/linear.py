@@ -217,14 +217,7 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         values[section] = {
             k: _number(f"{source}: {section}.{k}", v) for k, v in body.items() if k != "scope"
         }
-    meta = data.get("meta", {})
-    require(isinstance(meta, dict), f"{source}: [meta] must be a table")
-    unknown = set(meta) - set(_META_KEYS)
-    require(
-        not unknown,
-        f"{source}: unknown key(s) in [meta]: {', '.join(sorted(unknown))}; "
-        f"known: {', '.join(_META_KEYS)}",
-    )
+    meta = _section(data, "meta", tuple(_META_KEYS), source)
     unit = str(meta.get("time_unit", "s"))
     require(
         unit in TIME_UNITS,

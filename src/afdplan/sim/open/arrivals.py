@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -26,6 +27,8 @@ class Arrivals:
     kind: str = "poisson"
     rate: float | None = None
     cv: float = 1.0
+    takes_cv: ClassVar[bool] = False  # only a process with a shape parameter
+    label: ClassVar[str] = ""  # the process, as outputs name it
 
     def __new__(cls, kind: str = "poisson", rate: float | None = None, cv: float = 1.0):
         if cls is Arrivals:
@@ -40,6 +43,7 @@ class Arrivals:
                 math.isfinite(self.rate) and self.rate > 0, f"--rate must be > 0, got {self.rate}"
             )
         require(math.isfinite(self.cv) and self.cv > 0, f"gamma cv must be > 0, got {self.cv}")
+        require(self.takes_cv or self.cv == 1.0, f"{self.kind} arrivals take no cv, got {self.cv}")
         # beyond cv = 100 the gamma shape 1/cv² underflows: gaps are 0 or enormous
         require(self.cv <= 100, f"gamma cv must be <= 100, got {self.cv:g}")
 
@@ -58,7 +62,7 @@ class Arrivals:
     @property
     def process(self) -> str:
         """The arrival process without its rate."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        return self.label
 
     def describe(self) -> str:
         return self.process + ("" if self.rate is None else f" at {self.rate:g} req/s")
@@ -93,13 +97,7 @@ class _Drawn(Arrivals):
 class Poisson(_Drawn):
     """Exponential gaps: ca² = 1."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.cv == 1.0, f"Poisson arrivals have cv = 1, got {self.cv}")
-
-    @property
-    def process(self) -> str:
-        return "Poisson"
+    label = "Poisson"
 
     def _gaps(self, rng, rate, n):
         return rng.exponential(1.0 / rate, n)
@@ -107,6 +105,8 @@ class Poisson(_Drawn):
 
 class Gamma(_Drawn):
     """Gamma renewal gaps with coefficient of variation cv (bursty for cv > 1)."""
+
+    takes_cv = True
 
     @classmethod
     def parse_params(cls, text, params, rate):
@@ -136,13 +136,7 @@ class TraceTimes(Arrivals):
     """A trace's own timestamps, in order, optionally rescaled to ``rate``; its ca² is
     measured on the times it gives."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(self.cv == 1.0, f"trace arrivals take no cv, got {self.cv}")
-
-    @property
-    def process(self) -> str:
-        return "trace timestamps"
+    label = "trace timestamps"
 
     def ca2(self, times=None):
         gaps = np.diff(times) if times is not None else np.array([1.0])

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,14 +18,10 @@ from hypothesis import strategies as st
 from afdplan.bundle import max_feasible_batch
 from afdplan.calibrate.specs import load_hardware, load_model, model_from_config
 from afdplan.deploy import Slo, Space, Target, search
+from afdplan.deploy.anchor import resolve_anchor
+from afdplan.deploy.profiles import profile
 from afdplan.deploy.result import thin_frontier
-from afdplan.deploy.runtime import (
-    afd_config,
-    aiconfigurator_command,
-    violation,
-    vllm_afd_files,
-    write_launch_files,
-)
+from afdplan.deploy.runtime import aiconfigurator_command, violation, write_launch_files
 from afdplan.deploy.search import _pareto, kv_limit, roofline_times, spread_quantile
 from afdplan.deploy.verify import verify
 from afdplan.errors import InputError
@@ -35,11 +34,13 @@ VARIED = parse_workload(
 )
 
 
-def small_target(tpot_ms: float = 50.0, workload=VARIED, **space) -> Target:
+def small_target(
+    tpot_ms: float = 50.0, workload=VARIED, model: str = "deepseek-v3", **space
+) -> Target:
     space = {"gpus_attention": (1,), "gpus_ffn": (8,), "microbatches": (1, 2), **space}
     hw = load_hardware("h200")
     return Target(
-        load_model("deepseek-v3"), hw, hw, workload.stats(), Slo(tpot_ms, 99), space=Space(**space)
+        load_model(model), hw, hw, workload.stats(), Slo(tpot_ms, 99), space=Space(**space)
     )
 
 
@@ -156,29 +157,32 @@ def test_colocated_baseline_is_reported(result):
     [("vllm-afd", 8, 1, 8, 2, True), ("vllm-afd", 16, 1, 8, 1, True),
      ("vllm-afd", 5, 1, 8, 2, False), ("vllm-afd", 12, 1, 8, 2, False),
      ("vllm-afd", 8, 1, 8, 3, False), ("vllm-afd", 4, 2, 8, 2, True),
+     ("vllm-afd", 2, 16, 8, 2, False),
      ("sglang", 16, 1, 8, 1, True), ("sglang", 16, 1, 8, 2, False),
      ("sglang", 8, 2, 8, 1, False), ("sglang", 12, 1, 8, 1, False),
      ("sglang", 16, 1, 12, 1, False),
-     ("fastafd", 16, 1, 8, 2, True), ("fastafd", 16, 1, 16, 2, False),
+     ("fastafd", 16, 1, 8, 2, True), ("fastafd", 16, 1, 16, 2, True),
      ("fastafd", 12, 1, 8, 2, False), ("fastafd", 16, 1, 8, 3, False),
-     ("fastafd", 8, 2, 8, 2, True)],
+     ("fastafd", 8, 2, 8, 2, True), ("fastafd", 16, 1, 12, 2, False),
+     ("fastafd", 8, 3, 8, 2, False)],
 )  # fmt: skip
 def test_runtime_topology_rules(runtime, r, g_a, g_f, m, ok):
-    assert (violation(runtime, r, g_a, g_f, m, 8) is None) == ok
-    assert violation("none", r, g_a, g_f, m, 8) is None
+    assert (violation(profile(runtime), r, g_a, g_f, m, 8) is None) == ok
+    assert violation(None, r, g_a, g_f, m, 8) is None
 
 
-@pytest.mark.parametrize("runtime", ["sglang", "fastafd"])
-def test_node_based_runtimes_choose_whole_nodes_and_write_valid_scripts(runtime, tmp_path):
-    res = search(small_target(gpus_ffn=(8, 16), microbatches=(1, 2)), runtime)
+@pytest.mark.parametrize(("runtime", "model"), [("sglang", "deepseek-v3"),
+                                                 ("fastafd", "qwen3-235b-a22b")])
+def test_node_based_runtimes_choose_whole_nodes_and_write_valid_scripts(runtime, model, tmp_path):
+    res = search(small_target(gpus_ffn=(8, 16), microbatches=(1, 2), model=model), runtime)
     c = res.chosen
-    assert (
-        violation(runtime, c["r"], c["gpus_attention"], c["gpus_ffn"], c["microbatches"], 8) is None
-    )
+    rules = profile(runtime)
+    sizes = (c["r"], c["gpus_attention"], c["gpus_ffn"], c["microbatches"])
+    assert violation(rules, *sizes, 8) is None
     assert (c["r"] * c["gpus_attention"]) % 8 == 0
-    paths = write_launch_files(
-        tmp_path, runtime, c, res.target.model, res.target.attention_hw, 1000, 200
-    )
+    assert res.launch_refusal is None
+    paths = write_launch_files(tmp_path, rules, c, res.target.model, res.target.attention_hw,
+                               1000, 200)  # fmt: skip
     for path in paths:
         subprocess.run(["bash", "-n", str(path)], check=True)
     text = (
@@ -187,38 +191,131 @@ def test_node_based_runtimes_choose_whole_nodes_and_write_valid_scripts(runtime,
     if runtime == "sglang":
         world = c["r"] + c["gpus_ffn"]
         assert f"--tp-size {world} --dp-size {world} --enable-dp-attention" in text
-        assert "--afd-role" in text and "SGLANG_AFD_PLUGIN_ENABLED=1" in text
+        assert "--afd-role" in text and "unpinned" in text
     else:
-        assert f"export PER_ATTN_GPU_BSZ={c['batch']}" in text
-        assert f"export AFD_TOTAL_NODES={c['r'] * c['gpus_attention'] // 8 + 1}" in text
+        nodes = (c["r"] * c["gpus_attention"] + c["gpus_ffn"]) // 8
+        for line in (f"PER_ATTN_GPU_BSZ={c['batch']}", f"AFD_TOTAL_NODES={nodes}",
+                     f"AFD_MLP_EP_SIZE={c['gpus_ffn']}", "PROMPT_LEN=1000", "MAX_TOKENS=200",
+                     "MINISGL_MAX_SEQ_LEN=1264", rules.commit[:8], "qwen3_235b"):  # fmt: skip
+            assert line in text
+        graphs = re.search(r"AFD_DECODE_GRAPH_BS=([\d,]+)", text).group(1).split(",")
+        assert str(math.ceil(c["batch"] / c["microbatches"])) in graphs
 
 
-def test_dense_models_are_refused_by_moe_only_runtimes():
+def test_models_a_runtime_does_not_serve_get_no_files_and_a_pointer(tmp_path):
     hw = load_hardware("h100-sxm")
-    target = Target(load_model("llama3-70b"), hw, hw, VARIED.stats(), Slo(50, 99))
-    with pytest.raises(InputError, match="serves MoE models only"):
-        search(target, "sglang")
+    dense = search(Target(load_model("llama3-70b"), hw, hw, VARIED.stats(), Slo(50, 99)), "sglang")
+    assert "dense" in dense.launch_refusal
+    qwen = search(small_target(model="qwen3-235b-a22b"), "vllm-afd")
+    assert "not Qwen3MoeForCausalLM" in qwen.launch_refusal
+    assert "fastafd 3c71619" in qwen.launch_refusal  # the pinned release that serves it
+    paths = write_launch_files(tmp_path, qwen.profile, qwen.chosen, qwen.target.model, hw, 1e3, 2e2)
+    assert [p.name for p in paths] == ["aiconfigurator.sh"]
 
 
-def test_launch_files_parse_and_obey_the_runtime(result, tmp_path):
-    files = vllm_afd_files(result.chosen, result.target.model)
-    c = result.chosen
-    for name, text in files.items():
-        path = tmp_path / name.replace("/", "_")
-        path.write_text(text)
-        subprocess.run(["bash", "-n", str(path)], check=True)
-        line = next(ln for ln in text.splitlines() if ln.startswith('{"afd"'))
-        config = json.loads(line.replace("${FFN_HOST}", "10.0.0.1").replace("${AFD_PORT}", "6239"))
-        afd = config["afd"]
-        assert afd["role"] == ("ffn" if "ffn" in name else "attention")
-        assert afd["num_attention_servers"] == c["r"] * c["gpus_attention"]
-        assert afd["num_ffn_servers"] == c["gpus_ffn"]
-        assert afd["num_attention_servers"] % afd["num_ffn_servers"] == 0
-    attention = files["vllm-afd/attention.sh"]
-    assert f"--max-num-seqs {c['batch']}" in attention
-    assert f"--data-parallel-size {c['r']}" in attention
-    assert ("--enable-dbo" in attention) == (c["microbatches"] == 2)
-    assert json.loads(afd_config("ffn", 2, 1, 2).replace("${AFD_PORT}", "1"))["afd"]["port"] == 1
+FAKE_VLLM = """#!/usr/bin/env bash
+python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> "$VLLM_ARGS_LOG"
+"""
+
+
+def _launch(script, tmp_path, **env) -> list[str]:
+    """Run a written launch script with a stand-in ``vllm`` that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "vllm").write_text(FAKE_VLLM)
+    (bin_dir / "vllm").chmod(0o755)
+    log = tmp_path / "args.jsonl"
+    log.unlink(missing_ok=True)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "VLLM_ARGS_LOG": str(log), "MODEL_PATH": "m",
+           "AFD_HOST": "10.0.0.9", "DP_HEAD": "10.0.0.1", **env}  # fmt: skip
+    subprocess.run(["bash", str(script)], check=True, env=env)
+    (line,) = log.read_text().splitlines()  # one vllm serve per node
+    return json.loads(line)
+
+
+def _flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+@pytest.mark.parametrize("version", ["0.19.1rc1", "0.26.0"])
+@pytest.mark.parametrize(("r", "g_a", "g_f", "m"), [(8, 1, 8, 2), (4, 2, 8, 1), (32, 1, 16, 2)])
+def test_vllm_afd_files_launch_what_the_pinned_plugin_accepts(version, r, g_a, g_f, m, tmp_path):
+    """Each role's script, run per node with a stand-in vllm: its AFD section passes the
+    pinned schema (afd-plugin's AFDConfig at the profile's commit), the ranks add up
+    across nodes, DBO and CUDA graphs are set on both roles."""
+    from afdplan.deploy.profiles import config_problems
+
+    rules = profile("vllm-afd", version)
+    row = {"r": r, "gpus_attention": g_a, "gpus_ffn": g_f, "microbatches": m, "batch": 64}
+    write_launch_files(tmp_path, rules, row, load_model("deepseek-v3"), load_hardware("h200"),
+                       1e3, 2e2)  # fmt: skip
+    for role, gpus, dp in (("attention", r * g_a, r), ("ffn", g_f, g_f)):
+        script = tmp_path / "vllm-afd" / f"{role}.sh"
+        assert rules.commit in script.read_text()
+        nodes = math.ceil(gpus / 8)
+        runs = [_launch(script, tmp_path, NODE_RANK=str(k)) for k in range(nodes)]
+        for k, args in enumerate(runs):
+            section = json.loads(_flag(args, "--additional-config"))
+            assert config_problems(section["afd"], rules.config_schema) == []
+            assert section["afd"]["role"] == role
+            assert section["afd"]["num_attention_ranks"] == r * g_a
+            assert section["afd"]["num_ffn_ranks"] == g_f
+            assert ("--enable-dbo" in args) == (m == 2)
+            assert json.loads(_flag(args, "--compilation-config"))["cudagraph_mode"] == (
+                "FULL_DECODE_ONLY"
+            )
+            assert int(_flag(args, "--data-parallel-size")) == dp
+            assert ("--headless" in args) == (k > 0)
+        if nodes > 1:
+            local = [int(_flag(a, "--data-parallel-size-local")) for a in runs]
+            starts = [0] + [int(_flag(a, "--data-parallel-start-rank")) for a in runs[1:]]
+            assert sum(local) == dp and starts == list(np.cumsum([0, *local[:-1]]))
+        else:
+            assert "--data-parallel-size-local" not in runs[0]
+    env_lines = (tmp_path / "vllm-afd" / "ffn.sh").read_text()
+    assert ("VLLM_USE_V2_MODEL_RUNNER=0" in env_lines) == (version == "0.26.0")
+
+
+def test_the_pinned_schema_rejects_the_keys_of_the_plugins_older_main():
+    """The drift check has teeth: the keys afdplan wrote before (the plugin's main branch
+    up to July 2026) are what the pinned release rejects."""
+    from afdplan.deploy.profiles import config_problems
+
+    old = {"enabled": True, "role": "attention", "connector": "p2pconnector", "host": "h",
+           "port": 1, "num_attention_servers": 8, "num_ffn_servers": 2}  # fmt: skip
+    problems = config_problems(old, profile("vllm-afd").config_schema)
+    assert "unknown AFD config field 'enabled'" in problems
+    assert any("num_attention_servers" in p for p in problems)
+    assert any("connector must be one of" in p for p in problems)
+    assert config_problems({"role": "ffn", "num_attention_ranks": 6, "num_ffn_ranks": 4},
+                           "afd-plugin-config-256590ab")  # fmt: skip
+
+
+AFD_PLUGIN_GIT = Path(
+    os.environ.get("AFDPLAN_AFD_PLUGIN_GIT", "/work/.mirror/vllm-project+afd-plugin/repo")
+)
+
+
+@pytest.mark.skipif(not AFD_PLUGIN_GIT.is_dir(), reason="no afd-plugin git checkout at hand")
+@pytest.mark.parametrize("version", ["0.19.1rc1", "0.26.0"])
+def test_the_pinned_schema_is_the_plugins_config_class_at_its_commit(version):
+    """The second copy: AFDConfig's fields and defaults read from the plugin's source at the
+    profile's commit equal the shipped schema."""
+    from afdplan.deploy.profiles import schema_from_source
+    from afdplan.presets import runtime_schema
+
+    rules = profile("vllm-afd", version)
+    text = subprocess.run(
+        ["git", "-C", str(AFD_PLUGIN_GIT), "show", f"{rules.commit}:afd_plugin/config.py"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    fields = schema_from_source(text)
+    pinned = runtime_schema(rules.config_schema)["fields"]
+    assert set(fields) == set(pinned) - {"connector_extra_config"}
+    kinds = {"str": "str", "int": "int", "bool": "bool", "AFDRole": "str"}
+    for name, field in fields.items():
+        assert field["default"] == pinned[name]["default"], name
+        assert kinds[field["annotation"]] == pinned[name]["type"], name
 
 
 def test_aiconfigurator_command_rounds_to_whole_nodes(tmp_path):
@@ -605,3 +702,61 @@ def test_deploy_routing_option_and_json_verdict(cli):
     res = cli("deploy", "--model", "llama3-70b", "--attention-hw", "h100-sxm", "--routing",
               "power-law:1.2", "--no-verify")  # fmt: skip
     assert res.code == 2 and "is dense" in res.err
+
+
+def test_a_hugging_face_id_gets_the_provenance_of_its_preset(aic):
+    """The same model under its preset name and its Hugging Face id: the same shipped
+    measured set, the same answer."""
+    hw = load_hardware("h200")
+    answers = []
+    for name in ("deepseek-v3", "deepseek-ai/DeepSeek-V3"):
+        model = load_model(name)
+        space = Space(gpus_attention=(1,), gpus_ffn=(8,), microbatches=(1,))
+        anchor = resolve_anchor(None, model, hw, hw)
+        target = Target(model, hw, hw, VARIED.stats(), Slo(50, 99), anchor=anchor, space=space)
+        result = search(target, "vllm-afd")
+        answers.append((result.target.anchor.name, result.provenance, result.chosen["score"]))
+    assert answers[0] == answers[1]
+    assert answers[0][1] == "measured tables at this size"
+    # a model of other shapes does not borrow the set
+    qwen = load_model("qwen3-235b-a22b")
+    assert resolve_anchor(None, qwen, hw, hw) is None
+
+
+def test_a_roofline_only_answer_carries_its_band():
+    hw = load_hardware("h200")
+    target = small_target(model="qwen3-235b-a22b", microbatches=(1,))
+    result = search(target, "none").with_band()
+    assert result.provenance == "plain roofline"
+    band = {b["anchor"]: b for b in result.roofline_band}
+    assert set(band) == {"deepseek-v3-h200's ratios", "llama3-70b-h100's ratios"}
+    # DeepSeek-V3's measured kernels on H200 run well below the roofline: so would this one
+    slow = band["deepseek-v3-h200's ratios"]["throughput_per_gpu"]
+    assert slow < 0.8 * result.chosen["throughput_per_gpu"]
+    # an anchored answer has no band
+    ds = search(small_target(microbatches=(1,)), "none")
+    anchored = replace(ds.target, anchor=resolve_anchor(None, ds.target.model, hw, hw, False))
+    assert search(anchored, "none").with_band().roofline_band == []
+
+
+def test_when_afd_loses_colocated_is_recommended_and_launchable(cli, tmp_path):
+    out = tmp_path / "out"
+    args = ["deploy", "--gpus-ffn", "8", "-m", "1", "--tpot-ms", "60", "--no-verify"]
+    res = cli(*args, "--json", "--save-dir", str(out))
+    assert res.code == 0, res.err
+    data = res.json()
+    assert data["colocated"]["verdict"] == "AFD loses" and data["recommendation"] == "colocated"
+    assert data["runtime_profile"]["commit"] == profile("vllm-afd").commit
+    names = {Path(f).relative_to(out).as_posix() for f in data["files"]}
+    assert {"colocated/vllm.sh", "vllm-afd/attention.sh", "vllm-afd/ffn.sh"} <= names
+    col = data["colocated"]["best"]
+    nodes = math.ceil(col["gpus_ffn"] / 8)
+    runs = [_launch(out / "colocated/vllm.sh", tmp_path, NODE_RANK=str(k)) for k in range(nodes)]
+    assert all(int(_flag(a, "--data-parallel-size")) == col["gpus_ffn"] for a in runs)
+    if nodes > 1:
+        assert sum(int(_flag(a, "--data-parallel-size-local")) for a in runs) == col["gpus_ffn"]
+    assert all("--enable-expert-parallel" in a and "--additional-config" not in a for a in runs)
+    assert all(int(_flag(a, "--max-num-seqs")) == col["batch"] for a in runs)
+    text = cli(*args).out
+    assert "Recommendation: colocated decode" in text
+    assert "Provenance of the chosen bundle's step times" in text

@@ -164,9 +164,11 @@ def test_presets_json_lists_everything(cli):
     res = cli("presets", "--json")
     assert res.code == 0, res.err
     data = res.json()
-    assert {"coefficient_sets", "models", "hardware", "data"} == set(data)
+    assert {"coefficient_sets", "models", "hardware", "runtimes", "data"} == set(data)
     assert data["coefficient_sets"]["deepseek-v3-h200"]["meta"]["curves"] == "deepseek-v3-h200"
     assert data["data"]["azure-conv-2023"]["option"] == "--trace"
+    pinned = {(r["runtime"], r["version"]): r["commit"] for r in data["runtimes"]}
+    assert pinned[("vllm-afd", "0.19.1rc1")].startswith("2f4f4627")
 
 
 def test_one_spelling_for_batch_ratio_and_seed(cli):

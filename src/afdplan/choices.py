@@ -54,7 +54,7 @@ class Runtime(StrEnum):
 
     vllm_afd = "vllm-afd"  # vllm-project/afd-plugin
     sglang = "sglang"  # SGLang with its AFD plugin (sgl-afd-plugin)
-    fastafd = "fastafd"  # hao-ai-lab/FastAFD
+    fastafd = "fastafd"  # FastAFD (profile pinned to linsj20/FastAFD)
     none = "none"  # no runtime rules, no launch files
 
 

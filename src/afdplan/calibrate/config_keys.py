@@ -44,6 +44,8 @@ READ = frozenset(
         "max_window_layers",
         # element types
         "torch_dtype", "dtype", "weight_dtype", "kv_dtype", "quantization_config",
+        # the model class: which runtimes serve it (deploy's launch files)
+        "architectures",
         # afdplan's own
         "source", "text_config",
     }
@@ -52,7 +54,7 @@ READ = frozenset(
 NO_COST = frozenset(
     {
         # identity and bookkeeping
-        "_name_or_path", "architectures", "auto_map", "model_type", "transformers_version",
+        "_name_or_path", "auto_map", "model_type", "transformers_version",
         "tokenizer_class", "id2label", "label2id", "finetuning_task", "problem_type",
         "task_specific_params", "prefix", "torchscript", "return_dict", "use_bfloat16",
         "pruned_heads", "tf_legacy_loss", "language_model_only", "ep_size",

@@ -50,6 +50,7 @@ class ModelSpec:
     act_bytes: float = 2.0
     source: str = ""
     ffn_weight_bytes: float | None = None  # the FFN side's weights, if served in another dtype
+    architecture: str = ""  # the config's architectures[0]: which runtimes can serve it
 
     @property
     def ffn_bytes(self) -> float:
@@ -247,15 +248,14 @@ class _Fields:
 
 
 def _architecture(config: dict) -> str:
+    """The config's ``architectures[0]`` (the class runtimes register models by), or ''."""
     arch = config.get("architectures")
-    if isinstance(arch, list) and arch:
-        return str(arch[0])
-    return str(config.get("model_type", "this architecture"))
+    return str(arch[0]) if isinstance(arch, list) and arch else ""
 
 
 def _check_keys(config: dict, name: str) -> None:
     """Every key is read, has no cost, or is refused (``calibrate.config_keys``)."""
-    arch = _architecture(config)
+    arch = _architecture(config) or str(config.get("model_type", "this architecture"))
     for key in config_keys.UNSUPPORTED:
         if config.get(key) not in (None, False, [], {}):
             raise InputError(
@@ -448,6 +448,7 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
         weight_bytes=DTYPE_BYTES[weight_dtype],
         kv_bytes=DTYPE_BYTES[kv_dtype],
         source=source or str(config.get("source", "")),
+        architecture=_architecture(config),
     )
 
 

@@ -130,6 +130,14 @@ def deploy(
     runtime: Annotated[
         Runtime, typer.Option("--runtime", help="Runtime whose rules and launch files apply.")
     ] = Runtime.vllm_afd,
+    runtime_version: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime-version",
+            help="Release of the runtime whose profile applies (afdplan presets lists "
+            "them) [the first listed].",
+        ),
+    ] = None,
     top: Annotated[int, typer.Option("--top", help="Configurations to show and simulate.")] = 5,
     seeds: Annotated[int, typer.Option("--seeds", help="Simulation seeds per configuration.")] = 3,
     verify: Annotated[
@@ -189,7 +197,7 @@ def deploy(
         routing is None or spec.is_moe,
         f"--routing: {spec.name} is dense (no routed experts)",
     )
-    result = search(target, runtime.value).with_margin()
+    result = search(target, runtime.value, runtime_version).with_margin().with_band()
     if verify:
         from afdplan.deploy.verify import verify as run_verify
 
@@ -233,9 +241,15 @@ def _write_files(folder: Path, result, wl) -> list[Path]:
     )
     paths.append(png)
     stats = t.stats
+    colocated = None
+    if result.recommendation == "colocated":
+        col = result.colocated
+        # the colocated decode the search picked runs on one of the two GPU kinds
+        on_ffn = col["architecture"] == f"colocated@{t.ffn_hw.name}" and t.heterogeneous
+        colocated = (col, t.ffn_hw if on_ffn else t.attention_hw)
     paths += write_launch_files(
-        folder, result.runtime, result.chosen, t.model, t.attention_hw,
-        stats.mu_prefill, stats.mu_decode,
+        folder, result.profile, result.chosen, t.model, t.attention_hw,
+        stats.mu_prefill, stats.mu_decode, colocated,
     )  # fmt: skip
     return paths
 
@@ -257,7 +271,10 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         f"port per GPU ({t.attention_hw.network_latency * 1e6:g} us)",
         markup=False,
     )
-    table = OutTable(f"Best launchable configurations ({result.runtime})")
+    out.print(f"Provenance of the chosen bundle's step times: {result.provenance}.", markup=False)
+    _render_band(result)
+    rules = result.runtime if result.profile is None else result.profile.label
+    table = OutTable(f"Best launchable configurations ({rules})")
     for name in ("r", "g_A", "g_F", "m", "B", "GPUs", f"{pct} ms", "mean ms", "tok/s/GPU",
                  "tok/s/user", "idle A", "idle F", "binds", "KV free"):  # fmt: skip
         table.add_column(name, justify="left" if name == "binds" else "right")
@@ -332,8 +349,46 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         + ".",
         markup=False,
     )
+    if result.recommendation == "colocated":
+        col = result.colocated
+        out.print(
+            f"Recommendation: colocated decode ({col['architecture']}, one group of "
+            f"{col['gpus_ffn']} GPUs, B = {col['batch']}/GPU, m = {col['microbatches']}: "
+            f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU): AFD loses here"
+            + (", and --save-dir writes its vLLM launch file (colocated/vllm.sh) beside the "
+               "AFD ones." if t.model.is_moe else ".")
+            ,
+            markup=False,
+        )  # fmt: skip
+    if result.launch_refusal is not None:
+        out.print(f"Launch: {result.launch_refusal}.", markup=False)
     for path in files:
         out.print(f"wrote {path}", markup=False)
+
+
+def _render_band(result) -> None:
+    """How far a plain-roofline answer may sit from measured kernels."""
+    if not result.roofline_band:
+        return
+    from afdplan.deploy.result import verdict
+
+    cases = "; ".join(
+        f"under {b['anchor']}: "
+        + (
+            "nothing meets the SLO"
+            if b["throughput_per_gpu"] is None
+            else f"{fmt_rate(b['throughput_per_gpu'])} tok/s/GPU"
+            + ("" if b["afd_over_colocated"] is None else f", {verdict(b['afd_over_colocated'])}")
+        )
+        for b in result.roofline_band
+    )
+    out.print(
+        "No measured set covers this model and hardware: every number below is the plain "
+        f"roofline's ({fmt_rate(result.chosen['throughput_per_gpu'])} tok/s/GPU chosen). With "
+        "its kernels as far off the roofline as on the shipped measured sets, the answer "
+        f"would be {cases}.",
+        markup=False,
+    )
 
 
 def _render_verdict(result, pct: str) -> None:

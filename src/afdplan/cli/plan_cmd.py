@@ -287,6 +287,8 @@ def presets(
     """List the built-in coefficient sets, models, hardware and shipped data files."""
     from afdplan.calibrate.specs import hardware_names, load_hardware, load_model, model_names
     from afdplan.data import BUILTIN_DATA, KIND_OPTIONS, builtin_path
+    from afdplan.deploy.profiles import profiles
+    from afdplan.presets import runtime_table
     from afdplan.timing import builtin_coeff_names, load_coeffs
 
     if hardware_toml is not None:
@@ -296,6 +298,7 @@ def presets(
     sets = [load_coeffs(name) for name in builtin_coeff_names()]
     models = [load_model(name) for name in model_names()]
     hardware = [load_hardware(name) for name in hardware_names()]
+    releases = [p for runtime in runtime_table() for p in profiles(runtime).values()]
     if as_json:
         from afdplan.timing import coeffs_to_dict
 
@@ -304,6 +307,9 @@ def presets(
                 "coefficient_sets": {t.name: coeffs_to_dict(t) for t in sets},
                 "models": {m.name: _model_row(m) for m in models},
                 "hardware": {h.name: _hardware_row(h) for h in hardware},
+                "runtimes": [
+                    {**p.to_dict(), "architectures": list(p.architectures)} for p in releases
+                ],
                 "data": {
                     name: {
                         "kind": entry.kind,
@@ -360,6 +366,13 @@ def presets(
             h.source,
         )
     show(hw)
+    rt = OutTable(title="Runtime releases (deploy --runtime NAME --runtime-version VERSION)")
+    for col in ("runtime", "version", "commit", "engine", "serves"):
+        rt.add_column(col, overflow="fold")
+    for p in releases:
+        rt.add_row(p.runtime, p.version, p.commit[:12] or "unpinned", p.engine,
+                   ", ".join(p.architectures) or "not known")  # fmt: skip
+    show(rt)
     data = OutTable(title="Shipped data (give the name where a file is asked for)")
     for col in ("name", "option", "what", "source"):
         data.add_column(col, overflow="fold")

@@ -175,8 +175,33 @@ def resolve_anchor(
 
 
 def _shipped_for(model: ModelSpec, hw: HardwareSpec) -> str | None:
-    """The shipped coefficient set measured for this model preset on this hardware."""
+    """The shipped coefficient set measured for this model on this hardware: the set's
+    model preset, or any config of the same shapes and dtypes (a Hugging Face id of the
+    same model must get the same answer as its preset name)."""
     for name, source in shipped_sources().items():
-        if source.model == model.name and source.system in hw.aiconfigurator_systems:
+        if source.system in hw.aiconfigurator_systems and _same_model(model, source.model):
             return name
     return None
+
+
+def _same_model(model: ModelSpec, preset: str) -> bool:
+    from afdplan.calibrate.specs import load_model
+
+    if model.name == preset:
+        return True
+    anonymous = {"name": "", "source": "", "architecture": ""}
+    return replace(model, **anonymous) == replace(load_model(preset), **anonymous)
+
+
+def borrowed_anchors(hardware: str) -> list[Anchor]:
+    """Each shipped measured set's measured / roofline ratios, moved to ``hardware``: how a
+    plain-roofline answer would change if this model's kernels fell as short of the
+    roofline as the measured ones do (the uncertainty band of a roofline-only answer)."""
+    from afdplan.calibrate.resolve import resolve_coeffs
+
+    out = []
+    for name, source in shipped_sources().items():
+        model, hw = source.specs()
+        anchor = anchor_from(resolve_coeffs(name), model, hw)
+        out.append(replace(anchor, hardware=hardware, name=f"{name}'s ratios"))
+    return out

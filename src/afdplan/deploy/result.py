@@ -10,6 +10,7 @@ import pandas as pd
 
 from afdplan.bundle import KV_SIGMAS, bundle_cost
 from afdplan.choices import Runtime
+from afdplan.deploy.profiles import RuntimeProfile, profile, serving
 from afdplan.deploy.runtime import violation
 from afdplan.deploy.search import (
     ROW_COLUMNS,
@@ -19,7 +20,7 @@ from afdplan.deploy.search import (
     search_afd,
     search_colocated,
 )
-from afdplan.errors import InputError, require
+from afdplan.errors import InputError
 
 FRONTIER_COLUMNS = (
     "family",
@@ -51,6 +52,75 @@ class DeployResult:
     margin: list[dict] = field(default_factory=list)  # ``verdict_margin``
     # the search's own pick when simulation overruled it (None: it stands or was not checked)
     analytic_choice: dict | None = None
+    profile: RuntimeProfile | None = None  # the runtime release whose rules applied
+    # a plain-roofline answer re-searched under each shipped set's measured/roofline ratios
+    roofline_band: list[dict] = field(default_factory=list)
+
+    @property
+    def recommendation(self) -> str:
+        """``colocated`` when AFD loses to the best colocated decode (then that is what to
+        launch), else ``afd``."""
+        ratio = self.afd_over_colocated
+        return "colocated" if ratio is not None and verdict(ratio) == "AFD loses" else "afd"
+
+    @property
+    def provenance(self) -> str:
+        """Where the chosen bundle's step times come from: ``measured tables at this
+        size``, ``anchored roofline`` (measured ratios carried to this size) or ``plain
+        roofline``."""
+        anchor = self.target.anchor
+        if anchor is None:
+            return "plain roofline"
+        src = anchor.measured
+        g_a, g_f = int(self.chosen["gpus_attention"]), int(self.chosen["gpus_ffn"])
+        if src is not None and src.attention(g_a) is not None and src.ffn(g_f) is not None:
+            return "measured tables at this size"
+        return "anchored roofline"
+
+    def with_band(self) -> DeployResult:
+        """For a plain-roofline answer on one kind of GPU, the answer again under each
+        shipped measured set's ratios (``roofline_band``); others unchanged."""
+        t = self.target
+        if t.anchor is not None or t.heterogeneous:
+            return self
+        from afdplan.deploy.anchor import borrowed_anchors
+
+        version = None if self.profile is None else self.profile.version
+        band = []
+        for anchor in borrowed_anchors(t.attention_hw.name):
+            try:
+                other = search(replace(t, anchor=anchor), self.runtime, version)
+            except InputError:  # nothing meets the SLO with kernels that slow
+                band.append({"anchor": anchor.name, "throughput_per_gpu": None,
+                             "afd_over_colocated": None})  # fmt: skip
+                continue
+            band.append(
+                {
+                    "anchor": anchor.name,
+                    "throughput_per_gpu": float(other.chosen["throughput_per_gpu"]),
+                    "afd_over_colocated": other.afd_over_colocated,
+                }
+            )
+        return replace(self, roofline_band=band)
+
+    @property
+    def launch_refusal(self) -> str | None:
+        """Why no launch files are written for this model (the runtime release does not
+        serve it, with the pinned releases that do), or None."""
+        if self.profile is None:
+            return None
+        model = self.target.model
+        why = self.profile.refusal(model.architecture, model.is_moe)
+        if why is None:
+            return None
+        others = [label for label in serving(model.architecture, model.is_moe)
+                  if label != self.profile.label]  # fmt: skip
+        hint = (
+            f"; {', '.join(others)} serve{'s' if len(others) == 1 else ''} it"
+            if others
+            else "; no pinned AFD runtime profile serves it"
+        )
+        return f"{why}: no launch files{hint}"
 
     def anchor_text(self) -> str | None:
         """The anchor's ratios and which searched sizes came from measured tables."""
@@ -156,7 +226,12 @@ class DeployResult:
             },
             "anchor": None if t.anchor is None else t.anchor.name,
             "anchor_ratios": self.anchor_text(),
+            "recommendation": self.recommendation,
+            "provenance": self.provenance,
+            "roofline_band": self.roofline_band,
             "runtime": self.runtime,
+            "runtime_profile": None if self.profile is None else self.profile.to_dict(),
+            "launch_refusal": self.launch_refusal,
             "kv_sigmas": KV_SIGMAS,
             "theta": t.stats.theta,
             "v": t.stats.v,
@@ -204,14 +279,12 @@ def _plain(row: pd.Series | dict) -> dict:
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in items}
 
 
-def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
+def search(
+    target: Target, runtime: str = Runtime.none, version: str | None = None
+) -> DeployResult:
     """Search AFD bundles (and colocated decode) for ``target``; choose the best that
-    ``runtime`` can launch."""
-    require(
-        runtime in (Runtime.none, Runtime.vllm_afd) or target.model.is_moe,
-        f"{runtime}'s AFD path serves MoE models only (expert dispatch); {target.model.name} "
-        "is dense: use --runtime vllm-afd or none",
-    )
+    ``runtime`` at release ``version`` (None: its default profile) can launch."""
+    rules = None if runtime == Runtime.none else profile(runtime, version)
     out = _Collector()
     search_afd(target, out)
     afd_rows = len(out.rows)
@@ -222,7 +295,7 @@ def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
     configs = pd.DataFrame(out.rows, columns=list(ROW_COLUMNS))
     notes = [
         violation(
-            runtime,
+            rules,
             int(r.r),
             int(r.gpus_attention),
             int(r.gpus_ffn),
@@ -251,6 +324,7 @@ def search(target: Target, runtime: str = Runtime.none) -> DeployResult:
     return DeployResult(
         target=target,
         runtime=runtime,
+        profile=rules,
         configs=configs,
         frontier=frontier,
         chosen=_plain(allowed.iloc[0]),
@@ -287,6 +361,7 @@ def verdict_margin(result: DeployResult) -> list[dict]:
     t = result.target
     if result.colocated is None or not t.model.is_moe:
         return []
+    version = None if result.profile is None else result.profile.version
     asked = t.moe
     cases = [asked]
     cases += [replace(asked, routing=r) for r in ROUTINGS_TRIED if r != str(asked.routing)]
@@ -298,7 +373,7 @@ def verdict_margin(result: DeployResult) -> list[dict]:
             ratio = result.afd_over_colocated
         else:
             try:
-                ratio = search(replace(t, moe=moe), result.runtime).afd_over_colocated
+                ratio = search(replace(t, moe=moe), result.runtime, version).afd_over_colocated
             except InputError:  # e.g. nothing meets the SLO under a dearer assumption
                 ratio = None
         rows.append(

@@ -1,25 +1,26 @@
-"""Runtime topology rules and launch files.
+"""Runtime topology rules and launch files, for the release a profile pins
+(``afdplan.deploy.profiles``; the facts below cite the source at that commit).
 
-vLLM's AFD plugin (github.com/vllm-project/afd-plugin, targets vLLM 0.19.1) is configured
-through ``--additional-config '{"afd": {...}}'`` on two ``vllm serve`` commands, one per
-role, with the worker classes ``afd_plugin.v1.worker.AFDAttentionWorker`` and
-``AFDFFNWorker``. Its ``p2pconnector`` needs ``num_attention_servers`` ≥
-``num_ffn_servers`` and a multiple of it; dual-batch overlap (DBO) with CUDA graphs is
-limited to two micro-batches. Files are templates: hosts, ports and the model path are
-shell variables the operator sets.
+vLLM's AFD plugin (vllm-project/afd-plugin) is configured through ``--additional-config
+'{"afd": {...}}'`` on one ``vllm serve`` per role; the plugin picks the role's worker
+itself. Its ``P2pNcclAFDConnector`` numbers FFN ranks first and needs
+``num_attention_ranks`` (attention DP x TP) >= ``num_ffn_ranks`` and a multiple of it;
+CUDA graphs run ``FULL_DECODE_ONLY`` and dual-batch overlap (DBO) with graphs is limited
+to two micro-batches, set on both roles as its recipes do. A role wider than a node is
+launched as vLLM's multi-node data parallelism: one ``vllm serve`` per node, the first
+with the API server, the rest ``--headless`` from their start rank (vLLM
+docs/serving/data_parallel_deployment.md).
 
-SGLang's AFD plugin (sgl-afd-plugin, enabled by ``SGLANG_AFD_PLUGIN_ENABLED=1``) runs one
-SGLang world over all nodes with data-parallel attention on every rank
-(``--enable-dp-attention``, ``--dp-size`` = ``--tp-size`` = all GPUs) and gives each
-launch, i.e. each node, a role with ``--afd-role attn|ffn``; it needs a DeepEP-class
-``--moe-a2a-backend`` and refuses EPLB. So attention and FFN each take whole nodes, and the
-attention runs TP 1.
+SGLang's AFD plugin (``SGLANG_AFD_PLUGIN_ENABLED=1``) runs one SGLang world over all nodes
+with data-parallel attention on every rank and gives each node a role with
+``--afd-role attn|ffn``; no snapshot of it could be read, so its profile is unpinned and
+its file says so.
 
-FastAFD (github.com/hao-ai-lab/FastAFD) launches through its per-model preset scripts,
-configured by environment: ``AFD_TOTAL_NODES`` nodes, of which exactly one (the last, or
-``AFD_MLP_NODE``) runs the MLP with EP over its GPUs and the rest run attention ranks;
-``PER_ATTN_GPU_BSZ`` requests per attention GPU; ``AFD_NUM_MB`` micro-batches (2 in every
-published preset). So r fills whole nodes (trays on GB200) and g_F is one node.
+FastAFD launches through its per-model preset scripts, configured by environment:
+``AFD_TOTAL_NODES`` trays of which the FFN (MLP) takes ``AFD_MLP_EP_SIZE`` GPUs on whole
+trays and attention the rest, ``PER_ATTN_GPU_BSZ`` requests per attention DP lane (what
+afdplan calls B, whatever the lane's TP), ``AFD_NUM_MB`` = 2, and the workload's
+``PROMPT_LEN``/``MAX_TOKENS``/``MINISGL_MAX_SEQ_LEN``.
 
 AIConfigurator's ``cli estimate --estimate-mode afd`` counts whole nodes on each side, so
 the matching command rounds the attention GPUs up to whole nodes and says so.
@@ -33,44 +34,41 @@ import shlex
 from pathlib import Path
 
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
-from afdplan.choices import Runtime
+from afdplan.deploy.profiles import RuntimeProfile
 
-VLLM_AFD_MICROBATCHES = (1, 2)
-VLLM_VERSION = "0.19.1"
-FASTAFD_MICROBATCHES = 2
+AFD_PORT = 6239  # the plugin's recipes use it for the connector's rendezvous
+SEQ_LEN_MARGIN = 64  # FastAFD's presets: MINISGL_MAX_SEQ_LEN = PROMPT_LEN + 64
+GRAPH_BUCKETS = (8, 16, 32, 48, 64)  # FastAFD's default decode-graph batches
 
 
-def violation(runtime: str, r: int, g_a: int, g_f: int, m: int, per_node: int) -> str | None:
-    """Why ``runtime`` cannot launch this bundle, or None when it can (``per_node``: GPUs
-    per node or tray of the hardware)."""
-    attention, ffn = r * g_a, g_f
-    if runtime == Runtime.vllm_afd:
-        if m not in VLLM_AFD_MICROBATCHES:
-            return f"vllm-afd runs 1 or 2 micro-batches (DBO), not {m}"
+def violation(
+    profile: RuntimeProfile | None, r: int, g_a: int, g_f: int, m: int, per_node: int
+) -> str | None:
+    """Why the release ``profile`` pins cannot launch this bundle, or None when it can
+    (``per_node``: GPUs per node or tray of the hardware; None profile: no rules)."""
+    if profile is None:
+        return None
+    attention, ffn, name = r * g_a, g_f, profile.label
+    if m not in profile.microbatches:
+        return f"{name} runs {' or '.join(map(str, profile.microbatches))} micro-batches, not {m}"
+    if profile.attention_tp is not None and g_a not in profile.attention_tp:
+        return f"{name} runs attention TP {', '.join(map(str, profile.attention_tp))}, not {g_a}"
+    if profile.ffn_ep is not None and ffn not in profile.ffn_ep:
+        return f"{name} runs FFN groups of {', '.join(map(str, profile.ffn_ep))} GPUs, not {ffn}"
+    if profile.runtime == "vllm-afd":
         if attention < ffn or attention % ffn:
             return (
-                f"vllm-afd needs attention ranks ({attention}) >= FFN ranks ({ffn}) and a "
+                f"{name} needs attention ranks ({attention}) >= FFN ranks ({ffn}) and a "
                 "multiple of them"
             )
-    elif runtime == Runtime.sglang:
-        # --afd-role is set per node and every rank is a data-parallel attention slot.
-        if m != 1:
-            return f"sglang's AFD plugin steps the FFN in lockstep with attention (m = 1), not {m}"
-        if g_a != 1:
-            return f"sglang's AFD plugin runs data-parallel attention (TP 1), not TP {g_a}"
+        if g_a > per_node or per_node % g_a:
+            return f"{name} keeps a TP group inside one {per_node}-GPU node: TP {g_a} does not fit"
+    elif profile.runtime in ("sglang", "fastafd"):
+        # roles are given per node (SGLang) or per tray (FastAFD)
         if attention % per_node or ffn % per_node:
             return (
-                f"sglang assigns roles per node: {attention} + {ffn} GPUs are not whole "
-                f"{per_node}-GPU nodes"
-            )
-    elif runtime == Runtime.fastafd:
-        if m != FASTAFD_MICROBATCHES:
-            return f"FastAFD's presets run {FASTAFD_MICROBATCHES} micro-batches, not {m}"
-        if ffn != per_node:
-            return f"FastAFD runs the FFN (MLP) on exactly one {per_node}-GPU node, not {ffn} GPUs"
-        if attention % per_node:
-            return (
-                f"FastAFD fills whole {per_node}-GPU nodes with attention; {attention} GPUs do not"
+                f"{name} assigns roles per {per_node}-GPU node: {attention} attention + "
+                f"{ffn} FFN GPUs are not whole nodes"
             )
     return None
 
@@ -87,93 +85,123 @@ def aiconfigurator_system(hw: HardwareSpec) -> str:
     return hw.aiconfigurator_systems[0] if hw.aiconfigurator_systems else hw.name
 
 
-def afd_config(role: str, r: int, g_a: int, g_f: int) -> str:
-    """The plugin's ``additional_config`` as one JSON line; host and port are shell
-    variables filled in when the script runs."""
-    return json.dumps(
-        {
-            "afd": {
-                "enabled": True,
-                "role": role,
-                "connector": "p2pconnector",
-                "host": "${FFN_HOST}",
-                "port": 0,
-                "num_attention_servers": r * g_a,
-                "num_ffn_servers": g_f,
-            }
+def afd_section(role: str, r: int, g_a: int, g_f: int) -> dict:
+    """The plugin's ``{"afd": {...}}`` section for one role: the keys of its ``AFDConfig``
+    (the pinned schema checks them); the host is filled in by the script."""
+    return {
+        "afd": {
+            "role": role,
+            "connector": "P2pNcclAFDConnector",
+            "host": "AFD_HOST",
+            "port": AFD_PORT,
+            "num_attention_ranks": r * g_a,
+            "num_ffn_ranks": g_f,
         }
-    ).replace('"port": 0', '"port": ${AFD_PORT}')
+    }
 
 
-def _serve(worker: str, args: list[str], config: str) -> str:
-    return (
-        f"AFD_CONFIG=$(cat <<EOF\n{config}\nEOF\n)\n"
-        + " \\\n  ".join(
-            [
-                'vllm serve "$MODEL_PATH"',
-                f"--worker-cls afd_plugin.v1.worker.{worker}",
-                *args,
-                '--additional-config "$AFD_CONFIG"',
-            ]
-        )
-        + "\n"
-    )
+def _vllm_role(
+    role: str, dp: int, tp: int, per_node: int, args: list[str], section: dict | None
+) -> str:
+    """One role's script: ``vllm serve`` on each of its nodes (NODE_RANK picks the node);
+    ``section``: the AFD plugin's config (None: plain vLLM, colocated decode)."""
+    local = per_node // tp  # DP ranks per node
+    nodes = math.ceil(dp / local)
+    lines = []
+    if section is not None:
+        config = json.dumps(section).replace('"AFD_HOST"', '"${AFD_HOST}"')
+        lines.append(f'AFD_CONFIG="$(cat <<EOF\n{config}\nEOF\n)"')
+    serve = ['vllm serve "$MODEL_PATH"', f"--data-parallel-size {dp}",
+             f"--tensor-parallel-size {tp}", *args]  # fmt: skip
+    if nodes > 1:
+        lines += [
+            f'NODE_RANK="${{NODE_RANK:?0 to {nodes - 1}: this {role} node (0 runs the API '
+            'server; start it first)}"',
+            'DP_HEAD="${DP_HEAD:?address of node 0 of this role}"',
+            'DP_RPC_PORT="${DP_RPC_PORT:-13345}"',
+            f"START=$(( NODE_RANK * {local} ))",
+            f"LOCAL=$(( {dp} - START < {local} ? {dp} - START : {local} ))",
+            "HEADLESS=()",
+            '(( NODE_RANK == 0 )) || HEADLESS=(--headless --data-parallel-start-rank "$START")',
+        ]
+        serve += ['--data-parallel-size-local "$LOCAL"', '--data-parallel-address "$DP_HEAD"',
+                  '--data-parallel-rpc-port "$DP_RPC_PORT"', '"${HEADLESS[@]}"']  # fmt: skip
+    if section is not None:
+        serve.append('--additional-config "$AFD_CONFIG"')
+    return "".join(line + "\n" for line in lines) + " \\\n  ".join(serve) + "\n"
 
 
-def vllm_afd_files(row: dict, model: ModelSpec) -> dict[str, str]:
-    """File name → text of the vLLM afd-plugin launch templates for one bundle."""
+def vllm_afd_files(
+    row: dict, model: ModelSpec, hw: HardwareSpec, profile: RuntimeProfile
+) -> dict[str, str]:
+    """File name → text of the vLLM afd-plugin launch scripts for one bundle, one per role;
+    a role wider than a node runs its script once per node with NODE_RANK set."""
     r, g_a, g_f, m, b = (
         int(row[k]) for k in ("r", "gpus_attention", "gpus_ffn", "microbatches", "batch")
     )
+    per_node = hw.gpus_per_node
+    pin = f"{profile.repository}/tree/{profile.commit}"
+    common = _decode_flags(b, m)
+    files = {}
+    for role, dp, tp, port in (("attention", r, g_a, 18000), ("ffn", g_f, 1, 18001)):
+        nodes = math.ceil(dp * tp / per_node)
+        header = (
+            "#!/usr/bin/env bash\n"
+            f"# afdplan deploy: {r} attention instances x TP{g_a} + an FFN group of {g_f} "
+            f"GPUs (EP), B = {b}, m = {m}. This is the {role} role: {dp * tp} GPUs on "
+            f"{nodes} node(s).\n"
+            f"# Targets {profile.label}: {pin} with {profile.engine}.\n"
+            "# Send requests to the attention role's node 0 only.\n"
+            "set -euo pipefail\n"
+            'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
+            'AFD_HOST="${AFD_HOST:?address of FFN node 0 (rank 0 of the AFD P2P world)}"\n'
+            f'API_PORT="${{API_PORT:-{port}}}"\n'
+            + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in profile.env.items())
+        )
+        files[f"vllm-afd/{role}.sh"] = header + _vllm_role(
+            role, dp, tp, per_node, [*common, '--port "$API_PORT"'],
+            afd_section(role, r, g_a, g_f),
+        )  # fmt: skip
+    return files
+
+
+def _decode_flags(b: int, m: int) -> list[str]:
+    """Expert parallelism, B sequences per rank, decode CUDA graphs at B, and DBO for two
+    micro-batches (the afd-plugin's recipes set these on both roles)."""
+    flags = [
+        "--enable-expert-parallel",
+        f"--max-num-seqs {b}",
+        f"--max-cudagraph-capture-size {b}",
+        "--compilation-config '"
+        + json.dumps({"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": [b]})
+        + "'",
+    ]
+    if m == 2:
+        flags += ["--enable-dbo", "--dbo-decode-token-threshold 2",
+                  "--dbo-prefill-token-threshold 12"]  # fmt: skip
+    return flags
+
+
+def colocated_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str]:
+    """Plain vLLM for the colocated decode the search compared against: data-parallel
+    attention on each of G GPUs with expert-parallel MoE over all of them (one group),
+    B sequences per GPU, DBO when m = 2; multi-node data parallelism past one node."""
+    g, m, b = (int(row[k]) for k in ("gpus_ffn", "microbatches", "batch"))
+    nodes = math.ceil(g / hw.gpus_per_node)
     header = (
         "#!/usr/bin/env bash\n"
-        f"# afdplan deploy: {r} attention instances x TP{g_a} + FFN group of {g_f} GPUs, "
-        f"B = {b}, m = {m}.\n"
-        f"# vLLM {VLLM_VERSION} with vllm-project/afd-plugin; set the variables below.\n"
+        f"# afdplan deploy: colocated decode, {g} GPUs on {nodes} node(s) as one group: "
+        f"data-parallel attention, expert-parallel MoE, B = {b} per GPU, m = {m}.\n"
+        "# Plain vLLM (no AFD plugin); multi-node flags as in vLLM's data-parallel\n"
+        "# deployment guide. Send requests to node 0.\n"
         "set -euo pipefail\n"
         'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
-        'FFN_HOST="${FFN_HOST:?address of the first FFN node}"\n'
-        'AFD_PORT="${AFD_PORT:-6239}"\n'
-        "export VLLM_PLUGINS=afd\n"
-        "unset VLLM_USE_V2_MODEL_RUNNER\n"
+        'API_PORT="${API_PORT:-8000}"\n'
     )
-    ep = ["--enable-expert-parallel"] if model.is_moe else []
-    ffn_parallel = (
-        [f"--data-parallel-size {g_f}", "--tensor-parallel-size 1"]
-        if model.is_moe
-        else ["--data-parallel-size 1", f"--tensor-parallel-size {g_f}"]
+    body = _vllm_role(
+        "colocated", g, 1, hw.gpus_per_node, [*_decode_flags(b, m), '--port "$API_PORT"'], None
     )
-    dbo = (
-        ["--enable-dbo", "--dbo-decode-token-threshold 2", "--dbo-prefill-token-threshold 12"]
-        if m == 2
-        else []
-    )
-    ffn = (
-        header
-        + 'API_PORT="${API_PORT:-18001}"\n'
-        + _serve(
-            "AFDFFNWorker",
-            [*ffn_parallel, *ep, '--port "$API_PORT"'],
-            afd_config("ffn", r, g_a, g_f),
-        )
-    )
-    attention = (
-        header
-        + 'API_PORT="${API_PORT:-18000}"\n'
-        + _serve(
-            "AFDAttentionWorker",
-            [
-                f"--data-parallel-size {r}",
-                f"--tensor-parallel-size {g_a}",
-                *ep,
-                f"--max-num-seqs {b}",
-                *dbo,
-                '--port "$API_PORT"',
-            ],
-            afd_config("attention", r, g_a, g_f),
-        )
-    )
-    return {"vllm-afd/ffn.sh": ffn, "vllm-afd/attention.sh": attention}
+    return {"colocated/vllm.sh": header + body}
 
 
 def aiconfigurator_command(
@@ -223,7 +251,9 @@ def _pairs(args: list[str]) -> list[int]:
     return [0, *range(3, len(args), 2)]
 
 
-def sglang_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str]:
+def sglang_files(
+    row: dict, model: ModelSpec, hw: HardwareSpec, profile: RuntimeProfile
+) -> dict[str, str]:
     """One script for every node; the node's rank picks its role."""
     r, g_f, b = (int(row[k]) for k in ("r", "gpus_ffn", "batch"))
     per_node = hw.gpus_per_node
@@ -234,9 +264,10 @@ def sglang_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str
         f"# afdplan deploy: {r} data-parallel attention ranks on {attention_nodes} node(s) "
         f"(node ranks 0-{attention_nodes - 1}) + an FFN group of {g_f} GPUs on {ffn_nodes} "
         f"node(s); B = {b} sequences per attention rank.\n"
-        "# SGLang with sgl-afd-plugin. Run on every node with its NODE_RANK, node 0 first.\n"
-        "# Cap running requests at B per attention rank with SGLang's --max-running-requests\n"
-        "# (check whether your SGLang version counts it per data-parallel rank or in total).\n"
+        f"# {profile.label}: no source of sgl-afd-plugin could be read, so these flags are\n"
+        "# not checked against a release; compare them with your SGLang version's --help.\n"
+        "# Run on every node with its NODE_RANK, node 0 first. Cap running requests at B per\n"
+        "# attention rank with --max-running-requests (per DP rank or in total: check).\n"
         "set -euo pipefail\n"
         'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
         'NODE_RANK="${NODE_RANK:?0 to ' + str(nodes - 1) + '}"\n'
@@ -258,27 +289,46 @@ def sglang_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str
     return {"sglang/node.sh": text}
 
 
-def fastafd_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str]:
-    """The environment of FastAFD's preset scripts for this bundle."""
-    r, g_a, m, b = (int(row[k]) for k in ("r", "gpus_attention", "microbatches", "batch"))
+def fastafd_files(
+    row: dict,
+    model: ModelSpec,
+    hw: HardwareSpec,
+    profile: RuntimeProfile,
+    isl: float,
+    osl: float,
+) -> dict[str, str]:
+    """The environment of FastAFD's preset script for this bundle and workload."""
+    r, g_a, g_f, m, b = (
+        int(row[k]) for k in ("r", "gpus_attention", "gpus_ffn", "microbatches", "batch")
+    )
     per_node = hw.gpus_per_node
-    nodes = r * g_a // per_node + 1
+    attention_trays, ffn_trays = r * g_a // per_node, g_f // per_node
+    prompt, output = max(1, round(isl)), max(1, round(osl))
+    graphs = sorted({*GRAPH_BUCKETS, math.ceil(b / m)})
+    preset = profile.presets.get(model.architecture, "")
     text = (
         "#!/usr/bin/env bash\n"
-        f"# afdplan deploy: {r} attention ranks (TP {g_a}) on {nodes - 1} node(s) + one "
-        f"{per_node}-GPU MLP node; B = {b} per attention GPU, m = {m}.\n"
-        "# FastAFD ships presets for Qwen3-235B-A22B-FP8, MiniMax-M2.5-FP8 and\n"
-        "# Qwen3-30B-A3B under scripts/experiments/afd/; for another model adapt one.\n"
+        f"# afdplan deploy: {r} attention DP lanes x TP{g_a} on {attention_trays} tray(s) + an "
+        f"FFN (MLP) group of EP {g_f} on {ffn_trays} tray(s); B = {b} per lane, m = {m}.\n"
+        f"# Targets {profile.label}: {profile.repository}/tree/{profile.commit}.\n"
+        f"# Workload: {prompt}-token prompts, {output} output tokens (the plan's means);\n"
+        "# PROMPT_BASE_FILE must hold prompts at least PROMPT_LEN tokens long.\n"
         "set -euo pipefail\n"
-        'FASTAFD_DIR="${FASTAFD_DIR:?path of a FastAFD checkout}"\n'
-        'PRESET="${PRESET:?a preset under scripts/experiments/afd/}"\n'
+        'FASTAFD_DIR="${FASTAFD_DIR:?path of a FastAFD checkout at ' + profile.commit[:8] + '}"\n'
+        f'PRESET="${{PRESET:-{preset}}}"\n'
         'export MODEL_PATH="${MODEL_PATH:?local snapshot of ' + hf_id(model) + '}"\n'
-        f"export AFD_TOTAL_NODES={nodes}\n"
+        f"export AFD_TOTAL_NODES={attention_trays + ffn_trays}\n"
         f"export AFD_GPUS_PER_NODE={per_node}\n"
         f"export AFD_NUM_MB={m}\n"
         f"export PER_ATTN_GPU_BSZ={b}\n"
         f"export AFD_ATTN_TP_SIZE={g_a}\n"
-        "# optional: AFD_NODE_LIST=host0,...  AFD_MLP_NODE=<the MLP host>\n"
+        f"export AFD_MLP_EP_SIZE={g_f}\n"
+        f"export PROMPT_LEN={prompt}\n"
+        f"export MAX_TOKENS={output}\n"
+        f"export MINISGL_MAX_SEQ_LEN={prompt + output + SEQ_LEN_MARGIN}\n"
+        f"export VLLM_MAX_MODEL_LEN={prompt + output + SEQ_LEN_MARGIN}\n"
+        f"export AFD_DECODE_GRAPH_BS={','.join(map(str, graphs))}\n"
+        "# optional: AFD_NODE_LIST=host0,...  (attention trays first, FFN trays last)\n"
         'exec bash "$FASTAFD_DIR/$PRESET"\n'
     )
     return {"fastafd/launch.sh": text}
@@ -286,21 +336,28 @@ def fastafd_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, st
 
 def write_launch_files(
     folder: Path,
-    runtime: str,
+    profile: RuntimeProfile | None,
     row: dict,
     model: ModelSpec,
     hw: HardwareSpec,
     isl: float,
     osl: float,
+    colocated: tuple[dict, HardwareSpec] | None = None,
 ) -> list[Path]:
-    """Write the chosen bundle's launch templates and AIConfigurator command; return paths."""
+    """Write the AIConfigurator command for the chosen bundle and, when ``profile``'s
+    release serves the model, its launch scripts; with ``colocated`` (the colocated
+    configuration and its GPU, when it is the recommendation) its vLLM script too. Return
+    the paths written."""
     files = {"aiconfigurator.sh": aiconfigurator_command(row, model, hw, isl, osl)}
-    if runtime == Runtime.vllm_afd:
-        files |= vllm_afd_files(row, model)
-    elif runtime == Runtime.sglang:
-        files |= sglang_files(row, model, hw)
-    elif runtime == Runtime.fastafd:
-        files |= fastafd_files(row, model, hw)
+    if colocated is not None and model.is_moe:
+        files |= colocated_files(colocated[0], model, colocated[1])
+    if profile is not None and profile.refusal(model.architecture, model.is_moe) is None:
+        if profile.runtime == "vllm-afd":
+            files |= vllm_afd_files(row, model, hw, profile)
+        elif profile.runtime == "sglang":
+            files |= sglang_files(row, model, hw, profile)
+        elif profile.runtime == "fastafd":
+            files |= fastafd_files(row, model, hw, profile, isl, osl)
     written = []
     for name, text in files.items():
         path = folder / name

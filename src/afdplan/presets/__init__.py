@@ -8,6 +8,8 @@
   ``[measured]`` what it was calibrated from (model, aiconfigurator-core system,
   framework, FFN token range, transfer measurements) and ships its measured table beside
   it as ``coefficients/NAME.csv``.
+* ``runtimes.toml`` — AFD runtime releases, each pinned to a commit (what it serves and
+  accepts); ``schemas/NAME.toml`` — a runtime's config schema copied from its source.
 
 New hardware is one table in ``hardware.toml``; a new measured set is two files in
 ``coefficients/`` (``scripts/regenerate_presets.sh`` rebuilds every measured set from its
@@ -25,6 +27,7 @@ from afdplan.errors import InputError, require
 
 _ROOT = resources.files("afdplan.presets")
 _COEFFICIENTS = _ROOT / "coefficients"
+_SCHEMAS = _ROOT / "schemas"
 
 # What a coefficient set's [measured] table may say (and must: the first three).
 MEASURED_KEYS = {
@@ -44,6 +47,20 @@ def read_table(name: str) -> dict:
     """``hardware`` or ``models``: the shipped table, one entry per preset."""
     require(name in ("hardware", "models"), f"no preset table {name!r}")
     return tomllib.loads((_ROOT / f"{name}.toml").read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=1)
+def runtime_table() -> dict:
+    """``runtimes.toml``: runtime → version → profile fields."""
+    return tomllib.loads((_ROOT / "runtimes.toml").read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=4)
+def runtime_schema(name: str) -> dict:
+    """A pinned runtime config schema (``schemas/NAME.toml``)."""
+    path = _SCHEMAS / f"{name}.toml"
+    require(path.is_file(), f"no pinned runtime schema {name!r} in presets/schemas")
+    return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
 def coefficient_names() -> list[str]:

@@ -760,3 +760,39 @@ def test_when_afd_loses_colocated_is_recommended_and_launchable(cli, tmp_path):
     text = cli(*args).out
     assert "Recommendation: colocated decode" in text
     assert "Provenance of the chosen bundle's step times" in text
+
+
+def test_attention_tp_must_split_the_heads():
+    from afdplan.deploy.search import attention_tp_problem
+
+    ds, llama = load_model("deepseek-v3"), load_model("llama3-70b")  # 128 MLA; 64 / 8 KV heads
+    assert "128 attention heads" in attention_tp_problem(ds, 3)
+    assert attention_tp_problem(ds, 8) is None
+    assert attention_tp_problem(llama, 16) is None  # KV heads replicated twice
+    odd = model_from_config(
+        {"hidden_size": 1536, "num_hidden_layers": 2, "num_attention_heads": 12,
+         "num_key_value_heads": 6, "intermediate_size": 64, "vocab_size": 10}, "odd"
+    )  # fmt: skip
+    assert "KV heads" in attention_tp_problem(odd, 4) and attention_tp_problem(odd, 12) is None
+    with pytest.raises(InputError, match="does not split the 128 attention heads"):
+        search(small_target(gpus_attention=(3,)), "none")
+
+
+def test_dense_colocated_decode_is_tensor_parallel_instances():
+    """A dense model's colocated baseline is what runtimes serve: TP-t instances holding
+    1/t of every weight, each paying two all-reduces a layer, not one full attention copy
+    per GPU."""
+    hw = load_hardware("h100-sxm")
+    target = Target(load_model("llama3-70b"), hw, hw, VARIED.stats(), Slo(50, 99))
+    result = search(target, "none")
+    colocated = result.configs[result.configs.architecture != "afd"]
+    assert (colocated.r == 1).all()
+    assert (colocated.gpus_attention == colocated.gpus_ffn).all()
+    assert set(colocated.gpus_attention) <= {2, 4, 8}  # 140 GB of weights: not on one GPU
+    best = result.colocated
+    assert best["gpus"] == best["gpus_attention"]
+    from afdplan.deploy.runtime import colocated_files
+
+    text = colocated_files(best, target.model, hw)["colocated/vllm.sh"]
+    assert f"--tensor-parallel-size {best['gpus_attention']}" in text
+    assert "--enable-expert-parallel" not in text and "--data-parallel-size" not in text

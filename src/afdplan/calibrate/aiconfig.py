@@ -324,6 +324,8 @@ def measured_tables(
         )
         out = gemm(batches, model.hidden, model.heads * model.head_dim // g, "O proj")
         dense = dense + L * (qkv + out)
+    if gpus_attention > 1:  # the split output projection's all-reduce, every layer
+        dense = dense + L * _all_reduce(data, gpus_attention, batches * model.hidden, notes)
     parts.append(_rows("attention_dense", tokens=batches, seconds=dense / 1e3))
     notes.append(
         f"attention_dense: {gemm_src} ({gemm.dtype}), "
@@ -413,10 +415,16 @@ def _ffn_rows(
         per_layer = gemm(tokens, int(2 * inter), model.hidden, "FFN gate-up") + gemm(
             tokens, model.hidden, int(inter), "FFN down"
         )
-        if g > 1:
-            per_layer = per_layer + _all_reduce(data.system, g, tokens * model.hidden * 2, notes)
         notes.append(f"ffn: dense gated MLP from {gemm.source}, TP {g} x {model.layers} layers")
-        return _rows("ffn", tokens=tokens, seconds=model.layers * per_layer / 1e3)
+        if g == 1:
+            return _rows("ffn", tokens=tokens, seconds=model.layers * per_layer / 1e3)
+        # the all-reduce is the group's communication (as an MoE group's exchange is)
+        reduce = model.layers * _all_reduce(data, g, tokens * model.hidden, notes) / 1e3
+        return pd.concat(
+            [_rows("ffn", tokens=tokens, seconds=model.layers * per_layer / 1e3 + reduce),
+             _rows("exchange", tokens=tokens, seconds=reduce)],
+            ignore_index=True,
+        )  # fmt: skip
     sub, src, moe_dtype = _routed_experts(model, data, g, w_dtype, routing)
     tokens = sub.index.to_numpy(np.float64)  # the whole group's micro-batch (module doc)
     per_rank = tokens / g  # the replicated dense parts run on each rank's share
@@ -581,21 +589,35 @@ def _deepep_ll(model: ModelSpec, data: DataVersion, g: int, nodes: int):
     )
 
 
-def _all_reduce(system: str, g: int, message_bytes: np.ndarray, notes: list[str]) -> np.ndarray:
-    base = data_root() / system / "comm" / "nccl"
-    require(base.is_dir(), f"{system}: no NCCL tables")
-    latest = sorted((p.name for p in base.iterdir()), key=_version_key)[-1]
-    table = _read(base / latest / "nccl_perf.parquet")
-    sub = table[
-        (table["op_name"] == "all_reduce")
-        & (table["num_gpus"] == g)
-        & (table["nccl_dtype"] == "half")
-    ]
-    require(len(sub) > 0, f"{system}: no NCCL all_reduce for {g} GPUs")
+def _all_reduce(data: DataVersion, g: int, elements: np.ndarray, notes: list[str]) -> np.ndarray:
+    """ms of one bf16 all-reduce of ``elements`` over ``g`` GPUs: the framework's own
+    custom all-reduce as measured under CUDA graphs (``comm/FRAMEWORK/VERSION/
+    custom_allreduce_perf.parquet``, what vLLM and SGLang run at decode sizes), else
+    NCCL's table. Both index ``message_size`` in elements (aiconfigurator's collectors,
+    ``collector/network/collect_nccl.py`` line 107); interpolated in log size."""
+    custom = data.path("comm", "custom_allreduce_perf.parquet")
+    if custom is not None:
+        table, label = _read(custom), data.label(custom)
+        if "backend" in table:  # decode runs under CUDA graphs
+            table = table[table["backend"].astype(str).str.endswith("graph")]
+        sub = table[(table["num_gpus"] == g) & (table["allreduce_dtype"] == "bfloat16")]
+    else:
+        base = data_root() / data.system / "comm" / "nccl"
+        require(base.is_dir(), f"{data.system}: no all-reduce tables")
+        latest = sorted((p.name for p in base.iterdir()), key=_version_key)[-1]
+        table, label = _read(base / latest / "nccl_perf.parquet"), f"NCCL {latest}"
+        sub = table[
+            (table["op_name"] == "all_reduce")
+            & (table["num_gpus"] == g)
+            & (table["nccl_dtype"] == "half")
+        ]
+    require(len(sub) > 0, f"{data.system}: no all-reduce measured over {g} GPUs ({label})")
     curve = sub.groupby("message_size")["latency"].median()
-    notes.append(f"ffn: + NCCL {latest} all_reduce over {g} GPUs of the layer output")
+    note = f"+ all-reduce over {g} GPUs each layer from {label}"
+    if note not in notes:
+        notes.append(note)
     x = np.log(curve.index.to_numpy(np.float64))
-    return np.interp(np.log(np.maximum(message_bytes, 1.0)), x, curve.to_numpy(np.float64))
+    return np.interp(np.log(np.maximum(elements, 1.0)), x, curve.to_numpy(np.float64))
 
 
 def choose_ffn_gpus(model: ModelSpec, minimum: int) -> int:

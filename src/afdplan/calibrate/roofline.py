@@ -145,6 +145,27 @@ def link_comm(model: ModelSpec, hw: HardwareSpec, link: Link) -> tuple[float, fl
     return alpha, 2 * model.layers * latency
 
 
+def tp_all_reduce(model: ModelSpec, hw: HardwareSpec, tp: int) -> Linear:
+    """One tensor-parallel all-reduce of every token's hidden vector over ``tp`` GPUs, per
+    layer: α seconds per token, β seconds. A ring's reduce-scatter and all-gather move
+    2·(tp − 1)/tp of the vector per GPU at the link's efficiency (NVLink inside one
+    scale-up domain, the network beyond it) plus one link latency; zero for one GPU.
+
+    Where runtimes put it (aiconfigurator-core's models, ``sdk/models/llama.py`` lines
+    210-213: ``generation_ar_1`` and ``_2``, h elements per token per layer): after the
+    attention's output projection when attention is split over TP > 1, and after a dense
+    MLP split over TP > 1. Its measured vLLM custom all-reduce (graph mode, H100/H200,
+    TP 2/4/8) takes 4-9 µs + bytes / (190-230 GB/s) at decode sizes; this gives 8 µs +
+    bytes / (206-360 GB/s) (tests/test_roofline.py compares them)."""
+    if tp <= 1:
+        return Linear(alpha=0.0, beta=0.0)
+    inside = tp <= hw.scaleup_gpus
+    bandwidth = hw.link_bandwidth if inside else hw.network_bandwidth
+    latency = hw.link_latency if inside else hw.network_latency
+    moved = 2 * (tp - 1) / tp * model.hidden * model.act_bytes
+    return Linear(alpha=moved / (bandwidth * hw.link_efficiency), beta=latency)
+
+
 def model_experts(model: ModelSpec) -> Experts | None:
     """The routed experts of an MoE model (balanced routing), None for a dense one."""
     return Experts(model.experts, model.top_k) if model.is_moe else None
@@ -223,11 +244,20 @@ def derive(
     beta_a = (p_attn + model.embedding_params()) * model.weight_bytes / (
         g_a * bw
     ) + L * hw.layer_overhead_s
+    # a split attention all-reduces its output projection every layer (one token a sequence)
+    reduce_a = tp_all_reduce(model, hw, g_a)
+    gamma_a += L * reduce_a.alpha
+    beta_a += L * reduce_a.beta
     ffn_flops = fhw.peak_flops(model.ffn_bytes) * fhw.compute_efficiency
     ffn_bw = fhw.hbm_bandwidth * fhw.mem_efficiency
     alpha_f = 2 * model.ffn_active_params() / (g_f * ffn_flops)
     beta_f = model.ffn_params() * model.ffn_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
     alpha_x, beta_x = expert_exchange(model, fhw, g_f)
+    # a dense FFN split over g_F GPUs (tensor parallel) all-reduces its output every layer:
+    # the group's communication, as an MoE group's is its dispatch and combine
+    reduce_f = Linear(0.0, 0.0) if model.is_moe else tp_all_reduce(model, fhw, g_f)
+    if reduce_f.beta:
+        alpha_x, beta_x = L * reduce_f.alpha, L * reduce_f.beta
     alpha_f += alpha_x
     beta_f += beta_x
     if link is None:
@@ -286,11 +316,19 @@ def derive(
                 f"{model_experts(model).distinct_ranks(g_f):.2f} of {g_f} ranks "  # type: ignore[union-attr]
                 f"({'beyond one NVLink domain' if g_f > fhw.scaleup_gpus else 'NVLink'})"
             ]
-            if alpha_x or beta_x
+            if model.is_moe and (alpha_x or beta_x)
             else []
         ),
         f"alpha_C = {alpha_c:.4g} s/token: 2 x {L} x {h} x {model.act_bytes:g} B over the "
         f"link; beta_C = {beta_c:.4g} s: 2 x {L} link latencies",
+        *(
+            [
+                f"{side} TP {g} all-reduce (in its gamma/alpha and beta): "
+                f"{L} x ({ar.alpha:.3g} s/token + {ar.beta * 1e6:.0f} us)"
+                for side, g, ar in (("attention", g_a, reduce_a), ("FFN", g_f, reduce_f))
+                if ar.beta
+            ]
+        ),
         f"KV: {model.kv_bytes_per_token() / 1024:.1f} KiB/token -> {capacity:,} tokens per "
         "Attention instance",
     )
@@ -307,7 +345,10 @@ def derive(
         gpus_ffn=float(g_f),
         kv_capacity_tokens=capacity,
         layers=int(model.layers),
-        exchange=Linear(alpha=alpha_x, beta=beta_x) if model.is_moe else None,
+        exchange=Linear(alpha=alpha_x, beta=beta_x) if model.is_moe or beta_x else None,
+        reduce=(
+            Linear(alpha=L * reduce_a.alpha, beta=L * reduce_a.beta) if reduce_a.beta else None
+        ),
         experts=model_experts(model),
     )
     return Derivation(times, notes)

@@ -197,7 +197,14 @@ def deploy(
         routing is None or spec.is_moe,
         f"--routing: {spec.name} is dense (no routed experts)",
     )
-    result = search(target, runtime.value, runtime_version).with_margin().with_band()
+    with progress_bar("searching; the verdict's margin; the roofline band") as bar:
+        task = bar.add_task("search", total=3)
+        result = search(target, runtime.value, runtime_version)
+        bar.advance(task)
+        result = result.with_margin()
+        bar.advance(task)
+        result = result.with_band()
+        bar.advance(task)
     if verify:
         from afdplan.deploy.verify import verify as run_verify
 
@@ -352,18 +359,24 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
     if result.recommendation == "colocated":
         col = result.colocated
         out.print(
-            f"Recommendation: colocated decode ({col['architecture']}, one group of "
-            f"{col['gpus_ffn']} GPUs, B = {col['batch']}/GPU, m = {col['microbatches']}: "
-            f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU): AFD loses here"
-            + (", and --save-dir writes its vLLM launch file (colocated/vllm.sh) beside the "
-               "AFD ones." if t.model.is_moe else ".")
-            ,
+            f"Recommendation: colocated decode ({col['architecture']}, "
+            f"{_colocated_shape(t.model, col)}, m = {col['microbatches']}: "
+            f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU): AFD loses here; --save-dir "
+            "writes its vLLM launch file (colocated/vllm.sh) beside the AFD ones.",
             markup=False,
         )  # fmt: skip
     if result.launch_refusal is not None:
         out.print(f"Launch: {result.launch_refusal}.", markup=False)
     for path in files:
         out.print(f"wrote {path}", markup=False)
+
+
+def _colocated_shape(model, col) -> str:
+    """How a colocated configuration splits the model (data + expert parallel groups for
+    MoE, tensor-parallel instances for dense)."""
+    if model.is_moe:
+        return f"DP attention + EP over a group of {col['gpus_ffn']} GPUs, B = {col['batch']}/GPU"
+    return f"TP {col['gpus_attention']} instances, B = {col['batch']}/instance"
 
 
 def _render_band(result) -> None:
@@ -399,8 +412,8 @@ def _render_verdict(result, pct: str) -> None:
     out.print(
         f"AFD vs colocated: {verdict(ratio)} with {result.runtime} ({ratio:.2f}x the objective "
         f"of the best colocated decode; parity within ±{PARITY_BAND:.0%}): "
-        f"{col['architecture']}, group of {col['gpus_ffn']} GPUs, m = {col['microbatches']}"
-        f"{' (two-batch overlap)' if col['microbatches'] == 2 else ''}, B = {col['batch']}/GPU: "
+        f"{col['architecture']}, {_colocated_shape(result.target.model, col)}, m = "
+        f"{col['microbatches']}{' (two-batch overlap)' if col['microbatches'] == 2 else ''}: "
         f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU at {col['tpot_ms']:.1f} ms {pct}"
         + (
             f"; the best AFD configuration without its rules reaches {best_ratio:.2f}x."

@@ -165,9 +165,12 @@ def _render_validation(results: dict, total: int, skipped, output, save_dir) -> 
     out.print(
         "rules: v1 = μ_P + μ_D mean field; theta = θ mean field; barrier = θ + barrier "
         "(recommended); curves = θ + barrier on measured curves (honest cases).\n"
-        f"{len(misses)} configuration(s) where the recommendation misses; see the report.",
+        f"{len(misses)} configuration(s) where the recommendation misses; "
+        + (f"the report in {save_dir} explains each." if save_dir is not None
+           else "pass --save-dir to write the report that explains each."),
         highlight=False,
-    )
+        markup=False,
+    )  # fmt: skip
     for path in (output, save_dir):
         if path is not None:
             out.print(f"wrote {path}", highlight=False, markup=False)

@@ -59,6 +59,9 @@ class Anchor:
         by the ratios, which scale the FFN kernels and leave the roofline's expert dispatch
         and combine alone (``times.exchange``: links, not kernels)."""
         a, f, x, experts = times.attention, times.ffn, times.exchange, times.experts
+        # a split attention's all-reduce rides on links: a kernel ratio leaves it alone
+        # (measured tables time it with the framework's own all-reduce)
+        ar = times.reduce or Linear(0.0, 0.0)
         g_a, g_f = sizes if sizes is not None else (None, None)
         if attention_hw == self.hardware:
             fit = self.measured.attention(g_a) if self.measured and g_a else None
@@ -66,7 +69,11 @@ class Anchor:
                 a = fit
             else:
                 ka, kb, kg = self.attention
-                a = AttentionLinear(alpha=a.alpha * ka, beta=a.beta * kb, gamma=a.gamma * kg)
+                a = AttentionLinear(
+                    alpha=a.alpha * ka,
+                    beta=(a.beta - ar.beta) * kb + ar.beta,
+                    gamma=(a.gamma - ar.alpha) * kg + ar.alpha,
+                )
         skewed = routing is not None and routing.kind == "power-law"
         if experts is not None and routing is not None:
             experts = replace(experts, routing=routing)

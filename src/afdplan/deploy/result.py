@@ -65,17 +65,21 @@ class DeployResult:
 
     @property
     def provenance(self) -> str:
-        """Where the chosen bundle's step times come from: ``measured tables at this
-        size``, ``anchored roofline`` (measured ratios carried to this size) or ``plain
-        roofline``."""
-        anchor = self.target.anchor
-        if anchor is None:
-            return "plain roofline"
-        src = anchor.measured
+        """Where the chosen bundle's step times come from, per side when the two differ:
+        ``measured tables at this size``, ``anchored roofline`` (measured ratios carried to
+        this size) or ``plain roofline`` (no measured set on that side's hardware)."""
+        t, anchor = self.target, self.target.anchor
         g_a, g_f = int(self.chosen["gpus_attention"]), int(self.chosen["gpus_ffn"])
-        if src is not None and src.attention(g_a) is not None and src.ffn(g_f) is not None:
-            return "measured tables at this size"
-        return "anchored roofline"
+
+        def side(hw: str, measured) -> str:
+            if anchor is None or anchor.hardware != hw:
+                return "plain roofline"
+            return "measured tables at this size" if measured() else "anchored roofline"
+
+        src = None if anchor is None else anchor.measured
+        attention = side(t.attention_hw.name, lambda: src and src.attention(g_a) is not None)
+        ffn = side(t.ffn_hw.name, lambda: src and src.ffn(g_f) is not None)
+        return attention if attention == ffn else f"attention: {attention}; FFN: {ffn}"
 
     def with_band(self) -> DeployResult:
         """For a plain-roofline answer on one kind of GPU, the answer again under each

@@ -183,23 +183,34 @@ def _decode_flags(b: int, m: int) -> list[str]:
 
 
 def colocated_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str]:
-    """Plain vLLM for the colocated decode the search compared against: data-parallel
-    attention on each of G GPUs with expert-parallel MoE over all of them (one group),
-    B sequences per GPU, DBO when m = 2; multi-node data parallelism past one node."""
-    g, m, b = (int(row[k]) for k in ("gpus_ffn", "microbatches", "batch"))
-    nodes = math.ceil(g / hw.gpus_per_node)
+    """Plain vLLM for the colocated decode the search compared against. An MoE model: one
+    group of G GPUs, data-parallel attention on each with expert-parallel MoE over all,
+    multi-node data parallelism past one node. A dense model: one tensor-parallel instance
+    of t GPUs (run as many as the GPUs allow; they are independent). B sequences per GPU
+    or instance, DBO when m = 2."""
+    g, t, m, b = (int(row[k]) for k in ("gpus_ffn", "gpus_attention", "microbatches", "batch"))
+    flags = _decode_flags(b, m)
+    if model.is_moe:
+        nodes = math.ceil(g / hw.gpus_per_node)
+        what = (
+            f"{g} GPUs on {nodes} node(s) as one group: data-parallel attention, "
+            f"expert-parallel MoE, B = {b} per GPU"
+        )
+        body = _vllm_role("colocated", g, 1, hw.gpus_per_node, [*flags, '--port "$API_PORT"'],
+                          None)  # fmt: skip
+    else:
+        what = f"one tensor-parallel instance of {t} GPU(s), B = {b}; replicate it per {t} GPUs"
+        flags = [f for f in flags if f != "--enable-expert-parallel"]
+        body = " \\\n  ".join(['vllm serve "$MODEL_PATH"', f"--tensor-parallel-size {t}",
+                                *flags, '--port "$API_PORT"']) + "\n"  # fmt: skip
     header = (
         "#!/usr/bin/env bash\n"
-        f"# afdplan deploy: colocated decode, {g} GPUs on {nodes} node(s) as one group: "
-        f"data-parallel attention, expert-parallel MoE, B = {b} per GPU, m = {m}.\n"
+        f"# afdplan deploy: colocated decode, {what}, m = {m}.\n"
         "# Plain vLLM (no AFD plugin); multi-node flags as in vLLM's data-parallel\n"
         "# deployment guide. Send requests to node 0.\n"
         "set -euo pipefail\n"
         'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
         'API_PORT="${API_PORT:-8000}"\n'
-    )
-    body = _vllm_role(
-        "colocated", g, 1, hw.gpus_per_node, [*_decode_flags(b, m), '--port "$API_PORT"'], None
     )
     return {"colocated/vllm.sh": header + body}
 
@@ -349,7 +360,7 @@ def write_launch_files(
     configuration and its GPU, when it is the recommendation) its vLLM script too. Return
     the paths written."""
     files = {"aiconfigurator.sh": aiconfigurator_command(row, model, hw, isl, osl)}
-    if colocated is not None and model.is_moe:
+    if colocated is not None:
         files |= colocated_files(colocated[0], model, colocated[1])
     if profile is not None and profile.refusal(model.architecture, model.is_moe) is None:
         if profile.runtime == "vllm-afd":

@@ -261,6 +261,17 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
     return [g for g in (1, 2, 4, 8, 16, 32, 64) if least <= g <= top] or [least]
 
 
+def attention_tp_problem(model: ModelSpec, tp: int) -> str | None:
+    """Why attention cannot be split over ``tp`` GPUs as vLLM and SGLang split it, or None:
+    the query heads must divide evenly, and GQA's KV heads must divide evenly or be
+    replicated a whole number of times."""
+    if model.heads % tp:
+        return f"TP {tp} does not split the {model.heads} attention heads of {model.name}"
+    if not model.is_mla and model.kv_heads % tp and tp % model.kv_heads:
+        return f"TP {tp} neither splits nor replicates the {model.kv_heads} KV heads"
+    return None
+
+
 def kv_limit(capacity: float, stats: LoadStats, max_batch: int) -> int:
     """Largest B with B·θ + z·√(B·v) ≤ capacity (z = ``KV_SIGMAS``), at most max_batch."""
     return min(max_feasible_batch(capacity, stats.theta, stats.v), max_batch)
@@ -420,7 +431,13 @@ def _pareto(points: np.ndarray) -> np.ndarray:
 def search_afd(target: Target, out: _Collector) -> None:
     """Every (g_A, g_F, m, r) whose weights fit; the best B of each (see module doc)."""
     model, space = target.model, target.space
-    for g_a in space.gpus_attention:
+    sizes = [g for g in space.gpus_attention if attention_tp_problem(model, g) is None]
+    require(
+        bool(sizes),
+        "; ".join(str(attention_tp_problem(model, g)) for g in space.gpus_attention)
+        + ": give --gpus-attention sizes that divide them",
+    )
+    for g_a in sizes:
         for g_f in ffn_group_sizes(model, target.ffn_hw, space):
             if space.gpu_budget is not None and g_a + g_f > space.gpu_budget:
                 continue
@@ -493,12 +510,18 @@ def colocated_times(times: LinearStepTimes, capacity: int, name: str) -> LinearS
 
 
 def search_colocated(target: Target, out: _Collector) -> None:
-    """Ordinary decode on groups of G GPUs (each GPU: its own B sequences' attention, and
-    1/G of the FFN over all G·B tokens), with and without two-batch overlap."""
+    """Ordinary decode as runtimes serve it, with and without two-batch overlap. An MoE
+    model: groups of G GPUs, each GPU its own B sequences' attention (data parallel) and
+    1/G of the experts over all G·B tokens (expert parallel). A dense model: tensor-
+    parallel instances of t GPUs, each holding 1/t of every weight for its B sequences
+    (``_search_colocated_tp``)."""
     model, space = target.model, target.space
     hardware = [target.attention_hw] + ([target.ffn_hw] if target.heterogeneous else [])
     for side, hw in enumerate(hardware):
         price = target.prices[side]
+        if not model.is_moe:
+            _search_colocated_tp(target, out, hw, price)
+            continue
         groups = Space(gpu_budget=space.gpu_budget, across_nodes=space.across_nodes)
         try:
             sizes = ffn_group_sizes(model, hw, groups)
@@ -527,3 +550,38 @@ def search_colocated(target: Target, out: _Collector) -> None:
                 }
                 pipeline = Pipeline("pingpong", m, model.layers)
                 _record(out, target, config, times, pipeline, b_kv, weight, g, colocated=True)
+
+
+def _search_colocated_tp(target: Target, out: _Collector, hw: HardwareSpec, price) -> None:
+    """Dense colocated decode: instances of t GPUs (t = 1, 2, 4, 8 inside one NVLink
+    domain, splitting the heads), attention and MLP both tensor parallel, each paying its
+    all-reduce every layer; instances are independent (no barrier between them)."""
+    model, space = target.model, target.space
+    weights = attention_weight_bytes(model) + model.ffn_params() * model.ffn_bytes
+    for t in (1, 2, 4, 8):
+        if t > hw.scaleup_gpus or attention_tp_problem(model, t) is not None:
+            continue
+        if space.gpu_budget is not None and t > space.gpu_budget:
+            continue
+        free = t * hw.hbm_bytes * hw.usable_memory - weights
+        capacity = max(0, math.floor(free / model.kv_bytes_per_token()))
+        times = roofline_times(model, hw, hw, t, t, False, target.anchor, target.moe)
+        if times is None or capacity < 1:
+            continue
+        times = replace(
+            colocated_times(times, capacity, f"colocated-tp{t}:{model.name}@{hw.name}"),
+            gpus_attention=float(t),
+        )
+        b_kv = kv_limit(capacity, target.stats, space.max_batch)
+        weight = t * price if target.objective == Objective.cost else float(t)
+        for m in (1, 2):
+            config = {
+                "architecture": f"colocated@{hw.name}",
+                "gpus_attention": t,
+                "gpus_ffn": t,
+                "microbatches": m,
+                "r": 1,
+                "cross_node": False,
+            }
+            pipeline = Pipeline("pingpong", m, model.layers)
+            _record(out, target, config, times, pipeline, b_kv, weight, t, colocated=True)

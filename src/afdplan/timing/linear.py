@@ -91,11 +91,16 @@ class LinearStepTimes:
     kv_capacity_tokens: int | None = None
     curves: str | None = None  # measured table of the same deployment (path or shipped name)
     layers: int | None = None  # transformer layers L (the layered pipelines need it)
-    # The part of ``ffn`` that is the expert dispatch and combine inside the FFN group
-    # (seconds per token of the micro-batch, seconds): colocated decode overlaps it with
-    # compute, an anchor leaves it unscaled.
+    # The part of ``ffn`` that is communication inside the FFN group (seconds per token of
+    # the micro-batch, seconds): an MoE group's expert dispatch and combine, a dense
+    # tensor-parallel group's all-reduce. Colocated decode overlaps it with compute, an
+    # anchor leaves it unscaled.
     exchange: Linear | None = None
     experts: Experts | None = None  # MoE: the FFN waits for its busiest expert rank
+    # The part of ``attention`` (γ per sequence, β) that is a split attention's
+    # tensor-parallel all-reduce: an anchor scales the kernels and leaves it alone. Not
+    # written to files (it stays inside [attention]).
+    reduce: Linear | None = None
 
     def __post_init__(self) -> None:
         for stage, coeffs in (

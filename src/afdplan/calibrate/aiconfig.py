@@ -593,8 +593,10 @@ def _all_reduce(data: DataVersion, g: int, elements: np.ndarray, notes: list[str
     """ms of one bf16 all-reduce of ``elements`` over ``g`` GPUs: the framework's own
     custom all-reduce as measured under CUDA graphs (``comm/FRAMEWORK/VERSION/
     custom_allreduce_perf.parquet``, what vLLM and SGLang run at decode sizes), else
-    NCCL's table. Both index ``message_size`` in elements (aiconfigurator's collectors,
-    ``collector/network/collect_nccl.py`` line 107); interpolated in log size."""
+    NCCL's table. Both index ``message_size`` in elements (ai-dynamo/aiconfigurator
+    ``collector/network/collect_all_reduce.py`` lines 69-75: a tensor of that many
+    elements; ``collect_nccl.py`` line 107: bytes // element size); interpolated in log
+    size."""
     custom = data.path("comm", "custom_allreduce_perf.parquet")
     if custom is not None:
         table, label = _read(custom), data.label(custom)

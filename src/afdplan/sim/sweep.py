@@ -138,6 +138,10 @@ def _run_task(task: SimTask, preload: bool) -> TaskOutput:
     return TaskOutput(result, (counts.tolist(), edges.tolist()))
 
 
+# Calls per batch where the backend cannot stream results back (progress between batches).
+LIST_CHUNK = 64
+
+
 def parallel_map(
     func: Callable[..., T],
     calls: Sequence[tuple],
@@ -150,12 +154,29 @@ def parallel_map(
     cluster backend (connected first with :func:`connect_backend`)."""
     settings = {"n_jobs": n_jobs} if backend is None else {"n_jobs": n_jobs, "backend": backend}
     out: list[T] = []
+
+    def done(count: int) -> None:
+        if progress is not None:
+            progress(count, len(calls))
+
     with joblib.parallel_config(**settings):
-        jobs = (joblib.delayed(func)(*args) for args in calls)
-        for i, item in enumerate(joblib.Parallel(return_as="generator")(jobs)):
-            out.append(item)
-            if progress is not None:
-                progress(i + 1, len(calls))
+        try:
+            stream = joblib.Parallel(return_as="generator")(
+                joblib.delayed(func)(*args) for args in calls
+            )
+        except ValueError as exc:  # Ray's joblib backend returns lists only
+            if "return_as" not in str(exc):
+                raise
+            stream = None
+        if stream is not None:
+            for item in stream:
+                out.append(item)
+                done(len(out))
+            return out
+        for start in range(0, len(calls), LIST_CHUNK):
+            chunk = calls[start : start + LIST_CHUNK]
+            out.extend(joblib.Parallel(return_as="list")(joblib.delayed(func)(*a) for a in chunk))
+            done(len(out))
     return out
 
 

@@ -374,3 +374,30 @@ def test_tp_all_reduce_roofline_against_aiconfigurator_measurements(aic, system)
         ratios[tp] = (predicted / (rows.latency * 1e-3)).to_numpy()
         assert (ratios[tp] > 0.5).all() and (ratios[tp] < 2.0).all(), (tp, ratios[tp])
     assert abs(np.log(ratios[8])).max() <= abs(np.log(ratios[2])).max()
+
+
+def test_mla_latent_cache_is_read_whole_by_every_tp_rank(aic):
+    """MLA's latent KV is shared by all heads, so a TP rank reads (and holds) every token's
+    whole cache: aiconfigurator-core's MLA module on H200 costs the same per KV token at
+    1-64 heads a rank, and the roofline's α_A agrees at TP 1, 2 and 8 within 20% (1.06,
+    1.16, 1.17); splitting the cache over the ranks would put TP 8 at 0.15."""
+    import glob
+
+    import pandas as pd
+
+    root = Path(aic.__file__).parent / "systems" / "data" / "h200_sxm" / "mla" / "vllm"
+    newest = sorted(glob.glob(str(root / "*" / "mla_generation_module_perf.parquet")))[-1]
+    table = pd.read_parquet(newest)
+    table = table[(table.kv_cache_dtype == "bfloat16") & (table.gemm_type == "bfloat16")]
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    for tp in (1, 2, 8):
+        rows = table[(table.num_heads == 128 // tp) & (table.batch_size == 64)]
+        per_step = rows.groupby("step").latency.median()
+        slope = np.polyfit(per_step.index * 64, per_step.to_numpy() / 1e3, 1)[0]  # s per KV token
+        alpha = derive(model, hw, tp, 8).times.attention.alpha / model.layers
+        assert alpha / slope == pytest.approx(1.0, abs=0.2), (tp, alpha / slope)
+        if tp == 8:  # the split reading: each rank reading 1/8 of every token's cache
+            split = model.kv_elements_per_token_layer() * model.kv_bytes / (8 * 4.8e12 * 0.8)
+            assert split / slope < 0.2
+    # and the cache is held once per rank: TP 8 holds less than 2x TP 1's tokens, not 8x
+    assert kv_capacity_tokens(model, hw, 8) < 2 * kv_capacity_tokens(model, hw, 1)

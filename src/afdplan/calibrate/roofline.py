@@ -4,15 +4,18 @@ A decode step is a sum over layers of memory reads and matrix FLOPs; each stage 
 into a part that scales with the work (α) and a part that does not (β):
 
 Attention instance (g_A GPUs, heads split across them):
-    α_A = L·max( kv_bytes_layer / (g_A·BW·e_m),  kv_flops_layer / (g_A·F·e_c) )   per KV token
-    γ_A = 2·(L·P_attn + P_lm_head) / (g_A·F·e_c)                                    per sequence
-    β_A = (L·P_attn + P_emb)·w_bytes / (g_A·BW·e_m) + L·t_layer
+    α_A = L·max( c·kv_bytes_layer / (g_A·BW·e_m),  kv_flops_layer / (g_A·F·e_c) )  per KV token
+    γ_A = 2·(L·P_attn + P_lm_head) / (g_A·F·e_c) + L·α_AR                           per sequence
+    β_A = (L·P_attn + P_emb)·w_bytes / (g_A·BW·e_m) + L·t_layer + L·β_AR
+    c = the GPUs holding each KV token (1 for split heads; g_A for MLA's shared latent
+    cache), (α_AR, β_AR) the output projection's all-reduce for g_A > 1 (``tp_all_reduce``)
 
 FFN instance (g_F GPUs, experts/columns split across them):
     α_F = 2·P_ffn_active / (g_F·F·e_c)                                                per token
     β_F = P_ffn·w_bytes / (g_F·BW·e_m) + L·t_layer     (a large batch touches every expert)
     + the expert dispatch and combine inside the group (``expert_exchange``), and the
-    busiest expert rank sets the time (``[experts]``: t_F read at T·φ, DESIGN.md §10)
+    busiest expert rank sets the time (``[experts]``: t_F read at T·φ, DESIGN.md §10);
+    a dense FFN over g_F > 1 all-reduces its output instead
 
 Communication (the round trip: A→F and F→A every layer, per Attention worker; at the FFN
 end g_F ports receive every worker's tokens, the ``fan_in`` scope):
@@ -71,10 +74,20 @@ def attention_weight_bytes(model: ModelSpec) -> float:
     ) * model.weight_bytes
 
 
+def kv_copies(model: ModelSpec, gpus_attention: int) -> int:
+    """How many GPUs of a TP attention instance hold each KV token: one for heads split
+    with their KV, all of them for MLA, whose latent cache every head reads (vLLM and
+    SGLang replicate it over the TP ranks; aiconfigurator-core's MLA tables time the same
+    per-token cost at 1 to 64 heads a rank)."""
+    return gpus_attention if model.is_mla else 1
+
+
 def kv_capacity_tokens(model: ModelSpec, hw: HardwareSpec, gpus_attention: int = 1) -> int:
-    """KV tokens one Attention instance holds: usable HBM − its weights, over KV bytes/token."""
+    """KV tokens one Attention instance holds: usable HBM − its weights, over KV bytes/token
+    times the GPUs holding each token (``kv_copies``)."""
     free = gpus_attention * hw.hbm_bytes * hw.usable_memory - attention_weight_bytes(model)
-    return max(0, math.floor(free / model.kv_bytes_per_token()))
+    per_token = model.kv_bytes_per_token() * kv_copies(model, gpus_attention)
+    return max(0, math.floor(free / per_token))
 
 
 # The A↔F link when the two sides run on different hardware, hence different machines, or
@@ -235,7 +248,8 @@ def derive(
     flops = hw.peak_flops(model.weight_bytes) * hw.compute_efficiency
     attn_flops = hw.flops_bf16 * hw.compute_efficiency  # scores run in 16-bit
     kv_layer_bytes = model.kv_elements_per_token_layer() * model.kv_bytes
-    kv_mem = L * kv_layer_bytes / (g_a * bw)
+    # each GPU reads its own copy of a token's KV: 1/g_A of it when heads split the cache
+    kv_mem = L * kv_layer_bytes * kv_copies(model, g_a) / (g_a * bw)
     kv_cmp = L * model.attention_flops_per_kv_token_layer() / (g_a * attn_flops)
     alpha_a = max(kv_mem, kv_cmp)
     p_attn = L * model.attention_params_layer()

@@ -796,3 +796,17 @@ def test_dense_colocated_decode_is_tensor_parallel_instances():
     text = colocated_files(best, target.model, hw)["colocated/vllm.sh"]
     assert f"--tensor-parallel-size {best['gpus_attention']}" in text
     assert "--enable-expert-parallel" not in text and "--data-parallel-size" not in text
+
+
+def test_batch_per_rank_is_capped_at_the_runtime_default():
+    from afdplan.deploy.search import default_max_batch
+
+    assert default_max_batch(load_hardware("h200")) == 1024
+    assert default_max_batch(load_hardware("a100-80g")) == 256  # vLLM keeps A100 small
+    assert default_max_batch(load_hardware("l40s")) == 256  # 48 GB
+    loose = search(small_target(tpot_ms=200, workload=WORKLOAD), "none")
+    assert loose.configs.batch.max() <= 1024
+    tight = search(small_target(tpot_ms=200, workload=WORKLOAD, max_batch=48), "none")
+    assert tight.configs.batch.max() <= 48 and loose.configs.batch.max() > 48
+    with pytest.raises(InputError, match="--max-batch-per-rank must be >= 1"):
+        Space(max_batch=0)

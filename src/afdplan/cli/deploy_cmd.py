@@ -116,6 +116,14 @@ def deploy(
     microbatches: Annotated[
         str, typer.Option("--microbatches", "-m", help="Micro-batch counts to search (list).")
     ] = "1-4",
+    max_batch_per_rank: Annotated[
+        int | None,
+        typer.Option(
+            "--max-batch-per-rank",
+            help="Most sequences one attention rank (or colocated GPU) runs [vLLM's default "
+            "max_num_seqs: 1024 on GPUs of 70 GiB or more other than A100, else 256].",
+        ),
+    ] = None,
     routing: RoutingOpt = None,
     objective: ObjectiveOpt = Objective.gpu,
     price_attention: PriceAttOpt = None,
@@ -190,6 +198,7 @@ def deploy(
             microbatches=tuple(parse_int_list(microbatches, "--microbatches", 16)),
             gpu_budget=gpus,
             across_nodes=ffn_across_nodes,
+            max_batch=max_batch_per_rank,
         ),
         moe=moe,
     )

@@ -61,7 +61,16 @@ PERCENTILES = (50, 90, 99)
 MICROBATCHES = (1, 2, 3, 4)
 ATTENTION_TP = (1, 2, 4, 8)
 MAX_RATIO = 512
-MAX_BATCH = 4096  # per attention instance; far above any runtime's max_num_seqs
+# vLLM's default max_num_seqs a rank (EngineArgs.get_batch_defaults in
+# vllm/engine/arg_utils.py): 1024 on GPUs of 70 GiB or more other than the A100, else 256.
+# A deploy answer should launch without raising it, so it caps B per attention instance.
+LARGE_GPU_MAX_SEQS, SMALL_GPU_MAX_SEQS = 1024, 256
+
+
+def default_max_batch(hw: HardwareSpec) -> int:
+    """Sequences one rank of ``hw`` runs by default (vLLM's ``max_num_seqs``)."""
+    large = hw.hbm_bytes >= 70 * 2**30 and "a100" not in hw.name.lower()
+    return LARGE_GPU_MAX_SEQS if large else SMALL_GPU_MAX_SEQS
 RACK_GPUS = 72  # the largest FFN group searched across nodes (one NVL72 rack)
 
 
@@ -97,7 +106,7 @@ class Space:
     gpus_ffn: tuple[int, ...] | None = None
     microbatches: tuple[int, ...] = MICROBATCHES
     max_ratio: int = MAX_RATIO
-    max_batch: int = MAX_BATCH
+    max_batch: int | None = None  # sequences a rank runs; None: ``default_max_batch``
     gpu_budget: int | None = None  # GPUs one bundle may use
     colocated: bool = True
     # Expert-parallel groups larger than one NVLink domain pay an all-to-all over the
@@ -118,7 +127,10 @@ class Space:
                 f"{label} values must be integers >= 1, got {values}",
             )
         require(self.max_ratio >= 1, f"max ratio must be >= 1, got {self.max_ratio}")
-        require(self.max_batch >= 1, f"max batch must be >= 1, got {self.max_batch}")
+        require(
+            self.max_batch is None or self.max_batch >= 1,
+            f"--max-batch-per-rank must be >= 1, got {self.max_batch}",
+        )
         if self.gpu_budget is not None:
             require(self.gpu_budget >= 2, f"--gpus must be >= 2, got {self.gpu_budget}")
 
@@ -446,7 +458,8 @@ def search_afd(target: Target, out: _Collector) -> None:
             far = roofline_times(*sides, True, target.anchor, target.moe)
             if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
                 continue
-            b_kv = kv_limit(near.kv_capacity_tokens, target.stats, space.max_batch)
+            cap = space.max_batch or default_max_batch(target.attention_hw)
+            b_kv = kv_limit(near.kv_capacity_tokens, target.stats, cap)
             w_a, w_f = objective_weights(target.objective, g_a, g_f, *target.prices)
             for m in space.microbatches:
                 pipeline = Pipeline("pingpong", m, model.layers)
@@ -536,7 +549,7 @@ def search_colocated(target: Target, out: _Collector) -> None:
             if times is None or capacity < 1:
                 continue
             times = colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}")
-            b_kv = kv_limit(capacity, target.stats, space.max_batch)
+            b_kv = kv_limit(capacity, target.stats, space.max_batch or default_max_batch(hw))
             # Every GPU is an attention instance too, so per instance means per GPU here.
             weight = g * price if target.objective == Objective.cost else float(g)
             for m in (1, 2):
@@ -572,7 +585,7 @@ def _search_colocated_tp(target: Target, out: _Collector, hw: HardwareSpec, pric
             colocated_times(times, capacity, f"colocated-tp{t}:{model.name}@{hw.name}"),
             gpus_attention=float(t),
         )
-        b_kv = kv_limit(capacity, target.stats, space.max_batch)
+        b_kv = kv_limit(capacity, target.stats, space.max_batch or default_max_batch(hw))
         weight = t * price if target.objective == Objective.cost else float(t)
         for m in (1, 2):
             config = {

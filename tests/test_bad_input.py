@@ -392,7 +392,7 @@ CASES: list[tuple[list[str], str]] = [
     (["capacity", "--deployment", "{bad}/bad.json", "--tpot-ms", "80"], "not valid JSON"),
     (["capacity", "--deployment", "{bad}/not_results.json", "--tpot-ms", "80"], "not the JSON of"),
     (["capacity", "--rate", "5", "--tpot-ms", "80", "--max-bundles", "0"], "--max-bundles"),
-    (["capacity", "--rate", "5", "--ttft-ms", "500"], "--ttft-ms needs the prefill time"),
+    (["capacity", "--rate", "5", "--ttft-ms", "500"], "--ttft-ms needs the prefill"),
     (
         ["capacity", "--rate", "5", "--tpot-ms", "80", "--prefill-alpha", "-1"],
         "--prefill-alpha must be >= 0",

@@ -286,7 +286,7 @@ def test_ttft_is_prefill_plus_wait_and_counts_against_goodput():
     assert loose["slo_attainment"] == 1.0 and tight["slo_attainment"] < 0.5
     keep = run.measured
     assert loose["ttft_p99_s"] == pytest.approx(np.percentile(run.ttft(prefill)[keep], 99))
-    with pytest.raises(InputError, match="needs the prefill time"):
+    with pytest.raises(InputError, match="needs the prefill"):
         Slos(ttft_s=1.0)
 
 

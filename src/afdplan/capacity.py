@@ -14,10 +14,20 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 from afdplan.bundle import Pipeline
 from afdplan.errors import InputError, check_positive, require
 from afdplan.normal import expected_max_normal
-from afdplan.sim.open import Arrivals, Fleet, OpenResult, simulate_open
+from afdplan.sim.open import (
+    WARMUP_SHARE,
+    Arrivals,
+    Fleet,
+    OpenResult,
+    PrefillPool,
+    serve,
+    simulate_open,
+)
 from afdplan.theory.barrier import layered_times
 from afdplan.theory.queueing import allen_cunneen_wait
 from afdplan.workload import Workload
@@ -29,6 +39,11 @@ CURVE_RESIDENCES = 25
 SIZING_RESIDENCES = 15
 MAX_SIZING_REQUESTS = 2_000_000
 CURVE_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
+# A prefill pool is sized so that its stage (queue, batch, KV transfer) takes at most this
+# share of the TTFT SLO at its percentile; the decode fleet's admission wait gets the rest.
+PREFILL_TTFT_SHARE = 0.8
+# ... and so that it keeps up: its instances busy at most this share of the time.
+PREFILL_MAX_UTILISATION = 0.95
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class Slos:
     ttft_s: float | None = None
     ttft_percentile: int = 99
     prefill: tuple[float, float] | None = None  # α_P seconds per prompt token, β_P seconds
+    prefill_pool: bool = False  # a prefill pool is simulated: TTFT comes from the run
 
     def __post_init__(self) -> None:
         for label, value in (
@@ -56,8 +72,14 @@ class Slos:
             "give an SLO: --tpot-ms, --wait-ms and/or --ttft-ms",
         )
         require(
-            self.ttft_s is None or self.prefill is not None,
-            "--ttft-ms needs the prefill time: --prefill-alpha (s/token) and --prefill-beta (s)",
+            self.ttft_s is None or self.prefill is not None or self.prefill_pool,
+            "--ttft-ms needs the prefill: a pool (--prefill-hw) or its time (--prefill-alpha "
+            "s/token, --prefill-beta s)",
+        )
+        require(
+            not (self.prefill is not None and self.prefill_pool),
+            "--prefill-alpha/--prefill-beta estimate a prefill that --prefill-hw simulates: "
+            "give one or the other",
         )
         if self.prefill is not None:
             for label, value in zip(
@@ -182,22 +204,106 @@ class Probe:
 class Sizing:
     rate: float
     bundles: int
-    gpus: float
-    cost_per_hour: float | None
+    gpus: float  # the decode bundles'
+    cost_per_hour: float | None  # the decode bundles'
     probes: tuple[Probe, ...]
     chosen: Probe
     result: OpenResult  # the chosen fleet's run (queue over time)
+    prefill: PrefillPool | None = None
+
+    @property
+    def total_gpus(self) -> float:
+        return self.gpus + (0 if self.prefill is None else self.prefill.gpus)
+
+    @property
+    def total_cost_per_hour(self) -> float | None:
+        if self.prefill is None:
+            return self.cost_per_hour
+        if self.cost_per_hour is None or self.prefill.cost_per_hour is None:
+            return None
+        return self.cost_per_hour + self.prefill.cost_per_hour
 
     def to_dict(self) -> dict:
+        pool = self.prefill
         return {
             "rate": self.rate,
             "bundles": self.bundles,
             "gpus": self.gpus,
             "cost_per_hour": self.cost_per_hour,
+            "prefill": None
+            if pool is None
+            else {
+                "instances": pool.instances,
+                "gpus_per_instance": pool.times.gpus,
+                "gpus": pool.gpus,
+                "hardware": pool.hardware,
+                "max_batch_tokens": pool.times.max_batch_tokens,
+                "cost_per_hour": pool.cost_per_hour,
+                "step_times": pool.times.name,
+            },
+            "total_gpus": self.total_gpus,
+            "total_cost_per_hour": self.total_cost_per_hour,
             "goodput": self.chosen.summary["goodput"],
             "chosen": self.chosen.to_dict(),
             "rows": [p.to_dict() for p in self.probes],
         }
+
+
+def size_prefill(
+    workload: Workload,
+    arrivals: Arrivals,
+    template: PrefillPool,
+    slos: Slos,
+    requests: int,
+    seed: int = 0,
+    max_instances: int = DEFAULT_MAX_BUNDLES,
+) -> PrefillPool:
+    """The fewest prefill instances (like ``template``) whose stage — queue, batch and KV
+    transfer — stays within ``PREFILL_TTFT_SHARE`` of the TTFT SLO at its percentile over
+    the measured arrivals, busy at most ``PREFILL_MAX_UTILISATION`` of the time. Starts at
+    the work bound ⌈λ·E[a·P]⌉, doubles, then bisects (the stage shrinks as instances are
+    added). Uses the same arrivals as the decode runs (same seed)."""
+    require(slos.ttft_s is not None, "sizing a prefill pool needs --ttft-ms")
+    assert slos.ttft_s is not None
+    times, prompt, _ = arrivals.draw(workload, requests, np.random.default_rng(seed))
+    keep = times >= times[0] + WARMUP_SHARE * (times[-1] - times[0])
+    budget = PREFILL_TTFT_SHARE * slos.ttft_s
+    alone = float(template.times.forward(prompt.max(), prompt.max() * (prompt.max() + 1) / 2))
+    require(
+        alone + float(template.times.transfer(prompt.max())) <= budget,
+        f"the longest prompt ({prompt.max():,.0f} tokens) alone takes {1e3 * alone:.0f} ms to "
+        f"prefill on {template.times.gpus} x {template.hardware or 'GPU'}, beyond "
+        f"{PREFILL_TTFT_SHARE:.0%} of the TTFT SLO; no number of instances meets it (more "
+        "GPUs per instance: --prefill-gpus)",
+    )
+    horizon = float(times[-1] - times[0]) or 1.0
+
+    def meets(n: int) -> bool:
+        pool = replace(template, instances=n)
+        run = serve(times, prompt, pool)
+        stage = (run.ready - times)[keep]
+        busy = run.utilisation(n, horizon)
+        return bool(
+            np.percentile(stage, slos.ttft_percentile) <= budget
+            and busy <= PREFILL_MAX_UTILISATION
+        )
+
+    work = float(np.mean(template.times.per_token * prompt))
+    n = min(max(1, math.ceil(len(times) / horizon * work)), max_instances)
+    lo = 0
+    while not meets(n):
+        lo = n
+        require(n < max_instances, f"no prefill pool of up to {max_instances} instances meets "
+                                   "its share of the TTFT SLO")  # fmt: skip
+        n = min(2 * n, max_instances)
+    hi = n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if meets(mid):
+            hi = mid
+        else:
+            lo = mid
+    return replace(template, instances=hi)
 
 
 def size_fleet(
@@ -210,12 +316,16 @@ def size_fleet(
     max_bundles: int = DEFAULT_MAX_BUNDLES,
     price_per_bundle_hour: float | None = None,
     progress: Callable[[int], None] | None = None,
+    prefill: PrefillPool | None = None,
+    size_prefill_pool: bool = False,
 ) -> Sizing:
     """The fewest bundles (like ``fleet``) meeting ``slos`` at ``arrivals.rate``.
 
     Starts at the saturation bound ⌈λ / λ_max(1 bundle)⌉, doubles until the SLOs hold,
     then bisects (goodput grows with the fleet). Refuses when even ``max_bundles`` do
-    not meet the SLOs, naming the best it saw.
+    not meet the SLOs, naming the best it saw. With ``prefill`` the requests pass that
+    prefill pool first (its instance count sized first by :func:`size_prefill` when
+    ``size_prefill_pool``), and TTFT is simulated end to end.
     """
     require(max_bundles >= 1, f"--max-bundles must be >= 1, got {max_bundles}")
     one = replace(fleet, bundles=1)
@@ -233,11 +343,14 @@ def size_fleet(
         requests, min(math.ceil(SIZING_RESIDENCES * rate * residence), MAX_SIZING_REQUESTS)
     )
 
+    if prefill is not None and size_prefill_pool:
+        prefill = size_prefill(workload, arrivals, prefill, slos, requests, seed)
+
     def probe(n: int) -> Probe:
         nonlocal ca2
         if n not in probes:
             f = replace(fleet, bundles=n)
-            run = simulate_open(workload, f, arrivals, requests, seed)
+            run = simulate_open(workload, f, arrivals, requests, seed, prefill=prefill)
             ca2 = arrivals.ca2(run.arrival) if ca2 is None else ca2
             summary = slos.summary(run)
             prediction = predict(f, workload, rate, ca2)
@@ -279,7 +392,7 @@ def size_fleet(
     gpus = hi * fleet.bundle.gpus
     cost = None if price_per_bundle_hour is None else hi * price_per_bundle_hour
     ordered = tuple(probes[k][0] for k in sorted(probes))
-    return Sizing(rate, hi, gpus, cost, ordered, chosen, run)
+    return Sizing(rate, hi, gpus, cost, ordered, chosen, run, prefill)
 
 
 def goodput_curve(
@@ -342,6 +455,8 @@ def size_fleets(
     n_jobs: int | None = None,
     backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    prefill: PrefillPool | None = None,
+    size_prefill_pool: bool = False,
 ) -> list[Sizing]:
     """:func:`size_fleet` for several rates, farmed out through joblib (``n_jobs``: -1
     every core, None: one process unless the work repays a pool; ``backend``: loky,
@@ -355,9 +470,10 @@ def size_fleets(
             else auto_jobs(4 * requests * len(arrivals), len(arrivals))
         )
     calls = [
-        (workload, fleet, arr, slos, requests, seed, max_bundles, price_per_bundle_hour)
+        (workload, fleet, arr, slos, requests, seed, max_bundles, price_per_bundle_hour, None,
+         prefill, size_prefill_pool)
         for arr in arrivals
-    ]
+    ]  # fmt: skip
     return parallel_map(size_fleet, calls, n_jobs, backend, progress)
 
 

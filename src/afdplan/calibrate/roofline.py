@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.errors import require
-from afdplan.timing import AttentionLinear, Experts, Linear, LinearStepTimes
+from afdplan.timing import AttentionLinear, Experts, Linear, LinearStepTimes, PrefillTimes
 
 
 @dataclass(frozen=True)
@@ -366,3 +366,58 @@ def derive(
         experts=model_experts(model),
     )
     return Derivation(times, notes)
+
+
+def prefill_gpus(model: ModelSpec, hw: HardwareSpec) -> int:
+    """The fewest GPUs (a power of two) whose usable HBM holds every weight with room for
+    prompts' KV: one prefill instance as runtimes size it."""
+    weights = attention_weight_bytes(model) + model.ffn_params() * model.ffn_bytes
+    need = weights / (0.8 * hw.hbm_bytes * hw.usable_memory)
+    return 1 << max(0, math.ceil(math.log2(max(need, 1.0))))
+
+
+def derive_prefill(
+    model: ModelSpec, hw: HardwareSpec, gpus: int | None = None, max_batch_tokens: int = 8192
+) -> PrefillTimes:
+    """Roofline prefill on an instance of ``gpus`` GPUs (default :func:`prefill_gpus`),
+    attention and FFN split over all of them:
+
+        a = 2·(L·P_attn + P_ffn_active) / (g·F·e_c)       per prompt token
+        c = L·(pair FLOPs) / (g·F_bf16·e_c)              per causal (query, key) pair
+        w = (all weights)·bytes / (g·BW·e_m)             a forward reads every weight once
+        f = L·t_layer + 2·L·β_AR                         launches and the TP all-reduces
+        a += 2·L·α_AR for g > 1                          (``tp_all_reduce``)
+
+    and the KV cache goes to decode over one scale-out port: t_k = KV bytes per token /
+    (network BW·e_l), t_0 = one network latency."""
+    g = gpus if gpus is not None else prefill_gpus(model, hw)
+    require(g >= 1, f"--prefill-gpus must be >= 1, got {g}")
+    weights = attention_weight_bytes(model) + model.ffn_params() * model.ffn_bytes
+    require(
+        weights < g * hw.hbm_bytes * hw.usable_memory,
+        f"{model.name}'s weights ({weights / 1e9:.0f} GB) do not fit {g} x {hw.name}; "
+        f"give --prefill-gpus {prefill_gpus(model, hw)} or more",
+    )
+    L = model.layers
+    flops = hw.peak_flops(model.weight_bytes) * hw.compute_efficiency
+    reduce = tp_all_reduce(model, hw, g)
+    per_token = 2 * (L * model.attention_params_layer() + model.ffn_active_params()) / (g * flops)
+    per_pair = L * model.prefill_attention_flops_per_pair_layer() / (
+        g * hw.flops_bf16 * hw.compute_efficiency
+    )
+    read = (
+        L * model.attention_params_layer() * model.weight_bytes
+        + model.ffn_params() * model.ffn_bytes
+    ) / (g * hw.hbm_bandwidth * hw.mem_efficiency)
+    return PrefillTimes(
+        per_token=per_token + 2 * L * reduce.alpha,
+        per_pair=per_pair,
+        weights=read,
+        fixed=L * hw.layer_overhead_s + 2 * L * reduce.beta,
+        transfer_per_token=model.kv_bytes_per_token()
+        / (hw.network_bandwidth * hw.link_efficiency),
+        transfer_fixed=hw.network_latency,
+        max_batch_tokens=max_batch_tokens,
+        gpus=g,
+        name=f"roofline prefill:{model.name}@{hw.name} x{g}",
+    )

@@ -111,6 +111,13 @@ class ModelSpec:
             return 2 * self.heads * (2 * self.kv_lora_rank + self.qk_rope_dim)
         return 4 * self.heads * self.head_dim
 
+    def prefill_attention_flops_per_pair_layer(self) -> int:
+        """Score and value FLOPs per (query, key) pair per layer in prefill, where MLA
+        runs un-absorbed on decompressed keys and values (vLLM and SGLang do)."""
+        if self.is_mla:
+            return 2 * self.heads * (self.qk_nope_dim + self.qk_rope_dim + self.v_head_dim)
+        return 4 * self.heads * self.head_dim
+
     def dense_ffn_params_layer(self) -> int:
         return 3 * self.hidden * self.intermediate  # gate, up, down
 

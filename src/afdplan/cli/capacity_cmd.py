@@ -172,6 +172,48 @@ def _from_deployment(path: Path):
     return times, Pipeline("pingpong", m, int(layers)), r, b, label, prices
 
 
+def _prefill_pool(hw_name, gpus, instances, tokens, model_name, deployment, coeffs, ttft_ms):
+    """The prefill pool to simulate (instances 1 until sized), or None without --prefill-hw;
+    options that need it are refused without it."""
+    from afdplan.sim.open import PrefillPool
+
+    if hw_name is None:
+        named = [o for o, v in (("--prefill-gpus", gpus), ("--prefill-instances", instances),
+                                ("--prefill-model", model_name)) if v is not None]  # fmt: skip
+        require(not named, f"{', '.join(named)}: only with --prefill-hw (a prefill pool)")
+        return None
+    require(
+        instances is None or instances >= 1, f"--prefill-instances must be >= 1, got {instances}"
+    )
+    require(tokens >= 1, f"--prefill-tokens must be >= 1, got {tokens}")
+    require(
+        ttft_ms is not None or instances is not None,
+        "--prefill-hw sizes the pool for a TTFT SLO: give --ttft-ms (or --prefill-instances)",
+    )
+    from afdplan.calibrate.roofline import derive_prefill
+    from afdplan.calibrate.specs import load_hardware, load_model
+
+    hw = load_hardware(hw_name)
+    model = load_model(model_name or _served_model(deployment, coeffs))
+    times = derive_prefill(model, hw, gpus, tokens)
+    return PrefillPool(instances or 1, times, hw.name, hw.price_per_hour)
+
+
+def _served_model(deployment: Path | None, coeffs: str | None) -> str:
+    """The model a deployment file or a coefficient set was made for."""
+    if deployment is not None:
+        return str(json.loads(deployment.read_text()).get("model", ""))
+    from afdplan.presets import measured_sets
+
+    name = coeffs or DEFAULT_COEFFS
+    if name.startswith("roofline:"):
+        return name.removeprefix("roofline:").split("@")[0]
+    model = measured_sets().get(name, {}).get("model")
+    require(model is not None, f"--prefill-hw: say which model the pool serves (--prefill-model); "
+                               f"{name} names none")  # fmt: skip
+    return str(model)
+
+
 def _count(chosen: dict, key: str, what: str) -> int:
     """An integer >= 1 of the chosen configuration (a fraction or a string is an error)."""
     value = chosen.get(key)
@@ -230,6 +272,31 @@ def capacity(
     prefill_beta: Annotated[
         float, typer.Option("--prefill-beta", help="Fixed prefill time, seconds (TTFT).")
     ] = 0.0,
+    prefill_hw: Annotated[
+        str | None,
+        typer.Option(
+            "--prefill-hw",
+            help="Simulate a prefill pool on this hardware in front of the decode fleet (P/D "
+            "disaggregation; roofline prefill); its instances are sized for --ttft-ms.",
+        ),
+    ] = None,
+    prefill_gpus: Annotated[
+        int | None,
+        typer.Option("--prefill-gpus", help="GPUs per prefill instance [fewest holding the "
+                     "weights, a power of two]."),
+    ] = None,
+    prefill_instances: Annotated[
+        int | None,
+        typer.Option("--prefill-instances", help="Prefill instances, fixed [sized for TTFT]."),
+    ] = None,
+    prefill_tokens: Annotated[
+        int, typer.Option("--prefill-tokens", help="Prompt tokens one prefill forward takes.")
+    ] = 8192,
+    prefill_model: Annotated[
+        str | None,
+        typer.Option("--prefill-model", help="Model the prefill pool serves [the deployment's or "
+                     "the coefficient set's]."),
+    ] = None,
     deployment: DeploymentOpt = None,
     coeffs: CoeffsOpt = None,  # [the default set]; refused with --deployment
     batch: Annotated[
@@ -278,7 +345,12 @@ def capacity(
         None if ttft_ms is None else ttft_ms / 1e3,
         int(ttft_percentile.value[1:]),
         None if prefill_alpha is None else (prefill_alpha, prefill_beta),
+        prefill_hw is not None,
     )
+    pool = _prefill_pool(
+        prefill_hw, prefill_gpus, prefill_instances, prefill_tokens, prefill_model,
+        deployment, coeffs, ttft_ms,
+    )  # fmt: skip
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     rates = parse_rates(rate, wl)
     fleet, label, hw_prices = build_fleet(
@@ -300,6 +372,7 @@ def capacity(
         sizings = size_fleets(
             wl, fleet, arrivals_by_rate, slos, requests, seed, max_bundles, price, jobs,
             backend_name, progress=lambda done, _total: bar.update(task, completed=done),
+            prefill=pool, size_prefill_pool=pool is not None and prefill_instances is None,
         )  # fmt: skip
     rows = []
     if curve:
@@ -332,6 +405,7 @@ def capacity(
                     "ttft_percentile": slos.ttft_percentile,
                     "prefill_alpha_s_per_token": prefill_alpha,
                     "prefill_beta_s": prefill_beta if prefill_alpha is not None else None,
+                    "prefill_pool": pool is not None,
                 },
                 **(sizings[0].to_dict() if len(sizings) == 1 else {}),
                 "rates": [s.to_dict() for s in sizings],
@@ -392,7 +466,11 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
                  "TPOT theory ms", f"wait {wp} ms", "wait mean ms", "wait theory ms",
                  "λ_max theory"):  # fmt: skip
         table.add_column(name, justify="right")
-    ttft = f"ttft_p{slos.ttft_percentile}_s" if slos.prefill is not None else None
+    ttft = (
+        f"ttft_p{slos.ttft_percentile}_s"
+        if slos.prefill is not None or slos.prefill_pool
+        else None
+    )
     if ttft is not None:
         table.add_column(f"TTFT p{slos.ttft_percentile} ms", justify="right")
     for s in sizings:
@@ -430,9 +508,17 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
                 "residences long; rates read low while the fleet fills (raise --requests)",
                 markup=False,
             )
+        pool = s.prefill
+        prefill = (
+            ""
+            if pool is None
+            else f"{pool.instances} prefill instance(s) x {pool.times.gpus} {pool.hardware} "
+            f"({pool.gpus} GPUs, busy {s.chosen.summary['prefill_utilisation']:.0%}) + "
+        )
+        cost = s.total_cost_per_hour
         out.print(
-            f"{s.rate:.4g} req/s: {s.bundles} bundle(s), {s.gpus:g} GPUs"
-            + ("" if s.cost_per_hour is None else f", ${s.cost_per_hour:,.0f}/hour")
+            f"{s.rate:.4g} req/s: {prefill}{s.bundles} decode bundle(s), {s.total_gpus:g} GPUs"
+            + ("" if cost is None else f", ${cost:,.0f}/hour")
             + f"; goodput {s.chosen.summary['goodput']:.4g} req/s",
             markup=False,
         )

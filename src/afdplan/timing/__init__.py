@@ -16,6 +16,7 @@ from afdplan.timing.linear import (
     transfer_tokens,
     write_coeffs_file,
 )
+from afdplan.timing.prefill import PrefillTimes
 from afdplan.timing.protocol import StepTimes, gpus_per_instance, routed_experts
 from afdplan.timing.tables import (
     AttentionTable,
@@ -35,6 +36,7 @@ __all__ = [
     "Experts",
     "Linear",
     "LinearStepTimes",
+    "PrefillTimes",
     "Routing",
     "StepTimes",
     "TableStepTimes",

@@ -4,6 +4,7 @@ fleet of N bundles (``fleet``); ``run.simulate_open`` runs the compiled event lo
 
 from afdplan.sim.open.arrivals import ARRIVALS, Arrivals, Gamma, Poisson, TraceTimes
 from afdplan.sim.open.fleet import WARMUP_SHARE, Fleet, OpenResult
+from afdplan.sim.open.prefill import PrefillPool, PrefillRun, serve
 from afdplan.sim.open.run import simulate_open
 
 __all__ = [
@@ -14,6 +15,9 @@ __all__ = [
     "Gamma",
     "OpenResult",
     "Poisson",
+    "PrefillPool",
+    "PrefillRun",
     "TraceTimes",
+    "serve",
     "simulate_open",
 ]

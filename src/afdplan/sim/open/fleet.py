@@ -12,6 +12,7 @@ import numpy as np
 from afdplan.bundle import Bundle, Pipeline
 from afdplan.choices import ROUTERS
 from afdplan.errors import require
+from afdplan.sim.open.prefill import PrefillRun
 from afdplan.timing import LinearStepTimes, transfer_each_way, transfer_tokens
 
 WARMUP_SHARE = 0.1  # requests arriving in the first 10% of the horizon are not measured
@@ -116,6 +117,11 @@ class OpenResult:
     steps: int
     busy: np.ndarray  # seconds each bundle spent stepping
     fleet: Fleet
+    # with a prefill pool in front: when each request (in this decode-arrival order)
+    # reached the pool, and the pool's run; ``arrival`` is then its arrival at decode
+    origin: np.ndarray | None = None
+    prefill: PrefillRun | None = None
+    prefill_instances: int = 0
 
     @property
     def measured(self) -> np.ndarray:
@@ -195,12 +201,48 @@ class OpenResult:
         t = self.arrival[self.measured]
         return float(t[0]), float(self.arrival[-1])
 
-    def ttft(self, prefill: tuple[float, float]) -> np.ndarray:
-        """TTFT estimate (seconds): the prefill t_P(P) = α_P·P + β_P, not queued (prefill
-        instances are sized on their own), then the wait for a decode slot; the first
-        token reaches the user when the first decode step begins."""
-        alpha, beta = prefill
+    def ttft(self, prefill: tuple[float, float] | None = None) -> np.ndarray:
+        """TTFT (seconds) until the first decode step begins. With a simulated prefill pool:
+        its queue, its batch, the KV transfer and the wait for a decode slot, all from the
+        run. Else the estimate t_P(P) = α_P·P + β_P (``prefill``), not queued, plus the
+        wait for a decode slot."""
+        if self.origin is not None:
+            return self.start - self.origin
+        require(prefill is not None, "TTFT needs the prefill time or a prefill pool")
+        alpha, beta = prefill  # type: ignore[misc]
         return alpha * self.prompt + beta + self.wait
+
+    def prefill_summary(self) -> dict:
+        """The prefill pool's figures over the measured window (empty without one)."""
+        if self.prefill is None or self.origin is None:
+            return {}
+        keep = self.measured
+        run, origin = self.prefill, self.origin
+        wait = (run.begin - origin)[keep]
+        stage = (run.ready - origin)[keep]
+        lo, hi = float(origin.min()), float(run.done.max())
+        return {
+            **{f"prefill_wait_p{p}_s": float(np.percentile(wait, p)) for p in (50, 99)},
+            **{f"prefill_stage_p{p}_s": float(np.percentile(stage, p)) for p in (50, 99)},
+            "prefill_utilisation": run.utilisation(self.prefill_instances, hi - lo),
+        }
+
+    def _within(self, tpot_slo_s, wait_slo_s, prefill, ttft_slo_s):
+        """(which requests meet every given limit, their TTFTs or None)."""
+        simulated = self.origin is not None
+        require(
+            ttft_slo_s is None or prefill is not None or simulated,
+            "a TTFT SLO needs the prefill time or a prefill pool",
+        )
+        ok = np.ones(self.arrival.size, dtype=bool)
+        if tpot_slo_s is not None:
+            ok &= self.tpot <= tpot_slo_s
+        if wait_slo_s is not None:
+            ok &= self.wait <= wait_slo_s
+        ttft = self.ttft(prefill) if simulated or prefill is not None else None
+        if ttft_slo_s is not None:
+            ok &= ttft <= ttft_slo_s
+        return ok, ttft
 
     def summary(
         self,
@@ -213,19 +255,11 @@ class OpenResult:
         what finished (or, for tokens, was generated) inside the window, so a long drain
         after the last arrival does not dilute them. ``prefill`` (α_P s/token, β_P s)
         adds TTFT percentiles, and ``ttft_slo_s`` counts them against goodput."""
-        require(ttft_slo_s is None or prefill is not None, "a TTFT SLO needs the prefill time")
         keep = self.measured
         wait, tpot = self.wait[keep], self.tpot[keep]
         lo, hi = self.window()
         span = max(hi - lo, 1e-12)
-        ok = np.ones(self.arrival.size, dtype=bool)
-        if tpot_slo_s is not None:
-            ok &= self.tpot <= tpot_slo_s
-        if wait_slo_s is not None:
-            ok &= self.wait <= wait_slo_s
-        ttft = None if prefill is None else self.ttft(prefill)
-        if ttft_slo_s is not None:
-            ok &= ttft <= ttft_slo_s
+        ok, ttft = self._within(tpot_slo_s, wait_slo_s, prefill, ttft_slo_s)
         done = (self.finish >= lo) & (self.finish <= hi)
         # tokens generated inside the window, spreading each request's D steps evenly
         overlap = np.clip(np.minimum(self.finish, hi) - np.maximum(self.start, lo), 0.0, None)
@@ -260,4 +294,5 @@ class OpenResult:
                 if ttft is None
                 else {f"ttft_p{p}_s": float(np.percentile(ttft[keep], p)) for p in (50, 90, 99)}
             ),
+            **self.prefill_summary(),
         }

@@ -14,6 +14,7 @@ import numpy as np
 from afdplan.errors import check_positive, require
 from afdplan.sim.open.arrivals import Arrivals
 from afdplan.sim.open.fleet import Fleet, OpenResult
+from afdplan.sim.open.prefill import PrefillPool, serve
 from afdplan.workload import Workload
 
 
@@ -26,6 +27,18 @@ def _candidates(rng: np.random.Generator, n: int, workers: int) -> np.ndarray:
     return np.column_stack([first, second]).astype(np.int64)
 
 
+def _through_prefill(times, prompt, decode, prefill: PrefillPool | None):
+    """The requests as they reach the decode fleet (sorted by when their KV cache does), and
+    the ``OpenResult`` fields that remember the prefill pool's run."""
+    if prefill is None:
+        return times, prompt, decode, {}
+    run = serve(times, prompt, prefill)
+    order = np.argsort(run.ready, kind="stable")
+    run = type(run)(run.begin[order], run.done[order], run.ready[order], run.busy)
+    extra = {"origin": times[order], "prefill": run, "prefill_instances": prefill.instances}
+    return run.ready, prompt[order], decode[order], extra
+
+
 def simulate_open(
     workload: Workload,
     fleet: Fleet,
@@ -33,12 +46,15 @@ def simulate_open(
     requests: int,
     seed: int = 0,
     reference: bool = False,
+    prefill: PrefillPool | None = None,
 ) -> OpenResult:
     """Run the fleet on ``requests`` arrivals; ``reference`` uses the plain implementation
-    (slow; for tests)."""
+    (slow; for tests). With ``prefill``, requests pass the prefill pool first and reach
+    the decode fleet when their KV cache does (``afdplan.sim.open.prefill``)."""
     require(seed >= 0, f"--seed must be >= 0, got {seed}")
     rng = np.random.default_rng(seed)
     times, prompt, decode = arrivals.draw(workload, requests, rng)
+    times, prompt, decode, extra = _through_prefill(times, prompt, decode, prefill)
     cand = _candidates(rng, times.size, fleet.workers)
     cap = fleet.kv_capacity_tokens
     if cap is not None:
@@ -51,12 +67,19 @@ def simulate_open(
         )
     check_positive("step time", float(fleet.times.attention_time(1, 1)))
     if reference:
+        from dataclasses import replace
+
         from afdplan.sim.open.reference import run_reference
 
-        return run_reference(times, prompt, decode, cand, fleet)
+        return replace(run_reference(times, prompt, decode, cand, fleet), **extra)
+    return _run_compiled(times, prompt, decode, cand, fleet, extra)
+
+
+def _run_compiled(times, prompt, decode, cand, fleet: Fleet, extra: dict) -> OpenResult:
+    """The compiled event loop, its event arrays grown until they hold the run."""
     from afdplan.sim.open.loop import compiled_compose, loop
 
-    n = times.size
+    n, cap = times.size, fleet.kv_capacity_tokens
     start, finish = np.full(n, np.nan), np.full(n, np.nan)
     worker = np.full(n, -1, np.int64)
     capacity = 2 * n + 64 + int(n * float(np.mean(decode)) / max(fleet.batch, 1))
@@ -79,5 +102,6 @@ def simulate_open(
         capacity = events
     events_out = {k: v[:events] for k, v in ev.items()}
     return OpenResult(
-        times, start, finish, prompt, decode, worker, events_out, int(steps), busy, fleet
+        times, start, finish, prompt, decode, worker, events_out, int(steps), busy, fleet,
+        **extra,
     )

@@ -1,0 +1,171 @@
+"""The prefill pool: its roofline, its queue (compiled and plain, against each other and
+against M/D/1), its sizing, and the capacity command that puts it in front of decode."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from afdplan.calibrate.roofline import derive_prefill, prefill_gpus
+from afdplan.calibrate.specs import load_hardware, load_model
+from afdplan.capacity import PREFILL_TTFT_SHARE, Slos, size_prefill
+from afdplan.errors import InputError
+from afdplan.sim.open import Arrivals, PrefillPool, serve
+from afdplan.sim.open.prefill import serve_reference
+from afdplan.timing import PrefillTimes
+from afdplan.workload import parse_workload
+
+TIMES = PrefillTimes(
+    per_token=1e-4, per_pair=1e-9, weights=0.02, fixed=0.001, transfer_per_token=1e-6,
+    transfer_fixed=5e-6, max_batch_tokens=4096,
+)  # fmt: skip
+
+
+def test_roofline_prefill_hand_computation():
+    model, hw = load_model("llama3-70b"), load_hardware("h100-sxm")
+    t = derive_prefill(model, hw, 4)
+    flops = 989e12 * 0.7
+    attn = 80 * (8192 * 8192 * 2 + 2 * 8192 * 8 * 128)
+    ffn = 80 * 3 * 8192 * 28672
+    reduce = 2 * 80 * 1.5 * 8192 * 2 / (450e9 * 0.8)  # two TP-4 all-reduces a layer
+    assert t.per_token == pytest.approx(2 * (attn + ffn) / (4 * flops) + reduce)
+    assert t.per_pair == pytest.approx(80 * 4 * 64 * 128 / (4 * flops))
+    assert t.weights == pytest.approx((attn + ffn) * 2 / (4 * 3.35e12 * 0.8))
+    assert t.transfer_per_token == pytest.approx(80 * 2 * 8 * 128 * 2 / (50e9 * 0.8))
+    assert prefill_gpus(model, hw) == 4  # 141 GB of weights
+    with pytest.raises(InputError, match="do not fit 1 x h100-sxm"):
+        derive_prefill(model, hw, 1)
+
+
+def test_forward_is_the_roofline_of_one_batch():
+    assert TIMES.forward(1000, 500_500) == pytest.approx(0.1 + 500_500e-9 + 0.001)
+    assert TIMES.forward(10, 55) == pytest.approx(0.02 + 0.001)  # the weight read binds
+    # 10k tokens run in three chunks, each reading the weights and paying the fixed cost
+    assert TIMES.forward(10_000, 0) == pytest.approx(1.0 + 3 * 0.001)
+
+
+def test_a_lone_request_is_prefilled_then_sent():
+    pool = PrefillPool(2, TIMES)
+    arrival, prompt = np.array([0.0, 10.0]), np.array([1000.0, 2000.0])
+    run = serve(arrival, prompt, pool)
+    assert run.begin.tolist() == [0.0, 10.0]
+    assert run.done == pytest.approx(arrival + TIMES.forward(prompt, prompt * (prompt + 1) / 2))
+    assert run.ready == pytest.approx(run.done + TIMES.transfer(prompt))
+
+
+def test_waiting_prompts_share_a_batch_up_to_the_token_budget():
+    pool = PrefillPool(1, TIMES)
+    arrival = np.array([0.0, 0.01, 0.02, 0.03])
+    prompt = np.array([3000.0, 500.0, 500.0, 200.0])  # the first runs alone; 1,200 wait
+    run = serve(arrival, prompt, pool)
+    assert run.begin[1] == run.begin[2] == run.begin[3] == run.done[0]
+    assert len(set(run.done[1:])) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    gaps=st.lists(st.floats(0, 0.5), min_size=1, max_size=60),
+    prompts=st.lists(st.integers(1, 9000), min_size=60, max_size=60),
+    instances=st.integers(1, 4),
+)
+def test_compiled_pool_equals_the_event_heap(gaps, prompts, instances):
+    arrival = np.cumsum(gaps)
+    prompt = np.array(prompts[: arrival.size], dtype=float)
+    pool = PrefillPool(instances, TIMES)
+    a, b = serve(arrival, prompt, pool), serve_reference(arrival, prompt, pool)
+    np.testing.assert_allclose(a.done, b.done, rtol=1e-12)
+    np.testing.assert_allclose(a.begin, b.begin, rtol=1e-12)
+    assert a.busy == pytest.approx(b.busy)
+    assert np.all(a.begin >= arrival) and np.all(np.diff(a.begin) >= 0)  # FIFO, causal
+    assert a.busy <= instances * (a.done.max() - arrival.min()) + 1e-9
+
+
+def test_one_instance_without_batching_is_md1():
+    """Poisson arrivals, one prompt length, one prompt a forward: the mean wait is the
+    Pollaczek–Khinchine M/D/1 value ρ·s / (2(1 − ρ))."""
+    rng = np.random.default_rng(3)
+    p = 1000.0
+    times = PrefillTimes(
+        per_token=1e-4, per_pair=0.0, weights=0.0, fixed=0.0, transfer_per_token=0.0,
+        transfer_fixed=0.0, max_batch_tokens=1000,
+    )  # fmt: skip
+    service = 0.1
+    for rho in (0.5, 0.8):
+        n = 400_000
+        arrival = np.cumsum(rng.exponential(service / rho, n))
+        run = serve(arrival, np.full(n, p), PrefillPool(1, times))
+        wait = (run.begin - arrival)[n // 10 :].mean()
+        assert wait == pytest.approx(rho * service / (2 * (1 - rho)), rel=0.05)
+
+
+WL = parse_workload(
+    "lognormal:prefill_median=1024,prefill_sigma=0.8,prefill_max=8192,"
+    "decode_median=128,decode_sigma=0.9,decode_max=2048"
+)
+
+
+def test_sizing_takes_the_fewest_instances_that_meet_the_ttft_share():
+    times = derive_prefill(load_model("deepseek-v3"), load_hardware("h200"))
+    slos = Slos(ttft_s=1.0, prefill_pool=True)
+    arrivals = Arrivals("poisson", 60.0)
+    pool = size_prefill(WL, arrivals, PrefillPool(1, times), slos, 20_000, seed=1)
+    draw = arrivals.draw(WL, 20_000, np.random.default_rng(1))
+
+    def stage_p99(n):
+        run = serve(draw[0], draw[1], PrefillPool(n, times))
+        keep = draw[0] >= draw[0][0] + 0.1 * (draw[0][-1] - draw[0][0])
+        return np.percentile((run.ready - draw[0])[keep], 99)
+
+    assert stage_p99(pool.instances) <= PREFILL_TTFT_SHARE * 1.0
+    assert pool.instances == 1 or stage_p99(pool.instances - 1) > PREFILL_TTFT_SHARE * 1.0 or (
+        serve(draw[0], draw[1], PrefillPool(pool.instances - 1, times)).utilisation(
+            pool.instances - 1, draw[0][-1] - draw[0][0]
+        )
+        > 0.95
+    )
+    with pytest.raises(InputError, match="no number of instances meets it"):
+        size_prefill(WL, arrivals, PrefillPool(1, times), Slos(ttft_s=0.05, prefill_pool=True),
+                     2000)  # fmt: skip
+
+
+def test_capacity_sizes_prefill_and_decode_together(cli):
+    res = cli(
+        "capacity", "--trace", "azure-conv-2023", "--rate", "10x", "--tpot-ms", "50",
+        "--ttft-ms", "2000", "--prefill-hw", "h200", "--no-curve", "--requests", "20000",
+        "--json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    data = res.json()
+    pool = data["prefill"]
+    assert pool["instances"] >= 1 and pool["gpus"] == pool["instances"] * pool["gpus_per_instance"]
+    assert data["total_gpus"] == data["gpus"] + pool["gpus"]
+    sim = data["chosen"]["simulated"]
+    # TTFT is simulated end to end: it holds the prefill stage and the decode wait
+    assert sim["ttft_p99_s"] <= 2.0 and sim["ttft_p50_s"] >= sim["prefill_stage_p50_s"]
+    assert 0 < sim["prefill_utilisation"] <= 0.95
+    assert math.isclose(sim["mean_in_system"], sim["throughput_requests"]
+                        * sim["residence_mean_s"], rel_tol=0.1)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prefill-gpus", "8"], "only with --prefill-hw"),
+        (["--prefill-hw", "h200"], "give --ttft-ms"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-alpha", "1e-4"],
+         "give one or the other"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-instances", "0"],
+         "--prefill-instances must be >= 1"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-gpus", "1"], "do not fit"),
+        (["--prefill-hw", "h9000", "--ttft-ms", "2000"], "unknown hardware"),
+    ],
+)  # fmt: skip
+def test_prefill_options_are_checked(cli, args, message):
+    res = cli("capacity", "--trace", "azure-conv-2023", "--rate", "1x", "--tpot-ms", "50",
+              "--no-curve", *args)  # fmt: skip
+    assert res.code == 2, (res.code, res.out[-300:])
+    assert message in res.err

@@ -169,3 +169,20 @@ def test_prefill_options_are_checked(cli, args, message):
               "--no-curve", *args)  # fmt: skip
     assert res.code == 2, (res.code, res.out[-300:])
     assert message in res.err
+
+
+def test_measured_prefill_fits_the_tables_and_departs_from_the_roofline(aic):
+    """aiconfigurator-core's context-attention and MoE tables for DeepSeek-V3 on 8 x H200:
+    the fitted a·P + c·Q + f holds them within 10%, and an 8k prompt takes 3-4x the
+    roofline's time (the MoE kernels' share of peak, as in decode)."""
+    from afdplan.calibrate.prefill import measured_prefill
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    times, error = measured_prefill(model, "h200_sxm", hw)
+    assert error < 0.10 and times.gpus == 8
+    roof = derive_prefill(model, hw)
+    q = 8192 * 8193 / 2
+    assert 3.0 < times.forward(8192, q) / roof.forward(8192, q) < 4.0
+    assert times.transfer_per_token == roof.transfer_per_token
+    dense, _ = measured_prefill(load_model("llama3-70b"), "h100_sxm", load_hardware("h100-sxm"))
+    assert dense.gpus == 4 and 0.1 < dense.forward(8192, q) < 1.0

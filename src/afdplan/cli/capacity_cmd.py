@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -196,6 +197,17 @@ def _prefill_pool(hw_name, gpus, instances, tokens, model_name, deployment, coef
     hw = load_hardware(hw_name)
     model = load_model(model_name or _served_model(deployment, coeffs))
     times = derive_prefill(model, hw, gpus, tokens)
+    from afdplan.calibrate.measured_sets import tables_installed
+
+    if tables_installed() and hw.aiconfigurator_systems:
+        from afdplan.calibrate.prefill import measured_prefill
+
+        try:  # measured where aiconfigurator-core has the model's kernels
+            times, error = measured_prefill(model, hw.aiconfigurator_systems[0], hw, gpus, tokens)
+        except InputError:
+            pass
+        else:
+            times = replace(times, name=f"{times.name}; fit within {error:.0%}")
     return PrefillPool(instances or 1, times, hw.name, hw.price_per_hour)
 
 
@@ -516,6 +528,8 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
             f"({pool.gpus} GPUs, busy {s.chosen.summary['prefill_utilisation']:.0%}) + "
         )
         cost = s.total_cost_per_hour
+        if pool is not None and s is sizings[0]:
+            out.print(f"prefill step times: {pool.times.name}", markup=False)
         out.print(
             f"{s.rate:.4g} req/s: {prefill}{s.bundles} decode bundle(s), {s.total_gpus:g} GPUs"
             + ("" if cost is None else f", ${cost:,.0f}/hour")

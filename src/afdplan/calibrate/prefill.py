@@ -1,0 +1,139 @@
+"""Prefill step times from aiconfigurator-core's measured kernel tables.
+
+One prompt of P tokens on a prefill instance of g GPUs (attention split over g, experts
+over g), per layer as aiconfigurator-core times it:
+
+* attention: the context-attention module (MLA: ``mla_context_module_perf``, the whole
+  module; GQA: ``context_attention_perf`` plus the QKV and output GEMMs) at 1/g of the
+  heads and batch 1, and the output projection's all-reduce for g > 1;
+* FFN: the routed experts at ``num_tokens`` = P on the EP-g group (the decode reader's
+  ``_routed_experts``), the shared experts and dense layers as GEMMs on each rank's P/g
+  tokens, the dispatch and combine on the link roofline; a dense MLP as TP-g GEMMs and
+  its all-reduce.
+
+The sum over layers, T(P), is fitted on the tables' prompt lengths to
+``a·P + c·P(P+1)/2 + f`` (non-negative least squares): a per token, c per causal pair, f
+per forward. A batch of prompts then costs a·N + c·Q + f, so batching shares f. The KV
+transfer keeps the roofline's (``calibrate.roofline.derive_prefill``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import nnls
+
+from afdplan.calibrate import aiconfig
+from afdplan.calibrate.roofline import derive_prefill, expert_exchange
+from afdplan.calibrate.specs import HardwareSpec, ModelSpec
+from afdplan.errors import require
+from afdplan.timing import PrefillTimes, Routing
+
+# Prompt lengths fitted (tokens): the range prefill batches live in.
+FIT_RANGE = (256, 16384)
+
+
+def _attention_ms(model, data, g, kv_dtype, w_dtype, gemm, prompts) -> tuple[np.ndarray, str]:
+    """ms per layer of the attention of one prompt of each length, at 1/g of the heads."""
+    heads = model.heads / g
+    require(heads.is_integer(), f"{model.heads} heads do not split over {g} GPUs")
+    if model.is_mla:
+        table, src = aiconfig._table(data, "mla", "mla_context_module_perf.parquet")
+        gemm_type = w_dtype if w_dtype in aiconfig._values(table["gemm_type"]) else "bfloat16"
+        sub = table[
+            (table["num_heads"] == heads) & (table["batch_size"] == 1)
+            & (table["kv_cache_dtype"] == kv_dtype) & (table["gemm_type"] == gemm_type)
+        ]  # fmt: skip
+        curve = sub.groupby("isl")["latency"].median()
+        require(len(curve) >= 4, f"{src}: too few MLA context rows at {heads:g} heads")
+        ms = np.interp(prompts, curve.index.to_numpy(float), curve.to_numpy())
+        return ms, f"{src} ({heads:g} heads, batch 1)"
+    table, src = aiconfig._table(data, "attention", "context_attention_perf.parquet")
+    kv_heads = max(1, model.kv_heads // g)
+    sub = table[(table["num_heads"] == heads) & (table["num_key_value_heads"] == kv_heads)
+                & (table["head_dim"] == model.head_dim) & (table["batch_size"] == 1)
+                & (table["kv_cache_dtype"] == kv_dtype) & (table["window_size"] == 0)]  # fmt: skip
+    curve = sub.groupby("isl")["latency"].median()
+    require(len(curve) >= 4, f"{src}: too few context rows for {heads:g}/{kv_heads} heads")
+    ms = np.interp(prompts, curve.index.to_numpy(float), curve.to_numpy())
+    qkv = gemm(prompts, (model.heads + 2 * model.kv_heads) * model.head_dim // g, model.hidden,
+               "QKV")  # fmt: skip
+    out = gemm(prompts, model.hidden, model.heads * model.head_dim // g, "O proj")
+    return ms + qkv + out, f"{src} ({heads:g}/{kv_heads} heads, batch 1) + QKV/O GEMMs"
+
+
+def _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts) -> tuple[np.ndarray, str]:
+    """ms of every FFN layer of one prompt of each length (the sum over layers)."""
+    if not model.is_moe:
+        inter = model.intermediate // g
+        per_layer = gemm(prompts, 2 * inter, model.hidden, "FFN up") + gemm(
+            prompts, model.hidden, inter, "FFN down"
+        )
+        if g > 1:
+            per_layer = per_layer + aiconfig._all_reduce(data, g, prompts * model.hidden, [])
+        return model.layers * per_layer, f"dense MLP GEMMs and all-reduce at TP {g}"
+    curve, src, dtype = aiconfig._routed_experts(model, data, g, w_dtype, Routing())
+    routed = np.interp(prompts, curve.index.to_numpy(float), curve.to_numpy())
+    per_rank = prompts / g
+    shared = (
+        gemm(per_rank, 2 * model.shared_intermediate, model.hidden, "shared up")
+        + gemm(per_rank, model.hidden, model.shared_intermediate, "shared down")
+        if model.shared_intermediate
+        else 0.0
+    )
+    total = model.moe_layers * np.maximum(routed, shared)
+    if model.dense_ffn_layers:
+        dense = gemm(per_rank, 2 * model.intermediate, model.hidden, "dense up") + gemm(
+            per_rank, model.hidden, model.intermediate, "dense down"
+        )
+        total = total + model.dense_ffn_layers * dense
+    alpha, beta = expert_exchange(model, hw, g)
+    return total + 1e3 * (alpha * prompts + beta), f"{src} ({dtype}, EP {g}) + link exchange"
+
+
+def measured_prefill(
+    model: ModelSpec,
+    system: str,
+    hw: HardwareSpec,
+    gpus: int | None = None,
+    max_batch_tokens: int = 8192,
+    framework: str = "vllm",
+) -> tuple[PrefillTimes, float]:
+    """(prefill step times fitted to the measured tables, the fit's largest relative
+    error over the fitted prompt lengths); a one-line error where the tables lack the
+    model's shapes."""
+    roof = derive_prefill(model, hw, gpus, max_batch_tokens)
+    g = roof.gpus
+    data = aiconfig.resolve_version(system, framework, model)
+    w_dtype = "fp8_block" if model.weight_bytes <= 1 else "bfloat16"
+    kv_dtype = "fp8" if model.kv_bytes <= 1 else "bfloat16"
+    table, src = aiconfig._table(data, "gemm", "gemm_perf.parquet")
+    dtype = w_dtype if w_dtype in aiconfig._values(table["gemm_dtype"]) else "bfloat16"
+    gemm = aiconfig._Gemm(table, dtype, src)
+    prompts = np.unique(np.geomspace(*FIT_RANGE, 24).round())
+    attention, a_src = _attention_ms(model, data, g, kv_dtype, w_dtype, gemm, prompts)
+    attention = model.layers * attention
+    if g > 1:
+        attention = attention + model.layers * aiconfig._all_reduce(
+            data, g, prompts * model.hidden, []
+        )
+    ffn, f_src = _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts)
+    seconds = (attention + ffn) / 1e3
+    design = np.column_stack([prompts, prompts * (prompts + 1) / 2, np.ones_like(prompts)])
+    scale = design.max(axis=0)
+    coef, _ = nnls(design / scale, seconds)
+    per_token, per_pair, fixed = coef / scale
+    fitted = design @ (coef / scale)
+    error = float(np.max(np.abs(fitted / seconds - 1)))
+    times = PrefillTimes(
+        per_token=float(per_token),
+        per_pair=float(per_pair),
+        weights=0.0,
+        fixed=float(fixed),
+        transfer_per_token=roof.transfer_per_token,
+        transfer_fixed=roof.transfer_fixed,
+        max_batch_tokens=max_batch_tokens,
+        gpus=g,
+        name=f"measured prefill:{model.name}@{system} x{g} ({a_src}; {f_src}; "
+        f"{data.framework} {data.version})",
+    )
+    return times, error

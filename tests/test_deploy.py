@@ -810,3 +810,33 @@ def test_batch_per_rank_is_capped_at_the_runtime_default():
     assert tight.configs.batch.max() <= 48 and loose.configs.batch.max() > 48
     with pytest.raises(InputError, match="--max-batch-per-rank must be >= 1"):
         Space(max_batch=0)
+
+
+def test_redundant_experts_let_the_group_exceed_the_expert_count():
+    """EP 288 over DeepSeek-V3's 256 experts with 32 redundant copies (its published
+    serving layout): the group holds 288 experts' weights, a token's experts spread over
+    all copies, the search accepts the size, and the measured set still anchors it (by its
+    ratios: the tables time 256 experts)."""
+    from dataclasses import replace as copy
+
+    from afdplan.calibrate.roofline import derive
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    served = copy(model, redundant_experts=32)
+    assert served.physical_experts == 288
+    routed = 3 * model.hidden * model.moe_intermediate * model.moe_layers
+    assert served.ffn_params() - model.ffn_params() == 32 * routed
+    assert served.ffn_active_params() == model.ffn_active_params()
+    with pytest.raises(InputError, match="add redundant experts"):
+        derive(model, hw, 1, 288)
+    t = derive(served, hw, 1, 288).times
+    assert t.experts.experts == 288
+    target = Target(served, hw, hw, VARIED.stats(), Slo(50, 99),
+                    anchor=resolve_anchor(None, served, hw, hw),
+                    space=Space(gpus_attention=(4,), gpus_ffn=(288,), microbatches=(2,),
+                                across_nodes=True))  # fmt: skip
+    result = search(target, "none")
+    assert result.chosen["gpus_ffn"] == 288
+    assert result.provenance == "attention: measured tables at this size; FFN: anchored roofline"
+    with pytest.raises(InputError, match="--redundant-experts 32"):
+        search(replace(target, model=model), "none")

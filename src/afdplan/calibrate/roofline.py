@@ -65,7 +65,8 @@ def ffn_group_size(model: ModelSpec, minimum: int) -> int:
     a divisor of the expert count for MoE (expert parallel), else ``minimum``."""
     if not model.is_moe:
         return minimum
-    return next(d for d in range(minimum, model.experts + 1) if model.experts % d == 0)
+    e = model.physical_experts
+    return next(d for d in range(minimum, e + 1) if e % d == 0)
 
 
 def attention_weight_bytes(model: ModelSpec) -> float:
@@ -181,7 +182,8 @@ def tp_all_reduce(model: ModelSpec, hw: HardwareSpec, tp: int) -> Linear:
 
 def model_experts(model: ModelSpec) -> Experts | None:
     """The routed experts of an MoE model (balanced routing), None for a dense one."""
-    return Experts(model.experts, model.top_k) if model.is_moe else None
+    # a token's k experts spread over every copy: the group sees the physical experts
+    return Experts(model.physical_experts, model.top_k) if model.is_moe else None
 
 
 def exchange_bytes(model: ModelSpec) -> tuple[float, float]:
@@ -236,11 +238,13 @@ def derive(
     g_f = ffn_group_size(model, min_ffn_gpus(model, fhw)) if gpus_ffn is None else gpus_ffn
     require(g_f >= 1, f"FFN GPUs must be >= 1, got {g_f}")
     if model.is_moe:
-        divisors = [d for d in range(1, model.experts + 1) if model.experts % d == 0]
+        e = model.physical_experts
+        divisors = [d for d in range(1, e + 1) if e % d == 0]
         require(
-            model.experts % g_f == 0,
-            f"an expert-parallel FFN group of {g_f} GPUs does not divide the {model.experts} "
-            f"experts of {model.name}; use one of {', '.join(map(str, divisors))}",
+            e % g_f == 0,
+            f"an expert-parallel FFN group of {g_f} GPUs does not divide the {e} experts of "
+            f"{model.name}; use one of {', '.join(map(str, divisors))}, or add redundant "
+            f"experts ({-e % g_f} more fill {g_f} GPUs)",
         )
     g_a = gpus_attention
     L, h = model.layers, model.hidden
@@ -288,7 +292,9 @@ def derive(
         else f"head dim {model.head_dim}"
     )
     ffn_kind = (
-        f"MoE {model.experts} experts top-{model.top_k} width {model.moe_intermediate}"
+        f"MoE {model.experts} experts"
+        + (f" (+{model.redundant_experts} redundant)" if model.redundant_experts else "")
+        + f" top-{model.top_k} width {model.moe_intermediate}"
         f" (+shared {model.shared_intermediate}), {model.dense_ffn_layers} dense layers"
         if model.is_moe
         else "dense FFN"

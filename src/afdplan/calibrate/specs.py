@@ -51,6 +51,9 @@ class ModelSpec:
     source: str = ""
     ffn_weight_bytes: float | None = None  # the FFN side's weights, if served in another dtype
     architecture: str = ""  # the config's architectures[0]: which runtimes can serve it
+    # copies of hot experts the serving layout adds (EPLB): the group holds experts +
+    # redundant_experts, so its size need only divide that (DeepSeek-V3: EP 288 over 256 + 32)
+    redundant_experts: int = 0
 
     @property
     def ffn_bytes(self) -> float:
@@ -61,6 +64,11 @@ class ModelSpec:
     @property
     def is_moe(self) -> bool:
         return self.experts > 0
+
+    @property
+    def physical_experts(self) -> int:
+        """Experts the FFN group holds: the model's and their redundant copies."""
+        return self.experts + self.redundant_experts
 
     @property
     def is_mla(self) -> bool:
@@ -122,8 +130,9 @@ class ModelSpec:
         return 3 * self.hidden * self.intermediate  # gate, up, down
 
     def moe_params_layer(self) -> int:
-        """All weights of one MoE layer: routed experts, shared experts, router."""
-        routed = self.experts * 3 * self.hidden * self.moe_intermediate
+        """All weights of one MoE layer as served: routed experts (with their redundant
+        copies), shared experts, router."""
+        routed = self.physical_experts * 3 * self.hidden * self.moe_intermediate
         return routed + 3 * self.hidden * self.shared_intermediate + self.hidden * self.experts
 
     def moe_active_params_layer(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -116,6 +117,14 @@ def deploy(
     microbatches: Annotated[
         str, typer.Option("--microbatches", "-m", help="Micro-batch counts to search (list).")
     ] = "1-4",
+    redundant_experts: Annotated[
+        int,
+        typer.Option(
+            "--redundant-experts",
+            help="Copies of hot experts the FFN group adds (EPLB): groups then divide the "
+            "experts plus these (DeepSeek-V3's EP 288 = 256 + 32).",
+        ),
+    ] = 0,
     max_batch_per_rank: Annotated[
         int | None,
         typer.Option(
@@ -175,6 +184,10 @@ def deploy(
     spec = served_as(
         served, *(None if d is None else d.value for d in (weight_dtype, ffn_dtype, kv_dtype))
     )
+    require(redundant_experts >= 0, f"--redundant-experts must be >= 0, got {redundant_experts}")
+    if redundant_experts:
+        require(spec.is_moe, f"--redundant-experts: {spec.name} is dense (no routed experts)")
+        spec = replace(spec, redundant_experts=redundant_experts)
     a_hw = load_hardware(attention_hw)
     f_hw = load_hardware(ffn_hw) if ffn_hw else a_hw
     if network is not None:

@@ -196,7 +196,8 @@ def _same_model(model: ModelSpec, preset: str) -> bool:
 
     if model.name == preset:
         return True
-    anonymous = {"name": "", "source": "", "architecture": ""}
+    # redundant experts are a serving layout of the same model, not another model
+    anonymous = {"name": "", "source": "", "architecture": "", "redundant_experts": 0}
     return replace(model, **anonymous) == replace(load_model(preset), **anonymous)
 
 

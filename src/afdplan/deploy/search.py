@@ -250,12 +250,13 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
     least = min_ffn_gpus(model, hw)
     if space.gpus_ffn is not None:
         for g in space.gpus_ffn:
-            if model.is_moe and model.experts % g:
-                divisors = [d for d in range(1, model.experts + 1) if model.experts % d == 0]
+            e = model.physical_experts
+            if model.is_moe and e % g:
+                divisors = [d for d in range(1, e + 1) if e % d == 0]
                 raise InputError(
-                    f"--gpus-ffn {g}: an expert-parallel group does not divide the "
-                    f"{model.experts} experts of {model.name}; use one of "
-                    + ", ".join(map(str, divisors))
+                    f"--gpus-ffn {g}: an expert-parallel group does not divide the {e} "
+                    f"experts of {model.name}; use one of {', '.join(map(str, divisors))}, or "
+                    f"--redundant-experts {-e % g}"
                 )
             check_ffn_fits(model, hw, g)
         return sorted(set(space.gpus_ffn))
@@ -267,7 +268,8 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
         "between nodes is priced at line rate, an optimistic bound) or --gpus-ffn",
     )
     if model.is_moe:
-        return [d for d in range(least, top + 1) if model.experts % d == 0] or [
+        e = model.physical_experts
+        return [d for d in range(least, top + 1) if e % d == 0] or [
             ffn_group_size(model, least)
         ]
     return [g for g in (1, 2, 4, 8, 16, 32, 64) if least <= g <= top] or [least]
@@ -310,6 +312,9 @@ def roofline_times(
     except InputError:
         return None
     moe = moe or MoeAssumptions()
+    if anchor is not None and model.redundant_experts and anchor.measured is not None:
+        # the tables time the model's own experts: the copies are priced by the ratios
+        anchor = replace(anchor, measured=None)
     if anchor is not None:
         times = anchor.apply(times, attention_hw.name, ffn_hw.name, (g_a, g_f), moe.routing)
     elif times.experts is not None:

@@ -7,7 +7,7 @@ or a runtime repository (file and line cited). For each, afdplan is run at the s
 configuration and its prediction printed beside the published number; where afdplan cannot
 express the setup yet (model architecture, hardware, topology), the row says exactly what
 is missing instead of printing a number it cannot stand behind. The models-and-hardware
-work (sparse and MFA attention, rA–sF bundles, per-die Ascend figures) closes those rows;
+work (sparse attention, per-die Ascend figures) closes those rows;
 a row afdplan can express but that is not one operating point carries its caveat.
 """
 
@@ -29,10 +29,14 @@ AFD_PLUGIN = (
     "vllm-project/afd-plugin @ 2e4378f, recipe/npu/CAMP2pAFDConnector/deepseek_v3_2/"
     "README.md lines 28-62 (setup), 367-377 (results)"
 )
-STEP3_SETUP_GAPS = (
-    "two FFN instances per bundle (rA-sF, s = 2) is not a topology afdplan expresses (rA-1F "
-    "only); the model itself now reads (preset step3: MFA attention, 316.3B parameters "
-    "against the report's 316B)",
+# Step-3's "xA2F" (report §7.1, p. 11-12): x attention nodes of 8 GPUs, each GPU a data-
+# parallel attention rank, and two FFN nodes that are one FFN instance "in a hybrid EP+TP
+# way" across both machines: in afdplan's terms r = 8x one-GPU workers and one FFN group of
+# 16 GPUs crossing nodes, at a fixed context (θ = the context, no spread).
+STEP3_CAVEATS = (
+    "Step-3's FFN is TP 8 inside a node x EP 2 across the two, its attention broadcasting "
+    "each token to both FFN nodes; afdplan prices one EP-16 group (the same FLOPs and "
+    "weight reads, another exchange) on the roofline, with no measured Step-3 kernels",
 )
 V32_GAPS = (
     "DeepSeek-V3.2's sparse attention (each query reads a top-2,048 subset of the KV) is not "
@@ -89,7 +93,9 @@ POINTS = (
         "tokens/s/GPU",
         4039.0,
         STEP3,
-        gaps=STEP3_SETUP_GAPS,
+        run={"model": "step3", "hardware": "h800", "r": 16, "batch": 384, "gpus_ffn": 16,
+             "microbatches": 3, "context": 4096, "attention_dtype": "fp8"},
+        caveats=STEP3_CAVEATS,
     ),
     Published(
         "Step-3 3A2F BF16 attention",
@@ -97,7 +103,9 @@ POINTS = (
         "tokens/s/GPU",
         3321.0,
         STEP3,
-        gaps=STEP3_SETUP_GAPS,
+        run={"model": "step3", "hardware": "h800", "r": 24, "batch": 252, "gpus_ffn": 16,
+             "microbatches": 3, "context": 4096, "attention_dtype": "bfloat16"},
+        caveats=STEP3_CAVEATS,
     ),
     Published(
         "Step-3 4A2F FP8 attention",
@@ -105,7 +113,9 @@ POINTS = (
         "tokens/s/GPU",
         2643.0,
         STEP3,
-        gaps=STEP3_SETUP_GAPS,
+        run={"model": "step3", "hardware": "h800", "r": 32, "batch": 192, "gpus_ffn": 16,
+             "microbatches": 3, "context": 8192, "attention_dtype": "fp8"},
+        caveats=STEP3_CAVEATS,
     ),
     *(
         Published(
@@ -177,6 +187,27 @@ def colocated_best(run: dict) -> dict:
     return best
 
 
+def afd_fixed(run: dict) -> dict:
+    """afdplan's prediction for one fixed AFD bundle (r one-GPU attention workers, an FFN
+    group of g_F GPUs across nodes, m micro-batches, B per worker) at a fixed context:
+    ping-pong closed form on roofline step times, FFN in FP8, attention in the dtype
+    named; tokens/s per GPU over r + g_F GPUs."""
+    from afdplan.bundle import Pipeline
+    from afdplan.calibrate.specs import load_hardware, load_model, served_as
+    from afdplan.deploy.search import roofline_times
+    from afdplan.theory.barrier import layered_times
+
+    dtype = run["attention_dtype"]
+    model = served_as(load_model(run["model"]), dtype, "fp8", dtype)
+    hw = load_hardware(run["hardware"])
+    r, b, g_f = run["r"], run["batch"], run["gpus_ffn"]
+    times = roofline_times(model, hw, hw, 1, g_f, True)
+    pipe = Pipeline("pingpong", run["microbatches"], model.layers)
+    step = float(layered_times(pipe, times, float(b), r, run["context"], 0.0, 0.0).step_time)
+    return {"tokens_per_gpu": r * b / ((r + g_f) * step), "batch": b,
+            "microbatches": run["microbatches"], "step_ms": 1e3 * step}  # fmt: skip
+
+
 def evaluate() -> list[dict]:
     rows = []
     for p in POINTS:
@@ -186,7 +217,7 @@ def evaluate() -> list[dict]:
             row["afdplan"] = None
             row["cannot_express"] = list(p.gaps)
         else:
-            found = colocated_best(p.run)
+            found = afd_fixed(p.run) if "r" in p.run else colocated_best(p.run)
             row["afdplan"] = found["tokens_per_gpu"] or None
             row["afdplan_detail"] = found
             row["ratio"] = (found["tokens_per_gpu"] / p.value) if found["tokens_per_gpu"] else None
@@ -225,7 +256,10 @@ def main() -> None:
             ours = "—"
         else:
             d = r["afdplan_detail"]
-            ours = f"{r['afdplan']:,.0f} (B {d['batch']}/GPU, m {d['microbatches']})"
+            ours = (
+                f"{r['afdplan']:,.0f} (B {d['batch']}/GPU, m {d['microbatches']}, step "
+                f"{d['step_ms']:.0f} ms)"
+            )
             keys = [legend.setdefault(c, len(legend) + 1) for c in r.get("caveats", [])]
             last = f"{r['ratio']:.2f}x" + "".join(f" [{k}]" for k in keys)
         table.add_row(r["label"], r["setup"], f"{r['published']:,.1f} {r['metric']}", ours,

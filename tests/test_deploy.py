@@ -752,9 +752,12 @@ def test_when_afd_loses_colocated_is_recommended_and_launchable(cli, tmp_path):
     col = data["colocated"]["best"]
     nodes = math.ceil(col["gpus_ffn"] / 8)
     runs = [_launch(out / "colocated/vllm.sh", tmp_path, NODE_RANK=str(k)) for k in range(nodes)]
-    assert all(int(_flag(a, "--data-parallel-size")) == col["gpus_ffn"] for a in runs)
+    # DP x TP attention ranks fill the expert group
+    assert all(int(_flag(a, "--data-parallel-size")) == col["r"] for a in runs)
+    assert all(int(_flag(a, "--tensor-parallel-size")) == col["gpus_attention"] for a in runs)
+    assert col["r"] * col["gpus_attention"] == col["gpus_ffn"]
     if nodes > 1:
-        assert sum(int(_flag(a, "--data-parallel-size-local")) for a in runs) == col["gpus_ffn"]
+        assert sum(int(_flag(a, "--data-parallel-size-local")) for a in runs) == col["r"]
     assert all("--enable-expert-parallel" in a and "--additional-config" not in a for a in runs)
     assert all(int(_flag(a, "--max-num-seqs")) == col["batch"] for a in runs)
     text = cli(*args).out
@@ -840,3 +843,23 @@ def test_redundant_experts_let_the_group_exceed_the_expert_count():
     assert result.provenance == "attention: measured tables at this size; FFN: anchored roofline"
     with pytest.raises(InputError, match="--redundant-experts 32"):
         search(replace(target, model=model), "none")
+
+
+def test_moe_colocated_search_includes_tp_attention_over_the_ep_group():
+    """An MoE colocated group of G GPUs runs G/t attention instances of TP t (t = 1: data-
+    parallel) beside the experts over all G, as vLLM's DP x TP with expert parallelism
+    does; a TP-t instance holds its attention weights once over t GPUs (MLA's cache on each)."""
+    from afdplan.deploy.runtime import colocated_files
+    from afdplan.deploy.search import colocated_capacity
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    result = search(small_target(gpus_ffn=(8,), microbatches=(1,)), "none")
+    colocated = result.configs[result.configs.architecture != "afd"]
+    assert {1, 2, 4, 8} <= set(colocated.gpus_attention)
+    assert (colocated.r * colocated.gpus_attention == colocated.gpus_ffn).all()
+    one, two = colocated_capacity(model, hw, 8, 1), colocated_capacity(model, hw, 8, 2)
+    assert one < two < 2 * one  # the attention weights are shared, the MLA cache is not
+    row = colocated[colocated.gpus_attention == 2].iloc[0].to_dict()
+    text = colocated_files(row, model, hw)["colocated/vllm.sh"]
+    assert "--data-parallel-size 4" in text and "--tensor-parallel-size 2" in text
+    assert "--enable-expert-parallel" in text

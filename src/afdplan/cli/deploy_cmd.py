@@ -397,7 +397,10 @@ def _colocated_shape(model, col) -> str:
     """How a colocated configuration splits the model (data + expert parallel groups for
     MoE, tensor-parallel instances for dense)."""
     if model.is_moe:
-        return f"DP attention + EP over a group of {col['gpus_ffn']} GPUs, B = {col['batch']}/GPU"
+        t = col["gpus_attention"]
+        attention = "DP attention" if t == 1 else f"{col['r']} TP-{t} attention instances"
+        per = "GPU" if t == 1 else "instance"
+        return f"{attention} + EP over a group of {col['gpus_ffn']} GPUs, B = {col['batch']}/{per}"
     return f"TP {col['gpus_attention']} instances, B = {col['batch']}/instance"
 
 

@@ -192,12 +192,13 @@ def colocated_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, 
     flags = _decode_flags(b, m)
     if model.is_moe:
         nodes = math.ceil(g / hw.gpus_per_node)
+        attention = "data-parallel attention" if t == 1 else f"{g // t} TP-{t} attention ranks"
         what = (
-            f"{g} GPUs on {nodes} node(s) as one group: data-parallel attention, "
-            f"expert-parallel MoE, B = {b} per GPU"
+            f"{g} GPUs on {nodes} node(s) as one group: {attention}, expert-parallel MoE, "
+            f"B = {b} per {'GPU' if t == 1 else 'rank'}"
         )
-        body = _vllm_role("colocated", g, 1, hw.gpus_per_node, [*flags, '--port "$API_PORT"'],
-                          None)  # fmt: skip
+        body = _vllm_role("colocated", g // t, t, hw.gpus_per_node,
+                          [*flags, '--port "$API_PORT"'], None)  # fmt: skip
     else:
         what = f"one tensor-parallel instance of {t} GPU(s), B = {b}; replicate it per {t} GPUs"
         flags = [f for f in flags if f != "--enable-expert-parallel"]

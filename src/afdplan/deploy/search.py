@@ -46,6 +46,7 @@ from afdplan.calibrate.roofline import (
     check_ffn_fits,
     derive,
     ffn_group_size,
+    kv_copies,
     min_ffn_gpus,
 )
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
@@ -497,18 +498,20 @@ def search_afd(target: Target, out: _Collector) -> None:
                         break  # well past the peak of a unimodal objective
 
 
-def colocated_capacity(model: ModelSpec, hw: HardwareSpec, group: int) -> int:
-    """KV tokens one GPU of a colocated group holds: usable HBM − attention weights (data
-    parallel: a full copy) − its 1/group share of the FFN weights."""
-    free = (
-        hw.hbm_bytes * hw.usable_memory
-        - attention_weight_bytes(model)
-        - model.ffn_params() * model.ffn_bytes / group
-    )
-    return max(0, math.floor(free / model.kv_bytes_per_token()))
+def colocated_capacity(model: ModelSpec, hw: HardwareSpec, group: int, tp: int = 1) -> int:
+    """KV tokens one attention instance of a colocated group holds: its ``tp`` GPUs' usable
+    HBM − the attention weights (a full copy per instance, split over its GPUs) − their
+    share of the FFN weights (1/group each), over the KV bytes of a token times the GPUs
+    holding it (``kv_copies``: all ``tp`` for MLA)."""
+    free = tp * (
+        hw.hbm_bytes * hw.usable_memory - model.ffn_params() * model.ffn_bytes / group
+    ) - attention_weight_bytes(model)
+    return max(0, math.floor(free / (model.kv_bytes_per_token() * kv_copies(model, tp))))
 
 
-def colocated_times(times: LinearStepTimes, capacity: int, name: str) -> LinearStepTimes:
+def colocated_times(
+    times: LinearStepTimes, capacity: int, name: str, tp: int = 1
+) -> LinearStepTimes:
     """A colocated group's step times from its AFD-side ones: the FFN kernels run on the
     same GPUs as attention (the compute resource), the expert dispatch and combine are the
     transfers (the group's whole micro-batch on its links, ``aggregate``: what two-batch
@@ -522,7 +525,7 @@ def colocated_times(times: LinearStepTimes, capacity: int, name: str) -> LinearS
         comm=x,
         comm_scope="aggregate",
         name=name,
-        gpus_attention=1.0,
+        gpus_attention=float(tp),
         kv_capacity_tokens=capacity,
     )
 
@@ -548,26 +551,34 @@ def search_colocated(target: Target, out: _Collector) -> None:
         for g in sizes:
             if space.gpu_budget is not None and g > space.gpu_budget:
                 continue
-            capacity = colocated_capacity(model, hw, g)
-            cross = g > hw.scaleup_gpus
-            times = roofline_times(model, hw, hw, 1, g, cross, target.anchor, target.moe)
-            if times is None or capacity < 1:
-                continue
-            times = colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}")
-            b_kv = kv_limit(capacity, target.stats, space.max_batch or default_max_batch(hw))
-            # Every GPU is an attention instance too, so per instance means per GPU here.
-            weight = g * price if target.objective == Objective.cost else float(g)
-            for m in (1, 2):
-                config = {
-                    "architecture": f"colocated@{hw.name}",
-                    "gpus_attention": 1,
-                    "gpus_ffn": g,
-                    "microbatches": m,
-                    "r": g,
-                    "cross_node": g > hw.scaleup_gpus,
-                }
-                pipeline = Pipeline("pingpong", m, model.layers)
-                _record(out, target, config, times, pipeline, b_kv, weight, g, colocated=True)
+            for t in (1, 2, 4, 8):
+                if g % t == 0 and t <= hw.scaleup_gpus and attention_tp_problem(model, t) is None:
+                    _colocated_group(target, out, hw, price, g, t)
+
+
+def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g: int, t: int):
+    """One MoE colocated group of g GPUs: g/t attention instances of TP t (t = 1: data-
+    parallel attention), the experts over all g, with and without two-batch overlap."""
+    model, space = target.model, target.space
+    capacity = colocated_capacity(model, hw, g, t)
+    cross = g > hw.scaleup_gpus
+    times = roofline_times(model, hw, hw, t, g, cross, target.anchor, target.moe)
+    if times is None or capacity < 1:
+        return
+    times = colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}", t)
+    b_kv = kv_limit(capacity, target.stats, space.max_batch or default_max_batch(hw))
+    weight = g * price if target.objective == Objective.cost else float(g)
+    for m in (1, 2):
+        config = {
+            "architecture": f"colocated@{hw.name}",
+            "gpus_attention": t,
+            "gpus_ffn": g,
+            "microbatches": m,
+            "r": g // t,
+            "cross_node": cross,
+        }
+        pipeline = Pipeline("pingpong", m, model.layers)
+        _record(out, target, config, times, pipeline, b_kv, weight, g, colocated=True)
 
 
 def _search_colocated_tp(target: Target, out: _Collector, hw: HardwareSpec, price) -> None:

@@ -7,7 +7,7 @@ or a runtime repository (file and line cited). For each, afdplan is run at the s
 configuration and its prediction printed beside the published number; where afdplan cannot
 express the setup yet (model architecture, hardware, topology), the row says exactly what
 is missing instead of printing a number it cannot stand behind. The models-and-hardware
-work (sparse attention, per-die Ascend figures) closes those rows;
+work (per-die Ascend figures, forced routings) closes those rows;
 a row afdplan can express but that is not one operating point carries its caveat.
 """
 
@@ -39,8 +39,6 @@ STEP3_CAVEATS = (
     "weight reads, another exchange) on the roofline, with no measured Step-3 kernels",
 )
 V32_GAPS = (
-    "DeepSeek-V3.2's sparse attention (each query reads a top-2,048 subset of the KV) is not "
-    "modelled: afdplan refuses its config (index_topk) rather than price it as dense MLA",
     "the runs force a synthetic balanced routing with 4 local experts per rank that "
     "simulates 192A64F / 256A64F on 48A16F / 64A16F dies: afdplan has no such routing",
     "Ascend 910C figures per die (the recipe's unit) are not a measured preset: "

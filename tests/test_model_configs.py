@@ -24,6 +24,7 @@ LOADED = {
     "Qwen/Qwen3-VL-30B-A3B-Instruct", "Qwen/Qwen3-VL-32B-Instruct",
     "Qwen/Qwen3-VL-32B-Thinking", "Qwen/Qwen3-VL-4B-Instruct", "Qwen/Qwen3-VL-8B-Instruct",
     "XiaomiMiMo/MiMo-7B-Base", "deepseek-ai/DeepSeek-R1", "deepseek-ai/DeepSeek-V3",
+    "deepseek-ai/DeepSeek-V3.2", "nvidia/DeepSeek-V3.2-NVFP4",
     "meta-llama/Meta-Llama-3.1-405B", "meta-llama/Meta-Llama-3.1-70B",
     "meta-llama/Meta-Llama-3.1-8B", "mistralai/Mixtral-8x22B-v0.1",
     "mistralai/Mixtral-8x7B-v0.1", "moonshotai/Kimi-K2-Instruct", "moonshotai/Kimi-K2.5",
@@ -33,7 +34,6 @@ LOADED = {
 }  # fmt: skip
 # and why a few of the refused ones are refused (the architecture, not a typo)
 REFUSED_BECAUSE = {
-    "deepseek-ai/DeepSeek-V3.2": "sparse attention",
     "Qwen/Qwen3.5-397B-A17B": "hybrid layers of linear attention",
     "openai/gpt-oss-120b": "sliding-window",
     "meta-llama/Llama-4-Maverick-17B-128E-Instruct": "chunked attention",
@@ -129,7 +129,14 @@ MOE = {**BASE, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_siz
         ({**MOE, "first_k_dense_replace": 4}, "leaves no MoE layer"),
         ({**MOE, "first_k_dense_replace": 1}, "1 dense-FFN layer(s) need intermediate_size >= 1"),
         ({**MOE, "moe_layers_enum": "1,9"}, "'moe_layers_enum' names layers outside 0..3"),
-        ({**BASE, "intermediate_size": 8, "index_topk": 2048}, "'index_topk': sparse attention"),
+        (
+            {**BASE, "intermediate_size": 8, "index_topk_freq": 2},
+            "'index_topk_freq': a sparse-attention variant",
+        ),
+        (
+            {**BASE, "intermediate_size": 8, "index_topk": 2048},
+            "index_topk (sparse attention) needs MLA",
+        ),
         (
             {**BASE, "intermediate_size": 8, "layer_types": ["full_attention", "linear_attention"]},
             "per-layer attention types",
@@ -165,3 +172,28 @@ def test_moe_layouts_are_counted():
     # a sliding window switched off, all-full layer types and MiniMax's all-1 list load
     quiet = {"sliding_window": 4096, "use_sliding_window": False, "attn_type_list": [1] * 4}
     assert model_from_config({**BASE, "intermediate_size": 8, **quiet}, "e").layers == 4
+
+
+@needs_cache
+def test_deepseek_v32_reads_its_sparse_attention():
+    """DeepSeek-V3.2's DSA: the indexer (64 heads x 128, FP8 keys with a scale per 128)
+    scores every cached token and MLA reads 2,048 of them, so a sequence's attention grows
+    with its context only by the indexer's cost."""
+    from afdplan.calibrate.roofline import derive
+    from afdplan.calibrate.specs import load_hardware
+
+    v32, v3 = load_model("deepseek-ai/DeepSeek-V3.2"), load_model("deepseek-ai/DeepSeek-V3")
+    assert (v32.sparse_topk, v32.index_heads, v32.index_head_dim) == (2048, 64, 128)
+    assert v32.kv_bytes_per_token() - v3.kv_bytes_per_token() == 61 * 132
+    hw = load_hardware("h200")
+    sparse, dense = derive(v32, hw, 1, 8).times, derive(v3, hw, 1, 8).times
+    assert sparse.attention.gamma == pytest.approx(
+        dense.attention.gamma + 2048 * dense.attention.alpha
+    )
+    assert sparse.attention.alpha == pytest.approx(61 * 132 / (4.8e12 * 0.8))
+    at = lambda t, T: t.attention_time(1, T)  # noqa: E731
+    assert at(sparse, 32_768) < 0.92 * at(dense, 32_768)  # long contexts cost less
+    assert at(sparse, 2048) == pytest.approx(at(dense, 2048), rel=0.01)  # equal at k
+    with pytest.raises(InputError, match=r"index_topk \(sparse attention\) needs MLA"):
+        model_from_config({**BASE, "intermediate_size": 8, "index_topk": 64,
+                           "index_n_heads": 2, "index_head_dim": 16}, "x")  # fmt: skip

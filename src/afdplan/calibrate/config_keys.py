@@ -38,6 +38,8 @@ READ = frozenset(
         # MLA (DeepSeek) and Step-3's attention (shared KV groups, low-rank query)
         "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "q_lora_rank",
         "num_attention_groups", "share_q_dim",
+        # DeepSeek sparse attention (V3.2): the indexer's shape and the tokens MLA reads
+        "index_topk", "index_n_heads", "index_head_dim",
         # per-layer attention types, accepted when every layer is full attention
         # (MiniMax's attn_type_list: 1 full, 0 linear, as vLLM's config counts them)
         "layer_types", "attn_type_list", "sliding_window", "use_sliding_window",
@@ -112,7 +114,10 @@ NO_COST = frozenset(
 
 # key → the architecture it names (refused when the config turns it on)
 HYBRID = "hybrid layers of linear attention or state-space models (a constant-size state)"
-SPARSE = "sparse attention (each query reads a fixed top-k of the KV cache)"
+SPARSE = (
+    "a sparse-attention variant beyond DeepSeek-V3.2's one top-k per layer (per-layer top-k "
+    "patterns or frequencies, mixed indexers)"
+)
 WINDOWED = "sliding-window or chunked attention layers (a bounded KV per layer)"
 UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(
@@ -132,8 +137,7 @@ UNSUPPORTED: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "index_topk", "index_n_heads", "index_head_dim", "index_topk_freq",
-            "index_topk_pattern", "indexer_types", "index_skip_topk_offset",
+            "index_topk_freq", "index_topk_pattern", "indexer_types", "index_skip_topk_offset",
             "indexer_rope_interleave", "sparse_attention_config",
         ),
         SPARSE,

@@ -256,9 +256,20 @@ def derive(
     kv_mem = L * kv_layer_bytes * kv_copies(model, g_a) / (g_a * bw)
     kv_cmp = L * model.attention_flops_per_kv_token_layer() / (g_a * attn_flops)
     alpha_a = max(kv_mem, kv_cmp)
+    sparse_gamma = 0.0
+    if model.sparse_topk:
+        # DSA: the indexer scores every cached token (its FP8 keys, shared by the heads
+        # like MLA's cache), then MLA reads k of them a sequence: k tokens' cost moves to
+        # the per-sequence term (exact once every context holds k tokens; above for shorter)
+        sparse_gamma = model.sparse_topk * alpha_a
+        index_mem = L * model.indexer_bytes_per_token_layer() * kv_copies(model, g_a) / (g_a * bw)
+        index_cmp = L * model.indexer_flops_per_kv_token_layer() / (
+            g_a * hw.flops_fp8 * hw.compute_efficiency
+        )
+        alpha_a = max(index_mem, index_cmp)
     p_attn = L * model.attention_params_layer()
     lm_head = model.vocab * h
-    gamma_a = 2 * (p_attn + lm_head) / (g_a * flops)
+    gamma_a = 2 * (p_attn + lm_head) / (g_a * flops) + sparse_gamma
     beta_a = (p_attn + model.embedding_params()) * model.weight_bytes / (
         g_a * bw
     ) + L * hw.layer_overhead_s
@@ -408,9 +419,15 @@ def derive_prefill(
     flops = hw.peak_flops(model.weight_bytes) * hw.compute_efficiency
     reduce = tp_all_reduce(model, hw, g)
     per_token = 2 * (L * model.attention_params_layer() + model.ffn_active_params()) / (g * flops)
-    per_pair = L * model.prefill_attention_flops_per_pair_layer() / (
+    pair_cost = L * model.prefill_attention_flops_per_pair_layer() / (
         g * hw.flops_bf16 * hw.compute_efficiency
     )
+    per_pair = pair_cost
+    if model.sparse_topk:  # each query attends k keys (P > k), the indexer scores them all
+        per_token += model.sparse_topk * pair_cost
+        per_pair = L * model.indexer_flops_per_kv_token_layer() / (
+            g * hw.flops_fp8 * hw.compute_efficiency
+        )
     read = (
         L * model.attention_params_layer() * model.weight_bytes
         + model.ffn_params() * model.ffn_bytes

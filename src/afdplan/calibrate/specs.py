@@ -54,6 +54,11 @@ class ModelSpec:
     # copies of hot experts the serving layout adds (EPLB): the group holds experts +
     # redundant_experts, so its size need only divide that (DeepSeek-V3: EP 288 over 256 + 32)
     redundant_experts: int = 0
+    # DeepSeek sparse attention (V3.2's DSA): a lightning indexer of ``index_heads`` x
+    # ``index_head_dim`` scores every cached token, then MLA reads the top ``sparse_topk``
+    sparse_topk: int = 0
+    index_heads: int = 0
+    index_head_dim: int = 0
 
     @property
     def ffn_bytes(self) -> float:
@@ -90,9 +95,22 @@ class ModelSpec:
             return self.kv_lora_rank + self.qk_rope_dim
         return 2 * self.kv_heads * self.head_dim
 
+    def indexer_bytes_per_token_layer(self) -> int:
+        """Bytes of the sparse-attention indexer's key a token adds to one layer: FP8
+        elements and one FP32 scale per 128 (vLLM's and SGLang's DSA indexer caches:
+        index_head_dim + index_head_dim // 128 * 4, as uint8)."""
+        if not self.sparse_topk:
+            return 0
+        return self.index_head_dim + self.index_head_dim // 128 * 4
+
+    def indexer_flops_per_kv_token_layer(self) -> int:
+        """The indexer's score FLOPs per cached token per layer (every cached token)."""
+        return 2 * self.index_heads * self.index_head_dim if self.sparse_topk else 0
+
     def kv_bytes_per_token(self) -> float:
-        """KV bytes one token holds across all layers."""
-        return self.layers * self.kv_elements_per_token_layer() * self.kv_bytes
+        """KV bytes one token holds across all layers (with a sparse model's index keys)."""
+        per_layer = self.kv_elements_per_token_layer() * self.kv_bytes
+        return self.layers * (per_layer + self.indexer_bytes_per_token_layer())
 
     def attention_params_layer(self) -> int:
         """Weights of one layer's attention projections (Q, K, V or MLA's, and O)."""
@@ -426,6 +444,12 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
     if mla["kv_lora_rank"]:
         for key in ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
             require(mla[key] >= 1, f"{name}: MLA (kv_lora_rank) needs {key} >= 1")
+    sparse_keys = ("index_topk", "index_n_heads", "index_head_dim")
+    sparse = {k: f.count(k, 0, minimum=0) for k in sparse_keys}
+    if sparse["index_topk"]:
+        require(mla["kv_lora_rank"] >= 1, f"{name}: index_topk (sparse attention) needs MLA")
+        for key in ("index_n_heads", "index_head_dim"):
+            require(sparse[key] >= 1, f"{name}: sparse attention (index_topk) needs {key} >= 1")
     q_key = "share_q_dim" if config.get("share_q_dim") is not None else "q_lora_rank"
     q_rank = f.count(q_key, 0, minimum=0)
     weight_dtype = str(
@@ -465,6 +489,9 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
         kv_bytes=DTYPE_BYTES[kv_dtype],
         source=source or str(config.get("source", "")),
         architecture=_architecture(config),
+        sparse_topk=sparse["index_topk"],
+        index_heads=sparse["index_n_heads"] if sparse["index_topk"] else 0,
+        index_head_dim=sparse["index_head_dim"] if sparse["index_topk"] else 0,
     )
 
 

@@ -197,3 +197,34 @@ def test_deepseek_v32_reads_its_sparse_attention():
     with pytest.raises(InputError, match=r"index_topk \(sparse attention\) needs MLA"):
         model_from_config({**BASE, "intermediate_size": 8, "index_topk": 64,
                            "index_n_heads": 2, "index_head_dim": 16}, "x")  # fmt: skip
+
+
+@needs_cache
+def test_sparse_attention_roofline_against_the_measured_dsa_module():
+    """aiconfigurator-core's DSA decode module for DeepSeek-V3.2 on H200 (SGLang, 128 heads,
+    batch 64): the cost per cached token drops about 9x once a context passes the top-k
+    (the indexer alone), and the roofline's two slopes sit within 2x of the measured ones."""
+    import glob
+    from pathlib import Path
+
+    import aiconfigurator_core
+    import pandas as pd
+
+    from afdplan.calibrate.roofline import derive
+    from afdplan.calibrate.specs import load_hardware
+
+    root = Path(aiconfigurator_core.__file__).parent / "systems" / "data" / "h200_sxm"
+    tables = root / "sparse_attention" / "sglang" / "*" / "dsa_generation_module_perf.parquet"
+    t = pd.read_parquet(sorted(glob.glob(str(tables)))[-1])
+    t = t[(t.op_name == "dsa_generation_module") & (t.model == "deepseek-ai/DeepSeek-V3.2")
+          & (t.kv_cache_dtype == "bfloat16") & (t.gemm_type == "fp8_block")
+          & (t.num_heads == 128) & (t.batch_size == 64)]  # fmt: skip
+    ms = t.groupby("step").latency.median()
+    below = (ms[2048] - ms[512]) / 1e3 / ((2048 - 512) * 64)  # s per KV token and layer
+    above = (ms[4096] - ms[2048]) / 1e3 / ((4096 - 2048) * 64)
+    assert above < 0.2 * below
+    v32, v3 = load_model("deepseek-ai/DeepSeek-V3.2"), load_model("deepseek-ai/DeepSeek-V3")
+    hw = load_hardware("h200")
+    index_alpha = derive(v32, hw, 1, 8).times.attention.alpha / 61
+    mla_alpha = derive(v3, hw, 1, 8).times.attention.alpha / 61
+    assert 0.5 < index_alpha / above < 2.0 and 0.5 < mla_alpha / below < 2.0

@@ -191,7 +191,11 @@ def test_node_based_runtimes_choose_whole_nodes_and_write_valid_scripts(runtime,
     if runtime == "sglang":
         world = c["r"] + c["gpus_ffn"]
         assert f"--tp-size {world} --dp-size {world} --enable-dp-attention" in text
-        assert "--afd-role" in text and "unpinned" in text
+        assert "--afd-role" in text and rules.commit in text
+        # the plugin's own checks: DP attention, more than one DP rank and node, and a
+        # load balancer it allows (validation_hook.py, serving_hook.py)
+        assert "--load-balance-method round_robin" in text and "SGLANG_AFD_PLUGIN_ENABLED=1" in text
+        assert world > 1 and int(re.search(r"--nnodes (\d+)", text).group(1)) > 1
     else:
         nodes = (c["r"] * c["gpus_attention"] + c["gpus_ffn"]) // 8
         for line in (f"PER_ATTN_GPU_BSZ={c['batch']}", f"AFD_TOTAL_NODES={nodes}",

@@ -371,7 +371,7 @@ def presets(
         rt.add_column(col, overflow="fold")
     for p in releases:
         rt.add_row(p.runtime, p.version, p.commit[:12] or "unpinned", p.engine,
-                   ", ".join(p.architectures) or "not known")  # fmt: skip
+                   ", ".join(p.architectures) or "any MoE model it loads")  # fmt: skip
     show(rt)
     data = OutTable(title="Shipped data (give the name where a file is asked for)")
     for col in ("name", "option", "what", "source"):

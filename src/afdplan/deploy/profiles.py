@@ -31,7 +31,7 @@ class RuntimeProfile:
     ref: str
     commit: str
     engine: str
-    architectures: tuple[str, ...]  # empty: not known (the profile is unpinned)
+    architectures: tuple[str, ...]  # empty: the runtime names no list (any it can load)
     microbatches: tuple[int, ...]
     attention_tp: tuple[int, ...] | None = None  # None: any size
     ffn_ep: tuple[int, ...] | None = None
@@ -55,7 +55,7 @@ class RuntimeProfile:
 
     def refusal(self, architecture: str, is_moe: bool) -> str | None:
         """Why this release cannot serve a model of ``architecture``, or None when it can
-        (or, unpinned, when nothing says it cannot)."""
+        (or, naming no model list, when nothing says it cannot)."""
         if self.moe_only and not is_moe:
             return f"{self.label} disaggregates MoE models only; this model is dense"
         if not self.architectures:

@@ -12,9 +12,10 @@ with the API server, the rest ``--headless`` from their start rank (vLLM
 docs/serving/data_parallel_deployment.md).
 
 SGLang's AFD plugin (``SGLANG_AFD_PLUGIN_ENABLED=1``) runs one SGLang world over all nodes
-with data-parallel attention on every rank and gives each node a role with
-``--afd-role attn|ffn``; no snapshot of it could be read, so its profile is unpinned and
-its file says so.
+with data-parallel attention on every rank (it requires ``--enable-dp-attention``, a DP
+size above one and more than one node) and gives each launch, i.e. each node, a role
+with ``--afd-role attn|ffn``; it accepts only the round-robin, total-requests and
+total-tokens load balancers.
 
 FastAFD launches through its per-model preset scripts, configured by environment:
 ``AFD_TOTAL_NODES`` trays of which the FFN (MLP) takes ``AFD_MLP_EP_SIZE`` GPUs on whole
@@ -266,7 +267,8 @@ def _pairs(args: list[str]) -> list[int]:
 def sglang_files(
     row: dict, model: ModelSpec, hw: HardwareSpec, profile: RuntimeProfile
 ) -> dict[str, str]:
-    """One script for every node; the node's rank picks its role."""
+    """One script for every node; the node's rank picks its role (``--afd-role`` is per
+    launch, and every launch joins one SGLang world of DP-attention ranks)."""
     r, g_f, b = (int(row[k]) for k in ("r", "gpus_ffn", "batch"))
     per_node = hw.gpus_per_node
     attention_nodes, ffn_nodes = r // per_node, g_f // per_node
@@ -276,23 +278,23 @@ def sglang_files(
         f"# afdplan deploy: {r} data-parallel attention ranks on {attention_nodes} node(s) "
         f"(node ranks 0-{attention_nodes - 1}) + an FFN group of {g_f} GPUs on {ffn_nodes} "
         f"node(s); B = {b} sequences per attention rank.\n"
-        f"# {profile.label}: no source of sgl-afd-plugin could be read, so these flags are\n"
-        "# not checked against a release; compare them with your SGLang version's --help.\n"
+        f"# Targets {profile.label}: {profile.repository}/tree/{profile.commit}.\n"
         "# Run on every node with its NODE_RANK, node 0 first. Cap running requests at B per\n"
-        "# attention rank with --max-running-requests (per DP rank or in total: check).\n"
+        "# attention rank with --max-running-requests (per DP rank or in total: check your\n"
+        "# SGLang version).\n"
         "set -euo pipefail\n"
         'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
         'NODE_RANK="${NODE_RANK:?0 to ' + str(nodes - 1) + '}"\n'
         'DIST_INIT_ADDR="${DIST_INIT_ADDR:?host:port of node 0}"\n'
         'PORT="${PORT:-30000}"\n'
-        "export SGLANG_AFD_PLUGIN_ENABLED=1\n"
-        f"if (( NODE_RANK < {attention_nodes} )); then ROLE=attn; else ROLE=ffn; fi\n"
+        + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in profile.env.items())
+        + f"if (( NODE_RANK < {attention_nodes} )); then ROLE=attn; else ROLE=ffn; fi\n"
         + " \\\n  ".join(
             [
                 'sglang serve --model-path "$MODEL_PATH" --host 0.0.0.0 --port "$PORT"',
                 f"--tp-size {world} --dp-size {world} --enable-dp-attention",
                 f'--nnodes {nodes} --node-rank "$NODE_RANK" --dist-init-addr "$DIST_INIT_ADDR"',
-                "--moe-a2a-backend deepep",
+                "--load-balance-method round_robin",
                 '--afd-role "$ROLE"',
             ]
         )

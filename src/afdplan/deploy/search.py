@@ -557,8 +557,9 @@ def search_colocated(target: Target, out: _Collector) -> None:
 
 
 def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g: int, t: int):
-    """One MoE colocated group of g GPUs: g/t attention instances of TP t (t = 1: data-
-    parallel attention), the experts over all g, with and without two-batch overlap."""
+    """One colocated group of g GPUs: g/t attention instances of TP t (t = 1: data-parallel
+    attention), the FFN over all g (experts, or a dense MLP's columns), with and without
+    two-batch overlap."""
     model, space = target.model, target.space
     capacity = colocated_capacity(model, hw, g, t)
     cross = g > hw.scaleup_gpus
@@ -584,33 +585,10 @@ def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g
 def _search_colocated_tp(target: Target, out: _Collector, hw: HardwareSpec, price) -> None:
     """Dense colocated decode: instances of t GPUs (t = 1, 2, 4, 8 inside one NVLink
     domain, splitting the heads), attention and MLP both tensor parallel, each paying its
-    all-reduce every layer; instances are independent (no barrier between them)."""
-    model, space = target.model, target.space
-    weights = attention_weight_bytes(model) + model.ffn_params() * model.ffn_bytes
+    all-reduce every layer; instances are independent (no barrier between them). Each is a
+    colocated group of its own t GPUs (``_colocated_group`` with g = t)."""
     for t in (1, 2, 4, 8):
-        if t > hw.scaleup_gpus or attention_tp_problem(model, t) is not None:
+        if t > hw.scaleup_gpus or attention_tp_problem(target.model, t) is not None:
             continue
-        if space.gpu_budget is not None and t > space.gpu_budget:
-            continue
-        free = t * hw.hbm_bytes * hw.usable_memory - weights
-        capacity = max(0, math.floor(free / model.kv_bytes_per_token()))
-        times = roofline_times(model, hw, hw, t, t, False, target.anchor, target.moe)
-        if times is None or capacity < 1:
-            continue
-        times = replace(
-            colocated_times(times, capacity, f"colocated-tp{t}:{model.name}@{hw.name}"),
-            gpus_attention=float(t),
-        )
-        b_kv = kv_limit(capacity, target.stats, space.max_batch or default_max_batch(hw))
-        weight = t * price if target.objective == Objective.cost else float(t)
-        for m in (1, 2):
-            config = {
-                "architecture": f"colocated@{hw.name}",
-                "gpus_attention": t,
-                "gpus_ffn": t,
-                "microbatches": m,
-                "r": 1,
-                "cross_node": False,
-            }
-            pipeline = Pipeline("pingpong", m, model.layers)
-            _record(out, target, config, times, pipeline, b_kv, weight, t, colocated=True)
+        if target.space.gpu_budget is None or t <= target.space.gpu_budget:
+            _colocated_group(target, out, hw, price, t, t)

@@ -27,7 +27,7 @@ from afdplan.choices import DEFAULT_COEFFS
 from afdplan.data import resolve_input
 from afdplan.deploy import Slo, Space, Target, search
 from afdplan.deploy.anchor import resolve_anchor
-from afdplan.deploy.search import spread_quantile
+from afdplan.deploy.slo_search import spread_quantile
 from afdplan.deploy.verify import verify
 from afdplan.normal import expected_max_normal
 from afdplan.plan import make_plan

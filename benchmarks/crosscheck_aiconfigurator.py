@@ -197,7 +197,7 @@ def colocated(point: dict) -> dict:
     """afdplan's colocated step (m = 1: no two-batch overlap) against static_gen's TPOT."""
     from afdplan.bundle import Pipeline
     from afdplan.calibrate.specs import load_model
-    from afdplan.deploy.search import colocated_times
+    from afdplan.deploy.slo_search import colocated_times
 
     model_id, hardware, alpha = MODELS[point["model"]]
     routing = "balanced" if point["distribution"] == "balanced" else f"power-law:{alpha:g}"

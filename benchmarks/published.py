@@ -154,7 +154,7 @@ def colocated_best(run: dict) -> dict:
 
     from afdplan.bundle import Pipeline
     from afdplan.calibrate.specs import load_hardware, load_model
-    from afdplan.deploy.search import colocated_capacity, colocated_times, roofline_times
+    from afdplan.deploy.slo_search import colocated_capacity, colocated_times, roofline_times
     from afdplan.normal import expected_max_normal
     from afdplan.theory.barrier import layered_times
 
@@ -192,7 +192,7 @@ def afd_fixed(run: dict) -> dict:
     named; tokens/s per GPU over r + g_F GPUs."""
     from afdplan.bundle import Pipeline
     from afdplan.calibrate.specs import load_hardware, load_model, served_as
-    from afdplan.deploy.search import roofline_times
+    from afdplan.deploy.slo_search import roofline_times
     from afdplan.theory.barrier import layered_times
 
     dtype = run["attention_dtype"]

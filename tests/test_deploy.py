@@ -22,7 +22,7 @@ from afdplan.deploy.anchor import resolve_anchor
 from afdplan.deploy.profiles import profile
 from afdplan.deploy.result import thin_frontier
 from afdplan.deploy.runtime import aiconfigurator_command, violation, write_launch_files
-from afdplan.deploy.search import _pareto, kv_limit, roofline_times, spread_quantile
+from afdplan.deploy.slo_search import _pareto, kv_limit, roofline_times, spread_quantile
 from afdplan.deploy.verify import verify
 from afdplan.errors import InputError
 from afdplan.workload import LoadStats, parse_workload
@@ -109,7 +109,7 @@ def test_every_row_meets_the_slo_and_fits_the_kv_cache(result):
 def test_zero_variance_quantile_equals_the_mean():
     from dataclasses import replace
 
-    from afdplan.deploy.search import MoeAssumptions
+    from afdplan.deploy.slo_search import MoeAssumptions
 
     one_step = parse_workload("fixed:prefill=1024,decode=1")
     assert one_step.stats().v == 0
@@ -516,7 +516,7 @@ def test_dtype_options_keep_the_anchor_of_the_served_model(cli):
 def test_ffn_groups_stay_in_one_nvlink_domain_unless_asked():
     from dataclasses import replace
 
-    from afdplan.deploy.search import ffn_group_sizes
+    from afdplan.deploy.slo_search import ffn_group_sizes
 
     model, h200, gb200 = load_model("deepseek-v3"), load_hardware("h200"), load_hardware("gb200")
     assert ffn_group_sizes(model, h200, Space()) == [8]
@@ -531,7 +531,7 @@ def test_ffn_groups_stay_in_one_nvlink_domain_unless_asked():
 def test_expert_exchange_inside_and_between_nodes_hand_value():
     from afdplan.calibrate.roofline import derive, expert_exchange
     from afdplan.deploy.anchor import resolve_anchor
-    from afdplan.deploy.search import roofline_times
+    from afdplan.deploy.slo_search import roofline_times
 
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
     # EP16 over two 8-GPU nodes: a token reaches d = 16·(1 − C(240, 8)/C(256, 8)) ranks,
@@ -632,7 +632,7 @@ def test_network_option_sets_the_scale_out_port_of_both_sides():
 
 def test_colocated_decode_pays_the_exchange_on_its_links_and_the_busiest_rank():
     from afdplan.calibrate.roofline import derive
-    from afdplan.deploy.search import colocated_times
+    from afdplan.deploy.slo_search import colocated_times
 
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
     afd = derive(model, hw, 1, 8).times
@@ -685,7 +685,7 @@ def test_a_dearer_exchange_costs_colocated_more_than_afd():
     # colocated at least as much per GPU.
     from dataclasses import replace
 
-    from afdplan.deploy.search import MoeAssumptions
+    from afdplan.deploy.slo_search import MoeAssumptions
 
     base = search(small_target(), "none")
     dear = search(replace(small_target(), moe=MoeAssumptions(exchange_scale=2.0)), "none")
@@ -770,7 +770,7 @@ def test_when_afd_loses_colocated_is_recommended_and_launchable(cli, tmp_path):
 
 
 def test_attention_tp_must_split_the_heads():
-    from afdplan.deploy.search import attention_tp_problem
+    from afdplan.deploy.slo_search import attention_tp_problem
 
     ds, llama = load_model("deepseek-v3"), load_model("llama3-70b")  # 128 MLA; 64 / 8 KV heads
     assert "128 attention heads" in attention_tp_problem(ds, 3)
@@ -806,7 +806,7 @@ def test_dense_colocated_decode_is_tensor_parallel_instances():
 
 
 def test_batch_per_rank_is_capped_at_the_runtime_default():
-    from afdplan.deploy.search import default_max_batch
+    from afdplan.deploy.slo_search import default_max_batch
 
     assert default_max_batch(load_hardware("h200")) == 1024
     assert default_max_batch(load_hardware("a100-80g")) == 256  # vLLM keeps A100 small
@@ -854,7 +854,7 @@ def test_moe_colocated_search_includes_tp_attention_over_the_ep_group():
     parallel) beside the experts over all G, as vLLM's DP x TP with expert parallelism
     does; a TP-t instance holds its attention weights once over t GPUs (MLA's cache on each)."""
     from afdplan.deploy.runtime import colocated_files
-    from afdplan.deploy.search import colocated_capacity
+    from afdplan.deploy.slo_search import colocated_capacity
 
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
     result = search(small_target(gpus_ffn=(8,), microbatches=(1,)), "none")

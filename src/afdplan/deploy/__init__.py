@@ -2,6 +2,6 @@
 launch files (DESIGN.md §8)."""
 
 from afdplan.deploy.result import DeployResult, search
-from afdplan.deploy.search import MoeAssumptions, Slo, Space, Target
+from afdplan.deploy.slo_search import MoeAssumptions, Slo, Space, Target
 
 __all__ = ["DeployResult", "MoeAssumptions", "Slo", "Space", "Target", "search"]

@@ -12,7 +12,7 @@ from afdplan.bundle import KV_SIGMAS, bundle_cost
 from afdplan.choices import Runtime
 from afdplan.deploy.profiles import RuntimeProfile, profile, serving
 from afdplan.deploy.runtime import violation
-from afdplan.deploy.search import (
+from afdplan.deploy.slo_search import (
     ROW_COLUMNS,
     Target,
     _Collector,
@@ -164,7 +164,7 @@ class DeployResult:
         """The chosen bundle's step times as a coefficients file holds them (with the FFN
         fan-in and the link it crosses), so `capacity --deployment` sizes exactly the bundle
         this search chose: the served dtypes and every anchor already applied."""
-        from afdplan.deploy.search import bundle_times
+        from afdplan.deploy.slo_search import bundle_times
         from afdplan.timing import coeffs_to_dict
 
         t, c = self.target, self.chosen

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from afdplan.deploy.result import DeployResult
-from afdplan.deploy.search import bundle_times
+from afdplan.deploy.slo_search import bundle_times
 from afdplan.sim import SimConfig, simulate_seeds
 from afdplan.workload import EmpiricalWorkload, Workload
 

@@ -107,7 +107,6 @@ class PlanResult:
             "load_v1": s.load_v1,
             "n_requests": s.n_requests,
             "batch": d.batch,
-            "mode": d.mode,
             "pipeline": d.pipeline.kind,
             "microbatches": d.pipeline.microbatches,
             "layers": d.pipeline.layers,

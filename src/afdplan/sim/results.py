@@ -113,7 +113,6 @@ class SimSummary:
         return {
             "ratio": first.ratio,
             "batch": first.batch,
-            "mode": first.mode,
             "pipeline": first.mode,
             "microbatches": first.microbatches,
             "closed_form_gap": first.closed_form_gap,

@@ -162,6 +162,12 @@ def test_capacity_sizes_prefill_and_decode_together(cli):
          "--prefill-instances must be >= 1"),
         (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-gpus", "1"], "do not fit"),
         (["--prefill-hw", "h9000", "--ttft-ms", "2000"], "unknown hardware"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-tokens", "0"],
+         "--prefill-tokens must be >= 1"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-model", "nope"],
+         "unknown model 'nope'"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--coeffs", "paper-v1-dsv3-910c"],
+         "say which model the pool serves"),
     ],
 )  # fmt: skip
 def test_prefill_options_are_checked(cli, args, message):

@@ -185,6 +185,10 @@ def deploy(
         served, *(None if d is None else d.value for d in (weight_dtype, ffn_dtype, kv_dtype))
     )
     require(redundant_experts >= 0, f"--redundant-experts must be >= 0, got {redundant_experts}")
+    require(
+        runtime_version is None or runtime != Runtime.none,
+        "--runtime-version: --runtime none has no releases (name a runtime)",
+    )
     if redundant_experts:
         require(spec.is_moe, f"--redundant-experts: {spec.name} is dense (no routed experts)")
         spec = replace(spec, redundant_experts=redundant_experts)
@@ -384,7 +388,7 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
             f"Recommendation: colocated decode ({col['architecture']}, "
             f"{_colocated_shape(t.model, col)}, m = {col['microbatches']}: "
             f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU): AFD loses here; --save-dir "
-            "writes its vLLM launch file (colocated/vllm.sh) beside the AFD ones.",
+            "writes its vLLM launch file (colocated/vllm.sh).",
             markup=False,
         )  # fmt: skip
     if result.launch_refusal is not None:

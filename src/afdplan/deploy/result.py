@@ -42,7 +42,6 @@ class DeployResult:
     against tokens/s per user, one frontier per ``family`` (afd, colocated)."""
 
     target: Target
-    runtime: str
     configs: pd.DataFrame
     frontier: pd.DataFrame
     chosen: dict
@@ -52,9 +51,20 @@ class DeployResult:
     margin: list[dict] = field(default_factory=list)  # ``verdict_margin``
     # the search's own pick when simulation overruled it (None: it stands or was not checked)
     analytic_choice: dict | None = None
-    profile: RuntimeProfile | None = None  # the runtime release whose rules applied
+    profile: RuntimeProfile | None = None  # the runtime release whose rules applied (None: none)
     # a plain-roofline answer re-searched under each shipped set's measured/roofline ratios
     roofline_band: list[dict] = field(default_factory=list)
+
+    @property
+    def runtime(self) -> str:
+        """The runtime whose rules applied (``none`` without a profile)."""
+        return Runtime.none.value if self.profile is None else self.profile.runtime
+
+    def search_again(self, target: Target) -> DeployResult:
+        """The same search, under the same runtime release, for a changed ``target``
+        (the verdict's margin and the roofline band ask what another assumption gives)."""
+        version = None if self.profile is None else self.profile.version
+        return search(target, self.runtime, version)
 
     @property
     def recommendation(self) -> str:
@@ -89,11 +99,10 @@ class DeployResult:
             return self
         from afdplan.deploy.anchor import borrowed_anchors
 
-        version = None if self.profile is None else self.profile.version
         band = []
         for anchor in borrowed_anchors(t.attention_hw.name):
             try:
-                other = search(replace(t, anchor=anchor), self.runtime, version)
+                other = self.search_again(replace(t, anchor=anchor))
             except InputError:  # nothing meets the SLO with kernels that slow
                 band.append({"anchor": anchor.name, "throughput_per_gpu": None,
                              "afd_over_colocated": None})  # fmt: skip
@@ -327,7 +336,6 @@ def search(
     colocated = configs[configs.architecture != "afd"]
     return DeployResult(
         target=target,
-        runtime=runtime,
         profile=rules,
         configs=configs,
         frontier=frontier,
@@ -365,7 +373,6 @@ def verdict_margin(result: DeployResult) -> list[dict]:
     t = result.target
     if result.colocated is None or not t.model.is_moe:
         return []
-    version = None if result.profile is None else result.profile.version
     asked = t.moe
     cases = [asked]
     cases += [replace(asked, routing=r) for r in ROUTINGS_TRIED if r != str(asked.routing)]
@@ -377,7 +384,7 @@ def verdict_margin(result: DeployResult) -> list[dict]:
             ratio = result.afd_over_colocated
         else:
             try:
-                ratio = search(replace(t, moe=moe), result.runtime, version).afd_over_colocated
+                ratio = result.search_again(replace(t, moe=moe)).afd_over_colocated
             except InputError:  # e.g. nothing meets the SLO under a dearer assumption
                 ratio = None
         rows.append(

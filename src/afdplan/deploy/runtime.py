@@ -42,6 +42,11 @@ SEQ_LEN_MARGIN = 64  # FastAFD's presets: MINISGL_MAX_SEQ_LEN = PROMPT_LEN + 64
 GRAPH_BUCKETS = (8, 16, 32, 48, 64)  # FastAFD's default decode-graph batches
 
 
+def _exports(profile: RuntimeProfile) -> str:
+    """The environment the release's launch needs, as ``export`` lines."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in profile.env.items())
+
+
 def violation(
     profile: RuntimeProfile | None, r: int, g_a: int, g_f: int, m: int, per_node: int
 ) -> str | None:
@@ -157,7 +162,7 @@ def vllm_afd_files(
             'MODEL_PATH="${MODEL_PATH:?path or HF id of ' + hf_id(model) + '}"\n'
             'AFD_HOST="${AFD_HOST:?address of FFN node 0 (rank 0 of the AFD P2P world)}"\n'
             f'API_PORT="${{API_PORT:-{port}}}"\n'
-            + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in profile.env.items())
+            + _exports(profile)
         )
         files[f"vllm-afd/{role}.sh"] = header + _vllm_role(
             role, dp, tp, per_node, [*common, '--port "$API_PORT"'],
@@ -287,7 +292,7 @@ def sglang_files(
         'NODE_RANK="${NODE_RANK:?0 to ' + str(nodes - 1) + '}"\n'
         'DIST_INIT_ADDR="${DIST_INIT_ADDR:?host:port of node 0}"\n'
         'PORT="${PORT:-30000}"\n'
-        + "".join(f"export {k}={shlex.quote(v)}\n" for k, v in profile.env.items())
+        + _exports(profile)
         + f"if (( NODE_RANK < {attention_nodes} )); then ROLE=attn; else ROLE=ffn; fi\n"
         + " \\\n  ".join(
             [

@@ -14,7 +14,7 @@ import numpy as np
 from afdplan.errors import check_positive, require
 from afdplan.sim.open.arrivals import Arrivals
 from afdplan.sim.open.fleet import Fleet, OpenResult
-from afdplan.sim.open.prefill import PrefillPool, serve
+from afdplan.sim.open.prefill import PrefillPool, PrefillRun, serve
 from afdplan.workload import Workload
 
 
@@ -34,7 +34,7 @@ def _through_prefill(times, prompt, decode, prefill: PrefillPool | None):
         return times, prompt, decode, {}
     run = serve(times, prompt, prefill)
     order = np.argsort(run.ready, kind="stable")
-    run = type(run)(run.begin[order], run.done[order], run.ready[order], run.busy)
+    run = PrefillRun(run.begin[order], run.done[order], run.ready[order], run.busy)
     extra = {"origin": times[order], "prefill": run, "prefill_instances": prefill.instances}
     return run.ready, prompt[order], decode[order], extra
 

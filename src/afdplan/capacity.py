@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from afdplan.bundle import Pipeline
+from afdplan.choices import Router
 from afdplan.errors import InputError, check_positive, require
 from afdplan.normal import expected_max_normal
 from afdplan.sim.open import (
@@ -29,7 +30,7 @@ from afdplan.sim.open import (
     simulate_open,
 )
 from afdplan.theory.barrier import layered_times
-from afdplan.theory.queueing import allen_cunneen_wait
+from afdplan.theory.queueing import allen_cunneen_wait, balanced_queue
 from afdplan.workload import Workload
 
 DEFAULT_MAX_BUNDLES = 4096
@@ -111,7 +112,16 @@ class Prediction:
     batch_effective: float  # slots per worker the KV cache allows
     occupancy: float  # ρ, share of busy slots (1 at or above saturation)
     step_time_s: float  # E[τ] at that occupancy: the mean TPOT
-    wait_mean_s: float  # half a step + Allen–Cunneen's queue; inf at or above saturation
+    wait_mean_s: float  # half a step + the queue's mean wait; inf at or above saturation
+    wait_model: str = ""  # which queue: WAIT_MODELS
+
+
+# The closed-form queue behind ``Prediction.wait_mean_s`` (``afdplan.theory.queueing``).
+WAIT_MODELS = {
+    "per-worker": "Allen–Cunneen G/G/B per worker, c_a²/W (round-robin)",
+    "token-balanced": "renewal count of a token-balanced worker (least-KV, power-of-two)",
+    "pooled": "Allen–Cunneen G/G/(W·B_eff): the KV cache binds, the router balances it",
+}
 
 
 def _moments(workload: Workload) -> tuple[float, float, float]:
@@ -153,7 +163,9 @@ def saturation_rate(fleet: Fleet, workload: Workload) -> float:
 
 
 def predict(fleet: Fleet, workload: Workload, rate: float, ca2: float = 1.0) -> Prediction:
-    """ρ from the fixed point ρ = λ_w·E[D]·τ(ρ)/B_eff, then the Allen–Cunneen wait."""
+    """ρ from the fixed point ρ = λ_w·E[D]·τ(ρ)/B_eff, then the queue the router makes
+    (``afdplan.theory.queueing``): per worker for round-robin, token-balanced for the
+    pooling routers (pooled where the KV cache binds)."""
     check_positive("rate", rate)
     mean_d, var_d, _ = _moments(workload)
     b = effective_batch(fleet, workload)
@@ -161,7 +173,7 @@ def predict(fleet: Fleet, workload: Workload, rate: float, ca2: float = 1.0) -> 
     saturation = saturation_rate(fleet, workload)
     if rate >= saturation:
         tau = step_time_at(fleet, workload, b)
-        return Prediction(rate, saturation, b, 1.0, tau, math.inf)
+        return Prediction(rate, saturation, b, 1.0, tau, math.inf, _wait_model(fleet, b))
     rho = 0.5
     for _ in range(200):
         new = lam_w * mean_d * step_time_at(fleet, workload, rho * b) / b
@@ -171,9 +183,28 @@ def predict(fleet: Fleet, workload: Workload, rate: float, ca2: float = 1.0) -> 
         rho = 0.5 * (rho + new)
     tau = step_time_at(fleet, workload, rho * b)
     servers = max(1, math.floor(b))
-    queue = allen_cunneen_wait(servers, lam_w, mean_d * tau, ca2, var_d / mean_d**2)
+    service, cs2 = mean_d * tau, var_d / mean_d**2
+    model = _wait_model(fleet, b)
+    if model == "per-worker":
+        queue = allen_cunneen_wait(servers, lam_w, service, ca2 / fleet.workers, cs2)
+    else:
+        pooled = allen_cunneen_wait(servers * fleet.workers, rate, service, ca2, cs2)
+        queue = pooled
+        if model == "token-balanced":
+            busy = min(rho * b, servers * (1 - 1e-12))
+            cv2 = workload.moments().footprint_cv2
+            waiting = balanced_queue(servers, busy, cv2) * fleet.workers
+            # with near-equal footprints the count barely spreads: the pooled queue's own
+            # fluctuations are then what waits
+            queue = max(pooled, waiting / rate)
     # Admission happens at step boundaries: an arrival first waits out the current step.
-    return Prediction(rate, saturation, b, rho, tau, queue + tau / 2)
+    return Prediction(rate, saturation, b, rho, tau, queue + tau / 2, model)
+
+
+def _wait_model(fleet: Fleet, batch_effective: float) -> str:
+    if fleet.router == Router.round_robin:
+        return "per-worker"
+    return "pooled" if batch_effective < fleet.batch else "token-balanced"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,28 @@ Allen–Cunneen approximation of the G/G/c queue,
 
 with C the Erlang-C probability of waiting, c_a² the squared coefficient of variation of
 the inter-arrival times (1 Poisson, cv² gamma) and c_s² = Var(D)/E[D]².
+
+That per-worker queue is the round-robin router's: each worker sees every W-th arrival, so
+its inter-arrival times are sums of W and c_a² becomes c_a²/W. The pooling routers
+(least-KV, power-of-two) send each request to the worker with the fewest reserved tokens
+Σ(P + D), so they balance token mass, not requests. A worker then holds the number of
+requests whose footprints fill a common token budget — a renewal count, whose variance is
+n̄·κ² for a mean of n̄ (κ² = Var(P + D)/E[P + D]², the renewal CLT). With N ~ Normal(n̄,
+n̄·κ²) requests at a worker of c slots,
+
+    E[min(N, c)] = ρ·c  fixes n̄,   L_q = W·E[(N − c)⁺] requests wait,   W_q = L_q / λ   (Little)
+
+(``balanced_queue``): a queue at one worker beside free slots at another, which neither the
+per-worker queue (too pessimistic: workers share arrivals) nor one pooled G/G/(W·c) queue
+(too optimistic: the router cannot move a request once queued) describes. Where the KV
+cache binds rather than B, the tokens being balanced are the binding resource itself and
+the pooled G/G/(W·c) queue applies.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from afdplan.errors import require
 
@@ -49,3 +66,55 @@ def allen_cunneen_wait(
         return math.inf
     c = erlang_c(servers, offered)
     return c / (servers * mu - arrival_rate) * (ca2 + cs2) / 2.0
+
+
+def normal_excess(mean: float, variance: float, level: float) -> float:
+    """E[(N − level)⁺] for N ~ Normal(mean, variance): σ·φ(z) + (mean − level)·Φ̄(z),
+    z = (level − mean)/σ."""
+    if variance <= 0.0:
+        return max(mean - level, 0.0)
+    sd = math.sqrt(variance)
+    z = (level - mean) / sd
+    pdf = math.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return sd * pdf + (mean - level) * 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _bisect(f: Callable[[float], float], lo: float, hi: float) -> float:
+    """The root of an increasing ``f`` on [lo, hi] (f(lo) ≤ 0 ≤ f(hi))."""
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if f(mid) < 0.0:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def balanced_queue(servers: float, busy: float, weight_cv2: float) -> float:
+    """Mean requests waiting at one worker of ``servers`` slots with ``busy`` of them
+    occupied on average, when the router balances token mass across workers and a
+    request's footprint has squared coefficient of variation ``weight_cv2``: E[(N − c)⁺]
+    with N ~ Normal(n̄, n̄·κ²) and n̄ such that E[min(N, c)] = busy (module docstring)."""
+    require(servers > 0, f"servers must be > 0, got {servers}")
+    require(0.0 <= busy < servers, f"busy slots {busy} must be in [0, {servers})")
+    require(weight_cv2 >= 0.0, f"weight_cv2 must be >= 0, got {weight_cv2}")
+    if busy == 0.0:
+        return 0.0
+
+    def excess(nbar: float) -> float:
+        return normal_excess(nbar, nbar * weight_cv2, servers)
+
+    def served(nbar: float) -> float:  # E[min(N, c)]
+        return nbar - excess(nbar)
+
+    # E[min(N, c)] rises with n̄ to a peak below c, then falls slowly (the spread keeps
+    # growing); busy slots beyond the peak cannot be reached: the queue grows without bound
+    lo, hi = 0.0, 0.5 * servers
+    while served(hi) < busy:
+        lo, nxt = hi, 1.05 * hi
+        if served(nxt) <= served(hi):
+            return math.inf
+        hi = nxt
+    return excess(_bisect(lambda n: served(n) - busy, lo, hi))

@@ -35,12 +35,19 @@ class RequestMoments:
     decode2: float  # E[D²]
     c1: float  # E[C1], C1 = Σ_k (P + k − 1)
     c2: float  # E[C2], C2 = Σ_k (P + k − 1)²
+    footprint2: float  # E[(P + D)²]: a request's final KV footprint, squared (tokens²)
 
     def scaled(self, w: float) -> RequestMoments:
         return RequestMoments(*(w * x for x in astuple(self)))
 
     def __add__(self, other: RequestMoments) -> RequestMoments:
         return RequestMoments(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @property
+    def footprint_cv2(self) -> float:
+        """Var(P + D)/E[P + D]²: how unevenly requests weigh on a token-balancing router."""
+        mean = self.prompt + self.decode
+        return max(self.footprint2 / mean**2 - 1.0, 0.0)
 
     @property
     def residual_decode(self) -> float:
@@ -127,7 +134,7 @@ class IndependentWorkload(Workload):
         d1, d2, d3 = self.decode.raw_moments()
         c1 = p1 * d1 + (d2 - d1) / 2
         c2 = p2 * d1 + p1 * (d2 - d1) + (2 * d3 - 3 * d2 + d1) / 6
-        return RequestMoments(p1, d1, d2, c1, c2)
+        return RequestMoments(p1, d1, d2, c1, c2, p2 + 2 * p1 * d1 + d2)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         return self.prompt.sample(rng, n), self.decode.sample(rng, n)
@@ -250,6 +257,7 @@ class EmpiricalWorkload(Workload):
             float((d * d).mean()),
             float(c1.mean()),
             float(c2.mean()),
+            float(np.mean((self.prompt + d) ** 2)),
         )
 
     def stats(self) -> LoadStats:

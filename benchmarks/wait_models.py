@@ -1,6 +1,7 @@
 """How close the closed-form mean wait is to the open-system simulator, per router.
 
 Run:  python benchmarks/wait_models.py [--requests 60000] [--workloads ln,ln-heavy,azure]
+      [--json]
 
 DeepSeek-V3 on H200 (the shipped coefficient set), ping-pong m = 2 over 61 layers, four
 fleet shapes (r × B × bundles: 4×16×2, 8×64×1, 2×128×2, 4×32×4), Poisson arrivals at
@@ -14,6 +15,7 @@ summary table the README quotes: per router and load band, the share of cases wi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import replace
 
@@ -63,14 +65,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60_000)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print the cases as JSON")
     args = parser.parse_args()
     times = resolve_coeffs("deepseek-v3-h200")
-    console = Console()
+    console = Console(width=200)
     cases = Table(title="mean wait (ms): simulated vs closed form")
     for col in ("workload", "r×B×N", "router", "load", "sim", "closed form", "error",
                 "model", "old", "old error"):  # fmt: skip
         cases.add_column(col, justify="right")
     errors: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    records = []
     for name in args.workloads.split(","):
         workload = WORKLOADS[name]()
         for r, b, n in SHAPES:
@@ -86,12 +90,21 @@ def main() -> None:
                     old = per_worker_wait(fleet, workload, rate)
                     new_err, old_err = pred.wait_mean_s / sim - 1, old / sim - 1
                     band = "30–90%" if load <= 0.9 else "95%"
+                    records.append(
+                        {"workload": name, "ratio": r, "batch": b, "bundles": n,
+                         "router": router, "load": load, "simulated_s": sim,
+                         "predicted_s": pred.wait_mean_s, "model": pred.wait_model,
+                         "per_worker_s": old}
+                    )  # fmt: skip
                     errors.setdefault((router, band), []).append((new_err, old_err))
                     cases.add_row(
                         name, f"{r}×{b}×{n}", router, f"{load:.2f}", f"{1e3 * sim:.1f}",
                         f"{1e3 * pred.wait_mean_s:.1f}", f"{new_err:+.0%}", pred.wait_model,
                         f"{1e3 * old:.1f}", f"{old_err:+.0%}",
                     )  # fmt: skip
+    if args.json:
+        print(json.dumps(records, indent=1))
+        return
     console.print(cases)
     summary = Table(title="closed-form mean wait vs simulation")
     for col in ("router", "load", "cases", "within 10%", "median |error|", "worst |error|",

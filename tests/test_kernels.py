@@ -58,22 +58,28 @@ def test_replay_kernel_equals_the_heap_loop(trace, slots, steps, first):
     st.booleans(),
     st.integers(0, 50),
     st.integers(1, 3),
+    st.sampled_from([0, 0, 7, 300]),
 )
-def test_kv_kernel_equals_the_admission_loop(trace, ratio, batch, steps, extra, replay, first, m):
-    capacity = trace.smallest_request() + extra
+def test_kv_kernel_equals_the_admission_loop(
+    trace, ratio, batch, steps, extra, replay, first, m, state
+):
+    """``state``: tokens a hybrid model's recurrent state adds to every reservation."""
+    capacity = trace.smallest_request() + state + extra
     args = (trace, ratio, batch, steps, capacity)
     loop = schedule.kv_limited_occupancy(
-        *args, np.random.default_rng(3), replay, first, compiled=False, microbatches=m
-    )
+        *args, np.random.default_rng(3), replay, first, compiled=False, microbatches=m,
+        state=state,
+    )  # fmt: skip
     kernel = schedule.kv_limited_occupancy(
-        *args, np.random.default_rng(3), replay, first, compiled=True, microbatches=m
-    )
+        *args, np.random.default_rng(3), replay, first, compiled=True, microbatches=m,
+        state=state,
+    )  # fmt: skip
     assert _same_occupancy(loop, kernel)
     if m > 1:  # the micro-batches partition each worker's requests
         assert np.allclose(kernel.microbatch_loads.sum(axis=1), kernel.loads)
         assert np.array_equal(kernel.microbatch_active.sum(axis=1), kernel.active)
     single = schedule.kv_limited_occupancy(
-        *args, np.random.default_rng(3), replay, first, compiled=True
+        *args, np.random.default_rng(3), replay, first, compiled=True, state=state
     )
     # Splitting into micro-batches changes nothing about admission.
     assert np.array_equal(single.start, kernel.start) and single.kv == kernel.kv

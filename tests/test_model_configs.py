@@ -31,10 +31,15 @@ LOADED = {
     "nvidia/DeepSeek-V3.1-NVFP4", "nvidia/Kimi-K2.5-NVFP4", "nvidia/Kimi-K2.6-NVFP4",
     "nvidia/Kimi-K2.7-Code-NVFP4", "nvidia/Llama-3.1-70B-Instruct-FP8",
     "nvidia/MiniMax-M2.5-NVFP4", "nvidia/MiniMax-M2.7-NVFP4", "nvidia/Qwen3-235B-A22B-NVFP4",
+    # Gated DeltaNet hybrids (three linear-attention layers to one full)
+    "Qwen/Qwen3.5-122B-A10B", "Qwen/Qwen3.5-27B", "Qwen/Qwen3.5-35B-A3B",
+    "Qwen/Qwen3.5-397B-A17B", "nvidia/Qwen3.5-122B-A10B-NVFP4",
+    "nvidia/Qwen3.5-397B-A17B-NVFP4", "nvidia/Qwen3.6-35B-A3B-NVFP4",
 }  # fmt: skip
 # and why a few of the refused ones are refused (the architecture, not a typo)
 REFUSED_BECAUSE = {
-    "Qwen/Qwen3.5-397B-A17B": "hybrid layers of linear attention",
+    "moonshotai/Kimi-K3": "hybrid layers of linear attention",
+    "nvidia/Qwen3.6-27B-NVFP4": "hybrid layers of linear attention",  # its output_gate_type
     "openai/gpt-oss-120b": "sliding-window",
     "meta-llama/Llama-4-Maverick-17B-128E-Instruct": "chunked attention",
     "nvidia/Llama-3_3-Nemotron-Super-49B-v1": "heterogeneous blocks",

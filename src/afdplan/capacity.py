@@ -131,10 +131,12 @@ def _moments(workload: Workload) -> tuple[float, float, float]:
 
 
 def effective_batch(fleet: Fleet, workload: Workload) -> float:
-    """Slots per worker: B, or what the KV cap holds when each request reserves P + D."""
+    """Slots per worker: B, or what the KV cap holds when each request reserves P + D (+ a
+    hybrid model's state tokens)."""
     if fleet.kv_capacity_tokens is None:
         return float(fleet.batch)
-    return min(float(fleet.batch), fleet.kv_capacity_tokens / _moments(workload)[2])
+    footprint = _moments(workload)[2] + fleet.times.state_tokens
+    return min(float(fleet.batch), fleet.kv_capacity_tokens / footprint)
 
 
 def step_time_at(fleet: Fleet, workload: Workload, per_worker: float) -> float:

@@ -158,20 +158,21 @@ def resolve_batch(
 ) -> tuple[int, int | None]:
     """(B to use, largest feasible B or None); refuses B that the KV cache cannot hold."""
     cap = times.kv_capacity_tokens
-    b_max = None if cap is None else max_feasible_batch(cap, stats.theta, stats.v)
+    theta = stats.theta + times.state_tokens  # a hybrid model's state rides on every slot
+    b_max = None if cap is None else max_feasible_batch(cap, theta, stats.v)
     if batch is None:
         if b_max is None:
             return DEFAULT_MAX_BATCH, None
         require(
             b_max >= 1,
-            f"one request of this workload (θ = {stats.theta:.0f} tokens) does "
+            f"one request of this workload (θ = {theta:.0f} tokens) does "
             f"not fit the KV capacity of {cap} tokens",
         )
         return min(b_max, DEFAULT_MAX_BATCH), b_max
     require(batch >= 1, f"batch B must be >= 1, got {batch}")
     if b_max is not None and batch > b_max:
         raise InputError(
-            f"B = {batch} does not fit the KV cache: {batch} × θ {stats.theta:.0f} + "
+            f"B = {batch} does not fit the KV cache: {batch} × θ {theta:.0f} + "
             f"{KV_SIGMAS:g}σ exceeds {cap} tokens per Attention worker; "
             f"largest feasible B is {b_max}"
         )

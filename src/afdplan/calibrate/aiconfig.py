@@ -203,6 +203,12 @@ def resolve_version(
     """The data version to read: ``version`` (a declared version or current / previous /
     next), by default aiconfigurator-core's ``current``; a one-line error naming the versions
     that work when it cannot serve every table the model needs."""
+    require(
+        not model.linear_layers,
+        f"{model.name}: afdplan does not read aiconfigurator-core's Gated DeltaNet tables "
+        "(linear_attention/gdn_perf) yet; its hybrid layers have roofline step times only "
+        f"(roofline:{model.name}@HARDWARE)",
+    )
     declared = declared_versions(system, framework)
     slots = _slots(system, framework)
     wanted = version or "current"

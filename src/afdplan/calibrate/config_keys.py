@@ -9,7 +9,8 @@ The model reader never guesses: each key is one of
   plain decoding does not load (multi-token-prediction heads, vision and audio towers,
   which serve prefill of images and sound);
 * unsupported — it names an architecture whose cost afdplan does not model (hybrid
-  linear-attention or state-space layers, sparse attention, sliding-window or chunked
+  layers other than Gated DeltaNet — Mamba, lightning or KDA linear attention —,
+  sparse attention beyond DeepSeek-V3.2's, sliding-window or chunked
   attention, heterogeneous blocks, compressed attention, latent MoE); a config that
   turns one on is refused in one line naming the key and the architecture;
 
@@ -40,10 +41,15 @@ READ = frozenset(
         "num_attention_groups", "share_q_dim",
         # DeepSeek sparse attention (V3.2): the indexer's shape and the tokens MLA reads
         "index_topk", "index_n_heads", "index_head_dim",
-        # per-layer attention types, accepted when every layer is full attention
+        # per-layer attention types: full attention, or Qwen3-Next's Gated DeltaNet layers
         # (MiniMax's attn_type_list: 1 full, 0 linear, as vLLM's config counts them)
         "layer_types", "attn_type_list", "sliding_window", "use_sliding_window",
         "max_window_layers",
+        # Gated DeltaNet (Qwen3-Next, Qwen3.5): its heads, conv kernel and state dtype, the
+        # layout of its layers, and the gate on the full-attention layers' output
+        "full_attention_interval", "linear_conv_kernel_dim", "linear_key_head_dim",
+        "linear_num_key_heads", "linear_num_value_heads", "linear_value_head_dim",
+        "mamba_ssm_dtype", "attn_output_gate",
         # element types
         "torch_dtype", "dtype", "weight_dtype", "kv_dtype", "quantization_config",
         # the model class: which runtimes serve it (deploy's launch files)
@@ -123,14 +129,12 @@ UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(
         (
             "layers_block_type", "hybrid_override_pattern", "hybrid_layer_pattern",
-            "full_attention_interval", "linear_attn_config",
-            "linear_conv_kernel_dim", "linear_key_head_dim", "linear_num_key_heads",
-            "linear_num_value_heads", "linear_value_head_dim", "mamba_head_dim",
+            "linear_attn_config", "mamba_head_dim",
             "mamba_hidden_act", "mamba_num_heads", "mamba_proj_bias", "mamba_ssm_cache_dtype",
-            "mamba_ssm_dtype", "ssm_state_size", "conv_kernel", "use_conv_bias", "expand",
+            "ssm_state_size", "conv_kernel", "use_conv_bias", "expand",
             "n_groups", "time_step_floor", "time_step_limit", "time_step_max", "time_step_min",
             "time_step_rank", "use_mamba_kernels", "mtp_hybrid_override_pattern",
-            "mtp_layers_block_type", "chunk_size", "attn_output_gate", "attention_output_gate",
+            "mtp_layers_block_type", "chunk_size", "attention_output_gate",
             "output_gate_type",
         ),
         HYBRID,

@@ -70,9 +70,7 @@ def ffn_group_size(model: ModelSpec, minimum: int) -> int:
 
 
 def attention_weight_bytes(model: ModelSpec) -> float:
-    return (
-        model.layers * model.attention_params_layer() + model.embedding_params()
-    ) * model.weight_bytes
+    return (model.attention_params() + model.embedding_params()) * model.weight_bytes
 
 
 def kv_copies(model: ModelSpec, gpus_attention: int) -> int:
@@ -252,9 +250,10 @@ def derive(
     flops = hw.peak_flops(model.weight_bytes) * hw.compute_efficiency
     attn_flops = hw.flops_bf16 * hw.compute_efficiency  # scores run in 16-bit
     kv_layer_bytes = model.kv_elements_per_token_layer() * model.kv_bytes
+    L_kv = model.full_attention_layers  # Gated DeltaNet layers hold no per-token KV
     # each GPU reads its own copy of a token's KV: 1/g_A of it when heads split the cache
-    kv_mem = L * kv_layer_bytes * kv_copies(model, g_a) / (g_a * bw)
-    kv_cmp = L * model.attention_flops_per_kv_token_layer() / (g_a * attn_flops)
+    kv_mem = L_kv * kv_layer_bytes * kv_copies(model, g_a) / (g_a * bw)
+    kv_cmp = L_kv * model.attention_flops_per_kv_token_layer() / (g_a * attn_flops)
     alpha_a = max(kv_mem, kv_cmp)
     sparse_gamma = 0.0
     if model.sparse_topk:
@@ -262,14 +261,18 @@ def derive(
         # like MLA's cache), then MLA reads k of them a sequence: k tokens' cost moves to
         # the per-sequence term (exact once every context holds k tokens; above for shorter)
         sparse_gamma = model.sparse_topk * alpha_a
-        index_mem = L * model.indexer_bytes_per_token_layer() * kv_copies(model, g_a) / (g_a * bw)
-        index_cmp = L * model.indexer_flops_per_kv_token_layer() / (
+        index_bytes = model.indexer_bytes_per_token_layer() * kv_copies(model, g_a)
+        index_mem = L_kv * index_bytes / (g_a * bw)
+        index_cmp = L_kv * model.indexer_flops_per_kv_token_layer() / (
             g_a * hw.flops_fp8 * hw.compute_efficiency
         )
         alpha_a = max(index_mem, index_cmp)
-    p_attn = L * model.attention_params_layer()
+    p_attn = model.attention_params()
     lm_head = model.vocab * h
-    gamma_a = 2 * (p_attn + lm_head) / (g_a * flops) + sparse_gamma
+    # a Gated DeltaNet layer reads and rewrites its sequence's state every step (split
+    # with the heads over TP), whatever the context: a per-sequence cost
+    state_rw = 2 * model.state_bytes_per_sequence() / (g_a * bw)
+    gamma_a = 2 * (p_attn + lm_head) / (g_a * flops) + sparse_gamma + state_rw
     beta_a = (p_attn + model.embedding_params()) * model.weight_bytes / (
         g_a * bw
     ) + L * hw.layer_overhead_s
@@ -362,6 +365,16 @@ def derive(
         ),
         f"KV: {model.kv_bytes_per_token() / 1024:.1f} KiB/token -> {capacity:,} tokens per "
         "Attention instance",
+        *(
+            [
+                f"Gated DeltaNet: {model.linear_layers} of {L} layers keep a "
+                f"{model.state_bytes_per_sequence() / 2**20:.1f} MiB state a sequence "
+                f"(= {model.state_tokens_per_sequence():,} KV tokens, reserved with P + D), "
+                f"read and rewritten every step: {state_rw:.3g} s/sequence in gamma_A"
+            ]
+            if model.linear_layers
+            else []
+        ),
     )
     times = LinearStepTimes(
         attention=AttentionLinear(alpha=alpha_a, beta=beta_a, gamma=gamma_a),
@@ -375,6 +388,7 @@ def derive(
         gpus_attention=float(g_a),
         gpus_ffn=float(g_f),
         kv_capacity_tokens=capacity,
+        state_tokens=model.state_tokens_per_sequence(),
         layers=int(model.layers),
         exchange=Linear(alpha=alpha_x, beta=beta_x) if model.is_moe or beta_x else None,
         reduce=(
@@ -399,14 +413,15 @@ def derive_prefill(
     """Roofline prefill on an instance of ``gpus`` GPUs (default :func:`prefill_gpus`),
     attention and FFN split over all of them:
 
-        a = 2·(L·P_attn + P_ffn_active) / (g·F·e_c)       per prompt token
-        c = L·(pair FLOPs) / (g·F_bf16·e_c)              per causal (query, key) pair
+        a = 2·(P_attn + P_ffn_active) / (g·F·e_c)         per prompt token
+          + L_GDN·4·n_v·d_k·d_v / (g·F_bf16·e_c)         (Gated DeltaNet's state update)
+        c = L_full·(pair FLOPs) / (g·F_bf16·e_c)         per causal (query, key) pair
         w = (all weights)·bytes / (g·BW·e_m)             a forward reads every weight once
         f = L·t_layer + 2·L·β_AR                         launches and the TP all-reduces
         a += 2·L·α_AR for g > 1                          (``tp_all_reduce``)
 
     and the KV cache goes to decode over one scale-out port: t_k = KV bytes per token /
-    (network BW·e_l), t_0 = one network latency."""
+    (network BW·e_l), t_0 = one network latency (+ a hybrid model's state, once)."""
     g = gpus if gpus is not None else prefill_gpus(model, hw)
     require(g >= 1, f"--prefill-gpus must be >= 1, got {g}")
     weights = attention_weight_bytes(model) + model.ffn_params() * model.ffn_bytes
@@ -418,28 +433,29 @@ def derive_prefill(
     L = model.layers
     flops = hw.peak_flops(model.weight_bytes) * hw.compute_efficiency
     reduce = tp_all_reduce(model, hw, g)
-    per_token = 2 * (L * model.attention_params_layer() + model.ffn_active_params()) / (g * flops)
-    pair_cost = L * model.prefill_attention_flops_per_pair_layer() / (
+    per_token = 2 * (model.attention_params() + model.ffn_active_params()) / (g * flops)
+    recurrence = 4 * model.linear_value_heads * model.linear_key_dim * model.linear_value_dim
+    per_token += model.linear_layers * recurrence / (g * hw.flops_bf16 * hw.compute_efficiency)
+    pair_cost = model.full_attention_layers * model.prefill_attention_flops_per_pair_layer() / (
         g * hw.flops_bf16 * hw.compute_efficiency
     )
     per_pair = pair_cost
     if model.sparse_topk:  # each query attends k keys (P > k), the indexer scores them all
         per_token += model.sparse_topk * pair_cost
-        per_pair = L * model.indexer_flops_per_kv_token_layer() / (
+        per_pair = model.full_attention_layers * model.indexer_flops_per_kv_token_layer() / (
             g * hw.flops_fp8 * hw.compute_efficiency
         )
-    read = (
-        L * model.attention_params_layer() * model.weight_bytes
-        + model.ffn_params() * model.ffn_bytes
-    ) / (g * hw.hbm_bandwidth * hw.mem_efficiency)
+    weights_read = model.attention_params() * model.weight_bytes
+    weights_read += model.ffn_params() * model.ffn_bytes
+    read = weights_read / (g * hw.hbm_bandwidth * hw.mem_efficiency)
+    network = hw.network_bandwidth * hw.link_efficiency
     return PrefillTimes(
         per_token=per_token + 2 * L * reduce.alpha,
         per_pair=per_pair,
         weights=read,
         fixed=L * hw.layer_overhead_s + 2 * L * reduce.beta,
-        transfer_per_token=model.kv_bytes_per_token()
-        / (hw.network_bandwidth * hw.link_efficiency),
-        transfer_fixed=hw.network_latency,
+        transfer_per_token=model.kv_bytes_per_token() / network,
+        transfer_fixed=hw.network_latency + model.state_bytes_per_sequence() / network,
         max_batch_tokens=max_batch_tokens,
         gpus=g,
         name=f"roofline prefill:{model.name}@{hw.name} x{g}",

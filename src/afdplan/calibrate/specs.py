@@ -59,6 +59,16 @@ class ModelSpec:
     sparse_topk: int = 0
     index_heads: int = 0
     index_head_dim: int = 0
+    # Gated DeltaNet layers (Qwen3-Next, Qwen3.5): a constant-size recurrent state per
+    # sequence instead of a KV cache; the other layers are full attention
+    linear_layers: int = 0
+    linear_key_heads: int = 0
+    linear_value_heads: int = 0
+    linear_key_dim: int = 0
+    linear_value_dim: int = 0
+    linear_conv_kernel: int = 0
+    state_bytes: float = 2.0  # bytes per recurrent-state element (the SSM cache dtype)
+    attention_output_gate: bool = False  # full attention's query projection also emits a gate
 
     @property
     def ffn_bytes(self) -> float:
@@ -78,6 +88,11 @@ class ModelSpec:
     @property
     def is_mla(self) -> bool:
         return self.kv_lora_rank > 0
+
+    @property
+    def full_attention_layers(self) -> int:
+        """Layers with a KV cache (all but the Gated DeltaNet ones)."""
+        return self.layers - self.linear_layers
 
     @property
     def moe_layers(self) -> int:
@@ -108,9 +123,48 @@ class ModelSpec:
         return 2 * self.index_heads * self.index_head_dim if self.sparse_topk else 0
 
     def kv_bytes_per_token(self) -> float:
-        """KV bytes one token holds across all layers (with a sparse model's index keys)."""
+        """KV bytes one token holds across the full-attention layers (with a sparse model's
+        index keys)."""
         per_layer = self.kv_elements_per_token_layer() * self.kv_bytes
-        return self.layers * (per_layer + self.indexer_bytes_per_token_layer())
+        return self.full_attention_layers * (per_layer + self.indexer_bytes_per_token_layer())
+
+    def linear_conv_channels(self) -> int:
+        """Channels of a Gated DeltaNet layer's short convolution: its q, k and v."""
+        return 2 * self.linear_key_heads * self.linear_key_dim + (
+            self.linear_value_heads * self.linear_value_dim
+        )
+
+    def state_bytes_per_sequence(self) -> float:
+        """Recurrent state one sequence holds across the Gated DeltaNet layers, whatever its
+        length: per layer a key × value matrix per value head (in the SSM cache dtype) and
+        the convolution's last kernel − 1 inputs (in the activation dtype)."""
+        if not self.linear_layers:
+            return 0.0
+        matrix = self.linear_value_heads * self.linear_key_dim * self.linear_value_dim
+        conv = (self.linear_conv_kernel - 1) * self.linear_conv_channels()
+        return self.linear_layers * (matrix * self.state_bytes + conv * self.act_bytes)
+
+    def state_tokens_per_sequence(self) -> int:
+        """The recurrent state in KV tokens of this model (rounded up): the cache a
+        sequence holds beyond its context, which runtimes page from the same pool."""
+        state = self.state_bytes_per_sequence()
+        return math.ceil(state / self.kv_bytes_per_token()) if state else 0
+
+    def linear_attention_params_layer(self) -> int:
+        """Weights of one Gated DeltaNet layer: the q, k, v and output-gate projection, the
+        per-head decay and step projections, the convolution, the output projection."""
+        h, value = self.hidden, self.linear_value_heads * self.linear_value_dim
+        qkvz = h * (2 * self.linear_key_heads * self.linear_key_dim + 2 * value)
+        ba = h * 2 * self.linear_value_heads
+        conv = self.linear_conv_channels() * self.linear_conv_kernel
+        return qkvz + ba + conv + value * h
+
+    def attention_params(self) -> int:
+        """Weights of every layer's attention (full and Gated DeltaNet)."""
+        return (
+            self.full_attention_layers * self.attention_params_layer()
+            + self.linear_layers * self.linear_attention_params_layer()
+        )
 
     def attention_params_layer(self) -> int:
         """Weights of one layer's attention projections (Q, K, V or MLA's, and O)."""
@@ -127,8 +181,10 @@ class ModelSpec:
             )
             return q + kv + self.heads * self.v_head_dim * h
         q_width = self.heads * self.head_dim
+        # a gated output (Qwen3-Next) doubles the query projection: it emits the gate too
+        q_out = q_width * (2 if self.attention_output_gate else 1)
         # a low-rank query (Step-3's share_q_dim) goes through the rank first
-        q = h * self.q_lora_rank + self.q_lora_rank * q_width if self.q_lora_rank else h * q_width
+        q = h * self.q_lora_rank + self.q_lora_rank * q_out if self.q_lora_rank else h * q_out
         return q + 2 * h * self.kv_heads * self.head_dim + q_width * h
 
     def attention_flops_per_kv_token_layer(self) -> int:
@@ -309,11 +365,13 @@ def _check_keys(config: dict, name: str) -> None:
     )
     types = config.get("layer_types")
     if types is not None:
+        kinds_ok = {"full_attention", "linear_attention"} if _is_gdn(config) else {"full_attention"}
         require(
-            isinstance(types, list) and all(t == "full_attention" for t in types),
+            isinstance(types, list) and all(t in kinds_ok for t in types),
             f"{name}: {arch} has per-layer attention types "
             f"{sorted({str(t) for t in types}) if isinstance(types, list) else types!r} in "
-            f"'layer_types': {config_keys.WINDOWED}, which afdplan does not model",
+            f"'layer_types': {config_keys.WINDOWED}, or linear attention without Gated "
+            "DeltaNet's linear_* fields, which afdplan does not model",
         )
     kinds = config.get("attn_type_list")
     if kinds is not None:
@@ -328,6 +386,46 @@ def _check_keys(config: dict, name: str) -> None:
             f"{name}: {arch} sets 'sliding_window' = {window!r}: {config_keys.WINDOWED}, "
             "which afdplan does not model"
         )
+
+
+GDN_KEYS = (
+    "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim",
+    "linear_value_head_dim", "linear_conv_kernel_dim",
+)  # fmt: skip
+
+
+def _is_gdn(config: dict) -> bool:
+    """Whether the config describes Gated DeltaNet layers (Qwen3-Next, Qwen3.5)."""
+    return any(config.get(k) is not None for k in GDN_KEYS)
+
+
+def _linear_layers(config: dict, f: _Fields, layers: int) -> int:
+    """How many layers are Gated DeltaNet: 'layer_types' entries 'linear_attention', or all
+    but every 'full_attention_interval'-th layer (Qwen3-Next's layout)."""
+    if not _is_gdn(config):
+        require(
+            config.get("full_attention_interval") is None,
+            f"{f.name}: 'full_attention_interval' without Gated DeltaNet's fields "
+            f"({', '.join(GDN_KEYS)})",
+        )
+        return 0
+    types = config.get("layer_types")
+    if types is not None:
+        require(
+            len(types) == layers,
+            f"{f.name}: 'layer_types' lists {len(types)} layers, num_hidden_layers is {layers}",
+        )
+        linear = sum(t == "linear_attention" for t in types)
+    else:
+        require(
+            config.get("full_attention_interval") is not None,
+            f"{f.name}: Gated DeltaNet fields but no layer layout: give 'layer_types' or "
+            "'full_attention_interval'",
+        )
+        every = f.count("full_attention_interval")
+        linear = layers - layers // every
+    require(linear < layers, f"{f.name}: Gated DeltaNet in every layer; afdplan needs a KV cache")
+    return linear
 
 
 def _moe_layers(f: _Fields, layers: int) -> list[bool]:
@@ -460,7 +558,24 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
         or "bfloat16"
     )
     kv_dtype = str(config.get("kv_dtype", "bfloat16"))
-    for label, dtype in (("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype)):
+    linear_layers = _linear_layers(config, f, layers)
+    gdn = {k: f.count(k) if linear_layers else 0 for k in GDN_KEYS}
+    if linear_layers:
+        require(
+            gdn["linear_num_value_heads"] % gdn["linear_num_key_heads"] == 0,
+            f"{name}: {gdn['linear_num_value_heads']} Gated DeltaNet value heads do not share "
+            f"{gdn['linear_num_key_heads']} key heads evenly",
+        )
+    # the recurrent state's dtype: the config's (Qwen3.5 pins float32), else 16-bit, as
+    # vLLM's mamba_ssm_cache_dtype 'auto' and aiconfigurator-core's qwen35.py read it
+    state_dtype = str(config.get("mamba_ssm_dtype") or "bfloat16")
+    # Qwen3-Next's full attention always gates its output; Qwen3.5 says so in its config
+    gate = config.get("attn_output_gate")
+    gate = _architecture(config).startswith("Qwen3Next") if gate is None else gate
+    require(isinstance(gate, bool), f"{name}: 'attn_output_gate' must be true or false")
+    for label, dtype in (
+        ("weight_dtype", weight_dtype), ("kv_dtype", kv_dtype), ("mamba_ssm_dtype", state_dtype)
+    ):  # fmt: skip
         require(
             dtype in DTYPE_BYTES,
             f"{name}: unknown {label} {dtype!r}; known: {', '.join(DTYPE_BYTES)}",
@@ -492,6 +607,14 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
         sparse_topk=sparse["index_topk"],
         index_heads=sparse["index_n_heads"] if sparse["index_topk"] else 0,
         index_head_dim=sparse["index_head_dim"] if sparse["index_topk"] else 0,
+        linear_layers=linear_layers,
+        linear_key_heads=gdn["linear_num_key_heads"],
+        linear_value_heads=gdn["linear_num_value_heads"],
+        linear_key_dim=gdn["linear_key_head_dim"],
+        linear_value_dim=gdn["linear_value_head_dim"],
+        linear_conv_kernel=gdn["linear_conv_kernel_dim"],
+        state_bytes=DTYPE_BYTES[state_dtype],
+        attention_output_gate=gate,
     )
 
 

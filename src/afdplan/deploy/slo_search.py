@@ -287,9 +287,10 @@ def attention_tp_problem(model: ModelSpec, tp: int) -> str | None:
     return None
 
 
-def kv_limit(capacity: float, stats: LoadStats, max_batch: int) -> int:
-    """Largest B with B·θ + z·√(B·v) ≤ capacity (z = ``KV_SIGMAS``), at most max_batch."""
-    return min(max_feasible_batch(capacity, stats.theta, stats.v), max_batch)
+def kv_limit(capacity: float, stats: LoadStats, max_batch: int, state_tokens: int = 0) -> int:
+    """Largest B with B·(θ + s) + z·√(B·v) ≤ capacity (z = ``KV_SIGMAS``, s the tokens a
+    sequence's recurrent state takes), at most max_batch."""
+    return min(max_feasible_batch(capacity, stats.theta + state_tokens, stats.v), max_batch)
 
 
 def roofline_times(
@@ -426,12 +427,13 @@ def _row(target, config, times, pipeline, mean, best: dict) -> dict:
         "idle_ffn": 1.0 - m * L * f / step,
         "binding": pipeline.binding(a_round, a_busy, x, f),
         "kv_headroom": 1.0
-        - _kv_load(target.stats, float(best["batch"])) / times.kv_capacity_tokens,
+        - _kv_load(target.stats, float(best["batch"]), times.state_tokens)
+        / times.kv_capacity_tokens,
     }
 
 
-def _kv_load(stats: LoadStats, batch: float) -> float:
-    return float(kv_load(batch, stats.theta, stats.v))
+def _kv_load(stats: LoadStats, batch: float, state_tokens: int = 0) -> float:
+    return float(kv_load(batch, stats.theta + state_tokens, stats.v))
 
 
 def _pareto(points: np.ndarray) -> np.ndarray:
@@ -465,7 +467,7 @@ def search_afd(target: Target, out: _Collector) -> None:
             if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
                 continue
             cap = space.max_batch or default_max_batch(target.attention_hw)
-            b_kv = kv_limit(near.kv_capacity_tokens, target.stats, cap)
+            b_kv = kv_limit(near.kv_capacity_tokens, target.stats, cap, near.state_tokens)
             w_a, w_f = objective_weights(target.objective, g_a, g_f, *target.prices)
             for m in space.microbatches:
                 pipeline = Pipeline("pingpong", m, model.layers)
@@ -567,7 +569,9 @@ def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g
     if times is None or capacity < 1:
         return
     times = colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}", t)
-    b_kv = kv_limit(capacity, target.stats, space.max_batch or default_max_batch(hw))
+    b_kv = kv_limit(
+        capacity, target.stats, space.max_batch or default_max_batch(hw), times.state_tokens
+    )
     weight = g * price if target.objective == Objective.cost else float(g)
     for m in (1, 2):
         config = {

@@ -28,7 +28,13 @@ from afdplan.errors import require
 from afdplan.sim.config import SimConfig
 from afdplan.sim.results import SimResult, SimSummary
 from afdplan.sim.schedule import Occupancy, iid_plan, kv_limited_occupancy, replay_plan
-from afdplan.timing import StepTimes, gpus_per_instance, routed_experts, transfer_each_way
+from afdplan.timing import (
+    StepTimes,
+    gpus_per_instance,
+    routed_experts,
+    state_tokens,
+    transfer_each_way,
+)
 from afdplan.workload import Workload
 from afdplan.workload.sources import as_empirical
 
@@ -59,9 +65,10 @@ def resolve_warmup(workload: Workload, config: SimConfig) -> tuple[str, int]:
 
 
 def build_occupancy(
-    workload: Workload, config: SimConfig, total_steps: int, stationary: bool
+    workload: Workload, config: SimConfig, total_steps: int, stationary: bool, state: int = 0
 ) -> Occupancy:
-    """Lay out requests over ``total_steps`` steps as the config asks."""
+    """Lay out requests over ``total_steps`` steps as the config asks (``state``: tokens a
+    hybrid model's recurrent state reserves per request under a KV cap)."""
     rng = np.random.default_rng(config.seed)
     r, b = config.ratio, config.batch
     replay = config.order == "replay"
@@ -73,7 +80,7 @@ def build_occupancy(
     if config.kv_capacity_tokens is not None:
         cap = int(config.kv_capacity_tokens)
         return kv_limited_occupancy(
-            workload, r, b, total_steps, cap, rng, replay, first, microbatches=m
+            workload, r, b, total_steps, cap, rng, replay, first, microbatches=m, state=state
         )
     if replay:
         plan = replay_plan(as_empirical(workload), r * b, total_steps, first)
@@ -107,7 +114,9 @@ def simulate_with_cycles(
     steps = measured_steps(workload, config)
     warmup, discard = resolve_warmup(workload, config)
     total = discard + steps
-    occ = build_occupancy(workload, config, total, stationary=warmup == "stationary")
+    occ = build_occupancy(
+        workload, config, total, warmup == "stationary", state_tokens(times)
+    )
     return _measure(occ, times, config, warmup, discard)
 
 

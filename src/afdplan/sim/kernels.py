@@ -116,8 +116,10 @@ def kv_limited(
     steps: int,
     capacity: int,
     microbatches: int = 1,
+    state: int = 0,
 ):
-    """The KV-capped admission loop of ``kv_limited_occupancy`` over a request stream.
+    """The KV-capped admission loop of ``kv_limited_occupancy`` over a request stream
+    (``state``: tokens every request reserves beyond P + D).
 
     ``cyclic``: the stream is the trace from ``first``, repeated; else the arrays are the
     i.i.d. draws in order, and a return of ``None`` asks for a longer stream. Loads and
@@ -132,7 +134,8 @@ def kv_limited(
         active = np.empty((groups, steps), dtype=np.int64)
         out = np.empty((2, max_out), dtype=np.int64)
         stats = np.zeros(6, dtype=np.int64)
-        args = (prompts, decodes, cyclic, first, ratio, batch, steps, capacity, microbatches)
+        args = (prompts, decodes, cyclic, first, ratio, batch, steps, capacity, state,
+                microbatches)  # fmt: skip
         status = kernel(*args, loads, active, out, stats)
         if status == -2:
             return None  # the i.i.d. stream ran out
@@ -143,8 +146,9 @@ def kv_limited(
 
 
 def _kv_limited(
-    prompts, decodes, cyclic, first, ratio, batch, steps, capacity, m, loads, active, out, stats
-):  # pragma: no cover - compiled
+    prompts, decodes, cyclic, first, ratio, batch, steps, capacity, state, m, loads, active, out,
+    stats,
+):  # fmt: skip  # pragma: no cover - compiled
     """The KV-capped admission loop (``schedule.kv_limited_occupancy``). Long because it
     is compiled: its state stays in one function's locals, and
     ``schedule.kv_limited_occupancy_loop`` is the plain oracle the tests hold it to."""
@@ -182,7 +186,7 @@ def _kv_limited(
             reserved[w] -= dep_need[j]
             j = next_of[j]
         while True:
-            need = p + d
+            need = p + d + state
             if need > capacity:
                 rejected += 1
                 if pos >= n_stream:

@@ -16,9 +16,9 @@ per step (DESIGN.md §5). Three ways to fill the slots:
 * ``replay_plan`` — a trace in arrival order, each request going to the slot that
   frees first (ties: lowest slot), cold start.
 * ``kv_limited_occupancy`` — a KV-cache cap per Attention worker: a request reserves its
-  final context P + D on admission and waits (FIFO, head of line) while no worker with a
-  free slot has room; slots can therefore sit empty. A step loop, O(r) per step plus
-  O(r) per admitted request.
+  final context P + D (+ a hybrid model's state tokens) on admission and waits (FIFO,
+  head of line) while no worker with a free slot has room; slots can therefore sit
+  empty. A step loop, O(r) per step plus O(r) per admitted request.
 """
 
 from __future__ import annotations
@@ -286,6 +286,7 @@ def kv_limited_occupancy(
     first: int = 0,
     compiled: bool | None = None,
     microbatches: int = 1,
+    state: int = 0,
 ) -> Occupancy:
     """Cold start, FIFO admission with a per-worker KV reservation cap (see module doc).
 
@@ -294,27 +295,30 @@ def kv_limited_occupancy(
     would stay in its slot; the occupancy then carries each micro-batch's load and count.
     ``compiled`` as for :func:`replay_plan`; both give the same occupancy.
     """
-    smallest = workload.smallest_request()
+    smallest = workload.smallest_request() + state
     require(
         capacity >= smallest,
-        f"KV capacity {capacity} tokens is below the smallest request (P + D = {smallest})",
+        f"KV capacity {capacity} tokens is below the smallest request (P + D"
+        + (f" + {state} state tokens" if state else "")
+        + f" = {smallest})",
     )
     if compiled is None:
         compiled = kernels.use_compiled(ratio * batch * steps / workload.moments().decode)
-    args = (workload, ratio, batch, steps, capacity, rng, replay, first, microbatches)
+    args = (workload, ratio, batch, steps, capacity, rng, replay, first, microbatches, state)
     if compiled:
         return _kv_limited_compiled(*args)
     return kv_limited_occupancy_loop(*args)
 
 
 def _kv_limited_compiled(
-    workload, ratio, batch, steps, capacity, rng, replay, first, microbatches
+    workload, ratio, batch, steps, capacity, rng, replay, first, microbatches, state
 ) -> Occupancy:
     if replay:
         trace = as_empirical(workload)
         done = kernels.kv_limited(
-            trace.prompt, trace.decode, True, first, ratio, batch, steps, capacity, microbatches
-        )
+            trace.prompt, trace.decode, True, first, ratio, batch, steps, capacity,
+            microbatches, state,
+        )  # fmt: skip
     else:
         # The i.i.d. stream in the loop's chunks, so the draws are the loop's draws.
         chunks_p, chunks_d = [], []
@@ -335,6 +339,7 @@ def _kv_limited_compiled(
                 steps,
                 capacity,
                 microbatches,
+                state,
             )
             expected *= 2
     loads, active, start, decode, stats = done
@@ -395,6 +400,7 @@ def kv_limited_occupancy_loop(
     replay: bool,
     first: int = 0,
     microbatches: int = 1,
+    state: int = 0,
 ) -> Occupancy:
     """:func:`kv_limited_occupancy` as a plain Python loop (the oracle of the kernel).
     (Long on purpose: it mirrors the compiled kernel statement by statement, so a test can
@@ -421,7 +427,7 @@ def kv_limited_occupancy_loop(
             reserved[w] -= res
         while True:
             p, d = head
-            need = p + d
+            need = p + d + state
             if need > capacity:
                 rejected += 1
                 head = stream.next()

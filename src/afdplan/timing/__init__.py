@@ -17,7 +17,7 @@ from afdplan.timing.linear import (
     write_coeffs_file,
 )
 from afdplan.timing.prefill import PrefillTimes
-from afdplan.timing.protocol import StepTimes, gpus_per_instance, routed_experts
+from afdplan.timing.protocol import StepTimes, gpus_per_instance, routed_experts, state_tokens
 from afdplan.timing.tables import (
     AttentionTable,
     Curve,
@@ -48,6 +48,7 @@ __all__ = [
     "read_coeffs_file",
     "read_step_table",
     "routed_experts",
+    "state_tokens",
     "tables_from_frame",
     "transfer_each_way",
     "transfer_tokens",

@@ -16,6 +16,7 @@ an unnamed unit, ``time_unit = "arbitrary"``, kept as is (r* does not depend on 
 The coefficients file (JSON or TOML) is the contract with calibration::
 
     [meta]                  # optional: name, time_unit, provenance, gpus, kv_capacity_tokens,
+                            #   state_tokens (KV tokens a sequence's recurrent state takes),
                             #   curves (a measured table beside the file or a shipped name)
     [attention]  alpha = …  # seconds per KV token      beta = …  (seconds)
                  gamma = …  # seconds per sequence in the batch (optional, default 0)
@@ -76,7 +77,9 @@ class LinearStepTimes:
 
     ``gpus_attention``/``gpus_ffn`` record how many GPUs one instance of each kind
     holds for the deployment the coefficients were measured on (for tokens/s per GPU);
-    ``kv_capacity_tokens`` is the KV cache one Attention instance can hold, if known.
+    ``kv_capacity_tokens`` is the KV cache one Attention instance can hold, if known;
+    ``state_tokens`` the cache every sequence holds whatever its length (a hybrid model's
+    recurrent state, in KV tokens of the same pool), which its reservation adds to P + D.
     """
 
     attention: AttentionLinear
@@ -89,6 +92,7 @@ class LinearStepTimes:
     gpus_attention: float = 1.0
     gpus_ffn: float = 1.0
     kv_capacity_tokens: int | None = None
+    state_tokens: int = 0
     curves: str | None = None  # measured table of the same deployment (path or shipped name)
     layers: int | None = None  # transformer layers L (the layered pipelines need it)
     # The part of ``ffn`` that is communication inside the FFN group (seconds per token of
@@ -111,6 +115,10 @@ class LinearStepTimes:
         ):
             for key, value in asdict(coeffs).items():
                 check_nonnegative(f"{stage}.{key}", value)
+        require(
+            type(self.state_tokens) is int and self.state_tokens >= 0,
+            f"state_tokens must be an integer >= 0, got {self.state_tokens!r}",
+        )
         require(self.ffn.alpha > 0, "ffn.alpha must be > 0 (the FFN time must grow with tokens)")
         require(
             self.comm_scope in COMM_SCOPES, f"comm scope must be one of {', '.join(COMM_SCOPES)}"
@@ -195,6 +203,7 @@ _META_KEYS = (
     "gpus_attention",
     "gpus_ffn",
     "kv_capacity_tokens",
+    "state_tokens",
     "curves",
     "layers",
 )
@@ -251,6 +260,11 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
     scope = str(data["comm"].get("scope", "per_worker"))
     require(scope in COMM_SCOPES, f"{source}: comm.scope must be one of {', '.join(COMM_SCOPES)}")
     kv = meta.get("kv_capacity_tokens")
+    state = meta.get("state_tokens", 0)
+    require(
+        type(state) is int and state >= 0,
+        f"{source}: meta.state_tokens must be an integer >= 0, got {state!r}",
+    )
     exchange, experts = _optional_sections(data, source, scale)
     return LinearStepTimes(
         attention=AttentionLinear(**values["attention"]),
@@ -265,6 +279,7 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         kv_capacity_tokens=None
         if kv is None
         else int(_number(f"{source}: meta.kv_capacity_tokens", kv)),
+        state_tokens=state,
         curves=curves,
         layers=None if layers is None else int(_number(f"{source}: meta.layers", layers)),
         exchange=exchange,
@@ -334,6 +349,8 @@ def coeffs_to_dict(model: LinearStepTimes) -> dict:
     }
     if model.kv_capacity_tokens is not None:
         meta["kv_capacity_tokens"] = model.kv_capacity_tokens
+    if model.state_tokens:
+        meta["state_tokens"] = model.state_tokens
     if model.curves is not None:
         meta["curves"] = model.curves
     if model.layers is not None:

@@ -35,6 +35,11 @@ def routed_experts(times: StepTimes):
     return getattr(linear, "experts", None), float(getattr(linear, "gpus_ffn", 1.0))
 
 
+def state_tokens(times: StepTimes) -> int:
+    """KV tokens a sequence's recurrent state reserves (hybrid models; 0 otherwise)."""
+    return int(getattr(getattr(times, "fallback", times), "state_tokens", 0))
+
+
 def gpus_per_instance(times: StepTimes) -> tuple[float, float]:
     """(GPUs per Attention instance, per FFN instance) recorded with the coefficients."""
     linear = getattr(times, "fallback", times)

@@ -52,7 +52,7 @@ def compiled_compose(pipeline: Pipeline):
 
 
 def _loop(
-    arrival, prompt, decode, route, cand, bundles, r, batch, kv_cap, coef, phi_tokens,
+    arrival, prompt, decode, route, cand, bundles, r, batch, kv_cap, state, coef, phi_tokens,
     phi, aggregate, compose, m, layers, start, finish, worker_of, ev_time, ev_system, ev_queue,
     ev_kv,
 ):  # fmt: skip  # pragma: no cover - compiled
@@ -73,7 +73,7 @@ def _loop(
     g_kv = np.zeros(workers * m, np.int64)  # … and their KV tokens
     g_tokens = np.zeros(m)
     kv = np.zeros(workers, np.int64)  # KV tokens held now
-    reserved = np.zeros(workers, np.int64)  # Σ P + D of admitted requests
+    reserved = np.zeros(workers, np.int64)  # Σ P + D (+ state) of admitted requests
     queued_kv = np.zeros(workers, np.int64)
     head = np.full(workers, -1, np.int64)
     tail = np.full(workers, -1, np.int64)
@@ -124,7 +124,7 @@ def _loop(
                 nxt[tail[w]] = a
             tail[w] = a
             queued += 1
-            queued_kv[w] += prompt[a] + decode[a]
+            queued_kv[w] += prompt[a] + decode[a] + state
             in_system += 1
             kb = w // r
             a += 1
@@ -153,7 +153,7 @@ def _loop(
                     g_kv[w * m + group[s]] -= ctx[s]
                     g_count[w * m + group[s]] -= 1
                     kv_total -= ctx[s]
-                    reserved[w] -= prompt[i] + decode[i]
+                    reserved[w] -= prompt[i] + decode[i] + state
                     in_system -= 1
                     done += 1
                     last = base + count[w] - 1  # the last active one fills the hole
@@ -166,7 +166,7 @@ def _loop(
             for w in range(kb * r, (kb + 1) * r):
                 while head[w] >= 0 and count[w] < batch:
                     i = head[w]
-                    need = prompt[i] + decode[i]
+                    need = prompt[i] + decode[i] + state
                     if kv_cap > 0 and reserved[w] + need > kv_cap:
                         break
                     head[w] = nxt[i]

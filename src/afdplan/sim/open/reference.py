@@ -52,6 +52,7 @@ def run_reference(times, prompt, decode, cand, fleet: Fleet) -> OpenResult:
     ``afdplan.sim.open.loop``'s docstring; its steps are in ``_step_time`` and ``_route``.)"""
 
     n, r, m = times.size, fleet.ratio, fleet.pipeline.microbatches
+    state = fleet.times.state_tokens  # a hybrid model's recurrent state, reserved per request
     workers = [_Worker(fleet.batch) for _ in range(fleet.workers)]
     start, finish = np.full(n, np.nan), np.full(n, np.nan)
     worker_of = np.full(n, -1, np.int64)
@@ -71,7 +72,7 @@ def run_reference(times, prompt, decode, cand, fleet: Fleet) -> OpenResult:
         for w in workers[k * r : (k + 1) * r]:
             while w.queue and len(w.active) < w.batch:
                 req = w.queue[0]
-                need = req.prompt + req.decode
+                need = req.prompt + req.decode + state
                 if fleet.kv_capacity_tokens and w.reserved + need > fleet.kv_capacity_tokens:
                     break
                 w.queue.popleft()
@@ -99,7 +100,7 @@ def run_reference(times, prompt, decode, cand, fleet: Fleet) -> OpenResult:
             worker_of[i] = w_index
             w = workers[w_index]
             w.queue.append(req)
-            w.queued_kv += req.prompt + req.decode
+            w.queued_kv += req.prompt + req.decode + state
             in_system += 1
             k = w_index // r
             if k not in running:
@@ -115,7 +116,7 @@ def run_reference(times, prompt, decode, cand, fleet: Fleet) -> OpenResult:
                 req.context += 1
                 if req.left == 0:
                     finish[req.index] = t
-                    w.reserved -= req.prompt + req.decode
+                    w.reserved -= req.prompt + req.decode + state
                     in_system -= 1
                     done += 1
                 else:

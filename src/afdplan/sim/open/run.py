@@ -58,12 +58,13 @@ def simulate_open(
     cand = _candidates(rng, times.size, fleet.workers)
     cap = fleet.kv_capacity_tokens
     if cap is not None:
-        need = prompt + decode
-        worst = int(need.max())
+        state = fleet.times.state_tokens
+        worst = int((prompt + decode).max()) + state
         require(
             worst <= cap,
-            f"a request needs {worst:,} KV tokens (P + D) but a worker holds {cap:,}; it "
-            "could never be admitted",
+            f"a request needs {worst:,} KV tokens (P + D"
+            + (f" + {state:,} of recurrent state" if state else "")
+            + f") but a worker holds {cap:,}; it could never be admitted",
         )
     check_positive("step time", float(fleet.times.attention_time(1, 1)))
     if reference:
@@ -93,7 +94,8 @@ def _run_compiled(times, prompt, decode, cand, fleet: Fleet, extra: dict) -> Ope
         }
         events, steps, busy = loop(
             times, prompt, decode, fleet.router_code, cand, fleet.bundles,
-            fleet.ratio, fleet.batch, cap or 0, fleet.coefficients(), *fleet.imbalance_grid,
+            fleet.ratio, fleet.batch, cap or 0, fleet.times.state_tokens, fleet.coefficients(),
+            *fleet.imbalance_grid,
             fleet.times.comm_scope == "aggregate", compiled_compose(p), p.microbatches, p.layers,
             start, finish, worker, ev["time"], ev["in_system"], ev["queued"], ev["kv_tokens"],
         )  # fmt: skip

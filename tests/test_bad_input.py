@@ -36,6 +36,7 @@ def _deployment(**chosen) -> str:
             "ffn_hw": "h200",
             "chosen": base,
             "chosen_step_times": coeffs_to_dict(load_coeffs("deepseek-v3-h200")),
+            "recommendation": "afd",
         }
     )
 
@@ -443,6 +444,24 @@ CASES: list[tuple[list[str], str]] = [
     (
         ["capacity", "--deployment", "{bad}/dep_null.json", "--rate", "5", "--tpot-ms", "80"],
         "no 'chosen' configuration",
+    ),
+    (
+        ["capacity", "--rate", "5", "--tpot-ms", "80", "--architecture", "colocated"],
+        "--architecture picks one of a deployment's answers; give --deployment",
+    ),
+    (
+        [
+            "capacity", "--deployment", "{bad}/dep_text.json", "--rate", "5", "--tpot-ms",
+            "80", "--architecture", "colocated",
+        ],
+        "holds no colocated group to size",
+    ),
+    (
+        [
+            "capacity", "--deployment", "{bad}/dep_text.json", "--rate", "5", "--tpot-ms",
+            "80", "--architecture", "both",
+        ],
+        "'both' is not one of",
     ),
     (
         [

@@ -594,6 +594,7 @@ def test_anchor_without_the_tables_uses_the_ratios(monkeypatch):
 
 
 def test_capacity_sizes_the_bundle_with_the_step_times_deploy_chose(cli, tmp_path):
+    from afdplan.choices import Architecture
     from afdplan.cli.capacity_cmd import _from_deployment
     from afdplan.timing import coeffs_to_dict
 
@@ -603,11 +604,28 @@ def test_capacity_sizes_the_bundle_with_the_step_times_deploy_chose(cli, tmp_pat
     assert fp4["chosen_step_times"]["ffn"] != base["chosen_step_times"]["ffn"]
     path = tmp_path / "fp4.json"
     path.write_text(json.dumps(fp4))
-    times, pipeline, r, b, _, _ = _from_deployment(path)
+    times, pipeline, r, b, _, _, colocated = _from_deployment(path, Architecture.afd)
     assert coeffs_to_dict(times) == fp4["chosen_step_times"]  # FP4 experts, not the FP8 model
     chosen = fp4["chosen"]
     assert (r, b, pipeline.microbatches) == (chosen["r"], chosen["batch"], chosen["microbatches"])
-    assert pipeline.layers == 61
+    assert pipeline.layers == 61 and not colocated
+    # what deploy recommends: here colocated decode (AFD loses), its best group as compared
+    assert fp4["recommendation"] == "colocated"
+    times, pipeline, r, b, _, _, colocated = _from_deployment(path, Architecture.recommended)
+    group = fp4["colocated"]["best"]
+    assert colocated and coeffs_to_dict(times) == fp4["colocated"]["step_times"]
+    assert (r, b, pipeline.microbatches) == (group["r"], group["batch"], group["microbatches"])
+    assert times.gpus_attention * r == group["gpus"]
+    # the colocated step the open system runs is the one deploy scored the group with
+    from afdplan.capacity import step_time_at
+    from afdplan.choices import DEFAULT_WORKLOAD
+    from afdplan.sim.open import Fleet
+    from afdplan.workload import parse_workload
+
+    fleet = Fleet(times, r, b, 1, pipeline, times.kv_capacity_tokens, colocated=True)
+    assert fleet.gpus == group["gpus"]
+    wl = parse_workload(DEFAULT_WORKLOAD)
+    assert 1e3 * step_time_at(fleet, wl, b) == pytest.approx(group["step_time_mean_ms"], rel=0.02)
 
 
 def test_network_option_sets_the_scale_out_port_of_both_sides():

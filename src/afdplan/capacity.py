@@ -145,7 +145,9 @@ def step_time_at(fleet: Fleet, workload: Workload, per_worker: float) -> float:
     p = running_pipeline(fleet.pipeline, per_worker)
     batch = max(per_worker, float(p.microbatches) * 1e-3)
     spread = expected_max_normal(fleet.ratio) if fleet.ratio > 1 else 0.0
-    lt = layered_times(p, fleet.times, batch, fleet.ratio, s.theta, s.v, spread)
+    lt = layered_times(
+        p, fleet.times, batch, fleet.ratio, s.theta, s.v, spread, colocated=fleet.colocated
+    )
     return float(lt.step_time)
 
 
@@ -521,5 +523,8 @@ def _rate(arrivals: Arrivals, workload: Workload) -> float:
 def _unloaded_tpot(fleet: Fleet, workload: Workload) -> float:
     """The step time with a single sequence in the bundle (the smallest TPOT there is)."""
     s = workload.stats()
-    lt = layered_times(running_pipeline(fleet.pipeline, 1.0), fleet.times, 1.0, 1, s.theta, 0, 0)
+    lt = layered_times(
+        running_pipeline(fleet.pipeline, 1.0), fleet.times, 1.0, 1, s.theta, 0, 0,
+        colocated=fleet.colocated,
+    )  # fmt: skip
     return float(lt.step_time)

@@ -26,6 +26,14 @@ class PipelineKind(StrEnum):
     aic_conservative = "aic-conservative"
 
 
+class Architecture(StrEnum):
+    """Which of a deployment's answers ``capacity --deployment`` sizes."""
+
+    recommended = "recommended"  # what deploy recommends: colocated where AFD loses
+    afd = "afd"  # the chosen AFD bundle
+    colocated = "colocated"  # the best colocated group deploy compared it with
+
+
 class Objective(StrEnum):
     """What a recommendation maximises: tokens/s per GPU, per dollar, or per instance."""
 

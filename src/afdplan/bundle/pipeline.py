@@ -186,8 +186,7 @@ class Pipeline:
         behind the compute of another: the closed form of DESIGN §8 on those two
         resources. m = 1 gives L·(a + x + f + y), the same as AFD's serial step.
         """
-        m, L = self.microbatches, self.layers
-        return PingPong.compose(m, L, a_round + f, a_busy + f, x + y, 0.0, 0.0)
+        return colocated_compose(self.microbatches, self.layers, a_round, a_busy, x, f, y)
 
 
 class _WholeStep(Pipeline):
@@ -352,6 +351,16 @@ _KINDS: dict[str, type[Pipeline]] = {
 }
 assert set(_KINDS) == set(PIPELINES), "every PipelineKind needs its class"
 LAYERED = tuple(kind for kind, cls in _KINDS.items() if cls.layered)
+
+
+def colocated_compose(m, layers, a_round, a_busy, x, f, y):
+    """:meth:`Pipeline.colocated_step_time` as a plain function (numba compiles it for the
+    open-system loop): ping-pong on two resources, compute a + f and the exchange x + y,
+    i.e. ``PingPong.compose(m, L, a_round + f, a_busy + f, x + y, 0, 0)`` written out."""
+    compute, exchange = a_round + f, x + y
+    s_round = compute + exchange  # summed as PingPong.compose sums it: the same bits
+    s_max = np.maximum(a_busy + f, exchange)
+    return s_round + (m - 1) * s_max + (layers - 1) * np.maximum(m * s_max, s_round)
 
 
 def pingpong_closed_form(a_round, a_busy, x, f, y, m: int, layers: int):

@@ -56,13 +56,16 @@ def bundle_cost(ratio, gpus_attention, gpus_ffn, price_attention, price_ffn):
 @dataclass(frozen=True)
 class Bundle:
     """One rA–1F bundle: ``ratio`` r, ``batch`` B per Attention worker, GPUs per Attention
-    instance g_A and in the FFN group g_F, and its ``pipeline``."""
+    instance g_A and in the FFN group g_F, and its ``pipeline``. ``colocated``: ordinary
+    decode instead — r data-parallel attention instances whose own GPUs run the FFN
+    (expert parallel over all r·g_A), so the group holds r·g_A GPUs, not r·g_A + g_F."""
 
     ratio: int
     batch: int
     gpus_attention: float = 1.0
     gpus_ffn: float = 1.0
     pipeline: Pipeline = field(default_factory=Pipeline)
+    colocated: bool = False
 
     def __post_init__(self) -> None:
         for label, value in (("ratio r", self.ratio), ("batch B", self.batch)):
@@ -72,11 +75,15 @@ class Bundle:
 
     @property
     def gpus(self) -> float:
-        return bundle_gpus(self.ratio, self.gpus_attention, self.gpus_ffn)
+        return bundle_gpus(self.ratio, self.gpus_attention, self._separate_ffn_gpus)
+
+    @property
+    def _separate_ffn_gpus(self) -> float:
+        return 0.0 if self.colocated else self.gpus_ffn
 
     def cost_per_hour(self, price_attention: float, price_ffn: float) -> float:
         return bundle_cost(
-            self.ratio, self.gpus_attention, self.gpus_ffn, price_attention, price_ffn
+            self.ratio, self.gpus_attention, self._separate_ffn_gpus, price_attention, price_ffn
         )
 
     def weights(

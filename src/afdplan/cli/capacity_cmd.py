@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import DEFAULT_COEFFS, Percentile, Router
+from afdplan.choices import DEFAULT_COEFFS, Architecture, Percentile, Router
 from afdplan.cli.common import (
     BackendOpt,
     CoeffsOpt,
@@ -56,7 +56,18 @@ ArrivalsOpt = Annotated[
 RouterOpt = Annotated[Router, typer.Option("--router", help="How a request picks its worker.")]
 DeploymentOpt = Annotated[
     Path | None,
-    typer.Option("--deployment", help="The JSON of `afdplan deploy --json`: its chosen bundle."),
+    typer.Option(
+        "--deployment",
+        help="The JSON of `afdplan deploy --json`: its recommended bundle or group.",
+    ),
+]
+ArchitectureOpt = Annotated[
+    Architecture | None,
+    typer.Option(
+        "--architecture",
+        help="With --deployment, what to size: what deploy recommends, its chosen AFD bundle "
+        "or its best colocated group [recommended].",
+    ),
 ]
 
 
@@ -103,11 +114,17 @@ def build_fleet(
     kv_capacity: str | None,
     router: Router,
     bundles: int = 1,
+    architecture: Architecture | None = None,
 ):
     """(Fleet, description of its step times, the public $/GPU-hour of its attention and
     FFN hardware where known: a deployment names its hardware, a coefficient set does not)."""
     from afdplan.sim.open import Fleet
 
+    require(
+        architecture is None or deployment is not None,
+        "--architecture picks one of a deployment's answers; give --deployment",
+    )
+    colocated = False
     if deployment is not None:
         given = {
             "-r": ratio is not None, "-B": batch is not None, "--pipeline": pipeline is not None,
@@ -118,7 +135,9 @@ def build_fleet(
             not named,
             f"{', '.join(named)}: --deployment fixes the step times, r, B and the pipeline",
         )
-        times, pipe, r, b, label, prices = _from_deployment(deployment)
+        times, pipe, r, b, label, prices, colocated = _from_deployment(
+            deployment, architecture or Architecture.recommended
+        )
     else:
         from afdplan.calibrate.resolve import resolve_coeffs
 
@@ -136,11 +155,11 @@ def build_fleet(
         kv_capacity if kv_capacity is not None else ("auto" if times.kv_capacity_tokens else None),
         times,
     )
-    fleet = Fleet(times, r, b, bundles, pipe, cap, router.value)
+    fleet = Fleet(times, r, b, bundles, pipe, cap, router.value, colocated)
     return fleet, label, prices
 
 
-def _from_deployment(path: Path):
+def _from_deployment(path: Path, architecture: Architecture):
     from afdplan.bundle import Pipeline
     from afdplan.calibrate.specs import load_hardware
     from afdplan.timing import coeffs_from_dict
@@ -155,22 +174,39 @@ def _from_deployment(path: Path):
         isinstance(data, dict) and isinstance(data.get("chosen"), dict),
         f"{what}: not the JSON of `afdplan deploy --json` (no 'chosen' configuration)",
     )
-    chosen = data["chosen"]
-    for key in ("attention_hw", "ffn_hw", "model", "chosen_step_times"):
+    for key in ("attention_hw", "ffn_hw", "model", "chosen_step_times", "recommendation"):
         require(key in data, f"{what}: not the JSON of `afdplan deploy --json` (no {key!r})")
     a_hw, f_hw = load_hardware(str(data["attention_hw"])), load_hardware(str(data["ffn_hw"]))
-    r, b, m = (_count(chosen, k, what) for k in ("r", "batch", "microbatches"))
+    if architecture == Architecture.recommended:
+        architecture = Architecture(str(data["recommendation"]))
+    colocated = architecture == Architecture.colocated
+    if colocated:
+        group = data.get("colocated") or {}
+        require(
+            isinstance(group.get("best"), dict) and isinstance(group.get("step_times"), dict),
+            f"{what}: it holds no colocated group to size (deploy found none, or the file "
+            "predates colocated step times: run deploy again)",
+        )
+        config, step_times = group["best"], group["step_times"]
+    else:
+        config, step_times = data["chosen"], data["chosen_step_times"]
+    r, b, m = (_count(config, k, what) for k in ("r", "batch", "microbatches"))
     # the step times deploy chose with: served dtypes, anchor, link and fan-in applied
-    times = coeffs_from_dict(data["chosen_step_times"], what)
+    times = coeffs_from_dict(step_times, what)
     layers = times.layers
     cap = times.kv_capacity_tokens
     require(cap is None or b <= cap, f"{what}: chosen batch {b:,} exceeds the KV capacity {cap:,}")
     require(layers is not None, f"--deployment {path}: its step times name no layer count")
-    label = f"deploy: {data['model']} on {a_hw.name}" + (
-        "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
-    )
-    prices = (a_hw.price_per_hour, f_hw.price_per_hour)
-    return times, Pipeline("pingpong", m, int(layers)), r, b, label, prices
+    if colocated:
+        hw = f_hw if str(config.get("architecture", "")).endswith(f"@{f_hw.name}") else a_hw
+        label = f"deploy: {data['model']}, colocated groups of {hw.name}"
+        prices = (hw.price_per_hour, hw.price_per_hour)
+    else:
+        label = f"deploy: {data['model']} on {a_hw.name}" + (
+            "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
+        )
+        prices = (a_hw.price_per_hour, f_hw.price_per_hour)
+    return times, Pipeline("pingpong", m, int(layers)), r, b, label, prices, colocated
 
 
 def _prefill_pool(hw_name, gpus, instances, tokens, model_name, deployment, coeffs, ttft_ms):
@@ -310,6 +346,7 @@ def capacity(
                      "the coefficient set's]."),
     ] = None,
     deployment: DeploymentOpt = None,
+    architecture: ArchitectureOpt = None,
     coeffs: CoeffsOpt = None,  # [the default set]; refused with --deployment
     batch: Annotated[
         str | None, typer.Option("--batch", "-B", help="Sequences per Attention worker [plan's].")
@@ -366,8 +403,9 @@ def capacity(
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     rates = parse_rates(rate, wl)
     fleet, label, hw_prices = build_fleet(
-        wl, deployment, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router
-    )
+        wl, deployment, coeffs, ratio, batch, pipeline, microbatches, layers, kv_capacity, router,
+        1, architecture,
+    )  # fmt: skip
     for option, given in (("--price-attention", price_attention), ("--price-ffn", price_ffn)):
         if given is not None:
             check_positive(option, given)
@@ -407,6 +445,7 @@ def capacity(
                     "gpus": fleet.gpus,
                     "kv_capacity_tokens": fleet.kv_capacity_tokens,
                     "router": fleet.router,
+                    "architecture": "colocated" if fleet.colocated else "afd",
                 },
                 "slos": {
                     "tpot_ms": tpot_ms,
@@ -454,10 +493,15 @@ def _write(folder: Path, sizings, rows) -> list[Path]:
     return paths
 
 
+def _unit(fleet) -> str:
+    """What one decode unit of the fleet is called."""
+    return "colocated group" if fleet.colocated else "bundle"
+
+
 def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
     p = fleet.pipeline
     out.print(
-        f"Workload {wl.describe()}; bundle: r = {fleet.ratio}, B = {fleet.batch}, "
+        f"Workload {wl.describe()}; {_unit(fleet)}: r = {fleet.ratio}, B = {fleet.batch}, "
         f"{p.describe()}, {fleet.gpus:g} GPUs, KV cap "
         f"{'none' if fleet.kv_capacity_tokens is None else f'{fleet.kv_capacity_tokens:,}'}"
         f" tokens/worker, router {fleet.router}; step times: {label}",
@@ -531,7 +575,8 @@ def _render(wl, label, fleet, slos, sizings, rows, files) -> None:
         if pool is not None and s is sizings[0]:
             out.print(f"prefill step times: {pool.times.name}", markup=False)
         out.print(
-            f"{s.rate:.4g} req/s: {prefill}{s.bundles} decode bundle(s), {s.total_gpus:g} GPUs"
+            f"{s.rate:.4g} req/s: {prefill}{s.bundles} decode {_unit(fleet)}(s), "
+            f"{s.total_gpus:g} GPUs"
             + ("" if cost is None else f", ${cost:,.0f}/hour")
             + f"; goodput {s.chosen.summary['goodput']:.4g} req/s",
             markup=False,

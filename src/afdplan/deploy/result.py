@@ -189,6 +189,19 @@ class DeployResult:
         )
         return coeffs_to_dict(times)
 
+    def colocated_times(self) -> dict | None:
+        """The best colocated group's step times as a coefficients file holds them, so
+        `capacity --deployment` can size the colocated fleet this search compared with."""
+        from afdplan.deploy.slo_search import colocated_group_times
+        from afdplan.timing import coeffs_to_dict
+
+        c, t = self.colocated, self.target
+        if c is None:
+            return None
+        hw = t.ffn_hw if str(c["architecture"]).endswith(f"@{t.ffn_hw.name}") else t.attention_hw
+        times = colocated_group_times(t, hw, int(c["gpus_ffn"]), int(c["gpus_attention"]))
+        return None if times is None else coeffs_to_dict(times)
+
     def with_verification(self, rows: list[dict]) -> DeployResult:
         """The answer after simulation: the chosen bundle is the best checked one whose
         simulated step and TPOT quantiles lie at or below the SLO with their 95% intervals
@@ -258,6 +271,7 @@ class DeployResult:
             if self.colocated is None
             else {
                 "best": self.colocated,
+                "step_times": self.colocated_times(),
                 "afd_over_colocated": self.afd_over_colocated,
                 "verdict": verdict(self.afd_over_colocated),
                 "parity_band": PARITY_BAND,

@@ -563,12 +563,10 @@ def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g
     attention), the FFN over all g (experts, or a dense MLP's columns), with and without
     two-batch overlap."""
     model, space = target.model, target.space
-    capacity = colocated_capacity(model, hw, g, t)
-    cross = g > hw.scaleup_gpus
-    times = roofline_times(model, hw, hw, t, g, cross, target.anchor, target.moe)
-    if times is None or capacity < 1:
+    times = colocated_group_times(target, hw, g, t)
+    if times is None:
         return
-    times = colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}", t)
+    capacity, cross = times.kv_capacity_tokens or 0, g > hw.scaleup_gpus
     b_kv = kv_limit(
         capacity, target.stats, space.max_batch or default_max_batch(hw), times.state_tokens
     )
@@ -584,6 +582,20 @@ def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g
         }
         pipeline = Pipeline("pingpong", m, model.layers)
         _record(out, target, config, times, pipeline, b_kv, weight, g, colocated=True)
+
+
+def colocated_group_times(
+    target: Target, hw: HardwareSpec, g: int, t: int
+) -> LinearStepTimes | None:
+    """The step times of one colocated group of g GPUs of ``hw`` with attention TP t (the
+    anchor and MoE assumptions applied), or None where they do not exist or hold no KV."""
+    model = target.model
+    capacity = colocated_capacity(model, hw, g, t)
+    cross = g > hw.scaleup_gpus
+    times = roofline_times(model, hw, hw, t, g, cross, target.anchor, target.moe)
+    if times is None or capacity < 1:
+        return None
+    return colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}", t)
 
 
 def _search_colocated_tp(target: Target, out: _Collector, hw: HardwareSpec, price) -> None:

@@ -31,6 +31,9 @@ class Fleet:
     pipeline: Pipeline = field(default_factory=Pipeline)
     kv_capacity_tokens: int | None = None
     router: str = "least-kv"
+    # ordinary decode: each bundle is a colocated group, r data-parallel attention
+    # instances whose GPUs also run the FFN (``Bundle.colocated``)
+    colocated: bool = False
 
     def __post_init__(self) -> None:
         for label, value in (("ratio r", self.ratio), ("batch B", self.batch)):
@@ -70,7 +73,9 @@ class Fleet:
     def bundle(self) -> Bundle:
         """One of the N identical bundles."""
         t = self.times
-        return Bundle(self.ratio, self.batch, t.gpus_attention, t.gpus_ffn, self.pipeline)
+        return Bundle(
+            self.ratio, self.batch, t.gpus_attention, t.gpus_ffn, self.pipeline, self.colocated
+        )
 
     @functools.cached_property
     def imbalance_grid(self) -> tuple[np.ndarray, np.ndarray]:

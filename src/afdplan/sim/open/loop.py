@@ -31,9 +31,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from afdplan.bundle.pipeline import Pipeline
+from afdplan.bundle.pipeline import Pipeline, colocated_compose
 
-_COMPILED: dict[type, object] = {}
+_COMPILED: dict[object, object] = {}
 # compose(m, L, a_round, a_busy, x, f, y) -> τ, as one first-class function type: the loop
 # is compiled (and cached on disk) once for every pipeline kind, which it receives as a
 # C function pointer
@@ -42,13 +42,15 @@ COMPOSE_SIGNATURE = numba.types.float64(
 )
 
 
-def compiled_compose(pipeline: Pipeline):
-    """The pipeline kind's one closed form of a step (``Pipeline.compose``), compiled once
-    per kind (a cached C callback) for the loop, which takes it as an argument."""
-    kind = type(pipeline)
-    if kind not in _COMPILED:
-        _COMPILED[kind] = numba.cfunc(COMPOSE_SIGNATURE, cache=True)(kind.compose)
-    return _COMPILED[kind]
+def compiled_compose(pipeline: Pipeline, colocated: bool = False):
+    """The pipeline kind's one closed form of a step (``Pipeline.compose``, or for a
+    colocated group ``colocated_compose``), compiled once per kind (a cached C callback)
+    for the loop, which takes it as an argument."""
+    key = "colocated" if colocated else type(pipeline)
+    if key not in _COMPILED:
+        compose = colocated_compose if colocated else type(pipeline).compose
+        _COMPILED[key] = numba.cfunc(COMPOSE_SIGNATURE, cache=True)(compose)
+    return _COMPILED[key]
 
 
 def _loop(

@@ -167,4 +167,6 @@ def _step_time(fleet, bundle: list[_Worker], m: int) -> float | None:
         transfer = float(times.comm_time(widest, len(bundle)))
     ffn = fleet.ffn_time(tokens)
     x, f = transfer_each_way(transfer) / L, ffn / L
-    return float(replace(p, microbatches=m_eff).step_time(a_round / L, a_busy / L, x, f, x))
+    running_p = replace(p, microbatches=m_eff)
+    compose = running_p.colocated_step_time if fleet.colocated else running_p.step_time
+    return float(compose(a_round / L, a_busy / L, x, f, x))

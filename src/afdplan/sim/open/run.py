@@ -95,8 +95,8 @@ def _run_compiled(times, prompt, decode, cand, fleet: Fleet, extra: dict) -> Ope
         events, steps, busy = loop(
             times, prompt, decode, fleet.router_code, cand, fleet.bundles,
             fleet.ratio, fleet.batch, cap or 0, fleet.times.state_tokens, fleet.coefficients(),
-            *fleet.imbalance_grid,
-            fleet.times.comm_scope == "aggregate", compiled_compose(p), p.microbatches, p.layers,
+            *fleet.imbalance_grid, fleet.times.comm_scope == "aggregate",
+            compiled_compose(p, fleet.colocated), p.microbatches, p.layers,
             start, finish, worker, ev["time"], ev["in_system"], ev["queued"], ev["kv_tokens"],
         )  # fmt: skip
         if events <= capacity:

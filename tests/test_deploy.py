@@ -595,7 +595,7 @@ def test_anchor_without_the_tables_uses_the_ratios(monkeypatch):
 
 def test_capacity_sizes_the_bundle_with_the_step_times_deploy_chose(cli, tmp_path):
     from afdplan.choices import Architecture
-    from afdplan.cli.capacity_cmd import _from_deployment
+    from afdplan.deploy.saved import load_answer
     from afdplan.timing import coeffs_to_dict
 
     fast = ["deploy", "--gpus-ffn", "8", "-m", "1", "--tpot-ms", "60", "--no-verify", "--json"]
@@ -604,16 +604,18 @@ def test_capacity_sizes_the_bundle_with_the_step_times_deploy_chose(cli, tmp_pat
     assert fp4["chosen_step_times"]["ffn"] != base["chosen_step_times"]["ffn"]
     path = tmp_path / "fp4.json"
     path.write_text(json.dumps(fp4))
-    times, pipeline, r, b, _, _, colocated = _from_deployment(path, Architecture.afd)
+    afd = load_answer(path, Architecture.afd)
+    times, pipeline, r, b = afd.times, afd.pipeline, afd.ratio, afd.batch
     assert coeffs_to_dict(times) == fp4["chosen_step_times"]  # FP4 experts, not the FP8 model
     chosen = fp4["chosen"]
     assert (r, b, pipeline.microbatches) == (chosen["r"], chosen["batch"], chosen["microbatches"])
-    assert pipeline.layers == 61 and not colocated
+    assert pipeline.layers == 61 and not afd.colocated and afd.model == "deepseek-v3"
     # what deploy recommends: here colocated decode (AFD loses), its best group as compared
     assert fp4["recommendation"] == "colocated"
-    times, pipeline, r, b, _, _, colocated = _from_deployment(path, Architecture.recommended)
+    answer = load_answer(path)  # what deploy recommends
+    times, pipeline, r, b = answer.times, answer.pipeline, answer.ratio, answer.batch
     group = fp4["colocated"]["best"]
-    assert colocated and coeffs_to_dict(times) == fp4["colocated"]["step_times"]
+    assert answer.colocated and coeffs_to_dict(times) == fp4["colocated"]["step_times"]
     assert (r, b, pipeline.microbatches) == (group["r"], group["batch"], group["microbatches"])
     assert times.gpus_attention * r == group["gpus"]
     # the colocated step the open system runs is the one deploy scored the group with

@@ -137,3 +137,26 @@ def measured_prefill(
         f"{data.framework} {data.version})",
     )
     return times, error
+
+
+def prefill_times(
+    model: ModelSpec, hw: HardwareSpec, gpus: int | None = None, max_batch_tokens: int = 8192
+) -> PrefillTimes:
+    """A prefill instance's step times as well as afdplan knows them: measured where
+    aiconfigurator-core has the model's kernels on this hardware (the fit's worst error
+    in the name), else the roofline (a lower bound, named so)."""
+    from dataclasses import replace
+
+    from afdplan.calibrate.measured_sets import tables_installed
+    from afdplan.errors import InputError
+
+    roofline = derive_prefill(model, hw, gpus, max_batch_tokens)
+    if not (tables_installed() and hw.aiconfigurator_systems):
+        return roofline
+    try:
+        times, error = measured_prefill(
+            model, hw.aiconfigurator_systems[0], hw, gpus, max_batch_tokens
+        )
+    except InputError:  # the tables lack this model's kernels
+        return roofline
+    return replace(times, name=f"{times.name}; fit within {error:.0%}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -135,9 +133,11 @@ def build_fleet(
             not named,
             f"{', '.join(named)}: --deployment fixes the step times, r, B and the pipeline",
         )
-        times, pipe, r, b, label, prices, colocated = _from_deployment(
-            deployment, architecture or Architecture.recommended
-        )
+        from afdplan.deploy.saved import load_answer
+
+        answer = load_answer(deployment, architecture or Architecture.recommended)
+        times, pipe, r, b = answer.times, answer.pipeline, answer.ratio, answer.batch
+        label, prices, colocated = answer.label, answer.prices, answer.colocated
     else:
         from afdplan.calibrate.resolve import resolve_coeffs
 
@@ -159,56 +159,6 @@ def build_fleet(
     return fleet, label, prices
 
 
-def _from_deployment(path: Path, architecture: Architecture):
-    from afdplan.bundle import Pipeline
-    from afdplan.calibrate.specs import load_hardware
-    from afdplan.timing import coeffs_from_dict
-
-    require(path.is_file(), f"--deployment {path}: no such file")
-    what = f"--deployment {path}"
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{what}: not valid JSON") from exc
-    require(
-        isinstance(data, dict) and isinstance(data.get("chosen"), dict),
-        f"{what}: not the JSON of `afdplan deploy --json` (no 'chosen' configuration)",
-    )
-    for key in ("attention_hw", "ffn_hw", "model", "chosen_step_times", "recommendation"):
-        require(key in data, f"{what}: not the JSON of `afdplan deploy --json` (no {key!r})")
-    a_hw, f_hw = load_hardware(str(data["attention_hw"])), load_hardware(str(data["ffn_hw"]))
-    if architecture == Architecture.recommended:
-        architecture = Architecture(str(data["recommendation"]))
-    colocated = architecture == Architecture.colocated
-    if colocated:
-        group = data.get("colocated") or {}
-        require(
-            isinstance(group.get("best"), dict) and isinstance(group.get("step_times"), dict),
-            f"{what}: it holds no colocated group to size (deploy found none, or the file "
-            "predates colocated step times: run deploy again)",
-        )
-        config, step_times = group["best"], group["step_times"]
-    else:
-        config, step_times = data["chosen"], data["chosen_step_times"]
-    r, b, m = (_count(config, k, what) for k in ("r", "batch", "microbatches"))
-    # the step times deploy chose with: served dtypes, anchor, link and fan-in applied
-    times = coeffs_from_dict(step_times, what)
-    layers = times.layers
-    cap = times.kv_capacity_tokens
-    require(cap is None or b <= cap, f"{what}: chosen batch {b:,} exceeds the KV capacity {cap:,}")
-    require(layers is not None, f"--deployment {path}: its step times name no layer count")
-    if colocated:
-        hw = f_hw if str(config.get("architecture", "")).endswith(f"@{f_hw.name}") else a_hw
-        label = f"deploy: {data['model']}, colocated groups of {hw.name}"
-        prices = (hw.price_per_hour, hw.price_per_hour)
-    else:
-        label = f"deploy: {data['model']} on {a_hw.name}" + (
-            "" if a_hw.name == f_hw.name else f" + {f_hw.name}"
-        )
-        prices = (a_hw.price_per_hour, f_hw.price_per_hour)
-    return times, Pipeline("pingpong", m, int(layers)), r, b, label, prices, colocated
-
-
 def _prefill_pool(hw_name, gpus, instances, tokens, model_name, deployment, coeffs, ttft_ms):
     """The prefill pool to simulate (instances 1 until sized), or None without --prefill-hw;
     options that need it are refused without it."""
@@ -227,30 +177,21 @@ def _prefill_pool(hw_name, gpus, instances, tokens, model_name, deployment, coef
         ttft_ms is not None or instances is not None,
         "--prefill-hw sizes the pool for a TTFT SLO: give --ttft-ms (or --prefill-instances)",
     )
-    from afdplan.calibrate.roofline import derive_prefill
+    from afdplan.calibrate.prefill import prefill_times
     from afdplan.calibrate.specs import load_hardware, load_model
 
     hw = load_hardware(hw_name)
     model = load_model(model_name or _served_model(deployment, coeffs))
-    times = derive_prefill(model, hw, gpus, tokens)
-    from afdplan.calibrate.measured_sets import tables_installed
-
-    if tables_installed() and hw.aiconfigurator_systems:
-        from afdplan.calibrate.prefill import measured_prefill
-
-        try:  # measured where aiconfigurator-core has the model's kernels
-            times, error = measured_prefill(model, hw.aiconfigurator_systems[0], hw, gpus, tokens)
-        except InputError:
-            pass
-        else:
-            times = replace(times, name=f"{times.name}; fit within {error:.0%}")
+    times = prefill_times(model, hw, gpus, tokens)
     return PrefillPool(instances or 1, times, hw.name, hw.price_per_hour)
 
 
 def _served_model(deployment: Path | None, coeffs: str | None) -> str:
     """The model a deployment file or a coefficient set was made for."""
     if deployment is not None:
-        return str(json.loads(deployment.read_text()).get("model", ""))
+        from afdplan.deploy.saved import read_answer_file
+
+        return str(read_answer_file(deployment)["model"])
     from afdplan.presets import measured_sets
 
     name = coeffs or DEFAULT_COEFFS
@@ -260,17 +201,6 @@ def _served_model(deployment: Path | None, coeffs: str | None) -> str:
     require(model is not None, f"--prefill-hw: say which model the pool serves (--prefill-model); "
                                f"{name} names none")  # fmt: skip
     return str(model)
-
-
-def _count(chosen: dict, key: str, what: str) -> int:
-    """An integer >= 1 of the chosen configuration (a fraction or a string is an error)."""
-    value = chosen.get(key)
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    require(
-        ok and value == int(value) and value >= 1,
-        f"{what}: chosen {key} must be an integer >= 1, got {value!r}",
-    )
-    return int(value)
 
 
 def resolve_arrivals(text: str | None, rate: float | None, wl):

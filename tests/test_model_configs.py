@@ -35,6 +35,9 @@ LOADED = {
     "Qwen/Qwen3.5-122B-A10B", "Qwen/Qwen3.5-27B", "Qwen/Qwen3.5-35B-A3B",
     "Qwen/Qwen3.5-397B-A17B", "nvidia/Qwen3.5-122B-A10B-NVFP4",
     "nvidia/Qwen3.5-397B-A17B-NVFP4", "nvidia/Qwen3.6-35B-A3B-NVFP4",
+    # DeepSeek-V3.2's sparse attention under another name (GLM-5, GLM-5.1)
+    "zai-org/GLM-5", "zai-org/GLM-5-FP8", "zai-org/GLM-5.1", "zai-org/GLM-5.1-FP8",
+    "nvidia/GLM-5-NVFP4",
 }  # fmt: skip
 # and why a few of the refused ones are refused (the architecture, not a typo)
 REFUSED_BECAUSE = {
@@ -233,3 +236,18 @@ def test_sparse_attention_roofline_against_the_measured_dsa_module():
     index_alpha = derive(v32, hw, 1, 8).times.attention.alpha / 61
     mla_alpha = derive(v3, hw, 1, 8).times.attention.alpha / 61
     assert 0.5 < index_alpha / above < 2.0 and 0.5 < mla_alpha / below < 2.0
+
+
+@needs_cache
+def test_glm5_reads_as_deepseek_sparse_attention():
+    """GLM-5 is served as DeepSeek-V3.2's architecture (vLLM: GlmMoeDsaForCausalLM is a
+    DeepseekV2ForCausalLM); its qk_head_dim restates nope + rope, checked, and a config
+    where it does not is refused."""
+    m = load_model("zai-org/GLM-5")
+    assert (m.is_mla, m.sparse_topk, m.index_heads, m.index_head_dim) == (True, 2048, 32, 128)
+    # 78 layers × ((512 + 64) bf16 latent + 128 FP8 index keys + 4 bytes of scale)
+    assert m.kv_bytes_per_token() == 78 * ((512 + 64) * 2 + 128 + 4)
+    path = resources.files("aiconfigurator_core") / "model_configs" / "zai-org--GLM-5_config.json"
+    config = json.loads(path.read_text())
+    with pytest.raises(InputError, match="qk_head_dim' 300 is not MLA"):
+        model_from_config({**config, "qk_head_dim": 300}, "glm")

@@ -38,6 +38,7 @@ READ = frozenset(
         "mlp_layer_types",
         # MLA (DeepSeek) and Step-3's attention (shared KV groups, low-rank query)
         "kv_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim", "q_lora_rank",
+        "qk_head_dim",  # MLA's nope + rope width, restated (GLM-5): checked, not new
         "num_attention_groups", "share_q_dim",
         # DeepSeek sparse attention (V3.2): the indexer's shape and the tokens MLA reads
         "index_topk", "index_n_heads", "index_head_dim",
@@ -96,6 +97,10 @@ NO_COST = frozenset(
         "use_gemma_norm", "rescale_prenorm_residual", "residual_in_fp32", "pretraining_tp",
         # positions
         "rope_theta", "rope_scaling", "rope_parameters", "rope_interleave",
+        # the sparse indexer's rotary layout (GPT-J pairs or NeoX halves): vLLM's DSA
+        # indexer only picks is_neox_style from it (models/deepseek_v2.py, the indexer's
+        # get_rope), and serves GLM-5 as DeepseekV2ForCausalLM with it set
+        "indexer_rope_interleave",
         "partial_rotary_factor", "rotary_dim", "max_position_embeddings",
         "initial_context_length", "use_mrope", "max_seq_len", "max_position_embedding",
         # the router's scoring (which experts, not how many or how wide)
@@ -142,7 +147,7 @@ UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(
         (
             "index_topk_freq", "index_topk_pattern", "indexer_types", "index_skip_topk_offset",
-            "indexer_rope_interleave", "sparse_attention_config",
+            "sparse_attention_config",
         ),
         SPARSE,
     ),
@@ -165,7 +170,7 @@ UNSUPPORTED: dict[str, str] = {
         (
             "compress_ratios", "compress_rope_theta", "o_lora_rank", "o_groups", "hc_mult",
             "hc_eps", "hc_sinkhorn_iters", "num_hash_layers", "attn_res_block_size",
-            "mla_use_output_gate", "mla_use_nope", "qk_head_dim", "attention_k_eq_v",
+            "mla_use_output_gate", "mla_use_nope", "attention_k_eq_v",
             "attention_value_scale",
         ),
         "compressed or gated attention variants (output low-rank, hyper-connections)",

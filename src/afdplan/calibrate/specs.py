@@ -542,6 +542,13 @@ def model_from_config(config: dict, name: str, source: str = "") -> ModelSpec:
     if mla["kv_lora_rank"]:
         for key in ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim"):
             require(mla[key] >= 1, f"{name}: MLA (kv_lora_rank) needs {key} >= 1")
+    if config.get("qk_head_dim") is not None:
+        width = mla["qk_nope_head_dim"] + mla["qk_rope_head_dim"]
+        require(
+            mla["kv_lora_rank"] >= 1 and f.count("qk_head_dim") == width,
+            f"{name}: 'qk_head_dim' {config['qk_head_dim']!r} is not MLA's qk_nope_head_dim + "
+            f"qk_rope_head_dim = {width}: an attention variant afdplan does not model",
+        )
     sparse_keys = ("index_topk", "index_n_heads", "index_head_dim")
     sparse = {k: f.count(k, 0, minimum=0) for k in sparse_keys}
     if sparse["index_topk"]:

@@ -168,6 +168,11 @@ def test_capacity_sizes_prefill_and_decode_together(cli):
          "unknown model 'nope'"),
         (["--prefill-hw", "h200", "--ttft-ms", "2000", "--coeffs", "paper-v1-dsv3-910c"],
          "say which model the pool serves"),
+        (["--prefill-layout", "dp"], "only with --prefill-hw"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-model", "llama3-70b",
+          "--prefill-layout", "dp"], "dp needs an MoE model"),
+        (["--prefill-hw", "h200", "--ttft-ms", "2000", "--prefill-layout", "ep"],
+         "'ep' is not one of"),
     ],
 )  # fmt: skip
 def test_prefill_options_are_checked(cli, args, message):
@@ -192,3 +197,21 @@ def test_measured_prefill_fits_the_tables_and_departs_from_the_roofline(aic):
     assert times.transfer_per_token == roof.transfer_per_token
     dense, _ = measured_prefill(load_model("llama3-70b"), "h100_sxm", load_hardware("h100-sxm"))
     assert dense.gpus == 4 and 0.1 < dense.forward(8192, q) < 1.0
+
+
+def test_data_parallel_prefill_ranks_each_take_a_prompt(aic):
+    """The dp layout (data-parallel attention, experts over all 8): one forward holds eight
+    prompts, the fit still holds the tables within 5%, and eight 1,155-token prompts take
+    less than the TP instance's one batch of them (no attention all-reduce, all heads per
+    rank); the roofline's dp instance skips the all-reduce and takes 8x the tokens."""
+    from afdplan.calibrate.prefill import measured_prefill
+
+    model, hw = load_model("deepseek-v3"), load_hardware("h200")
+    tp, _ = measured_prefill(model, "h200_sxm", hw, layout="tp")
+    dp, error = measured_prefill(model, "h200_sxm", hw, layout="dp")
+    assert error < 0.05 and dp.max_batch_tokens == 8 * tp.max_batch_tokens
+    n, q = 8 * 1155, 8 * 1155 * 1156 / 2
+    assert 0.7 * tp.forward(n, q) < dp.forward(n, q) < tp.forward(n, q)
+    roof_tp, roof_dp = derive_prefill(model, hw), derive_prefill(model, hw, layout="dp")
+    assert roof_dp.per_token < roof_tp.per_token and roof_dp.fixed < roof_tp.fixed
+    assert roof_dp.max_batch_tokens == 8 * roof_tp.max_batch_tokens

@@ -34,6 +34,13 @@ class Architecture(StrEnum):
     colocated = "colocated"  # the best colocated group deploy compared it with
 
 
+class PrefillLayout(StrEnum):
+    """How a prefill instance splits its work over its GPUs (``calibrate.prefill``)."""
+
+    tp = "tp"  # attention and experts tensor / expert parallel: one batch of prompts
+    dp = "dp"  # data-parallel attention ranks, each its own prompts; experts over all
+
+
 class Objective(StrEnum):
     """What a recommendation maximises: tokens/s per GPU, per dollar, or per instance."""
 

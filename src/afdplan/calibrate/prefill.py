@@ -15,6 +15,15 @@ The sum over layers, T(P), is fitted on the tables' prompt lengths to
 ``a·P + c·P(P+1)/2 + f`` (non-negative least squares): a per token, c per causal pair, f
 per forward. A batch of prompts then costs a·N + c·Q + f, so batching shares f. The KV
 transfer keeps the roofline's (``calibrate.roofline.derive_prefill``).
+
+That is the ``tp`` layout. In the ``dp`` layout (data-parallel attention, the experts over
+all g: how vLLM and SGLang run DeepSeek-style MoE prefill at scale, and the prefill
+worker AIConfigurator picks) each of the g ranks takes its own prompt: attention at all
+heads and batch 1 on P tokens, shared experts and dense layers on the rank's P tokens,
+the routed experts and the exchange on the group's g·P tokens, and no attention
+all-reduce. One forward then holds g prompts, and the fit runs over N = g·P tokens and
+Q = g·P(P+1)/2 pairs, assuming the ranks are evenly loaded, on prompts of 256/g to
+16,384/g tokens so that the group's tokens stay inside the tables.
 """
 
 from __future__ import annotations
@@ -30,10 +39,12 @@ from afdplan.timing import PrefillTimes, Routing
 
 # Prompt lengths fitted (tokens): the range prefill batches live in.
 FIT_RANGE = (256, 16384)
+LAYOUTS = ("tp", "dp")
 
 
 def _attention_ms(model, data, g, kv_dtype, w_dtype, gemm, prompts) -> tuple[np.ndarray, str]:
-    """ms per layer of the attention of one prompt of each length, at 1/g of the heads."""
+    """ms per layer of the attention of one prompt of each length, at 1/g of the heads
+    (g = 1: one data-parallel rank, all heads)."""
     heads = model.heads / g
     require(heads.is_integer(), f"{model.heads} heads do not split over {g} GPUs")
     if model.is_mla:
@@ -61,8 +72,9 @@ def _attention_ms(model, data, g, kv_dtype, w_dtype, gemm, prompts) -> tuple[np.
     return ms + qkv + out, f"{src} ({heads:g}/{kv_heads} heads, batch 1) + QKV/O GEMMs"
 
 
-def _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts) -> tuple[np.ndarray, str]:
-    """ms of every FFN layer of one prompt of each length (the sum over layers)."""
+def _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts, ranks=None) -> tuple[np.ndarray, str]:
+    """ms of every FFN layer of one prompt of each length (the sum over layers); with
+    ``ranks`` (the dp layout), each of them its own prompt: the experts see them all."""
     if not model.is_moe:
         inter = model.intermediate // g
         per_layer = gemm(prompts, 2 * inter, model.hidden, "FFN up") + gemm(
@@ -72,8 +84,9 @@ def _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts) -> tuple[np.ndarray, str
             per_layer = per_layer + aiconfig._all_reduce(data, g, prompts * model.hidden, [])
         return model.layers * per_layer, f"dense MLP GEMMs and all-reduce at TP {g}"
     curve, src, dtype = aiconfig._routed_experts(model, data, g, w_dtype, Routing())
-    routed = np.interp(prompts, curve.index.to_numpy(float), curve.to_numpy())
-    per_rank = prompts / g
+    group = prompts * (ranks or 1)  # tokens the expert group receives
+    routed = np.interp(group, curve.index.to_numpy(float), curve.to_numpy())
+    per_rank = prompts if ranks else prompts / g
     shared = (
         gemm(per_rank, 2 * model.shared_intermediate, model.hidden, "shared up")
         + gemm(per_rank, model.hidden, model.shared_intermediate, "shared down")
@@ -87,7 +100,7 @@ def _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts) -> tuple[np.ndarray, str
         )
         total = total + model.dense_ffn_layers * dense
     alpha, beta = expert_exchange(model, hw, g)
-    return total + 1e3 * (alpha * prompts + beta), f"{src} ({dtype}, EP {g}) + link exchange"
+    return total + 1e3 * (alpha * group + beta), f"{src} ({dtype}, EP {g}) + link exchange"
 
 
 def measured_prefill(
@@ -97,11 +110,15 @@ def measured_prefill(
     gpus: int | None = None,
     max_batch_tokens: int = 8192,
     framework: str = "vllm",
+    layout: str = "tp",
 ) -> tuple[PrefillTimes, float]:
     """(prefill step times fitted to the measured tables, the fit's largest relative
     error over the fitted prompt lengths); a one-line error where the tables lack the
-    model's shapes."""
-    roof = derive_prefill(model, hw, gpus, max_batch_tokens)
+    model's shapes. ``layout``: ``tp`` or ``dp`` (module docstring)."""
+    require(layout in LAYOUTS, f"prefill layout must be one of {', '.join(LAYOUTS)}")
+    dp = layout == "dp"
+    require(not dp or model.is_moe, "a data-parallel prefill layout needs an MoE model")
+    roof = derive_prefill(model, hw, gpus, max_batch_tokens, layout)
     g = roof.gpus
     data = aiconfig.resolve_version(system, framework, model)
     w_dtype = "fp8_block" if model.weight_bytes <= 1 else "bfloat16"
@@ -109,16 +126,20 @@ def measured_prefill(
     table, src = aiconfig._table(data, "gemm", "gemm_perf.parquet")
     dtype = w_dtype if w_dtype in aiconfig._values(table["gemm_dtype"]) else "bfloat16"
     gemm = aiconfig._Gemm(table, dtype, src)
-    prompts = np.unique(np.geomspace(*FIT_RANGE, 24).round())
-    attention, a_src = _attention_ms(model, data, g, kv_dtype, w_dtype, gemm, prompts)
+    ranks = g if dp else 1  # prompts one forward holds
+    # the group's tokens stay inside the tables' range (the MoE rows end at 16,384)
+    prompts = np.unique(np.geomspace(FIT_RANGE[0] / ranks, FIT_RANGE[1] / ranks, 24).round())
+    attention, a_src = _attention_ms(model, data, 1 if dp else g, kv_dtype, w_dtype, gemm, prompts)
     attention = model.layers * attention
-    if g > 1:
+    if g > 1 and not dp:
         attention = attention + model.layers * aiconfig._all_reduce(
             data, g, prompts * model.hidden, []
         )
-    ffn, f_src = _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts)
+    ffn, f_src = _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts, g if dp else None)
     seconds = (attention + ffn) / 1e3
-    design = np.column_stack([prompts, prompts * (prompts + 1) / 2, np.ones_like(prompts)])
+    design = np.column_stack(
+        [ranks * prompts, ranks * prompts * (prompts + 1) / 2, np.ones_like(prompts)]
+    )
     scale = design.max(axis=0)
     coef, _ = nnls(design / scale, seconds)
     per_token, per_pair, fixed = coef / scale
@@ -131,31 +152,39 @@ def measured_prefill(
         fixed=float(fixed),
         transfer_per_token=roof.transfer_per_token,
         transfer_fixed=roof.transfer_fixed,
-        max_batch_tokens=max_batch_tokens,
+        max_batch_tokens=roof.max_batch_tokens,
         gpus=g,
-        name=f"measured prefill:{model.name}@{system} x{g} ({a_src}; {f_src}; "
-        f"{data.framework} {data.version})",
+        name=f"measured prefill:{model.name}@{system} x{g} {layout.upper()} ({a_src}; "
+        f"{f_src}; {data.framework} {data.version})",
     )
     return times, error
 
 
 def prefill_times(
-    model: ModelSpec, hw: HardwareSpec, gpus: int | None = None, max_batch_tokens: int = 8192
+    model: ModelSpec,
+    hw: HardwareSpec,
+    gpus: int | None = None,
+    max_batch_tokens: int = 8192,
+    layout: str | None = None,
 ) -> PrefillTimes:
     """A prefill instance's step times as well as afdplan knows them: measured where
     aiconfigurator-core has the model's kernels on this hardware (the fit's worst error
-    in the name), else the roofline (a lower bound, named so)."""
+    in the name), else the roofline (a lower bound, named so). ``layout`` None: ``dp``
+    for an MoE model (data-parallel attention and expert-parallel experts, as runtimes
+    serve them), ``tp`` for a dense one."""
     from dataclasses import replace
 
     from afdplan.calibrate.measured_sets import tables_installed
     from afdplan.errors import InputError
 
-    roofline = derive_prefill(model, hw, gpus, max_batch_tokens)
+    layout = layout or ("dp" if model.is_moe else "tp")
+    require(layout == "tp" or model.is_moe, "--prefill-layout dp needs an MoE model")
+    roofline = derive_prefill(model, hw, gpus, max_batch_tokens, layout)
     if not (tables_installed() and hw.aiconfigurator_systems):
         return roofline
     try:
         times, error = measured_prefill(
-            model, hw.aiconfigurator_systems[0], hw, gpus, max_batch_tokens
+            model, hw.aiconfigurator_systems[0], hw, gpus, max_batch_tokens, layout=layout
         )
     except InputError:  # the tables lack this model's kernels
         return roofline

@@ -408,10 +408,16 @@ def prefill_gpus(model: ModelSpec, hw: HardwareSpec) -> int:
 
 
 def derive_prefill(
-    model: ModelSpec, hw: HardwareSpec, gpus: int | None = None, max_batch_tokens: int = 8192
+    model: ModelSpec,
+    hw: HardwareSpec,
+    gpus: int | None = None,
+    max_batch_tokens: int = 8192,
+    layout: str = "tp",
 ) -> PrefillTimes:
     """Roofline prefill on an instance of ``gpus`` GPUs (default :func:`prefill_gpus`),
-    attention and FFN split over all of them:
+    attention and FFN split over all of them (``layout`` ``tp``; ``dp``: data-parallel
+    attention ranks, which split the work the same way and skip the attention
+    all-reduce, and a forward holds ``gpus`` times the tokens):
 
         a = 2·(P_attn + P_ffn_active) / (g·F·e_c)         per prompt token
           + L_GDN·4·n_v·d_k·d_v / (g·F_bf16·e_c)         (Gated DeltaNet's state update)
@@ -432,7 +438,8 @@ def derive_prefill(
     )
     L = model.layers
     flops = hw.peak_flops(model.weight_bytes) * hw.compute_efficiency
-    reduce = tp_all_reduce(model, hw, g)
+    dp = layout == "dp"
+    reduce = Linear(0.0, 0.0) if dp else tp_all_reduce(model, hw, g)
     per_token = 2 * (model.attention_params() + model.ffn_active_params()) / (g * flops)
     recurrence = 4 * model.linear_value_heads * model.linear_key_dim * model.linear_value_dim
     per_token += model.linear_layers * recurrence / (g * hw.flops_bf16 * hw.compute_efficiency)
@@ -456,7 +463,7 @@ def derive_prefill(
         fixed=L * hw.layer_overhead_s + 2 * L * reduce.beta,
         transfer_per_token=model.kv_bytes_per_token() / network,
         transfer_fixed=hw.network_latency + model.state_bytes_per_sequence() / network,
-        max_batch_tokens=max_batch_tokens,
+        max_batch_tokens=max_batch_tokens * (g if dp else 1),
         gpus=g,
-        name=f"roofline prefill:{model.name}@{hw.name} x{g}",
+        name=f"roofline prefill:{model.name}@{hw.name} x{g}" + (" DP" if dp else ""),
     )

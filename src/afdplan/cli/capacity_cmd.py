@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from afdplan.choices import DEFAULT_COEFFS, Architecture, Percentile, Router
+from afdplan.choices import DEFAULT_COEFFS, Architecture, Percentile, PrefillLayout, Router
 from afdplan.cli.common import (
     BackendOpt,
     CoeffsOpt,
@@ -159,14 +159,17 @@ def build_fleet(
     return fleet, label, prices
 
 
-def _prefill_pool(hw_name, gpus, instances, tokens, model_name, deployment, coeffs, ttft_ms):
+def _prefill_pool(
+    hw_name, gpus, instances, tokens, model_name, deployment, coeffs, ttft_ms, layout=None
+):
     """The prefill pool to simulate (instances 1 until sized), or None without --prefill-hw;
     options that need it are refused without it."""
     from afdplan.sim.open import PrefillPool
 
     if hw_name is None:
         named = [o for o, v in (("--prefill-gpus", gpus), ("--prefill-instances", instances),
-                                ("--prefill-model", model_name)) if v is not None]  # fmt: skip
+                                ("--prefill-model", model_name), ("--prefill-layout", layout))
+                 if v is not None]  # fmt: skip
         require(not named, f"{', '.join(named)}: only with --prefill-hw (a prefill pool)")
         return None
     require(
@@ -182,7 +185,7 @@ def _prefill_pool(hw_name, gpus, instances, tokens, model_name, deployment, coef
 
     hw = load_hardware(hw_name)
     model = load_model(model_name or _served_model(deployment, coeffs))
-    times = prefill_times(model, hw, gpus, tokens)
+    times = prefill_times(model, hw, gpus, tokens, None if layout is None else layout.value)
     return PrefillPool(instances or 1, times, hw.name, hw.price_per_hour)
 
 
@@ -270,6 +273,14 @@ def capacity(
     prefill_tokens: Annotated[
         int, typer.Option("--prefill-tokens", help="Prompt tokens one prefill forward takes.")
     ] = 8192,
+    prefill_layout: Annotated[
+        PrefillLayout | None,
+        typer.Option(
+            "--prefill-layout",
+            help="Prefill instances as data-parallel attention ranks + experts over all (dp) "
+            "or one tensor-parallel batch (tp) [dp for MoE models, tp for dense].",
+        ),
+    ] = None,
     prefill_model: Annotated[
         str | None,
         typer.Option("--prefill-model", help="Model the prefill pool serves [the deployment's or "
@@ -328,7 +339,7 @@ def capacity(
     )
     pool = _prefill_pool(
         prefill_hw, prefill_gpus, prefill_instances, prefill_tokens, prefill_model,
-        deployment, coeffs, ttft_ms,
+        deployment, coeffs, ttft_ms, prefill_layout,
     )  # fmt: skip
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     rates = parse_rates(rate, wl)

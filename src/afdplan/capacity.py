@@ -113,15 +113,10 @@ class Prediction:
     occupancy: float  # ρ, share of busy slots (1 at or above saturation)
     step_time_s: float  # E[τ] at that occupancy: the mean TPOT
     wait_mean_s: float  # half a step + the queue's mean wait; inf at or above saturation
-    wait_model: str = ""  # which queue: WAIT_MODELS
-
-
-# The closed-form queue behind ``Prediction.wait_mean_s`` (``afdplan.theory.queueing``).
-WAIT_MODELS = {
-    "per-worker": "Allen–Cunneen G/G/B per worker, c_a²/W (round-robin)",
-    "token-balanced": "renewal count of a token-balanced worker (least-KV, power-of-two)",
-    "pooled": "Allen–Cunneen G/G/(W·B_eff): the KV cache binds, the router balances it",
-}
+    # the queue behind it (``afdplan.theory.queueing``): "per-worker" (Allen–Cunneen G/G/B
+    # fed every W-th arrival: round-robin), "token-balanced" (the renewal count of a
+    # least-KV or power-of-two worker) or "pooled" (G/G/(W·B_eff) where the KV cache binds)
+    wait_model: str = ""
 
 
 def _moments(workload: Workload) -> tuple[float, float, float]:

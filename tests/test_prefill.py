@@ -201,17 +201,23 @@ def test_measured_prefill_fits_the_tables_and_departs_from_the_roofline(aic):
 
 def test_data_parallel_prefill_ranks_each_take_a_prompt(aic):
     """The dp layout (data-parallel attention, experts over all 8): one forward holds eight
-    prompts, the fit still holds the tables within 5%, and eight 1,155-token prompts take
-    less than the TP instance's one batch of them (no attention all-reduce, all heads per
-    rank); the roofline's dp instance skips the all-reduce and takes 8x the tokens."""
+    prompts and the fit holds the tables within 5%. On H200 the tables time every expert
+    split over the 8 GPUs (moe_tp_size 8) 2.5x faster at prefill sizes than expert
+    parallel, so the dp instance uses that, as AIConfigurator's prefill worker does (its
+    vLLM 0.24.0 disagg answer for DeepSeek-V3, ISL 1155: DP8 + etp8, 25.8 prompts a second,
+    eight every 310 ms). Ours: eight 1,155-token prompts in 0.7-1.0x of that, and under half
+    the TP instance's one batch of them. The roofline's dp instance skips the attention
+    all-reduce and takes 8x the tokens."""
     from afdplan.calibrate.prefill import measured_prefill
 
     model, hw = load_model("deepseek-v3"), load_hardware("h200")
     tp, _ = measured_prefill(model, "h200_sxm", hw, layout="tp")
     dp, error = measured_prefill(model, "h200_sxm", hw, layout="dp")
     assert error < 0.05 and dp.max_batch_tokens == 8 * tp.max_batch_tokens
+    assert "experts TP 8" in dp.name and "EP 8" in tp.name
     n, q = 8 * 1155, 8 * 1155 * 1156 / 2
-    assert 0.7 * tp.forward(n, q) < dp.forward(n, q) < tp.forward(n, q)
+    assert 0.7 * 0.310 < dp.forward(n, q) < 0.310
+    assert dp.forward(n, q) < 0.5 * tp.forward(n, q)
     roof_tp, roof_dp = derive_prefill(model, hw), derive_prefill(model, hw, layout="dp")
     assert roof_dp.per_token < roof_tp.per_token and roof_dp.fixed < roof_tp.fixed
     assert roof_dp.max_batch_tokens == 8 * roof_tp.max_batch_tokens

@@ -465,10 +465,17 @@ def _ffn_rows(
 
 
 def _routed_experts(
-    model: ModelSpec, data: DataVersion, g: int, w_dtype: str, routing: Routing
+    model: ModelSpec,
+    data: DataVersion,
+    g: int,
+    w_dtype: str,
+    routing: Routing,
+    expert_tp: int = 1,
 ) -> tuple[pd.Series, str, str]:
     """(ms per MoE layer by ``num_tokens`` = the group's micro-batch, the table's label, the
-    dtype read) of the routed experts on an EP-g group at ``routing``'s rows."""
+    dtype read) of the routed experts on a group of g GPUs at ``routing``'s rows: expert
+    parallel, or with ``expert_tp`` > 1 every expert split over that many GPUs (the
+    table's ``moe_tp_size``; expert parallel over the g/expert_tp such slices)."""
     table, src = _table(data, "moe", "moe_perf.parquet")
     moe_dtype = w_dtype if w_dtype in _values(table["moe_dtype"]) else "bfloat16"
     shape = (
@@ -476,13 +483,18 @@ def _routed_experts(
         & (table["inter_size"] == model.moe_intermediate)
         & (table["topk"] == model.top_k)
         & (table["num_experts"] == model.experts)
-        & (table["moe_tp_size"] == 1)
+        & (table["moe_tp_size"] == expert_tp)
         & (table["moe_dtype"] == moe_dtype)
     )
     eps = sorted(_values(table.loc[shape, "moe_ep_size"]))
     require(bool(eps), f"{src}: no {moe_dtype} MoE rows for {model.name}'s expert shape")
-    require(g in eps, f"{src}: no expert-parallel size {g} for {model.name}; measured: {eps}")
-    shape = shape & (table["moe_ep_size"] == g)
+    ep = g // expert_tp
+    require(
+        ep * expert_tp == g and ep in eps,
+        f"{src}: no expert-parallel size {ep} at expert TP {expert_tp} for {model.name}; "
+        f"measured: {eps}",
+    )
+    shape = shape & (table["moe_ep_size"] == ep)
     wanted = routing.table_distribution
     found = sorted(_values(table.loc[shape, "distribution"]))
     require(

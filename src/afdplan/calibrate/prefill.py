@@ -22,8 +22,11 @@ worker AIConfigurator picks) each of the g ranks takes its own prompt: attention
 heads and batch 1 on P tokens, shared experts and dense layers on the rank's P tokens,
 the routed experts and the exchange on the group's g·P tokens, and no attention
 all-reduce. One forward then holds g prompts, and the fit runs over N = g·P tokens and
-Q = g·P(P+1)/2 pairs, assuming the ranks are evenly loaded, on prompts of 256/g to
-16,384/g tokens so that the group's tokens stay inside the tables.
+Q = g·P(P+1)/2 pairs, assuming the ranks are evenly loaded, on prompts of 1,024/g to
+16,384/g tokens so that the group's tokens stay inside the tables. The experts run
+whichever is faster on the tables: expert parallel with its all-to-all, or every expert
+split over the g GPUs (``moe_tp_size`` = g) with one all-reduce a layer, the layout
+AIConfigurator's prefill worker uses (``etp``).
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ from scipy.optimize import nnls
 from afdplan.calibrate import aiconfig
 from afdplan.calibrate.roofline import derive_prefill, expert_exchange
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
-from afdplan.errors import require
+from afdplan.errors import InputError, require
 from afdplan.timing import PrefillTimes, Routing
 
 # Prompt lengths fitted (tokens): the range prefill batches live in.
 FIT_RANGE = (256, 16384)
+DP_FIT_LOW = 1024  # group tokens: where the dp layout's fit starts
 LAYOUTS = ("tp", "dp")
 
 
@@ -83,9 +87,8 @@ def _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts, ranks=None) -> tuple[np.
         if g > 1:
             per_layer = per_layer + aiconfig._all_reduce(data, g, prompts * model.hidden, [])
         return model.layers * per_layer, f"dense MLP GEMMs and all-reduce at TP {g}"
-    curve, src, dtype = aiconfig._routed_experts(model, data, g, w_dtype, Routing())
     group = prompts * (ranks or 1)  # tokens the expert group receives
-    routed = np.interp(group, curve.index.to_numpy(float), curve.to_numpy())
+    routed, moved, label = _experts_ms(model, data, g, w_dtype, hw, group, bool(ranks))
     per_rank = prompts if ranks else prompts / g
     shared = (
         gemm(per_rank, 2 * model.shared_intermediate, model.hidden, "shared up")
@@ -99,8 +102,38 @@ def _ffn_ms(model, data, g, w_dtype, gemm, hw, prompts, ranks=None) -> tuple[np.
             per_rank, model.hidden, model.intermediate, "dense down"
         )
         total = total + model.dense_ffn_layers * dense
+    return total + moved, label
+
+
+def _experts_ms(model, data, g, w_dtype, hw, group, either: bool):
+    """(ms per MoE layer of the routed experts on ``group`` tokens, ms of moving the tokens
+    over all MoE layers, a label). Expert parallel over g, the dispatch and combine on the
+    link roofline; with ``either`` (the dp layout) also every expert split over all g
+    (the tables' ``moe_tp_size`` = g rows, AIConfigurator's etp layout), whose partial
+    sums cost one all-reduce of the group's tokens a layer, and whichever is faster over
+    the fitted prompts."""
+    curve, src, dtype = aiconfig._routed_experts(model, data, g, w_dtype, Routing())
     alpha, beta = expert_exchange(model, hw, g)
-    return total + 1e3 * (alpha * group + beta), f"{src} ({dtype}, EP {g}) + link exchange"
+    best = (
+        np.interp(group, curve.index.to_numpy(float), curve.to_numpy()),
+        1e3 * (alpha * group + beta),
+        f"{src} ({dtype}, EP {g}) + link exchange",
+    )
+    if not either or g == 1:
+        return best
+    try:
+        tp_curve, _, _ = aiconfig._routed_experts(model, data, g, w_dtype, Routing(), g)
+    except InputError:  # no expert-TP rows at this size: expert parallel it is
+        return best
+    split = (
+        np.interp(group, tp_curve.index.to_numpy(float), tp_curve.to_numpy()),
+        model.moe_layers * aiconfig._all_reduce(data, g, group * model.hidden, []),
+        f"{src} ({dtype}, experts TP {g}) + all-reduce",
+    )
+    faster = np.sum(model.moe_layers * split[0] + split[1]) < np.sum(
+        model.moe_layers * best[0] + best[1]
+    )
+    return split if faster else best
 
 
 def measured_prefill(
@@ -127,8 +160,11 @@ def measured_prefill(
     dtype = w_dtype if w_dtype in aiconfig._values(table["gemm_dtype"]) else "bfloat16"
     gemm = aiconfig._Gemm(table, dtype, src)
     ranks = g if dp else 1  # prompts one forward holds
-    # the group's tokens stay inside the tables' range (the MoE rows end at 16,384)
-    prompts = np.unique(np.geomspace(FIT_RANGE[0] / ranks, FIT_RANGE[1] / ranks, 24).round())
+    # the group's tokens stay inside the tables' range (the MoE rows end at 16,384) and,
+    # data parallel, above 1,024: below it the split experts' fixed cost bends the curve
+    # (the fit held the tables within 13% from 256, within 5% from 1,024)
+    low = FIT_RANGE[0] if ranks == 1 else max(FIT_RANGE[0], DP_FIT_LOW)
+    prompts = np.unique(np.geomspace(low / ranks, FIT_RANGE[1] / ranks, 24).round())
     attention, a_src = _attention_ms(model, data, 1 if dp else g, kv_dtype, w_dtype, gemm, prompts)
     attention = model.layers * attention
     if g > 1 and not dp:

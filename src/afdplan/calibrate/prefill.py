@@ -31,6 +31,8 @@ AIConfigurator's prefill worker uses (``etp``).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy.optimize import nnls
 
@@ -206,12 +208,9 @@ def prefill_times(
     """A prefill instance's step times as well as afdplan knows them: measured where
     aiconfigurator-core has the model's kernels on this hardware (the fit's worst error
     in the name), else the roofline (a lower bound, named so). ``layout`` None: ``dp``
-    for an MoE model (data-parallel attention and expert-parallel experts, as runtimes
-    serve them), ``tp`` for a dense one."""
-    from dataclasses import replace
-
+    for an MoE model (data-parallel attention ranks, the experts over all of them, as
+    runtimes serve them), ``tp`` for a dense one."""
     from afdplan.calibrate.measured_sets import tables_installed
-    from afdplan.errors import InputError
 
     layout = layout or ("dp" if model.is_moe else "tp")
     require(layout == "tp" or model.is_moe, "--prefill-layout dp needs an MoE model")

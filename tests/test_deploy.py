@@ -887,3 +887,14 @@ def test_moe_colocated_search_includes_tp_attention_over_the_ep_group():
     text = colocated_files(row, model, hw)["colocated/vllm.sh"]
     assert "--data-parallel-size 4" in text and "--tensor-parallel-size 2" in text
     assert "--enable-expert-parallel" in text
+
+
+def test_a_colocated_label_names_its_hardware():
+    from afdplan.deploy.slo_search import colocated_hardware, colocated_label
+
+    h20, h200 = load_hardware("h20"), load_hardware("h200")
+    assert colocated_hardware(colocated_label(h200), h20, h200) is h200
+    assert colocated_hardware(colocated_label(h20), h20, h200) is h20
+    # one kind of GPU, or a label that names neither: the attention side's
+    assert colocated_hardware(colocated_label(h200), h200, h200) is h200
+    assert colocated_hardware("", h20, h200) is h20

@@ -258,7 +258,8 @@ def capacity(
         typer.Option(
             "--prefill-hw",
             help="Simulate a prefill pool on this hardware in front of the decode fleet (P/D "
-            "disaggregation; roofline prefill); its instances are sized for --ttft-ms.",
+            "disaggregation; measured prefill where the tables hold the model, else roofline); "
+            "its instances are sized for --ttft-ms.",
         ),
     ] = None,
     prefill_gpus: Annotated[

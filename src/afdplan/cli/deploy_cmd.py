@@ -277,9 +277,10 @@ def _write_files(folder: Path, result, wl) -> list[Path]:
     colocated = None
     if result.recommendation == "colocated":
         col = result.colocated
+        from afdplan.deploy.slo_search import colocated_hardware
+
         # the colocated decode the search picked runs on one of the two GPU kinds
-        on_ffn = col["architecture"] == f"colocated@{t.ffn_hw.name}" and t.heterogeneous
-        colocated = (col, t.ffn_hw if on_ffn else t.attention_hw)
+        colocated = (col, colocated_hardware(col["architecture"], t.attention_hw, t.ffn_hw))
     paths += write_launch_files(
         folder, result.profile, result.chosen, t.model, t.attention_hw,
         stats.mu_prefill, stats.mu_decode, colocated,

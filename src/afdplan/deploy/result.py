@@ -22,17 +22,8 @@ from afdplan.deploy.slo_search import (
 )
 from afdplan.errors import InputError
 
-FRONTIER_COLUMNS = (
-    "family",
-    "throughput_per_user",
-    "throughput_per_gpu",
-    "architecture",
-    "gpus_attention",
-    "gpus_ffn",
-    "microbatches",
-    "r",
-    "batch",
-)
+# a frontier point: its family and rates, then the row columns that name its configuration
+FRONTIER_COLUMNS = ("family", "throughput_per_user", "throughput_per_gpu", *ROW_COLUMNS[:6])
 
 
 @dataclass(frozen=True)
@@ -192,13 +183,13 @@ class DeployResult:
     def colocated_times(self) -> dict | None:
         """The best colocated group's step times as a coefficients file holds them, so
         `capacity --deployment` can size the colocated fleet this search compared with."""
-        from afdplan.deploy.slo_search import colocated_group_times
+        from afdplan.deploy.slo_search import colocated_group_times, colocated_hardware
         from afdplan.timing import coeffs_to_dict
 
         c, t = self.colocated, self.target
         if c is None:
             return None
-        hw = t.ffn_hw if str(c["architecture"]).endswith(f"@{t.ffn_hw.name}") else t.attention_hw
+        hw = colocated_hardware(str(c["architecture"]), t.attention_hw, t.ffn_hw)
         times = colocated_group_times(t, hw, int(c["gpus_ffn"]), int(c["gpus_attention"]))
         return None if times is None else coeffs_to_dict(times)
 

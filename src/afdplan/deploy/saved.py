@@ -76,7 +76,9 @@ def load_answer(path: Path, architecture: Architecture = Architecture.recommende
     require(times.layers is not None, f"{what}: its step times name no layer count")
     model = str(data["model"])
     if colocated:
-        hw = f_hw if str(config.get("architecture", "")).endswith(f"@{f_hw.name}") else a_hw
+        from afdplan.deploy.slo_search import colocated_hardware
+
+        hw = colocated_hardware(str(config.get("architecture", "")), a_hw, f_hw)
         label = f"deploy: {model}, colocated groups of {hw.name}"
         prices = (hw.price_per_hour, hw.price_per_hour)
     else:

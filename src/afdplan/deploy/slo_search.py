@@ -573,7 +573,7 @@ def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g
     weight = g * price if target.objective == Objective.cost else float(g)
     for m in (1, 2):
         config = {
-            "architecture": f"colocated@{hw.name}",
+            "architecture": colocated_label(hw),
             "gpus_attention": t,
             "gpus_ffn": g,
             "microbatches": m,
@@ -582,6 +582,19 @@ def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g
         }
         pipeline = Pipeline("pingpong", m, model.layers)
         _record(out, target, config, times, pipeline, b_kv, weight, g, colocated=True)
+
+
+def colocated_label(hw: HardwareSpec) -> str:
+    """The ``architecture`` of a colocated group on ``hw`` in rows and JSON."""
+    return f"colocated@{hw.name}"
+
+
+def colocated_hardware(
+    architecture: str, attention_hw: HardwareSpec, ffn_hw: HardwareSpec
+) -> HardwareSpec:
+    """Which of the two GPU kinds a colocated group labelled ``architecture`` runs on."""
+    on_ffn = attention_hw.name != ffn_hw.name and architecture == colocated_label(ffn_hw)
+    return ffn_hw if on_ffn else attention_hw
 
 
 def colocated_group_times(

@@ -7,9 +7,10 @@ environment: ``python -m venv aic && aic/bin/pip install aiconfigurator==0.12.0`
 
 It imports nothing from afdplan (the grid is data in this file), calls
 ``aiconfigurator.cli.api.cli_estimate`` — ``mode="afd"`` for AFD bundles and
-``mode="static_gen"`` for colocated decode steps — and writes, per point, the per-layer
-times AIConfigurator reports (attention, FFN, each transfer direction), its step time, and
-the per-operation breakdown of the FFN and attention workers (per step, ms). Each point is
+``mode="static_gen"`` for colocated decode steps, the MoE expert parallel or every expert
+split over the group — and writes, per point, the per-layer times AIConfigurator reports
+(attention, FFN, each transfer direction), its step time, and the per-operation breakdown
+of the FFN and attention workers (per step, ms). Each point is
 taken at one context length (``osl = 2``: one decode step at ``isl + 1`` KV tokens) so a
 comparison needs no averaging over the decode trace. Routing: AIConfigurator's models pick
 ``power_law`` (α 1.01 for DeepSeek, 1.2 for other MoE models) unless told otherwise; the
@@ -47,8 +48,10 @@ AFD_GRID = (
     (4, 256, 1),
 )
 ISL = 1024
-# colocated decode (attention data-parallel over the group, expert-parallel MoE): B
+# colocated decode (attention data-parallel over the group): B, and the MoE expert
+# parallel (moe_ep = group) or every expert split over the group (moe_tp = group)
 COLOCATED_GRID = (16, 64, 128)
+COLOCATED_LAYOUTS = ("ep", "tp")
 
 
 def _quiet() -> None:
@@ -126,15 +129,16 @@ def afd_point(hf: str, system: str, framework: str, per_node: int, nodes: int, b
     }
 
 
-def colocated_point(hf: str, system: str, framework: str, per_node: int, b: int):
+def colocated_point(hf: str, system: str, framework: str, per_node: int, b: int, split: int):
     from aiconfigurator.cli.api import cli_estimate
 
     result = cli_estimate(
         hf, system, mode="static_gen", backend_name=framework, isl=ISL, osl=2,
-        batch_size=b, tp_size=1, attention_dp_size=per_node, moe_tp_size=1,
-        moe_ep_size=per_node,
+        batch_size=b, tp_size=1, attention_dp_size=per_node, moe_tp_size=split,
+        moe_ep_size=per_node // split,
     )  # fmt: skip
-    return {"tpot": float(result.tpot), "per_op_ms": _flat(result.per_ops_data)}
+    ops = result.per_ops_data or {"generation": result.summary.get_generation_latency_dict()}
+    return {"tpot": float(result.tpot), "per_op_ms": _flat(ops)}
 
 
 def _flat(ops) -> dict:
@@ -169,9 +173,14 @@ def model_points(name, hf, system, framework, per_node, distribution) -> list[di
                  "gpus_ffn": per_node}  # fmt: skip
         points.append(_attempt(point, afd_point, hf, system, framework, per_node, nodes, b, m))
         print(f"{name} {distribution} r={point['r']} B={b} m={m}", file=sys.stderr)
-    for b in COLOCATED_GRID:
-        point = {"kind": "colocated", **common, "batch": b, "group": per_node}
-        points.append(_attempt(point, colocated_point, hf, system, framework, per_node, b))
+    for layout in COLOCATED_LAYOUTS:
+        split = 1 if layout == "ep" else per_node
+        for b in COLOCATED_GRID:
+            point = {"kind": "colocated", **common, "batch": b, "group": per_node,
+                     "expert_tp": split}  # fmt: skip
+            points.append(
+                _attempt(point, colocated_point, hf, system, framework, per_node, b, split)
+            )
     return points
 
 

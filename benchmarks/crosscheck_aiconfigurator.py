@@ -35,8 +35,9 @@ and three step times, all under AIConfigurator's optimistic cycle model
 * **pingpong** — afdplan's exact ping-pong closed form on its own terms (what ``deploy``
   and ``simulate`` run).
 
-Colocated decode (data-parallel attention, expert-parallel MoE on one node, no two-batch
-overlap) is compared with AIConfigurator's ``static_gen`` estimate at three batches.
+Colocated decode (data-parallel attention, the MoE on one node expert parallel or every
+expert split over it, no two-batch overlap) is compared with AIConfigurator's
+``static_gen`` estimate at three batches.
 """
 
 from __future__ import annotations
@@ -74,8 +75,17 @@ class Terms:
 
 
 @lru_cache(maxsize=16)
-def _tables(model_id: str, system: str, framework: str, hardware: str, g_f: int, routing: str):
-    """(linear coefficients, measured curves, the exchange-only curve) at EP g_f."""
+def _tables(
+    model_id: str,
+    system: str,
+    framework: str,
+    hardware: str,
+    g_f: int,
+    routing: str,
+    expert_tp: int = 1,
+):
+    """(linear coefficients, measured curves, the exchange-only curve) on a group of g_f,
+    each expert split over ``expert_tp`` of them (1: EP g_f)."""
     from afdplan.calibrate.pipeline import Sources, calibrate
     from afdplan.timing import tables_from_frame
     from afdplan.timing.tables import Curve
@@ -88,6 +98,7 @@ def _tables(model_id: str, system: str, framework: str, hardware: str, g_f: int,
             framework=framework,
             gpus_ffn=g_f,
             routing=routing,
+            expert_tp=expert_tp,
         )
     )
     curves = tables_from_frame(rows[rows["op"] != "comm"], result.times, "crosscheck")
@@ -201,9 +212,9 @@ def colocated(point: dict) -> dict:
 
     model_id, hardware, alpha = MODELS[point["model"]]
     routing = "balanced" if point["distribution"] == "balanced" else f"power-law:{alpha:g}"
-    g, B = point["group"], point["batch"]
+    g, B, split = point["group"], point["batch"], point.get("expert_tp", 1)
     linear, curves, exchange = _tables(
-        model_id, point["system"], point["framework"], hardware, g, routing
+        model_id, point["system"], point["framework"], hardware, g, routing, split
     )
     model = load_model(model_id)
     L, ctx = model.layers, point["isl"] + 1
@@ -284,6 +295,7 @@ def main() -> None:
         mine = colocated(point)
         tpot = point["aiconfigurator"]["tpot"]
         col_rows.append({**{k: point[k] for k in ("model", "distribution", "batch", "group")},
+                         "expert_tp": point.get("expert_tp", 1),
                          "aic_tpot_ms": tpot, "kernels_only_ratio": mine["kernels_only"] / tpot,
                          "afdplan_ratio": mine["afdplan"] / tpot, "phi": mine["phi"]})  # fmt: skip
     if args.json:
@@ -294,7 +306,8 @@ def main() -> None:
     for col in ("model", "routing", "B/GPU", "group", "AIC", "kernels only", "afdplan", "φ"):
         ct.add_column(col, justify="right")
     for c in col_rows:
-        ct.add_row(c["model"][:11], c["distribution"][:8], str(c["batch"]), str(c["group"]),
+        group = f"{c['group']}" + (" TP" if c["expert_tp"] > 1 else " EP")
+        ct.add_row(c["model"][:11], c["distribution"][:8], str(c["batch"]), group,
                    f"{c['aic_tpot_ms']:.1f}", f"{c['kernels_only_ratio']:.3f}",
                    f"{c['afdplan_ratio']:.3f}", f"{c['phi']:.2f}")  # fmt: skip
     console.print(ct)

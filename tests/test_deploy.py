@@ -782,7 +782,11 @@ def test_when_afd_loses_colocated_is_recommended_and_launchable(cli, tmp_path):
     assert col["r"] * col["gpus_attention"] == col["gpus_ffn"]
     if nodes > 1:
         assert sum(int(_flag(a, "--data-parallel-size-local")) for a in runs) == col["r"]
-    assert all("--enable-expert-parallel" in a and "--additional-config" not in a for a in runs)
+    # vLLM runs the MoE expert parallel only when told; split experts go without the flag
+    assert col["expert_tp"] in (1, col["gpus_ffn"])
+    ep = col["expert_tp"] == 1
+    assert all(("--enable-expert-parallel" in a) == ep for a in runs)
+    assert all("--additional-config" not in a for a in runs)
     assert all(int(_flag(a, "--max-num-seqs")) == col["batch"] for a in runs)
     text = cli(*args).out
     assert "Recommendation: colocated decode" in text

@@ -31,6 +31,7 @@ from afdplan.sim.open import (
 )
 from afdplan.theory.barrier import layered_times
 from afdplan.theory.queueing import allen_cunneen_wait, balanced_queue
+from afdplan.timing import PrefillTimes
 from afdplan.workload import Workload
 
 DEFAULT_MAX_BUNDLES = 4096
@@ -43,8 +44,11 @@ CURVE_SHARES = (0.1, 0.25, 0.4, 0.55, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25)
 # A prefill pool is sized so that its stage (queue, batch, KV transfer) takes at most this
 # share of the TTFT SLO at its percentile; the decode fleet's admission wait gets the rest.
 PREFILL_TTFT_SHARE = 0.8
-# ... and so that it keeps up: its instances busy at most this share of the time.
-PREFILL_MAX_UTILISATION = 0.95
+# ... and so that it keeps up: the offered rate at most this share of the pool's saturation
+# rate (every forward a full batch). Not its busy time: an idle instance takes whatever is
+# waiting, so a pool with room to spare still computes nearly all the time, on small
+# batches, and a busy-time cap buys instances that only shrink its batches.
+PREFILL_MAX_LOAD = 0.95
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,16 @@ class Sizing:
         }
 
 
+def prefill_saturation(times: PrefillTimes, prompt: np.ndarray) -> float:
+    """Requests/s one prefill instance serves when every forward is full: as many prompts
+    of the mean length as ``max_batch_tokens`` holds (at least one), over the forward's
+    time at those tokens and the mean causal pairs."""
+    mean = float(np.mean(prompt))
+    count = max(1.0, times.max_batch_tokens / mean)
+    pairs = count * float(np.mean(prompt * (prompt + 1.0) / 2.0))
+    return count / float(times.forward(count * mean, pairs))
+
+
 def size_prefill(
     workload: Workload,
     arrivals: Arrivals,
@@ -290,9 +304,9 @@ def size_prefill(
 ) -> PrefillPool:
     """The fewest prefill instances (like ``template``) whose stage — queue, batch and KV
     transfer — stays within ``PREFILL_TTFT_SHARE`` of the TTFT SLO at its percentile over
-    the measured arrivals, busy at most ``PREFILL_MAX_UTILISATION`` of the time. Starts at
-    the work bound ⌈λ·E[a·P]⌉, doubles, then bisects (the stage shrinks as instances are
-    added). Uses the same arrivals as the decode runs (same seed)."""
+    the measured arrivals, offered at most ``PREFILL_MAX_LOAD`` of their saturation rate
+    (``prefill_saturation``). Starts at that bound, doubles, then bisects (the stage shrinks
+    as instances are added). Uses the same arrivals as the decode runs (same seed)."""
     require(slos.ttft_s is not None, "sizing a prefill pool needs --ttft-ms")
     assert slos.ttft_s is not None
     times, prompt, _ = arrivals.draw(workload, requests, np.random.default_rng(seed))
@@ -307,19 +321,14 @@ def size_prefill(
         "GPUs per instance: --prefill-gpus)",
     )
     horizon = float(times[-1] - times[0]) or 1.0
+    least = len(times) / horizon / (PREFILL_MAX_LOAD * prefill_saturation(template.times, prompt))
 
     def meets(n: int) -> bool:
         pool = replace(template, instances=n)
-        run = serve(times, prompt, pool)
-        stage = (run.ready - times)[keep]
-        busy = run.utilisation(n, horizon)
-        return bool(
-            np.percentile(stage, slos.ttft_percentile) <= budget
-            and busy <= PREFILL_MAX_UTILISATION
-        )
+        stage = (serve(times, prompt, pool).ready - times)[keep]
+        return bool(n >= least and np.percentile(stage, slos.ttft_percentile) <= budget)
 
-    work = float(np.mean(template.times.per_token * prompt))
-    n = min(max(1, math.ceil(len(times) / horizon * work)), max_instances)
+    n = min(max(1, math.ceil(least)), max_instances)
     lo = 0
     while not meets(n):
         lo = n

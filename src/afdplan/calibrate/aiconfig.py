@@ -301,11 +301,13 @@ def measured_tables(
     version: str | None = None,
     routing: Routing | None = None,
     hw: HardwareSpec | None = None,
+    expert_tp: int = 1,
 ) -> MeasuredTables:
     """Whole-model per-step rows for ``model`` on ``system`` (see module doc): the MoE at
-    ``routing``'s rows (balanced by default), its expert dispatch and combine measured
-    where the framework's DeepEP table covers the group, else on the link roofline of
-    ``hw`` (the system's hardware preset)."""
+    ``routing``'s rows (balanced by default), every expert split over ``expert_tp`` GPUs
+    (the tables' ``moe_tp_size``), its expert dispatch and combine measured where the
+    framework's DeepEP table covers the group, else on the link roofline of ``hw`` (the
+    system's hardware preset), the split experts' all-reduce from the framework's own."""
     require(gpus_attention >= 1 and gpus_ffn >= 1, "GPU counts must be >= 1")
     data = resolve_version(system, framework, model, version)
     notes: list[str] = [f"aiconfigurator-core data: {system} {framework} {data.version}"]
@@ -342,7 +344,9 @@ def measured_tables(
         )
     )
     parts.append(
-        _ffn_rows(model, data, gpus_ffn, w_dtype, gemm, notes, routing or Routing(), hw)
+        _ffn_rows(
+            model, data, gpus_ffn, w_dtype, gemm, notes, routing or Routing(), hw, expert_tp
+        )
     )
     notes.extend(dict.fromkeys(gemm.notes))
     return MeasuredTables(pd.concat(parts, ignore_index=True), tuple(notes))
@@ -413,6 +417,7 @@ def _ffn_rows(
     notes: list[str],
     routing: Routing,
     hw: HardwareSpec | None,
+    expert_tp: int = 1,
 ) -> pd.DataFrame:
     if not model.is_moe:
         inter = model.intermediate / g
@@ -431,7 +436,7 @@ def _ffn_rows(
              _rows("exchange", tokens=tokens, seconds=reduce)],
             ignore_index=True,
         )  # fmt: skip
-    sub, src, moe_dtype = _routed_experts(model, data, g, w_dtype, routing)
+    sub, src, moe_dtype = _routed_experts(model, data, g, w_dtype, routing, expert_tp)
     tokens = sub.index.to_numpy(np.float64)  # the whole group's micro-batch (module doc)
     per_rank = tokens / g  # the replicated dense parts run on each rank's share
     per_layer_moe = sub.to_numpy(np.float64)
@@ -450,14 +455,15 @@ def _ffn_rows(
             per_rank, model.hidden, model.intermediate, "dense-layer down"
         )
         total = total + model.dense_ffn_layers * dense
+    layout = f"EP {g}" if expert_tp == 1 else f"EP {g // expert_tp} x expert TP {expert_tp}"
     notes.append(
-        f"ffn: {src}, {moe_dtype}, EP {g}, {routing} routing rows"
+        f"ffn: {src}, {moe_dtype}, {layout}, {routing} routing rows"
         + (" (timed at the busiest rank)" if routing.kind == "power-law" else "")
         + f", num_tokens = the group's micro-batch; {model.moe_layers} MoE layers"
         + (" beside the shared experts (overlapped)" if model.shared_intermediate else "")
         + (f" + {model.dense_ffn_layers} dense layers (GEMM)" if model.dense_ffn_layers else "")
     )
-    exchange = _exchange(model, data, g, tokens, hw, notes)
+    exchange = _exchange(model, data, g, tokens, hw, notes, expert_tp)
     rows = [_rows("ffn", tokens=tokens, seconds=total / 1e3 + exchange)]
     if exchange.any():  # the part of the ffn rows that is the exchange, for colocated decode
         rows.append(_rows("exchange", tokens=tokens, seconds=exchange))
@@ -531,30 +537,46 @@ def _exchange(
     tokens: np.ndarray,
     hw: HardwareSpec | None,
     notes: list[str],
+    expert_tp: int = 1,
 ) -> np.ndarray:
-    """Seconds per step of the expert dispatch and combine of micro-batches of ``tokens``
-    on an EP-g group (DESIGN.md §10): DeepEP's low-latency kernels as the framework's
-    ``moe_a2a`` table measured them (per-rank ``num_tokens`` = T/g, the group and node
-    count exact), else the link roofline of ``calibrate.roofline.expert_exchange``."""
-    if g <= 1:
-        return np.zeros_like(tokens)
-    nodes = 1 if hw is None else -(-g // hw.scaleup_gpus)
-    measured = _deepep_ll(model, data, g, nodes)
-    if measured is not None:
-        curve, label = measured
-        notes.append(f"ffn: + expert dispatch and combine from {label} at T/{g} tokens a rank")
-        return model.moe_layers * curve(tokens / g) / 1e6
-    if hw is None:
-        notes.append("ffn: no expert dispatch or combine (no hardware for the link roofline)")
-        return np.zeros_like(tokens)
-    from afdplan.calibrate.roofline import expert_exchange
+    """Seconds per step of moving micro-batches of ``tokens`` to a g-GPU group's experts
+    and back (DESIGN.md §10), every expert split over ``expert_tp`` = t GPUs: between the
+    e = g/t expert-parallel slices, DeepEP's low-latency kernels as the framework's
+    ``moe_a2a`` table measured them (per-rank ``num_tokens`` = T/e, the group and node
+    count exact), else the link roofline of ``calibrate.roofline.expert_exchange``; inside
+    a slice, an all-gather and a reduce-scatter over its t GPUs of the tokens it serves
+    (``gather_scatter``)."""
+    from afdplan.calibrate.roofline import expert_exchange, model_experts
 
-    alpha, beta = expert_exchange(model, hw, g)
-    notes.append(
-        f"ffn: + expert dispatch and combine from the link roofline ({data.system} has no "
-        f"{data.framework} DeepEP table at EP {g} over {nodes} node(s) for this shape)"
-    )
-    return alpha * tokens + beta
+    t, e = expert_tp, g // expert_tp
+    seconds = np.zeros_like(tokens)
+    if e > 1:
+        nodes = 1 if hw is None else -(-g // hw.scaleup_gpus)
+        measured = _deepep_ll(model, data, e, nodes) if t == 1 else None
+        if measured is not None:
+            curve, label = measured
+            notes.append(
+                f"ffn: + expert dispatch and combine from {label} at T/{g} tokens a rank"
+            )
+            seconds = model.moe_layers * curve(tokens / g) / 1e6
+        elif hw is None:
+            notes.append("ffn: no expert dispatch or combine (no hardware for the link roofline)")
+        else:
+            alpha, beta = expert_exchange(model, hw, e)
+            notes.append(
+                f"ffn: + expert dispatch and combine from the link roofline ({data.system} "
+                f"has no {data.framework} DeepEP table at EP {e} over {nodes} node(s) for "
+                "this shape)"
+            )
+            # each slice's t GPUs send over t ports: 1/t of a lone rank's time per token
+            seconds = alpha / t * tokens + beta
+    if t > 1:
+        experts = model_experts(model, t)
+        assert experts is not None
+        served = experts.distinct_ranks(g) / e  # the share of T each slice serves
+        moved = gather_scatter(data, t, served * tokens * model.hidden, notes)
+        seconds = seconds + model.moe_layers * moved / 1e3
+    return seconds
 
 
 def _deepep_ll(model: ModelSpec, data: DataVersion, g: int, nodes: int):
@@ -638,6 +660,50 @@ def _all_reduce(data: DataVersion, g: int, elements: np.ndarray, notes: list[str
         notes.append(note)
     x = np.log(curve.index.to_numpy(np.float64))
     return np.interp(np.log(np.maximum(elements, 1.0)), x, curve.to_numpy(np.float64))
+
+
+def _nccl_table(data: DataVersion) -> tuple[pd.DataFrame, str]:
+    """The system's NCCL table: the version its system file names (``misc.nccl_version``,
+    the one aiconfigurator-core's estimator reads), else the newest measured."""
+    import yaml
+
+    base = data_root() / data.system / "comm" / "nccl"
+    require(base.is_dir(), f"{data.system}: no NCCL tables")
+    spec = data_root().parent / f"{data.system}.yaml"
+    doc = yaml.safe_load(spec.read_text()) if spec.is_file() else {}
+    named = str(((doc or {}).get("misc") or {}).get("nccl_version", ""))
+    versions = sorted((p.name for p in base.iterdir()), key=_version_key)
+    version = named if named in versions else versions[-1]
+    return _read(base / version / "nccl_perf.parquet"), f"NCCL {version}"
+
+
+def gather_scatter(
+    data: DataVersion, g: int, elements: np.ndarray, notes: list[str]
+) -> np.ndarray:
+    """ms of one NCCL all-gather plus one reduce-scatter of ``elements`` (the whole
+    gathered tensor, half precision) over ``g`` GPUs: how vLLM moves a data-parallel
+    group's tokens to an MoE it does not run expert parallel and sums the split experts'
+    partial outputs back (``get_ep_group().dispatch``/``combine`` around FusedMoE; priced
+    so in aiconfigurator-core's ``MoEDispatch`` for vLLM, ``operators/moe_dispatch.rs``
+    lines 185-205). The table indexes the whole buffer: nccl-tests' size, divided by the
+    element size (``collector/network/collect_nccl.py`` lines 64-66 and 107);
+    interpolated in log size."""
+    table, label = _nccl_table(data)
+    total = np.zeros_like(np.asarray(elements, dtype=np.float64))
+    for op in ("all_gather", "reduce_scatter"):
+        sub = table[
+            (table["op_name"] == op) & (table["num_gpus"] == g) & (table["nccl_dtype"] == "half")
+        ]
+        require(len(sub) > 0, f"{data.system}: no {op} measured over {g} GPUs ({label})")
+        curve = sub.groupby("message_size")["latency"].median()
+        x = np.log(curve.index.to_numpy(np.float64))
+        total = total + np.interp(
+            np.log(np.maximum(elements, 1.0)), x, curve.to_numpy(np.float64)
+        )
+    note = f"+ all-gather and reduce-scatter over {g} GPUs each MoE layer from {label}"
+    if note not in notes:
+        notes.append(note)
+    return total
 
 
 def choose_ffn_gpus(model: ModelSpec, minimum: int) -> int:

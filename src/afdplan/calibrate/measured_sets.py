@@ -64,11 +64,14 @@ class MeasuredSource:
             return None
         return times.attention
 
-    def ffn(self, g_f: int, routing: str | None = None) -> tuple[Linear, Linear | None] | None:
+    def ffn(
+        self, g_f: int, routing: str | None = None, expert_tp: int = 1
+    ) -> tuple[Linear, Linear | None] | None:
         """(the FFN fit, the part of it that is expert dispatch and combine) on a group of
-        ``g_f`` GPUs at ``routing``'s rows, or None where they were not measured."""
+        ``g_f`` GPUs at ``routing``'s rows, every expert split over ``expert_tp`` of them,
+        or None where they were not measured."""
         try:
-            times, _ = _calibrated(self, 1, g_f, routing)
+            times, _ = _calibrated(self, 1, g_f, routing, expert_tp)
         except InputError:
             return None
         return times.ffn, times.exchange
@@ -96,9 +99,9 @@ def tables_installed() -> bool:
     return find_spec("aiconfigurator_core") is not None
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _calibrated(
-    source: MeasuredSource, g_a: int, g_f: int, routing: str | None = None
+    source: MeasuredSource, g_a: int, g_f: int, routing: str | None = None, expert_tp: int = 1
 ) -> tuple[LinearStepTimes, pd.DataFrame]:
     from afdplan.calibrate.pipeline import Sources, calibrate
     from afdplan.data import resolve_input
@@ -115,6 +118,7 @@ def _calibrated(
             else resolve_input(source.send_recv, "send-recv"),
             ffn_range=source.ffn_range,
             routing=routing,
+            expert_tp=expert_tp,
         )
     )
     for stage in ("attention", "ffn"):

@@ -45,6 +45,7 @@ class Sources:
     attention_range: Window = None
     name: str | None = None
     routing: str | None = None  # balanced | power-law:ALPHA (the MoE rows read, and φ)
+    expert_tp: int = 1  # GPUs each routed expert is split over (the FFN group's layout)
 
 
 def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
@@ -62,7 +63,13 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
     gpus_ffn = src.gpus_ffn
     if gpus_ffn is None and spec is not None and hw is not None and (src.system or src.vidur_mlp):
         gpus_ffn = choose_ffn_gpus(spec, min_ffn_gpus(spec, hw))
-    base = derive(spec, hw, src.gpus_attention, gpus_ffn) if spec and hw else None
+    if src.expert_tp != 1 and spec is None:
+        raise InputError("--expert-tp needs --model (the experts it splits)")
+    base = (
+        derive(spec, hw, src.gpus_attention, gpus_ffn, expert_tp=src.expert_tp)
+        if spec and hw
+        else None
+    )
     notes: list[str] = list(base.notes) if base else []
     frames: list[pd.DataFrame] = []
     labels: dict[str, str] = {}
@@ -102,6 +109,7 @@ def calibrate(src: Sources) -> tuple[Calibration, pd.DataFrame | None]:
             src.data_version,
             routing,
             hw,
+            src.expert_tp,
         )
         add(measured.rows, f"aiconfigurator-core {src.system} {src.framework}", *measured.notes)
     if not frames and base is None:

@@ -25,7 +25,8 @@ all-reduce. One forward then holds g prompts, and the fit runs over N = g·P tok
 Q = g·P(P+1)/2 pairs, assuming the ranks are evenly loaded, on prompts of 1,024/g to
 16,384/g tokens so that the group's tokens stay inside the tables. The experts run
 whichever is faster on the tables: expert parallel with its all-to-all, or every expert
-split over the g GPUs (``moe_tp_size`` = g) with one all-reduce a layer, the layout
+split over the g GPUs (``moe_tp_size`` = g) with an NCCL all-gather and reduce-scatter of
+the group's tokens a layer (``aiconfig.gather_scatter``), the layout
 AIConfigurator's prefill worker uses (``etp``).
 """
 
@@ -112,8 +113,9 @@ def _experts_ms(model, data, g, w_dtype, hw, group, either: bool):
     over all MoE layers, a label). Expert parallel over g, the dispatch and combine on the
     link roofline; with ``either`` (the dp layout) also every expert split over all g
     (the tables' ``moe_tp_size`` = g rows, AIConfigurator's etp layout), whose partial
-    sums cost one all-reduce of the group's tokens a layer, and whichever is faster over
-    the fitted prompts."""
+    sums cost an all-gather and a reduce-scatter of the group's tokens a layer (vLLM's
+    dispatch and combine around an MoE it does not run expert parallel), and whichever is
+    faster over the fitted prompts."""
     curve, src, dtype = aiconfig._routed_experts(model, data, g, w_dtype, Routing())
     alpha, beta = expert_exchange(model, hw, g)
     best = (
@@ -129,8 +131,8 @@ def _experts_ms(model, data, g, w_dtype, hw, group, either: bool):
         return best
     split = (
         np.interp(group, tp_curve.index.to_numpy(float), tp_curve.to_numpy()),
-        model.moe_layers * aiconfig._all_reduce(data, g, group * model.hidden, []),
-        f"{src} ({dtype}, experts TP {g}) + all-reduce",
+        model.moe_layers * aiconfig.gather_scatter(data, g, group * model.hidden, []),
+        f"{src} ({dtype}, experts TP {g}) + all-gather/reduce-scatter",
     )
     faster = np.sum(model.moe_layers * split[0] + split[1]) < np.sum(
         model.moe_layers * best[0] + best[1]

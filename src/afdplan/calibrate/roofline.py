@@ -178,10 +178,39 @@ def tp_all_reduce(model: ModelSpec, hw: HardwareSpec, tp: int) -> Linear:
     return Linear(alpha=moved / (bandwidth * hw.link_efficiency), beta=latency)
 
 
-def model_experts(model: ModelSpec) -> Experts | None:
-    """The routed experts of an MoE model (balanced routing), None for a dense one."""
+def model_experts(model: ModelSpec, expert_tp: int = 1) -> Experts | None:
+    """The routed experts of an MoE model (balanced routing, each split over ``expert_tp``
+    GPUs), None for a dense one."""
     # a token's k experts spread over every copy: the group sees the physical experts
-    return Experts(model.physical_experts, model.top_k) if model.is_moe else None
+    if not model.is_moe:
+        return None
+    return Experts(model.physical_experts, model.top_k, expert_tp=expert_tp)
+
+
+def expert_layout_problem(model: ModelSpec, g_f: int, expert_tp: int = 1) -> str | None:
+    """Why an FFN group of ``g_f`` GPUs cannot hold the experts with each split over
+    ``expert_tp`` of them (expert parallel over the g_F / expert_tp slices), or None."""
+    t = expert_tp
+    if t < 1:
+        return f"--expert-tp must be an integer >= 1, got {t}"
+    if t == 1 and not model.is_moe:
+        return None
+    if not model.is_moe:
+        return f"--expert-tp {t}: {model.name} is dense (its FFN is split by columns already)"
+    if g_f % t:
+        return f"expert TP {t} does not divide the FFN group of {g_f} GPUs"
+    if model.moe_intermediate % t:
+        return f"expert TP {t} does not split the experts' width {model.moe_intermediate}"
+    e, slices = model.physical_experts, g_f // t
+    if e % slices:
+        divisors = [d for d in range(1, e + 1) if e % d == 0]
+        what = "an expert-parallel FFN group" if t == 1 else f"{slices} expert-parallel slices"
+        return (
+            f"{what} of {g_f} GPUs does not divide the {e} experts of {model.name}; use "
+            f"one of {', '.join(str(d * t) for d in divisors)}, or add redundant experts "
+            f"({-e % slices} more fill {slices} {'GPUs' if t == 1 else 'slices'})"
+        )
+    return None
 
 
 def exchange_bytes(model: ModelSpec) -> tuple[float, float]:
@@ -192,29 +221,49 @@ def exchange_bytes(model: ModelSpec) -> tuple[float, float]:
     return dispatch, model.act_bytes
 
 
-def expert_exchange(model: ModelSpec, hw: HardwareSpec, g_f: int) -> tuple[float, float]:
-    """(α per token of the group's micro-batch, β), whole step: the dispatch and combine of
-    an expert-parallel group of g_F ranks (DESIGN.md §10).
+def expert_exchange(
+    model: ModelSpec, hw: HardwareSpec, g_f: int, expert_tp: int = 1
+) -> tuple[float, float]:
+    """(α per token of the group's micro-batch, β), whole step: moving an FFN group's
+    tokens to its experts and back (DESIGN.md §10), every expert split over ``expert_tp``
+    = t GPUs and expert parallel over the e = g_F/t slices.
 
-    A rank holding T/g tokens sends each to the d distinct ranks its top-k experts live on
-    (``Experts.distinct_ranks``), d·(1 − 1/g) of them elsewhere, and takes the results
-    back: T/g·d·(1 − 1/g)·h·(b_dispatch + b_combine) bytes out and as many in, on its own
-    port. Of the other ranks the share beyond the node's scale-up domain crosses the
-    network, the rest NVLink; the two run side by side, so the slower one sets the time.
-    Each MoE layer also pays two latencies (the network's when any rank is beyond it).
-    Zero for a dense FFN or one GPU."""
+    Between slices (e > 1): a GPU holding T/g tokens sends each to the d distinct slices
+    its top-k experts live on (``Experts.distinct_ranks``), d·(1 − 1/e) of them elsewhere,
+    and takes the results back: T/g·d·(1 − 1/e)·h·(b_dispatch + b_combine) bytes out and
+    as many in, on its own port. Of the other slices' GPUs the share beyond the node's
+    scale-up domain crosses the network, the rest NVLink; the two run side by side, so the
+    slower one sets the time. Each MoE layer also pays two latencies (the network's when
+    any rank is beyond it).
+
+    Inside a slice (t > 1): its t GPUs each need all the T·d/e tokens the slice serves and
+    sum their partial outputs: an all-gather and a reduce-scatter, one all-reduce's traffic
+    (``tp_all_reduce``) and two latencies on T·d/e tokens a layer (T for t = g_F: vLLM's
+    MoE without expert
+    parallelism, ``FusedMoEParallelConfig.make`` in vllm/model_executor/layers/fused_moe/
+    config.py). Zero for a dense FFN or one GPU."""
     if not model.is_moe or g_f <= 1:
         return 0.0, 0.0
-    experts = model_experts(model)
+    experts = model_experts(model, expert_tp)
     assert experts is not None
-    remote = experts.distinct_ranks(g_f) * (1 - 1 / g_f)
-    per_token = remote * model.hidden * sum(exchange_bytes(model)) / g_f
-    local = min(g_f, hw.scaleup_gpus)
-    beyond = (g_f - local) / (g_f - 1)
-    nvlink = per_token * (1 - beyond) / (hw.link_bandwidth * hw.link_efficiency)
-    network = per_token * beyond / (hw.network_bandwidth * hw.link_efficiency)
-    latency = hw.network_latency if beyond > 0 else hw.link_latency
-    return model.moe_layers * max(nvlink, network), 2 * model.moe_layers * latency
+    t, e = expert_tp, g_f // expert_tp
+    alpha = beta = 0.0
+    served = 1.0  # share of the micro-batch a slice serves
+    if e > 1:
+        reached = experts.distinct_ranks(g_f)
+        served = reached / e
+        per_token = reached * (1 - 1 / e) * model.hidden * sum(exchange_bytes(model)) / g_f
+        local = min(g_f, hw.scaleup_gpus)
+        beyond = min(1.0, max(0.0, (g_f - local) / (g_f - t)))
+        nvlink = per_token * (1 - beyond) / (hw.link_bandwidth * hw.link_efficiency)
+        network = per_token * beyond / (hw.network_bandwidth * hw.link_efficiency)
+        latency = hw.network_latency if beyond > 0 else hw.link_latency
+        alpha, beta = model.moe_layers * max(nvlink, network), 2 * model.moe_layers * latency
+    if t > 1:
+        reduce = tp_all_reduce(model, hw, t)
+        alpha += model.moe_layers * served * reduce.alpha
+        beta += 2 * model.moe_layers * reduce.beta  # two collectives, a latency each
+    return alpha, beta
 
 
 def derive(
@@ -225,25 +274,20 @@ def derive(
     ffn_hw: HardwareSpec | None = None,
     cross_node: bool = False,
     link: Link | None = None,
+    expert_tp: int = 1,
 ) -> Derivation:
     """Roofline α, β (and γ_A) for ``model`` with the given instance sizes: attention on
-    ``hw``, the FFN group on ``ffn_hw`` (default ``hw``). With different hardware on the
-    two sides, or a bundle larger than one NVLink domain (``cross_node``), the transfers
-    cross an inter-node link (``INTER_NODE_LINK_*``), not NVLink; ``link`` names it outright.
+    ``hw``, the FFN group on ``ffn_hw`` (default ``hw``), its experts each split over
+    ``expert_tp`` GPUs. With different hardware on the two sides, or a bundle larger than
+    one NVLink domain (``cross_node``), the transfers cross an inter-node link
+    (``INTER_NODE_LINK_*``), not NVLink; ``link`` names it outright.
     """
     require(gpus_attention >= 1, f"attention GPUs must be >= 1, got {gpus_attention}")
     fhw = ffn_hw or hw
     g_f = ffn_group_size(model, min_ffn_gpus(model, fhw)) if gpus_ffn is None else gpus_ffn
     require(g_f >= 1, f"FFN GPUs must be >= 1, got {g_f}")
-    if model.is_moe:
-        e = model.physical_experts
-        divisors = [d for d in range(1, e + 1) if e % d == 0]
-        require(
-            e % g_f == 0,
-            f"an expert-parallel FFN group of {g_f} GPUs does not divide the {e} experts of "
-            f"{model.name}; use one of {', '.join(map(str, divisors))}, or add redundant "
-            f"experts ({-e % g_f} more fill {g_f} GPUs)",
-        )
+    problem = expert_layout_problem(model, g_f, expert_tp)
+    require(problem is None, str(problem))
     g_a = gpus_attention
     L, h = model.layers, model.hidden
     bw = hw.hbm_bandwidth * hw.mem_efficiency
@@ -284,7 +328,7 @@ def derive(
     ffn_bw = fhw.hbm_bandwidth * fhw.mem_efficiency
     alpha_f = 2 * model.ffn_active_params() / (g_f * ffn_flops)
     beta_f = model.ffn_params() * model.ffn_bytes / (g_f * ffn_bw) + L * fhw.layer_overhead_s
-    alpha_x, beta_x = expert_exchange(model, fhw, g_f)
+    alpha_x, beta_x = expert_exchange(model, fhw, g_f, expert_tp)
     # a dense FFN split over g_F GPUs (tensor parallel) all-reduces its output every layer:
     # the group's communication, as an MoE group's is its dispatch and combine
     reduce_f = Linear(0.0, 0.0) if model.is_moe else tp_all_reduce(model, fhw, g_f)
@@ -331,7 +375,13 @@ def derive(
         f"A-F link ({link_name}): {link_bw / gb:.0f} GB/s x {hw.link_efficiency:g}, "
         f"{link_latency * 1e6:.0f} us",
         f"instances: Attention {g_a} GPU(s); FFN {g_f} GPU(s)"
-        + (" (fewest that hold the FFN weights)" if gpus_ffn is None else ""),
+        + (" (fewest that hold the FFN weights)" if gpus_ffn is None else "")
+        + (
+            f", every expert split over {expert_tp} (expert parallel over "
+            f"{g_f // expert_tp} slice(s))"
+            if expert_tp > 1
+            else ""
+        ),
         f"alpha_A = {alpha_a:.4g} s/KV token: {L} layers x max({kv_layer_bytes:g} B / HBM "
         f"= {kv_mem:.3g}, {model.attention_flops_per_kv_token_layer()} FLOP / peak "
         f"= {kv_cmp:.3g}) -> {bound}-bound",
@@ -347,8 +397,14 @@ def derive(
             [
                 f"expert dispatch + combine (in alpha_F, beta_F): {alpha_x:.4g} s/token, "
                 f"{beta_x:.4g} s; each token reaches "
-                f"{model_experts(model).distinct_ranks(g_f):.2f} of {g_f} ranks "  # type: ignore[union-attr]
+                f"{model_experts(model, expert_tp).distinct_ranks(g_f):.2f} of "  # type: ignore[union-attr]
+                f"{g_f // expert_tp} {'ranks' if expert_tp == 1 else 'slices'} "
                 f"({'beyond one NVLink domain' if g_f > fhw.scaleup_gpus else 'NVLink'})"
+                + (
+                    f", then an all-gather and reduce-scatter inside each slice of {expert_tp}"
+                    if expert_tp > 1
+                    else ""
+                )
             ]
             if model.is_moe and (alpha_x or beta_x)
             else []
@@ -394,7 +450,7 @@ def derive(
         reduce=(
             Linear(alpha=L * reduce_a.alpha, beta=L * reduce_a.beta) if reduce_a.beta else None
         ),
-        experts=model_experts(model),
+        experts=model_experts(model, expert_tp),
     )
     return Derivation(times, notes)
 

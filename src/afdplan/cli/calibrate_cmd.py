@@ -40,6 +40,14 @@ def calibrate(
     gpus_ffn: Annotated[
         int | None, typer.Option("--gpus-ffn", help="GPUs per FFN instance [fewest that fit].")
     ] = None,
+    expert_tp: Annotated[
+        int,
+        typer.Option(
+            "--expert-tp",
+            help="GPUs each routed expert is split over in the FFN instance (1: expert "
+            "parallel).",
+        ),
+    ] = 1,
     mem_efficiency: Annotated[
         float | None, typer.Option("--mem-efficiency", help=_EFF_HELP)
     ] = None,
@@ -113,6 +121,7 @@ def calibrate(
             hardware=hardware,
             gpus_attention=gpus_attention,
             gpus_ffn=gpus_ffn,
+            expert_tp=expert_tp,
             efficiencies={
                 "mem_efficiency": mem_efficiency,
                 "compute_efficiency": compute_efficiency,

@@ -99,6 +99,14 @@ def deploy(
         str | None,
         typer.Option("--gpus-ffn", help="FFN group sizes to search [all that fit, to 72]."),
     ] = None,
+    expert_tp: Annotated[
+        str | None,
+        typer.Option(
+            "--expert-tp",
+            help="GPUs each routed expert is split over in an FFN group (list) [1 and the "
+            "whole group: vLLM's expert-parallel and split-expert MoE].",
+        ),
+    ] = None,
     ffn_across_nodes: Annotated[
         bool,
         typer.Option(
@@ -212,6 +220,9 @@ def deploy(
         space=Space(
             gpus_attention=tuple(parse_int_list(gpus_attention, "--gpus-attention", 64)),
             gpus_ffn=None if gpus_ffn is None else tuple(parse_int_list(gpus_ffn, "--gpus-ffn")),
+            expert_tp=(
+                None if expert_tp is None else tuple(parse_int_list(expert_tp, "--expert-tp"))
+            ),
             microbatches=tuple(parse_int_list(microbatches, "--microbatches", 16)),
             gpu_budget=gpus,
             across_nodes=ffn_across_nodes,
@@ -222,6 +233,10 @@ def deploy(
     require(
         routing is None or spec.is_moe,
         f"--routing: {spec.name} is dense (no routed experts)",
+    )
+    require(
+        expert_tp is None or spec.is_moe,
+        f"--expert-tp: {spec.name} is dense (no routed experts to split)",
     )
     with progress_bar("searching; the verdict's margin; the roofline band") as bar:
         task = bar.add_task("search", total=3)
@@ -289,6 +304,8 @@ def _write_files(folder: Path, result, wl) -> list[Path]:
 
 
 def _render(result, workload: str, top: int, files: list[Path]) -> None:
+    from afdplan.deploy.slo_search import expert_layout, group_label
+
     t, c = result.target, result.chosen
     pct = f"p{t.slo.percentile}"
     out.print(
@@ -314,7 +331,8 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         table.add_column(name, justify="left" if name == "binds" else "right")
     for row in result.top(top).itertuples():
         table.add_row(
-            row.r, row.gpus_attention, row.gpus_ffn, row.microbatches, row.batch, row.gpus,
+            row.r, row.gpus_attention, group_label(t.model, row.gpus_ffn, row.expert_tp),
+            row.microbatches, row.batch, row.gpus,
             f"{row.tpot_ms:.1f}", f"{row.step_time_mean_ms:.1f}", fmt_rate(row.throughput_per_gpu),
             f"{row.throughput_per_user:.1f}", f"{row.idle_attention:.0%}", f"{row.idle_ffn:.0%}",
             row.binding, f"{row.kv_headroom:.0%}",
@@ -339,12 +357,13 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
                 {"breaks": "BREAKS"}.get(v["slo_status"], v["slo_status"]),
             )  # fmt: skip
         show(sim)
-    _render_frontier(result.frontier)
+    _render_frontier(result.frontier, t.model)
     best = result.best_unconstrained
     if result.runtime_cost > 0:
         out.print(
             f"{result.runtime}'s rules cost {result.runtime_cost:.1%} of the objective: the best "
-            f"without them is r = {best['r']}, g_F = {best['gpus_ffn']}, m = "
+            f"without them is r = {best['r']}, g_F = "
+            f"{group_label(t.model, best['gpus_ffn'], best['expert_tp'])}, m = "
             f"{best['microbatches']}, B = {best['batch']} ({fmt_rate(best['throughput_per_gpu'])}"
             f" tok/s/GPU; {best['runtime_note']}).",
             markup=False,
@@ -372,7 +391,8 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         )
     out.print(
         f"Chosen: r = {c['r']} attention instances x {c['gpus_attention']} GPU(s) + an FFN group "
-        f"of {c['gpus_ffn']}, B = {c['batch']}, m = {c['microbatches']}: "
+        f"of {c['gpus_ffn']} ({expert_layout(t.model, c['gpus_ffn'], c['expert_tp'])}), "
+        f"B = {c['batch']}, m = {c['microbatches']}: "
         f"{fmt_rate(c['throughput_per_gpu'])} tok/s/GPU at {c['tpot_ms']:.1f} ms {pct} step time"
         + (f", {3600 * c['score']:,.0f} tokens per $" if t.objective == "cost" else "")
         + (
@@ -401,11 +421,17 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
 def _colocated_shape(model, col) -> str:
     """How a colocated configuration splits the model (data + expert parallel groups for
     MoE, tensor-parallel instances for dense)."""
+    from afdplan.deploy.slo_search import expert_layout
+
     if model.is_moe:
         t = col["gpus_attention"]
         attention = "DP attention" if t == 1 else f"{col['r']} TP-{t} attention instances"
         per = "GPU" if t == 1 else "instance"
-        return f"{attention} + EP over a group of {col['gpus_ffn']} GPUs, B = {col['batch']}/{per}"
+        layout = expert_layout(model, col["gpus_ffn"], col["expert_tp"])
+        return (
+            f"{attention} + the experts over a group of {col['gpus_ffn']} GPUs ({layout}), "
+            f"B = {col['batch']}/{per}"
+        )
     return f"TP {col['gpus_attention']} instances, B = {col['batch']}/instance"
 
 
@@ -467,8 +493,9 @@ def _render_verdict(result, pct: str) -> None:
         out.print(f"How sure (the uncertain MoE terms): {cases} — {holds}.", markup=False)
 
 
-def _render_frontier(frontier) -> None:
+def _render_frontier(frontier, model) -> None:
     from afdplan.deploy.result import thin_frontier
+    from afdplan.deploy.slo_search import group_label
 
     table = OutTable("Frontier: tokens/s per GPU against tokens/s per user (a few points each)")
     for name in ("family", "tok/s/user", "tok/s/GPU", "r", "g_A", "g_F", "m", "B"):
@@ -476,7 +503,8 @@ def _render_frontier(frontier) -> None:
     for row in thin_frontier(frontier, 6).itertuples():
         table.add_row(
             row.family, f"{row.throughput_per_user:.1f}", fmt_rate(row.throughput_per_gpu),
-            row.r, row.gpus_attention, row.gpus_ffn, row.microbatches, row.batch,
+            row.r, row.gpus_attention, group_label(model, row.gpus_ffn, row.expert_tp),
+            row.microbatches, row.batch,
         )  # fmt: skip
     show(table)
 

@@ -54,10 +54,11 @@ class Anchor:
         routing: Routing | None = None,
     ) -> LinearStepTimes:
         """``times`` with each side scaled where that side runs on the anchor's hardware:
-        measured at ``sizes`` (g_A, g_F) and ``routing``'s rows where the anchor's tables
-        have them (kernels and expert exchange as ``calibrate --system`` reads them), else
-        by the ratios, which scale the FFN kernels and leave the roofline's expert dispatch
-        and combine alone (``times.exchange``: links, not kernels)."""
+        measured at ``sizes`` (g_A, g_F), ``routing``'s rows and the experts' split
+        (``times.experts.expert_tp``) where the anchor's tables have them (kernels and
+        expert exchange as ``calibrate --system`` reads them), else by the ratios, which
+        scale the FFN kernels and leave the roofline's expert dispatch and combine alone
+        (``times.exchange``: links, not kernels)."""
         a, f, x, experts = times.attention, times.ffn, times.exchange, times.experts
         # a split attention's all-reduce rides on links: a kernel ratio leaves it alone
         # (measured tables time it with the framework's own all-reduce)
@@ -79,7 +80,8 @@ class Anchor:
             experts = replace(experts, routing=routing)
         if ffn_hw == self.hardware:
             rows = str(routing) if skewed else None
-            fit = self.measured.ffn(g_f, rows) if self.measured and g_f else None
+            split = experts.expert_tp if experts is not None else 1
+            fit = self.measured.ffn(g_f, rows, split) if self.measured and g_f else None
             if fit is not None:
                 f, x = fit
                 if skewed and experts is not None:  # the rows time the busiest rank

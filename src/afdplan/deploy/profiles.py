@@ -17,7 +17,8 @@ from afdplan.presets import runtime_schema, runtime_table
 
 _PROFILE_KEYS = {
     "repository", "ref", "commit", "engine", "architectures", "microbatches",
-    "attention_tp", "ffn_ep", "config_schema", "env", "presets", "evidence", "moe_only",
+    "attention_tp", "ffn_ep", "ffn_expert_tp", "config_schema", "env", "presets", "evidence",
+    "moe_only",
 }  # fmt: skip
 
 
@@ -35,6 +36,7 @@ class RuntimeProfile:
     microbatches: tuple[int, ...]
     attention_tp: tuple[int, ...] | None = None  # None: any size
     ffn_ep: tuple[int, ...] | None = None
+    ffn_expert_tp: tuple[int, ...] | None = None  # GPUs an FFN expert may be split over
     config_schema: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     presets: dict[str, str] = field(default_factory=dict)
@@ -96,7 +98,11 @@ def _profile(runtime: str, version: str, raw: dict) -> RuntimeProfile:
         commit == "" or (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)),
         f"{where}: commit must be 40 hex digits",
     )
-    optional = {k: _ints(raw[k], f"{where} {k}") for k in ("attention_tp", "ffn_ep") if k in raw}
+    optional = {
+        k: _ints(raw[k], f"{where} {k}")
+        for k in ("attention_tp", "ffn_ep", "ffn_expert_tp")
+        if k in raw
+    }
     return RuntimeProfile(
         runtime=runtime,
         version=version,

@@ -23,7 +23,12 @@ from afdplan.deploy.slo_search import (
 from afdplan.errors import InputError
 
 # a frontier point: its family and rates, then the row columns that name its configuration
-FRONTIER_COLUMNS = ("family", "throughput_per_user", "throughput_per_gpu", *ROW_COLUMNS[:6])
+FRONTIER_COLUMNS = (
+    "family",
+    "throughput_per_user",
+    "throughput_per_gpu",
+    *ROW_COLUMNS[: ROW_COLUMNS.index("batch") + 1],
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ class DeployResult:
 
         src = None if anchor is None else anchor.measured
         attention = side(t.attention_hw.name, lambda: src and src.attention(g_a) is not None)
-        ffn = side(t.ffn_hw.name, lambda: src and src.ffn(g_f) is not None)
+        split = int(self.chosen["expert_tp"])
+        ffn = side(t.ffn_hw.name, lambda: src and src.ffn(g_f, None, split) is not None)
         return attention if attention == ffn else f"attention: {attention}; FFN: {ffn}"
 
     def with_band(self) -> DeployResult:
@@ -177,6 +183,7 @@ class DeployResult:
             int(c["r"]),
             t.anchor,
             t.moe,
+            int(c["expert_tp"]),
         )
         return coeffs_to_dict(times)
 
@@ -190,7 +197,9 @@ class DeployResult:
         if c is None:
             return None
         hw = colocated_hardware(str(c["architecture"]), t.attention_hw, t.ffn_hw)
-        times = colocated_group_times(t, hw, int(c["gpus_ffn"]), int(c["gpus_attention"]))
+        times = colocated_group_times(
+            t, hw, int(c["gpus_ffn"]), int(c["gpus_attention"]), int(c["expert_tp"])
+        )
         return None if times is None else coeffs_to_dict(times)
 
     def with_verification(self, rows: list[dict]) -> DeployResult:
@@ -319,6 +328,7 @@ def search(
             int(r.gpus_ffn),
             int(r.microbatches),
             target.attention_hw.gpus_per_node,
+            int(r.expert_tp),
         )
         if r.architecture == "afd"
         else None
@@ -441,6 +451,7 @@ def _frontier(out: _Collector, configs: pd.DataFrame, runtime: str) -> pd.DataFr
                     "architecture": rows.architecture.to_numpy(),
                     "gpus_attention": rows.gpus_attention.to_numpy(),
                     "gpus_ffn": rows.gpus_ffn.to_numpy(),
+                    "expert_tp": rows.expert_tp.to_numpy(),
                     "microbatches": rows.microbatches.to_numpy(),
                     "r": rows.r.to_numpy(),
                     "batch": chosen[:, 3].astype(int),

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.deploy.profiles import RuntimeProfile
+from afdplan.errors import require
 
 AFD_PORT = 6239  # the plugin's recipes use it for the connector's rendezvous
 SEQ_LEN_MARGIN = 64  # FastAFD's presets: MINISGL_MAX_SEQ_LEN = PROMPT_LEN + 64
@@ -48,10 +49,17 @@ def _exports(profile: RuntimeProfile) -> str:
 
 
 def violation(
-    profile: RuntimeProfile | None, r: int, g_a: int, g_f: int, m: int, per_node: int
+    profile: RuntimeProfile | None,
+    r: int,
+    g_a: int,
+    g_f: int,
+    m: int,
+    per_node: int,
+    expert_tp: int = 1,
 ) -> str | None:
     """Why the release ``profile`` pins cannot launch this bundle, or None when it can
-    (``per_node``: GPUs per node or tray of the hardware; None profile: no rules)."""
+    (``per_node``: GPUs per node or tray of the hardware; ``expert_tp``: the GPUs each FFN
+    expert is split over; None profile: no rules)."""
     if profile is None:
         return None
     attention, ffn, name = r * g_a, g_f, profile.label
@@ -61,6 +69,9 @@ def violation(
         return f"{name} runs attention TP {', '.join(map(str, profile.attention_tp))}, not {g_a}"
     if profile.ffn_ep is not None and ffn not in profile.ffn_ep:
         return f"{name} runs FFN groups of {', '.join(map(str, profile.ffn_ep))} GPUs, not {ffn}"
+    if profile.ffn_expert_tp is not None and expert_tp not in profile.ffn_expert_tp:
+        allowed = ", ".join(map(str, profile.ffn_expert_tp))
+        return f"{name} splits an FFN expert over {allowed} GPU(s), not {expert_tp}"
     if profile.runtime == "vllm-afd":
         if attention < ffn or attention % ffn:
             return (
@@ -190,17 +201,29 @@ def _decode_flags(b: int, m: int) -> list[str]:
 
 def colocated_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, str]:
     """Plain vLLM for the colocated decode the search compared against. An MoE model: one
-    group of G GPUs, data-parallel attention on each with expert-parallel MoE over all,
+    group of G GPUs, data-parallel attention on each with the MoE over all (expert
+    parallel, or without --enable-expert-parallel every expert split over the group),
     multi-node data parallelism past one node. A dense model: one tensor-parallel instance
     of t GPUs (run as many as the GPUs allow; they are independent). B sequences per GPU
     or instance, DBO when m = 2."""
-    g, t, m, b = (int(row[k]) for k in ("gpus_ffn", "gpus_attention", "microbatches", "batch"))
+    g, t, m, b, split = (
+        int(row[k]) for k in ("gpus_ffn", "gpus_attention", "microbatches", "batch", "expert_tp")
+    )
+    require(
+        split in (1, g),
+        f"plain vLLM runs an MoE expert parallel or split over the whole group, not experts "
+        f"split over {split} of {g} GPUs",
+    )
     flags = _decode_flags(b, m)
     if model.is_moe:
         nodes = math.ceil(g / hw.gpus_per_node)
         attention = "data-parallel attention" if t == 1 else f"{g // t} TP-{t} attention ranks"
+        moe = "expert-parallel MoE"
+        if split > 1:  # vLLM splits every expert over the group unless told expert parallel
+            flags = [f for f in flags if f != "--enable-expert-parallel"]
+            moe = f"every expert split over the {g} GPUs"
         what = (
-            f"{g} GPUs on {nodes} node(s) as one group: {attention}, expert-parallel MoE, "
+            f"{g} GPUs on {nodes} node(s) as one group: {attention}, {moe}, "
             f"B = {b} per {'GPU' if t == 1 else 'rank'}"
         )
         body = _vllm_role("colocated", g // t, t, hw.gpus_per_node,
@@ -241,6 +264,12 @@ def aiconfigurator_command(
     if f_nodes * per_node != g_f:
         notes.append(
             f"# The FFN group of {g_f} GPUs rounds up to {f_nodes} node(s); EP stays {g_f}."
+        )
+    split = int(row.get("expert_tp", 1))
+    if split > 1:
+        notes.append(
+            f"# AIConfigurator's AFD estimate takes an expert-parallel FFN group only "
+            f"(--f-moe-ep-size): this prices EP {g_f}, not the experts split over {split}."
         )
     args = [
         "aiconfigurator", "cli", "estimate",

@@ -1,7 +1,9 @@
 """What to launch: the search over AFD bundles under a TPOT SLO (DESIGN.md §8).
 
-For every attention TP size g_A, FFN group size g_F, micro-batch count m and integer
-ratio r, every batch B from m up to the KV limit is evaluated at once (numpy over B):
+For every attention TP size g_A, FFN group size g_F and how it holds the experts (whole,
+expert parallel, or each split over ``expert_tp`` of its GPUs: ``expert_splits``),
+micro-batch count m and integer ratio r, every batch B from m up to the KV limit is
+evaluated at once (numpy over B):
 
 * E[τ] with the barrier: the layered closed form at the expected spread of the slowest
   of r workers (``theory.barrier.layered_times``);
@@ -16,8 +18,9 @@ step times, so its percentile sits at or below the step-time one when steps vary
 verification simulation reports both. Every B that meets the SLO is a point of the
 throughput-per-GPU vs tokens-per-user frontier; per configuration the best B by the
 objective is a row. The same search runs for ordinary colocated decode (attention and FFN
-on the same GPUs: data-parallel attention, expert-parallel FFN) on the same hardware and
-workload, so the user sees whether AFD pays.
+on the same GPUs: data-parallel attention, the FFN over the group as vLLM runs it, expert
+parallel or every expert split) on the same hardware and workload, so the user sees
+whether AFD pays.
 
 Step times come from the roofline (``calibrate.roofline.derive``) for each instance size,
 anchored on a measured coefficient set where one exists for the model and hardware
@@ -45,6 +48,7 @@ from afdplan.calibrate.roofline import (
     attention_weight_bytes,
     check_ffn_fits,
     derive,
+    expert_layout_problem,
     ffn_group_size,
     kv_copies,
     min_ffn_gpus,
@@ -116,12 +120,17 @@ class Space:
     # several times more (EP16 over two H200 nodes: twice EP8's FFN time a layer), so by
     # default the FFN group (and a colocated group) stays inside one scale-up domain.
     across_nodes: bool = False
+    # GPUs each routed expert is split over (``expert_splits``); None: vLLM's two layouts
+    # for a group of g, whole experts (1, expert parallel) or every expert split over all
+    # g (its MoE without --enable-expert-parallel)
+    expert_tp: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for label, values in (
             ("--gpus-attention", self.gpus_attention),
             ("--gpus-ffn", self.gpus_ffn or (1,)),
             ("--microbatches", self.microbatches),
+            ("--expert-tp", self.expert_tp or (1,)),
         ):
             require(
                 bool(values) and all(int(v) == v and v >= 1 for v in values),
@@ -207,6 +216,7 @@ ROW_COLUMNS = (
     "architecture",
     "gpus_attention",
     "gpus_ffn",
+    "expert_tp",
     "microbatches",
     "r",
     "batch",
@@ -252,7 +262,13 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
     if space.gpus_ffn is not None:
         for g in space.gpus_ffn:
             e = model.physical_experts
-            if model.is_moe and e % g:
+            if model.is_moe and not expert_splits(model, g, space):
+                if space.expert_tp is not None:
+                    splits = ",".join(map(str, space.expert_tp))
+                    why = "; ".join(
+                        str(expert_layout_problem(model, g, t)) for t in space.expert_tp
+                    )
+                    raise InputError(f"--gpus-ffn {g} --expert-tp {splits}: {why}")
                 divisors = [d for d in range(1, e + 1) if e % d == 0]
                 raise InputError(
                     f"--gpus-ffn {g}: an expert-parallel group does not divide the {e} "
@@ -274,6 +290,41 @@ def ffn_group_sizes(model: ModelSpec, hw: HardwareSpec, space: Space) -> list[in
             ffn_group_size(model, least)
         ]
     return [g for g in (1, 2, 4, 8, 16, 32, 64) if least <= g <= top] or [least]
+
+
+def expert_splits(model: ModelSpec, g: int, space: Space, colocated: bool = False) -> list[int]:
+    """How a group of g GPUs may split each routed expert (the ``expert_tp`` values):
+    ``space.expert_tp`` where it divides the group, by default whole experts (1) and every
+    expert over all g; a colocated group (plain vLLM) only those two, its MoE either
+    expert parallel or not (``FusedMoEParallelConfig.make`` in vllm/model_executor/layers/
+    fused_moe/config.py). Each kept only where the experts' count and width allow it."""
+    if not model.is_moe:
+        return [1]
+    wanted = (1, g) if space.expert_tp is None else space.expert_tp
+    if colocated:
+        wanted = [t for t in wanted if t in (1, g)]
+    return [t for t in sorted(set(wanted)) if expert_layout_problem(model, g, t) is None]
+
+
+def expert_layout(model: ModelSpec, g: int, expert_tp: int) -> str:
+    """How a group of g GPUs holds the FFN, in words: ``expert parallel``, ``every expert
+    split over all 8``, ``expert parallel over 2 slices of 4`` (``tensor parallel`` for a
+    dense model)."""
+    if not model.is_moe:
+        return "tensor parallel"
+    if expert_tp == 1:
+        return "expert parallel"
+    if expert_tp == g:
+        return f"every expert split over all {g}"
+    return f"expert parallel over {g // expert_tp} slices of {expert_tp}"
+
+
+def group_label(model: ModelSpec, g: int, expert_tp: int) -> str:
+    """A table cell for an FFN group: ``8`` (expert parallel or dense), ``8 TP`` (every
+    expert split over all 8), ``8 EP2xTP4``."""
+    if not model.is_moe or expert_tp == 1:
+        return str(g)
+    return f"{g} TP" if expert_tp == g else f"{g} EP{g // expert_tp}xTP{expert_tp}"
 
 
 def attention_tp_problem(model: ModelSpec, tp: int) -> str | None:
@@ -302,14 +353,21 @@ def roofline_times(
     cross_node: bool,
     anchor: Anchor | None = None,
     moe: MoeAssumptions | None = None,
+    expert_tp: int = 1,
 ) -> LinearStepTimes | None:
-    """Roofline times for one instance-size pair (anchored on measurements where an
-    anchor is given) under ``moe``'s routing and exchange, or None when the weights do not
-    fit."""
+    """Roofline times for one instance-size pair, every expert split over ``expert_tp``
+    FFN GPUs (anchored on measurements where an anchor is given) under ``moe``'s routing
+    and exchange, or None when the weights do not fit."""
     heterogeneous = attention_hw.name != ffn_hw.name
     try:
         times = derive(
-            model, attention_hw, g_a, g_f, ffn_hw if heterogeneous else None, cross_node=cross_node
+            model,
+            attention_hw,
+            g_a,
+            g_f,
+            ffn_hw if heterogeneous else None,
+            cross_node=cross_node,
+            expert_tp=expert_tp,
         ).times
     except InputError:
         return None
@@ -339,12 +397,13 @@ def bundle_times(
     r: int,
     anchor: Anchor | None = None,
     moe: MoeAssumptions | None = None,
+    expert_tp: int = 1,
 ) -> tuple[LinearStepTimes, bool]:
     """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
     scale-up domain on one kind of hardware, else the inter-node link (the roofline's
     transfers fan in at the FFN end, ``comm_scope = "fan_in"``)."""
     cross = crosses_nodes(attention_hw, ffn_hw, r * g_a + g_f)
-    times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor, moe)
+    times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor, moe, expert_tp)
     require(times is not None, f"the weights of {model.name} do not fit g_A = {g_a}, g_F = {g_f}")
     assert times is not None
     return times, cross
@@ -457,47 +516,64 @@ def search_afd(target: Target, out: _Collector) -> None:
         "; ".join(str(attention_tp_problem(model, g)) for g in space.gpus_attention)
         + ": give --gpus-attention sizes that divide them",
     )
+    groups = ffn_group_sizes(model, target.ffn_hw, space)
+    layouts = [(g_f, split) for g_f in groups for split in expert_splits(model, g_f, space)]
+    if not layouts:
+        tried = space.expert_tp or (1,)
+        raise InputError(
+            f"--expert-tp {','.join(map(str, tried))}: no FFN group of "
+            f"{', '.join(map(str, groups))} GPUs splits the experts of {model.name} that way "
+            f"(e.g. {expert_layout_problem(model, groups[0], tried[0])})"
+        )
     for g_a in sizes:
-        for g_f in ffn_group_sizes(model, target.ffn_hw, space):
+        for g_f, split in layouts:
             if space.gpu_budget is not None and g_a + g_f > space.gpu_budget:
                 continue
-            sides = (model, target.attention_hw, target.ffn_hw, g_a, g_f)
-            near = roofline_times(*sides, False, target.anchor, target.moe)
-            far = roofline_times(*sides, True, target.anchor, target.moe)
-            if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
+            _search_ratios(target, out, g_a, g_f, split)
+
+
+def _search_ratios(target: Target, out: _Collector, g_a: int, g_f: int, split: int) -> None:
+    """Every m and r for attention TP g_A and an FFN group of g_F GPUs, each expert split
+    over ``split`` of them."""
+    model, space = target.model, target.space
+    sides = (model, target.attention_hw, target.ffn_hw, g_a, g_f)
+    near = roofline_times(*sides, False, target.anchor, target.moe, split)
+    far = roofline_times(*sides, True, target.anchor, target.moe, split)
+    if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
+        return
+    cap = space.max_batch or default_max_batch(target.attention_hw)
+    b_kv = kv_limit(near.kv_capacity_tokens, target.stats, cap, near.state_tokens)
+    w_a, w_f = objective_weights(target.objective, g_a, g_f, *target.prices)
+    for m in space.microbatches:
+        pipeline = Pipeline("pingpong", m, model.layers)
+        best_r, best_score, misses = 0, -1.0, 0
+        for r in range(1, space.max_ratio + 1):
+            gpus = bundle_gpus(r, g_a, g_f)
+            if space.gpu_budget is not None and gpus > space.gpu_budget:
+                break
+            cross = crosses_nodes(target.attention_hw, target.ffn_hw, gpus)
+            times = far if cross else near
+            config = {
+                "architecture": "afd",
+                "gpus_attention": g_a,
+                "gpus_ffn": g_f,
+                "expert_tp": split,
+                "microbatches": m,
+                "r": r,
+                "cross_node": bool(cross),
+            }
+            weight = r * w_a + w_f
+            score = _record(out, target, config, times, pipeline, b_kv, weight, gpus)
+            if score is None:
+                misses += 1
+                if misses >= 3:
+                    break  # more workers only lengthen the step
                 continue
-            cap = space.max_batch or default_max_batch(target.attention_hw)
-            b_kv = kv_limit(near.kv_capacity_tokens, target.stats, cap, near.state_tokens)
-            w_a, w_f = objective_weights(target.objective, g_a, g_f, *target.prices)
-            for m in space.microbatches:
-                pipeline = Pipeline("pingpong", m, model.layers)
-                best_r, best_score, misses = 0, -1.0, 0
-                for r in range(1, space.max_ratio + 1):
-                    gpus = bundle_gpus(r, g_a, g_f)
-                    if space.gpu_budget is not None and gpus > space.gpu_budget:
-                        break
-                    cross = crosses_nodes(target.attention_hw, target.ffn_hw, gpus)
-                    times = far if cross else near
-                    config = {
-                        "architecture": "afd",
-                        "gpus_attention": g_a,
-                        "gpus_ffn": g_f,
-                        "microbatches": m,
-                        "r": r,
-                        "cross_node": bool(cross),
-                    }
-                    weight = r * w_a + w_f
-                    score = _record(out, target, config, times, pipeline, b_kv, weight, gpus)
-                    if score is None:
-                        misses += 1
-                        if misses >= 3:
-                            break  # more workers only lengthen the step
-                        continue
-                    misses = 0
-                    if score > best_score:
-                        best_r, best_score = r, score
-                    elif r > 2 * best_r + 8:
-                        break  # well past the peak of a unimodal objective
+            misses = 0
+            if score > best_score:
+                best_r, best_score = r, score
+            elif r > 2 * best_r + 8:
+                break  # well past the peak of a unimodal objective
 
 
 def colocated_capacity(model: ModelSpec, hw: HardwareSpec, group: int, tp: int = 1) -> int:
@@ -554,16 +630,20 @@ def search_colocated(target: Target, out: _Collector) -> None:
             if space.gpu_budget is not None and g > space.gpu_budget:
                 continue
             for t in (1, 2, 4, 8):
-                if g % t == 0 and t <= hw.scaleup_gpus and attention_tp_problem(model, t) is None:
-                    _colocated_group(target, out, hw, price, g, t)
+                if g % t or t > hw.scaleup_gpus or attention_tp_problem(model, t) is not None:
+                    continue
+                for split in expert_splits(model, g, space, colocated=True):
+                    _colocated_group(target, out, hw, price, g, t, split)
 
 
-def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g: int, t: int):
+def _colocated_group(
+    target: Target, out: _Collector, hw: HardwareSpec, price, g: int, t: int, split: int = 1
+):
     """One colocated group of g GPUs: g/t attention instances of TP t (t = 1: data-parallel
-    attention), the FFN over all g (experts, or a dense MLP's columns), with and without
-    two-batch overlap."""
+    attention), the FFN over all g (experts, each split over ``split`` GPUs, or a dense
+    MLP's columns), with and without two-batch overlap."""
     model, space = target.model, target.space
-    times = colocated_group_times(target, hw, g, t)
+    times = colocated_group_times(target, hw, g, t, split)
     if times is None:
         return
     capacity, cross = times.kv_capacity_tokens or 0, g > hw.scaleup_gpus
@@ -576,6 +656,7 @@ def _colocated_group(target: Target, out: _Collector, hw: HardwareSpec, price, g
             "architecture": colocated_label(hw),
             "gpus_attention": t,
             "gpus_ffn": g,
+            "expert_tp": split,
             "microbatches": m,
             "r": g // t,
             "cross_node": cross,
@@ -598,14 +679,15 @@ def colocated_hardware(
 
 
 def colocated_group_times(
-    target: Target, hw: HardwareSpec, g: int, t: int
+    target: Target, hw: HardwareSpec, g: int, t: int, expert_tp: int = 1
 ) -> LinearStepTimes | None:
-    """The step times of one colocated group of g GPUs of ``hw`` with attention TP t (the
-    anchor and MoE assumptions applied), or None where they do not exist or hold no KV."""
+    """The step times of one colocated group of g GPUs of ``hw`` with attention TP t, each
+    expert split over ``expert_tp`` GPUs (the anchor and MoE assumptions applied), or None
+    where they do not exist or hold no KV."""
     model = target.model
     capacity = colocated_capacity(model, hw, g, t)
     cross = g > hw.scaleup_gpus
-    times = roofline_times(model, hw, hw, t, g, cross, target.anchor, target.moe)
+    times = roofline_times(model, hw, hw, t, g, cross, target.anchor, target.moe, expert_tp)
     if times is None or capacity < 1:
         return None
     return colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}", t)

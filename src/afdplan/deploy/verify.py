@@ -19,6 +19,8 @@ from afdplan.workload import EmpiricalWorkload, Workload
 # Decode steps of the measured window per seed: enough for the step-time p99 to rest on
 # thousands of steps, and for many requests to start and finish inside it.
 WINDOW_STEPS = 3000
+# the configuration's counts each checked row repeats
+SHAPE = ("r", "batch", "microbatches", "gpus_attention", "gpus_ffn", "expert_tp")
 
 
 def _interval(estimate: dict) -> tuple[float, float]:
@@ -53,13 +55,16 @@ def verify(
     t = result.target
     rows = result.top(top).to_dict(orient="records")
     order = "replay" if isinstance(workload, EmpiricalWorkload) else "iid"
-    pct = t.slo.percentile
     out = []
     for i, row in enumerate(rows):
-        g_a, g_f, r = (int(row[k]) for k in ("gpus_attention", "gpus_ffn", "r"))
-        times, _ = bundle_times(t.model, t.attention_hw, t.ffn_hw, g_a, g_f, r, t.anchor, t.moe)
+        g_a, g_f, r, split = (
+            int(row[k]) for k in ("gpus_attention", "gpus_ffn", "r", "expert_tp")
+        )
+        times, _ = bundle_times(
+            t.model, t.attention_hw, t.ffn_hw, g_a, g_f, r, t.anchor, t.moe, split
+        )
         config = SimConfig(
-            ratio=int(row["r"]),
+            ratio=r,
             batch=int(row["batch"]),
             steps=steps,
             mode="pingpong",
@@ -70,32 +75,32 @@ def verify(
             kv_capacity_tokens=times.kv_capacity_tokens,
         )
         summary = simulate_seeds(workload, times, config, list(range(seed, seed + seeds)))
-
-        def ci(metric: str, scale: float = 1.0, summary=summary) -> dict:
-            e = summary.estimate(metric)
-            return {"mean": e.mean * scale, "half_width": e.half_width * scale, "n": e.n}
-
-        step_q = ci(f"step_time_p{pct}_s", 1e3)
-        tpot_q = ci(f"tpot_p{pct}_s", 1e3)
-        out.append(
-            {
-                "r": int(row["r"]),
-                "batch": int(row["batch"]),
-                "microbatches": int(row["microbatches"]),
-                "gpus_attention": int(row["gpus_attention"]),
-                "gpus_ffn": int(row["gpus_ffn"]),
-                "predicted_throughput_per_gpu": row["throughput_per_gpu"],
-                "simulated_throughput_per_gpu": ci("throughput_per_gpu"),
-                "predicted_step_time_ms": row["tpot_ms"],
-                "simulated_step_time_ms": step_q,
-                "simulated_tpot_ms": tpot_q,
-                "percentile": pct,
-                "closed_form_gap": summary.runs[0].closed_form_gap,
-                "slo_status": slo_status(step_q, tpot_q, t.slo.tpot_ms),
-                "seeds": seeds,
-                "steps": steps,
-            }
-        )
+        out.append(_checked(row, summary, t.slo, seeds, steps))
         if progress is not None:
             progress(i + 1, len(rows))
     return out
+
+
+def _checked(row: dict, summary, slo, seeds: int, steps: int) -> dict:
+    """One configuration's prediction beside its simulation (95% CIs over the seeds)."""
+    pct = slo.percentile
+
+    def ci(metric: str, scale: float = 1.0) -> dict:
+        e = summary.estimate(metric)
+        return {"mean": e.mean * scale, "half_width": e.half_width * scale, "n": e.n}
+
+    step_q = ci(f"step_time_p{pct}_s", 1e3)
+    tpot_q = ci(f"tpot_p{pct}_s", 1e3)
+    return {
+        **{k: int(row[k]) for k in SHAPE},
+        "predicted_throughput_per_gpu": row["throughput_per_gpu"],
+        "simulated_throughput_per_gpu": ci("throughput_per_gpu"),
+        "predicted_step_time_ms": row["tpot_ms"],
+        "simulated_step_time_ms": step_q,
+        "simulated_tpot_ms": tpot_q,
+        "percentile": pct,
+        "closed_form_gap": summary.runs[0].closed_form_gap,
+        "slo_status": slo_status(step_q, tpot_q, slo.tpot_ms),
+        "seeds": seeds,
+        "steps": steps,
+    }

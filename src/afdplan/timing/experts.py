@@ -37,6 +37,12 @@ rank (``skew_in_fit``), and φ = 1.
 
 **Distinct ranks** a token reaches (the copies dispatch and combine move):
 d = g·(1 − C(E − E/g, k)/C(E, k)).
+
+**Split experts** (``expert_tp`` t > 1: every expert's columns over t GPUs, the group of
+g = t·e GPUs expert parallel over e slices of t; t = g is vLLM's MoE without
+``--enable-expert-parallel``): the t GPUs of a slice share its load exactly, so the
+barrier is over the e slices, and everything above holds with g replaced by e (one slice
+holding every expert: no spread at all).
 """
 
 from __future__ import annotations
@@ -111,16 +117,22 @@ class Routing:
 class Experts:
     """The routed experts of an MoE FFN: ``experts`` E, ``top_k`` k, the ``routing``, and
     whether the FFN fit already times the busiest rank under it (``skew_in_fit``: rows
-    measured at a skewed routing's most loaded rank). The group size g is the FFN
-    instance's GPU count."""
+    measured at a skewed routing's most loaded rank), and ``expert_tp``: the GPUs each
+    expert is split over. The ``ranks`` the methods take is the FFN instance's GPU count;
+    the barrier is over its ranks / ``expert_tp`` expert-parallel slices (module doc)."""
 
     experts: int
     top_k: int
     routing: Routing = Routing()
     skew_in_fit: bool = False
+    expert_tp: int = 1
 
     def __post_init__(self) -> None:
-        for name, value in (("experts", self.experts), ("top_k", self.top_k)):
+        for name, value in (
+            ("experts", self.experts),
+            ("top_k", self.top_k),
+            ("expert_tp", self.expert_tp),
+        ):
             require(
                 isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1,
                 f"experts.{name} must be an integer >= 1, got {value!r}",
@@ -136,22 +148,32 @@ class Experts:
         )
 
     def _ranks(self, ranks: float) -> int:
-        g = int(ranks)
+        """The expert-parallel slices of a group of ``ranks`` GPUs."""
+        t = self.expert_tp
+        g = int(ranks) // t
         require(
-            g == ranks and 1 <= g <= self.experts and self.experts % g == 0,
-            f"an expert-parallel group of {ranks:g} GPUs must divide the {self.experts} experts",
+            g * t == ranks and 1 <= g <= self.experts and self.experts % g == 0,
+            f"a group of {ranks:g} GPUs with every expert split over {t} is not "
+            f"expert parallel over a divisor of the {self.experts} experts"
+            if t > 1
+            else f"an expert-parallel group of {ranks:g} GPUs must divide the "
+            f"{self.experts} experts",
         )
         return g
 
     def distinct_ranks(self, ranks: float) -> float:
-        """d = g·(1 − C(E − E/g, k)/C(E, k)): ranks one token's k experts reach."""
+        """d = g·(1 − C(E − E/g, k)/C(E, k)): ranks (slices, with split experts) one
+        token's k experts reach."""
         g, e, k = self._ranks(ranks), self.experts, self.top_k
         miss = math.comb(e - e // g, k) / math.comb(e, k)
         return g * (1.0 - miss)
 
     def rank_variance(self, ranks: float) -> float:
         """Var of one token's expert count on one rank: k·(1/g)(1 − 1/g)(E − k)/(E − 1)."""
-        g, e, k = self._ranks(ranks), self.experts, self.top_k
+        return self._variance(self._ranks(ranks))
+
+    def _variance(self, g: int) -> float:
+        e, k = self.experts, self.top_k
         if e == 1:
             return 0.0
         return k * (1 / g) * (1 - 1 / g) * (e - k) / (e - 1)
@@ -172,7 +194,7 @@ class Experts:
             grid = _power_law_grid(self.experts, self.top_k, g, float(self.routing.alpha))
             return np.interp(np.log2(np.maximum(t, 1.0)), np.log2(_GRID), grid)
         mean = t * self.top_k / g
-        sigma = np.sqrt(t * self.rank_variance(g))
+        sigma = np.sqrt(t * self._variance(g))
         spread = expected_max_normal(g) / math.sqrt(1 - 1 / g)
         with np.errstate(divide="ignore", invalid="ignore"):
             phi = np.where(t > 0, 1.0 + sigma * spread / np.where(t > 0, mean, 1.0), 1.0)
@@ -186,12 +208,12 @@ class Experts:
         t = np.asarray(tokens, dtype=np.float64)
         g = self._ranks(ranks)
         if g == 1 or self.skew_in_fit or self.routing.kind == "power-law":
-            return self.imbalance(t, g)
+            return self.imbalance(t, ranks)
         from afdplan.normal import ppf
 
         spread = ppf(q ** (1.0 / g)) / math.sqrt(1 - 1 / g)
         mean = t * self.top_k / g
-        sigma = np.sqrt(t * self.rank_variance(g))
+        sigma = np.sqrt(t * self._variance(g))
         with np.errstate(divide="ignore", invalid="ignore"):
             phi = np.where(t > 0, 1.0 + sigma * spread / np.where(t > 0, mean, 1.0), 1.0)
         return np.clip(phi, 1.0, self._cap(g))
@@ -204,11 +226,11 @@ class Experts:
         t = np.asarray(tokens, dtype=np.float64)
         g = self._ranks(ranks)
         if g == 1 or self.skew_in_fit or self.routing.kind == "power-law":
-            return self.imbalance(t, g)
+            return self.imbalance(t, ranks)
         u_grid, z_grid = _max_normal_inverse(g)
         excess = np.interp(rng.random(t.shape), u_grid, z_grid) / math.sqrt(1 - 1 / g)
         mean = t * self.top_k / g
-        sigma = np.sqrt(t * self.rank_variance(g))
+        sigma = np.sqrt(t * self._variance(g))
         with np.errstate(divide="ignore", invalid="ignore"):
             phi = np.where(t > 0, 1.0 + sigma * excess / np.where(t > 0, mean, 1.0), 1.0)
         return np.clip(phi, 1.0, self._cap(g))

@@ -27,7 +27,8 @@ The coefficients file (JSON or TOML) is the contract with calibration::
                                       #   dispatch and combine inside the FFN group
     [experts]    experts = E  top_k = k  # optional, MoE: the FFN waits for its busiest
                  routing = "balanced" | "power-law:ALPHA"   skew_in_fit = false
-                                      #   expert rank (``afdplan.timing.experts``)
+                 expert_tp = 1        #   expert rank (``afdplan.timing.experts``); the
+                                      #   GPUs each expert is split over (default 1)
 
 With ``[experts]``, t_F(n) is read at n·φ(n), φ the busiest expert rank's load against the
 mean over the g_F ranks of the FFN instance (DESIGN.md §10).
@@ -194,7 +195,7 @@ _SECTION_KEYS = {
 }
 _OPTIONAL_SECTIONS = {
     "exchange": ("alpha", "beta"),
-    "experts": ("experts", "top_k", "routing", "skew_in_fit"),
+    "experts": ("experts", "top_k", "routing", "skew_in_fit", "expert_tp"),
 }
 _META_KEYS = (
     "name",
@@ -313,7 +314,14 @@ def _optional_sections(
             )
         skew = body.get("skew_in_fit", False)
         require(isinstance(skew, bool), f"{source}: experts.skew_in_fit must be true or false")
-        experts = Experts(body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew)
+        split = body.get("expert_tp", 1)
+        require(
+            type(split) is int and split >= 1,
+            f"{source}: experts.expert_tp must be an integer >= 1, got {split!r}",
+        )
+        experts = Experts(
+            body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew, split
+        )
     return exchange, experts
 
 
@@ -371,6 +379,8 @@ def coeffs_to_dict(model: LinearStepTimes) -> dict:
             "routing": str(e.routing),
             "skew_in_fit": e.skew_in_fit,
         }
+        if e.expert_tp > 1:
+            out["experts"]["expert_tp"] = int(e.expert_tp)
     return out
 
 

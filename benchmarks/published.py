@@ -32,11 +32,16 @@ AFD_PLUGIN = (
 # Step-3's "xA2F" (report §7.1, p. 11-12): x attention nodes of 8 GPUs, each GPU a data-
 # parallel attention rank, and two FFN nodes that are one FFN instance "in a hybrid EP+TP
 # way" across both machines: in afdplan's terms r = 8x one-GPU workers and one FFN group of
-# 16 GPUs crossing nodes, at a fixed context (θ = the context, no spread).
+# 16 GPUs crossing nodes, every expert split over the 8 GPUs of a node (EP 2 x TP 8), at a
+# fixed context (θ = the context, no spread).
 STEP3_CAVEATS = (
     "Step-3's FFN is TP 8 inside a node x EP 2 across the two, its attention broadcasting "
-    "each token to both FFN nodes; afdplan prices one EP-16 group (the same FLOPs and "
-    "weight reads, another exchange) on the roofline, with no measured Step-3 kernels",
+    "each token to both FFN nodes; afdplan prices the same layout (--expert-tp 8 on a "
+    "16-GPU group: each token dispatched to the nodes its experts live on over the "
+    "scale-out port, an all-gather and reduce-scatter inside each node) on the roofline, "
+    "with no measured Step-3 kernels; it runs those collectives in series with the experts "
+    "(as AIConfigurator's AFD model does), where Step-3 overlaps them with other "
+    "micro-batches' compute (NVLS, SM-free: report §7.1)",
 )
 V32_GAPS = (
     "the runs force a synthetic balanced routing with 4 local experts per rank that "
@@ -92,7 +97,7 @@ POINTS = (
         4039.0,
         STEP3,
         run={"model": "step3", "hardware": "h800", "r": 16, "batch": 384, "gpus_ffn": 16,
-             "microbatches": 3, "context": 4096, "attention_dtype": "fp8"},
+             "expert_tp": 8, "microbatches": 3, "context": 4096, "attention_dtype": "fp8"},
         caveats=STEP3_CAVEATS,
     ),
     Published(
@@ -102,7 +107,7 @@ POINTS = (
         3321.0,
         STEP3,
         run={"model": "step3", "hardware": "h800", "r": 24, "batch": 252, "gpus_ffn": 16,
-             "microbatches": 3, "context": 4096, "attention_dtype": "bfloat16"},
+             "expert_tp": 8, "microbatches": 3, "context": 4096, "attention_dtype": "bfloat16"},
         caveats=STEP3_CAVEATS,
     ),
     Published(
@@ -112,7 +117,7 @@ POINTS = (
         2643.0,
         STEP3,
         run={"model": "step3", "hardware": "h800", "r": 32, "batch": 192, "gpus_ffn": 16,
-             "microbatches": 3, "context": 8192, "attention_dtype": "fp8"},
+             "expert_tp": 8, "microbatches": 3, "context": 8192, "attention_dtype": "fp8"},
         caveats=STEP3_CAVEATS,
     ),
     *(
@@ -199,7 +204,7 @@ def afd_fixed(run: dict) -> dict:
     model = served_as(load_model(run["model"]), dtype, "fp8", dtype)
     hw = load_hardware(run["hardware"])
     r, b, g_f = run["r"], run["batch"], run["gpus_ffn"]
-    times = roofline_times(model, hw, hw, 1, g_f, True)
+    times = roofline_times(model, hw, hw, 1, g_f, True, expert_tp=run.get("expert_tp", 1))
     pipe = Pipeline("pingpong", run["microbatches"], model.layers)
     step = float(layered_times(pipe, times, float(b), r, run["context"], 0.0, 0.0).step_time)
     return {"tokens_per_gpu": r * b / ((r + g_f) * step), "batch": b,

@@ -693,6 +693,7 @@ def test_verdict_words_and_margin():
         "power-law:1.2 routing",
         "balanced routing, exchange x0.5",
         "balanced routing, exchange x2",
+        "balanced routing, exchange overlapped",
     ]
     assert margin[0]["afd_over_colocated"] == pytest.approx(res.afd_over_colocated)
     for m in margin:

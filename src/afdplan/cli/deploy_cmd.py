@@ -142,6 +142,14 @@ def deploy(
         ),
     ] = None,
     routing: RoutingOpt = None,
+    exchange_overlap: Annotated[
+        bool,
+        typer.Option(
+            "--exchange-overlap/--no-exchange-overlap",
+            help="AFD FFN groups run their expert exchange beside the other micro-batches' "
+            "experts (vLLM's DBO, NVLS collectives), not in series with their own.",
+        ),
+    ] = False,
     objective: ObjectiveOpt = Objective.gpu,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
@@ -185,7 +193,7 @@ def deploy(
     from afdplan.deploy.anchor import resolve_anchor
     from afdplan.timing import Routing
 
-    moe = MoeAssumptions(Routing.parse(routing))
+    moe = MoeAssumptions(Routing.parse(routing), exchange_overlap=exchange_overlap)
 
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     served = load_model(model)  # in the dtypes its config names: what a measured set saw

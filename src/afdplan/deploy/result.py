@@ -383,8 +383,9 @@ def verdict(ratio: float) -> str:
 def verdict_margin(result: DeployResult) -> list[dict]:
     """The verdict's dependence on the uncertain MoE terms: AFD over colocated (both
     searched afresh, the runtime's rules applied) under each other routing of
-    ``ROUTINGS_TRIED`` and with the expert exchange scaled by each of
-    ``EXCHANGE_SCALES_TRIED``; the searched case first."""
+    ``ROUTINGS_TRIED``, with the expert exchange scaled by each of
+    ``EXCHANGE_SCALES_TRIED``, and with the AFD FFN's exchange overlapped with its other
+    micro-batches' experts or not (whichever was not asked); the searched case first."""
     t = result.target
     if result.colocated is None or not t.model.is_moe:
         return []
@@ -393,6 +394,7 @@ def verdict_margin(result: DeployResult) -> list[dict]:
     cases += [replace(asked, routing=r) for r in ROUTINGS_TRIED if r != str(asked.routing)]
     scales = (asked.exchange_scale * k for k in EXCHANGE_SCALES_TRIED)
     cases += [replace(asked, exchange_scale=s) for s in scales]
+    cases.append(replace(asked, exchange_overlap=not asked.exchange_overlap))
     rows = []
     for moe in cases:
         if moe == asked:

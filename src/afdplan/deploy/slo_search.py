@@ -147,19 +147,26 @@ class Space:
 
 @dataclass(frozen=True)
 class MoeAssumptions:
-    """The uncertain terms of the MoE side: how tokens pick experts, and a factor on the
-    expert dispatch and combine (1: as measured or on the link roofline)."""
+    """The uncertain terms of the MoE side: how tokens pick experts, a factor on the
+    expert dispatch and combine (1: as measured or on the link roofline), and whether an
+    AFD FFN group runs that exchange beside the experts of its other micro-batches
+    (``LinearStepTimes.exchange_overlap``) or in series with its own (the default, as
+    AIConfigurator's AFD model prices it)."""
 
     routing: Routing = field(default_factory=Routing)
     exchange_scale: float = 1.0
+    exchange_overlap: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "routing", Routing.parse(self.routing))
         check_positive("exchange scale", self.exchange_scale)
 
     def scale_exchange(self, times: LinearStepTimes) -> LinearStepTimes:
-        """``times`` with the exchange part of the FFN times ``exchange_scale``."""
+        """``times`` with the exchange part of the FFN times ``exchange_scale``, overlapped
+        with the other micro-batches' experts where assumed."""
         x = times.exchange
+        if x is not None and self.exchange_overlap:
+            times = replace(times, exchange_overlap=True)
         if x is None or self.exchange_scale == 1.0:
             return times
         k = self.exchange_scale - 1.0
@@ -169,7 +176,8 @@ class MoeAssumptions:
 
     def describe(self) -> str:
         scale = "" if self.exchange_scale == 1.0 else f", exchange x{self.exchange_scale:g}"
-        return f"{self.routing} routing{scale}"
+        overlap = ", exchange overlapped" if self.exchange_overlap else ""
+        return f"{self.routing} routing{scale}{overlap}"
 
 
 @dataclass(frozen=True)
@@ -601,6 +609,7 @@ def colocated_times(
         times,
         ffn=kernels,
         comm=x,
+        exchange_overlap=False,  # the comm is the exchange already
         comm_scope="aggregate",
         name=name,
         gpus_attention=float(tp),

@@ -25,6 +25,8 @@ The coefficients file (JSON or TOML) is the contract with calibration::
                  scope = "per_worker" | "aggregate" | "fan_in"   (optional, default per_worker)
     [exchange]   alpha = …  beta = …  # optional: the part of [ffn] that is the expert
                                       #   dispatch and combine inside the FFN group
+                 overlap = false      #   true: it runs on the links beside the experts
+                                      #   of other micro-batches (see ``exchange_overlap``)
     [experts]    experts = E  top_k = k  # optional, MoE: the FFN waits for its busiest
                  routing = "balanced" | "power-law:ALPHA"   skew_in_fit = false
                  expert_tp = 1        #   expert rank (``afdplan.timing.experts``); the
@@ -101,6 +103,12 @@ class LinearStepTimes:
     # tensor-parallel group's all-reduce. Colocated decode overlaps it with compute, an
     # anchor leaves it unscaled.
     exchange: Linear | None = None
+    # The exchange runs on the FFN group's links beside the experts of the other
+    # micro-batches (vLLM's dual-batch overlap; Step-3's NVLS collectives, which use no
+    # SMs), not in series with its own: the FFN stage is the kernels alone and each
+    # transfer stage carries half the exchange of the worker's share, r·B tokens a
+    # round trip. Neutral with one micro-batch (the stages run in series anyway).
+    exchange_overlap: bool = False
     experts: Experts | None = None  # MoE: the FFN waits for its busiest expert rank
     # The part of ``attention`` (γ per sequence, β) that is a split attention's
     # tensor-parallel all-reduce: an anchor scales the kernels and leaves it alone. Not
@@ -124,6 +132,10 @@ class LinearStepTimes:
         require(
             self.comm_scope in COMM_SCOPES, f"comm scope must be one of {', '.join(COMM_SCOPES)}"
         )
+        require(
+            not self.exchange_overlap or self.exchange is not None,
+            "exchange overlap needs the FFN's exchange ([exchange])",
+        )
 
     # The three stage times, vectorised; the simulator calls these too.
     def attention_time(self, batch: np.ndarray | float, kv_tokens: np.ndarray | float):
@@ -133,8 +145,12 @@ class LinearStepTimes:
     def ffn_time(self, tokens: np.ndarray | float, imbalance=None):
         """Seconds for the FFN instance on a micro-batch of ``tokens`` (r·B/m): the
         busiest expert rank's, at ``tokens``·φ (``imbalance`` φ, by default its expected
-        value; 1 without ``experts``)."""
-        return self.ffn(self.effective_tokens(tokens, imbalance))
+        value; 1 without ``experts``); without the exchange when it overlaps."""
+        effective = self.effective_tokens(tokens, imbalance)
+        if self.exchange_overlap:
+            assert self.exchange is not None
+            return self.ffn(effective) - self.exchange(effective)
+        return self.ffn(effective)
 
     def effective_tokens(self, tokens, imbalance=None):
         """``tokens``·φ: the batch an evenly loaded group would run in the time its
@@ -161,8 +177,18 @@ class LinearStepTimes:
         return replace(self, experts=replace(self.experts, routing=routing))
 
     def comm_time(self, batch: np.ndarray | float, ratio: np.ndarray | float):
-        """Seconds of the A↔F round trip for ``ratio`` workers of ``batch`` tokens each."""
-        return self.comm(transfer_tokens(self.comm_scope, batch, ratio, self.gpus_ffn))
+        """Seconds of the A↔F round trip for ``ratio`` workers of ``batch`` tokens each
+        (with the FFN's exchange of their ratio·batch tokens when it overlaps)."""
+        moved = self.comm(transfer_tokens(self.comm_scope, batch, ratio, self.gpus_ffn))
+        return moved + self.overlapped_exchange(batch, ratio)
+
+    def overlapped_exchange(self, batch, ratio):
+        """The exchange the transfers carry (``exchange_overlap``), else 0: on the
+        ``ratio``·``batch`` tokens of a micro-batch."""
+        if not self.exchange_overlap:
+            return 0.0
+        assert self.exchange is not None
+        return self.exchange(np.asarray(batch, dtype=np.float64) * ratio)
 
     def with_comm_scope(self, scope: str) -> LinearStepTimes:
         return replace(self, comm_scope=scope)  # type: ignore[arg-type]
@@ -194,7 +220,7 @@ _SECTION_KEYS = {
     "comm": ("alpha", "beta", "scope"),
 }
 _OPTIONAL_SECTIONS = {
-    "exchange": ("alpha", "beta"),
+    "exchange": ("alpha", "beta", "overlap"),
     "experts": ("experts", "top_k", "routing", "skew_in_fit", "expert_tp"),
 }
 _META_KEYS = (
@@ -266,7 +292,7 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         type(state) is int and state >= 0,
         f"{source}: meta.state_tokens must be an integer >= 0, got {state!r}",
     )
-    exchange, experts = _optional_sections(data, source, scale)
+    exchange, experts, overlap = _optional_sections(data, source, scale)
     return LinearStepTimes(
         attention=AttentionLinear(**values["attention"]),
         ffn=Linear(**values["ffn"]),
@@ -284,17 +310,19 @@ def coeffs_from_dict(data: dict, source: str = "coefficients") -> LinearStepTime
         curves=curves,
         layers=None if layers is None else int(_number(f"{source}: meta.layers", layers)),
         exchange=exchange,
+        exchange_overlap=overlap,
         experts=experts,
     )
 
 
 def _optional_sections(
     data: dict, source: str, scale: float | None
-) -> tuple[Linear | None, Experts | None]:
-    """``[exchange]`` (in the file's time unit) and ``[experts]``, each validated."""
+) -> tuple[Linear | None, Experts | None, bool]:
+    """``[exchange]`` (in the file's time unit; whether it overlaps) and ``[experts]``,
+    each validated."""
     for section, keys in _OPTIONAL_SECTIONS.items():
         _section(data, section, keys, source)
-    exchange = None
+    exchange, overlap = None, False
     if "exchange" in data:
         body = data["exchange"]
         for key in ("alpha", "beta"):
@@ -304,6 +332,8 @@ def _optional_sections(
             alpha=_number(f"{source}: exchange.alpha", body["alpha"]) * k,
             beta=_number(f"{source}: exchange.beta", body["beta"]) * k,
         )
+        overlap = body.get("overlap", False)
+        require(isinstance(overlap, bool), f"{source}: exchange.overlap must be true or false")
     experts = None
     if "experts" in data:
         body = data["experts"]
@@ -322,7 +352,7 @@ def _optional_sections(
         experts = Experts(
             body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew, split
         )
-    return exchange, experts
+    return exchange, experts, overlap
 
 
 def _section(data: dict, section: str, keys: tuple[str, ...], source: str) -> dict:
@@ -371,6 +401,8 @@ def coeffs_to_dict(model: LinearStepTimes) -> dict:
     }
     if model.exchange is not None:
         out["exchange"] = asdict(model.exchange)
+        if model.exchange_overlap:
+            out["exchange"]["overlap"] = True
     if model.experts is not None:
         e = model.experts
         out["experts"] = {

@@ -147,7 +147,9 @@ class TableStepTimes:
         curve read at ``tokens``·φ, as ``LinearStepTimes.ffn_time``)."""
         if self.ffn is None:
             return self.fallback.ffn_time(tokens, imbalance)
-        return self.ffn(self.fallback.effective_tokens(tokens, imbalance))
+        effective = self.fallback.effective_tokens(tokens, imbalance)
+        # an overlapped exchange leaves the stage (the linear fit of its part of the rows)
+        return self.ffn(effective) - self.fallback.overlapped_exchange(effective, 1.0)
 
     def with_routing(self, routing) -> TableStepTimes:
         return replace(self, fallback=self.fallback.with_routing(routing))
@@ -156,7 +158,8 @@ class TableStepTimes:
         if self.comm is None:
             return self.fallback.comm_time(batch, ratio)
         scope, g_f = self.comm_scope, self.fallback.gpus_ffn
-        return self.comm(transfer_tokens(scope, np.asarray(batch, dtype=np.float64), ratio, g_f))
+        moved = self.comm(transfer_tokens(scope, np.asarray(batch, dtype=np.float64), ratio, g_f))
+        return moved + self.fallback.overlapped_exchange(batch, ratio)
 
     def with_comm_scope(self, scope: str) -> TableStepTimes:
         return replace(self, fallback=self.fallback.with_comm_scope(scope))

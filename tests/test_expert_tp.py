@@ -229,3 +229,27 @@ def test_split_models_with_redundant_experts():
     spec = replace(DSV3, redundant_experts=8)
     assert expert_layout_problem(spec, 8, 1) is None
     assert expert_layout_problem(spec, 24, 8) is None
+
+
+def test_plan_and_simulate_take_the_split(cli, aic):
+    from afdplan.calibrate.measured_sets import shipped_sources
+    from afdplan.calibrate.resolve import resolve_coeffs, resolve_step_times
+
+    roof = resolve_coeffs("roofline:deepseek-v3@h200", gpus_ffn=8, expert_tp=8)
+    assert roof == derive(DSV3, H200, 1, 8, expert_tp=8).times
+    # a shipped measured set is read again from its tables' split rows
+    linear, _ = resolve_step_times("deepseek-v3-h200", None, None, expert_tp=8)
+    want = shipped_sources()["deepseek-v3-h200"].ffn(8, None, 8)
+    assert (linear.ffn, linear.exchange) == want and linear.experts.expert_tp == 8
+    split = cli("plan", "--coeffs", "deepseek-v3-h200", "--expert-tp", "8", "--json")
+    whole = cli("plan", "--coeffs", "deepseek-v3-h200", "--json")
+    assert split.code == 0 and whole.code == 0, split.err
+    assert split.out != whole.out
+    res = cli("plan", "--coeffs", "paper-v1-dsv3-910c", "--expert-tp", "8")
+    assert res.code == 2 and "was fitted with every expert split over 1" in res.err
+    res = cli("simulate", "--coeffs", "roofline:deepseek-v3@h200", "--gpus-ffn", "8",
+              "--expert-tp", "8", "-r", "4", "-B", "32", "--requests", "2000")  # fmt: skip
+    assert res.code == 0, res.err
+    res = cli("plan", "--coeffs", "roofline:deepseek-v3@h200", "--gpus-ffn", "8",
+              "--expert-tp", "3")  # fmt: skip
+    assert res.code == 2 and "expert TP 3 does not divide the FFN group of 8" in res.err

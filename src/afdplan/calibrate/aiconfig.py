@@ -307,7 +307,8 @@ def measured_tables(
     ``routing``'s rows (balanced by default), every expert split over ``expert_tp`` GPUs
     (the tables' ``moe_tp_size``), its expert dispatch and combine measured where the
     framework's DeepEP table covers the group, else on the link roofline of ``hw`` (the
-    system's hardware preset), the split experts' all-reduce from the framework's own."""
+    system's hardware preset), the split experts' all-gather and reduce-scatter from the
+    system's NCCL table (``gather_scatter``)."""
     require(gpus_attention >= 1 and gpus_ffn >= 1, "GPU counts must be >= 1")
     data = resolve_version(system, framework, model, version)
     notes: list[str] = [f"aiconfigurator-core data: {system} {framework} {data.version}"]
@@ -542,10 +543,10 @@ def _exchange(
     """Seconds per step of moving micro-batches of ``tokens`` to a g-GPU group's experts
     and back (DESIGN.md §10), every expert split over ``expert_tp`` = t GPUs: between the
     e = g/t expert-parallel slices, DeepEP's low-latency kernels as the framework's
-    ``moe_a2a`` table measured them (per-rank ``num_tokens`` = T/e, the group and node
-    count exact), else the link roofline of ``calibrate.roofline.expert_exchange``; inside
-    a slice, an all-gather and a reduce-scatter over its t GPUs of the tokens it serves
-    (``gather_scatter``)."""
+    ``moe_a2a`` table measured them for whole experts (per-rank ``num_tokens`` = T/g, the
+    group and node count exact), else the link roofline of
+    ``calibrate.roofline.expert_exchange``; inside a slice, an all-gather and a
+    reduce-scatter over its t GPUs of the tokens it serves (``gather_scatter``)."""
     from afdplan.calibrate.roofline import expert_exchange, model_experts
 
     t, e = expert_tp, g // expert_tp

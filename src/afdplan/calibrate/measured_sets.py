@@ -35,12 +35,13 @@ class MeasuredSource:
     gpus_ffn: int = 1  # the set's own FFN group (read when only the attention side is wanted)
 
     def calibrate(
-        self, g_a: int, g_f: int, name: str, routing: str | None = None
+        self, g_a: int, g_f: int, name: str, routing: str | None = None, expert_tp: int = 1
     ) -> tuple[LinearStepTimes, pd.DataFrame]:
         """The coefficients (named ``name``) and measured rows at attention TP ``g_a``,
-        FFN group ``g_f`` and ``routing`` (default balanced; a one-line error when the
-        tables lack a size or a routing)."""
-        times, rows = _calibrated(self, g_a, g_f, routing)
+        FFN group ``g_f`` with every expert split over ``expert_tp`` of it, and ``routing``
+        (default balanced; a one-line error when the tables lack a size, a layout or a
+        routing)."""
+        times, rows = _calibrated(self, g_a, g_f, routing, expert_tp)
         return replace(times, name=name), rows
 
     def check_fits(self, g_f: int) -> None:

@@ -24,9 +24,12 @@ def resolve_coeffs(
     gpus_ffn: int | None = None,
     dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
     link: str | None = None,
+    expert_tp: int = 1,
 ) -> LinearStepTimes:
     """A coefficient set: built-in name, JSON/TOML file, or ``roofline:MODEL@HARDWARE``
-    (``roofline:MODEL@ATTENTION_HW+FFN_HW`` for a heterogeneous pair).
+    (``roofline:MODEL@ATTENTION_HW+FFN_HW`` for a heterogeneous pair); ``expert_tp``: the
+    GPUs each routed expert is split over in the FFN group (a roofline derives it; a
+    fitted set must have been fitted so).
 
     ``gpus_attention``/``gpus_ffn`` set the GPUs per instance: a roofline set is derived
     for them (attention TP, FFN group size); a fitted set keeps its step times and only
@@ -56,7 +59,13 @@ def resolve_coeffs(
             check_ffn_fits(spec_model, other_hw or side_hw, gpus_ffn)
         chosen = None if link is None else parse_link(link)
         times = derive(
-            spec_model, side_hw, gpus_attention or 1, gpus_ffn, other_hw, link=chosen
+            spec_model,
+            side_hw,
+            gpus_attention or 1,
+            gpus_ffn,
+            other_hw,
+            link=chosen,
+            expert_tp=expert_tp,
         ).times
         if chosen is not None:
             times = replace(times, name=f"{times.name} over {chosen.name}")
@@ -68,6 +77,13 @@ def resolve_coeffs(
             "(afdplan deploy rescales a measured anchor)",
         )
         times = load_coeffs(spec)
+        own = 1 if times.experts is None else times.experts.expert_tp
+        require(
+            expert_tp == own,
+            f"--expert-tp {expert_tp}: {times.name} was fitted with every expert split over "
+            f"{own} GPU(s); use roofline:MODEL@HW, a shipped measured set (read again from its "
+            "tables) or calibrate that layout (afdplan calibrate --system ... --expert-tp)",
+        )
         for name, value in (("gpus_attention", gpus_attention), ("gpus_ffn", gpus_ffn)):
             if value is not None:
                 option = f"--{name.replace('_', '-')}"
@@ -137,6 +153,7 @@ def resolve_step_times(
     dtypes: tuple[str | None, str | None, str | None] = (None, None, None),
     link: str | None = None,
     routing: str | None = None,
+    expert_tp: int = 1,
 ) -> tuple[LinearStepTimes, StepTimes]:
     """(the linear coefficients, the same overlaid by measured tables where given).
 
@@ -146,9 +163,9 @@ def resolve_step_times(
     calibration's own measured curves. Any other set takes ``routing`` as the spread
     over its expert ranks (``LinearStepTimes.with_routing``).
     """
-    other = _at_other_sizes(spec, gpus, dtypes, routing)
+    other = _at_other_sizes(spec, gpus, dtypes, routing, expert_tp)
     if other is None:
-        linear = resolve_coeffs(spec, comm, *gpus, dtypes, link)
+        linear = resolve_coeffs(spec, comm, *gpus, dtypes, link, expert_tp)
         if routing is not None:
             linear = linear.with_routing(routing)
         return linear, linear if tables is None else read_tables(tables, linear)
@@ -166,31 +183,46 @@ def resolve_step_times(
 
 
 def _at_other_sizes(
-    spec: str, gpus: tuple[int | None, int | None], dtypes: tuple, routing: str | None = None
+    spec: str,
+    gpus: tuple[int | None, int | None],
+    dtypes: tuple,
+    routing: str | None = None,
+    expert_tp: int = 1,
 ) -> tuple[LinearStepTimes, object] | None:
-    """A shipped measured set recalibrated at the asked sizes or skewed routing, or None
-    where that does not apply (another set, its own sizes and balanced routing, other
-    dtypes, or no tables installed: a skewed routing then needs the tables)."""
+    """A shipped measured set recalibrated at the asked sizes, split experts or skewed
+    routing, or None where that does not apply (another set, its own sizes and layout and
+    balanced routing, other dtypes, or no tables installed: a skewed routing or split
+    experts then need the tables)."""
     from afdplan.calibrate.measured_sets import shipped_sources, tables_installed
     from afdplan.timing import Routing
 
     source = shipped_sources().get(spec)
     skewed = routing is not None and Routing.parse(routing).kind == "power-law"
-    if source is None or dtypes != (None, None, None) or (gpus == (None, None) and not skewed):
+    split = expert_tp != 1
+    if source is None or dtypes != (None, None, None):
+        return None
+    if gpus == (None, None) and not skewed and not split:
         return None
     own = load_coeffs(spec)
     g_a = int(gpus[0]) if gpus[0] is not None else int(own.gpus_attention)
     g_f = int(gpus[1]) if gpus[1] is not None else int(own.gpus_ffn)
     for value, option in ((g_a, "--gpus-attention"), (g_f, "--gpus-ffn")):
         require(value >= 1, f"{option} must be >= 1, got {value}")
-    if skewed:
+    for wanted, option in ((skewed, f"--routing {routing}"), (split, f"--expert-tp {expert_tp}")):
         require(
-            tables_installed(),
-            f"--routing {routing}: {spec} reads skewed routing from the aiconfigurator-core "
-            "tables it came from; install the measured extra (pip install 'afdplan[measured]')",
+            not wanted or tables_installed(),
+            f"{option}: {spec} reads it from the aiconfigurator-core tables it came from; "
+            "install the measured extra (pip install 'afdplan[measured]')",
         )
-    elif (g_a, g_f) == (own.gpus_attention, own.gpus_ffn) or not tables_installed():
+    if not (skewed or split) and (
+        (g_a, g_f) == (own.gpus_attention, own.gpus_ffn) or not tables_installed()
+    ):
         return None
     source.check_fits(g_f)
-    label = f"{spec} at TP {g_a}, FFN group {g_f}" + (f", {routing} routing" if skewed else "")
-    return source.calibrate(g_a, g_f, label, str(Routing.parse(routing)) if skewed else None)
+    label = (
+        f"{spec} at TP {g_a}, FFN group {g_f}"
+        + (f" (every expert over {expert_tp})" if split else "")
+        + (f", {routing} routing" if skewed else "")
+    )
+    rows = str(Routing.parse(routing)) if skewed else None
+    return source.calibrate(g_a, g_f, label, rows, expert_tp)

@@ -9,6 +9,7 @@ import typer
 
 from afdplan.choices import Framework
 from afdplan.cli.common import (
+    ExpertTpOpt,
     JsonOpt,
     OutputOpt,
     OutTable,
@@ -40,14 +41,7 @@ def calibrate(
     gpus_ffn: Annotated[
         int | None, typer.Option("--gpus-ffn", help="GPUs per FFN instance [fewest that fit].")
     ] = None,
-    expert_tp: Annotated[
-        int,
-        typer.Option(
-            "--expert-tp",
-            help="GPUs each routed expert is split over in the FFN instance (1: expert "
-            "parallel).",
-        ),
-    ] = 1,
+    expert_tp: ExpertTpOpt = 1,
     mem_efficiency: Annotated[
         float | None, typer.Option("--mem-efficiency", help=_EFF_HELP)
     ] = None,

@@ -142,6 +142,13 @@ GpusFfnOpt = Annotated[
     int | None,
     typer.Option("--gpus-ffn", help="GPUs in the FFN group (EP/TP) [the coefficient set's]."),
 ]
+ExpertTpOpt = Annotated[
+    int,
+    typer.Option(
+        "--expert-tp",
+        help="GPUs each routed expert is split over in the FFN group (1: expert parallel).",
+    ),
+]
 PriceAttOpt = Annotated[
     float | None,
     typer.Option("--price-attention", help="$ per GPU-hour of the Attention side (for cost)."),
@@ -462,17 +469,19 @@ def load_step_times(
     dtypes: tuple = (None, None, None),
     link: str | None = None,
     routing: str | None = None,
+    expert_tp: int = 1,
 ):
     """(the linear coefficients, the step times to use): the given measured tables, else
     the coefficient set's own curves (unless ``linear_only``), else the linear model.
     ``dtypes``: the ``--weight-dtype``, ``--ffn-dtype``, ``--kv-dtype`` choices; ``link``
-    the ``--link``; ``routing`` the ``--routing``."""
+    the ``--link``; ``routing`` the ``--routing``; ``expert_tp`` the ``--expert-tp``."""
     from afdplan.calibrate.resolve import resolve_step_times, set_curves
 
     names = tuple(None if d is None else d.value for d in dtypes)
     linear, times = resolve_step_times(
-        coeffs, None if comm is None else comm.value, tables, gpus, names, link, routing
-    )
+        coeffs, None if comm is None else comm.value, tables, gpus, names, link, routing,
+        expert_tp,
+    )  # fmt: skip
     if linear_only and tables is None:
         times = linear
     elif tables is None and times is linear:

@@ -14,6 +14,7 @@ from afdplan.cli.common import (
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    ExpertTpOpt,
     FfnDtypeOpt,
     GpusAttOpt,
     GpusFfnOpt,
@@ -81,6 +82,7 @@ def plan(
     objective: ObjectiveOpt = Objective.gpu,
     gpus_attention: GpusAttOpt = None,
     gpus_ffn: GpusFfnOpt = None,
+    expert_tp: ExpertTpOpt = 1,
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
@@ -106,7 +108,9 @@ def plan(
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
     dtypes = (weight_dtype, ffn_dtype, kv_dtype)
-    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only, dtypes, link, routing)
+    linear, times = load_step_times(
+        coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp
+    )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     # Measured curves by default (the linear fit stays for the closed-form breakpoints

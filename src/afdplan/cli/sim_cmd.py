@@ -14,6 +14,7 @@ from afdplan.cli.common import (
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    ExpertTpOpt,
     FfnDtypeOpt,
     GpusAttOpt,
     GpusFfnOpt,
@@ -185,6 +186,7 @@ def simulate(
     mode: ModeOpt = None,
     gpus_attention: GpusAttOpt = None,
     gpus_ffn: GpusFfnOpt = None,
+    expert_tp: ExpertTpOpt = 1,
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
@@ -272,7 +274,9 @@ def simulate(
     wl = load_workload(trace, workload, prompt_col, decode_col, drop_invalid)
     gpus = (gpus_attention, gpus_ffn)
     dtypes = (weight_dtype, ffn_dtype, kv_dtype)
-    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only, dtypes, link, routing)
+    linear, times = load_step_times(
+        coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp
+    )
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     stats = wl.stats()
     if b is not None:
@@ -475,6 +479,7 @@ def sweep(
     objective: ObjectiveOpt = Objective.gpu,
     gpus_attention: GpusAttOpt = None,
     gpus_ffn: GpusFfnOpt = None,
+    expert_tp: ExpertTpOpt = 1,
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
@@ -510,7 +515,9 @@ def sweep(
     prices = (price_attention, price_ffn)
     gpus = (gpus_attention, gpus_ffn)
     dtypes = (weight_dtype, ffn_dtype, kv_dtype)
-    linear, times = load_step_times(coeffs, comm, tables, gpus, linear_only, dtypes, link, routing)
+    linear, times = load_step_times(
+        coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp
+    )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     for wl in workloads.values():

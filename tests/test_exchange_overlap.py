@@ -106,3 +106,34 @@ def test_deploy_cli_flag(cli):
     data = res.json()
     assert data["chosen_step_times"]["exchange"]["overlap"] is True
     assert data["colocated"]["margin"][0]["assumption"].endswith("exchange overlapped")
+
+
+def test_the_closed_simulator_and_the_theory_agree_with_it():
+    from afdplan.sim import SimConfig, simulate
+
+    wl = parse_workload("fixed:prefill=1024,decode=128")
+    pipe = Pipeline("pingpong", 2, DSV3.layers)
+    config = SimConfig(ratio=8, batch=64, steps=2000, mode="pingpong", microbatches=2,
+                       layers=DSV3.layers, exact=True, seed=0)  # fmt: skip
+    for times in (SERIAL, OVERLAP):
+        run = simulate(wl, times, config)
+        stats = wl.stats()
+        theory = float(
+            layered_times(pipe, times, 64.0, 8, stats.theta, stats.v, 0.0).step_time
+        )
+        assert run.mean_step_time_s == pytest.approx(theory, rel=0.02)
+    assert simulate(wl, OVERLAP, config).mean_step_time_s < simulate(
+        wl, SERIAL, config
+    ).mean_step_time_s
+
+
+def test_plan_and_simulate_take_the_flag(cli):
+    serial = cli("plan", "--pipeline", "pingpong", "-m", "2", "--json").json()
+    overlap = cli("plan", "--pipeline", "pingpong", "-m", "2", "--exchange-overlap",
+                  "--json").json()  # fmt: skip
+    assert serial != overlap
+    res = cli("plan", "--coeffs", "paper-v1-dsv3-910c", "--exchange-overlap")
+    assert res.code == 2 and "holds no expert exchange" in res.err
+    res = cli("simulate", "-r", "8", "-B", "64", "--pipeline", "pingpong", "-m", "2",
+              "--exchange-overlap", "--requests", "3000")  # fmt: skip
+    assert res.code == 0, res.err

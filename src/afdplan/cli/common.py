@@ -149,6 +149,14 @@ ExpertTpOpt = Annotated[
         help="GPUs each routed expert is split over in the FFN group (1: expert parallel).",
     ),
 ]
+ExchangeOverlapOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exchange-overlap/--no-exchange-overlap",
+        help="AFD FFN groups run their expert exchange beside the other micro-batches' "
+        "experts (vLLM's DBO, NVLS collectives), not in series with their own.",
+    ),
+]
 PriceAttOpt = Annotated[
     float | None,
     typer.Option("--price-attention", help="$ per GPU-hour of the Attention side (for cost)."),
@@ -470,11 +478,15 @@ def load_step_times(
     link: str | None = None,
     routing: str | None = None,
     expert_tp: int = 1,
+    exchange_overlap: bool = False,
 ):
     """(the linear coefficients, the step times to use): the given measured tables, else
     the coefficient set's own curves (unless ``linear_only``), else the linear model.
     ``dtypes``: the ``--weight-dtype``, ``--ffn-dtype``, ``--kv-dtype`` choices; ``link``
-    the ``--link``; ``routing`` the ``--routing``; ``expert_tp`` the ``--expert-tp``."""
+    the ``--link``; ``routing`` the ``--routing``; ``expert_tp`` the ``--expert-tp``;
+    ``exchange_overlap`` the ``--exchange-overlap``."""
+    from dataclasses import replace
+
     from afdplan.calibrate.resolve import resolve_step_times, set_curves
 
     names = tuple(None if d is None else d.value for d in dtypes)
@@ -482,6 +494,14 @@ def load_step_times(
         coeffs, None if comm is None else comm.value, tables, gpus, names, link, routing,
         expert_tp,
     )  # fmt: skip
+    if exchange_overlap:
+        require(
+            linear.exchange is not None,
+            f"--exchange-overlap: {linear.name} holds no expert exchange ([exchange])",
+        )
+        overlapped = replace(linear, exchange_overlap=True)
+        times = overlapped if times is linear else replace(times, fallback=overlapped)
+        linear = overlapped
     if linear_only and tables is None:
         times = linear
     elif tables is None and times is linear:

@@ -12,6 +12,7 @@ from afdplan.choices import Objective, Percentile, Runtime
 from afdplan.cli.common import (
     DecodeColOpt,
     DropInvalidOpt,
+    ExchangeOverlapOpt,
     FfnDtypeOpt,
     JsonOpt,
     KvDtypeOpt,
@@ -142,14 +143,7 @@ def deploy(
         ),
     ] = None,
     routing: RoutingOpt = None,
-    exchange_overlap: Annotated[
-        bool,
-        typer.Option(
-            "--exchange-overlap/--no-exchange-overlap",
-            help="AFD FFN groups run their expert exchange beside the other micro-batches' "
-            "experts (vLLM's DBO, NVLS collectives), not in series with their own.",
-        ),
-    ] = False,
+    exchange_overlap: ExchangeOverlapOpt = False,
     objective: ObjectiveOpt = Objective.gpu,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,

@@ -14,6 +14,7 @@ from afdplan.cli.common import (
     CommOpt,
     DecodeColOpt,
     DropInvalidOpt,
+    ExchangeOverlapOpt,
     ExpertTpOpt,
     FfnDtypeOpt,
     GpusAttOpt,
@@ -83,6 +84,7 @@ def plan(
     gpus_attention: GpusAttOpt = None,
     gpus_ffn: GpusFfnOpt = None,
     expert_tp: ExpertTpOpt = 1,
+    exchange_overlap: ExchangeOverlapOpt = False,
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
@@ -109,7 +111,8 @@ def plan(
     gpus = (gpus_attention, gpus_ffn)
     dtypes = (weight_dtype, ffn_dtype, kv_dtype)
     linear, times = load_step_times(
-        coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp
+        coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp,
+        exchange_overlap,
     )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)

@@ -383,7 +383,7 @@ CASES: list[tuple[list[str], str]] = [
             "3000",
             "--no-curve",
         ],
-        "no fleet of up to 2 bundles meets the SLOs",
+        "no fleet of up to 2 bundles keeps up with 100000 req/s",
     ),
     (
         ["capacity", "--rate", "10x", "--workload", "fixed:prefill=10,decode=5", "--tpot-ms", "80"],

@@ -97,7 +97,7 @@ def test_simulated_ffn_time_is_the_expected_busiest_rank():
     # Overlap, FFN-bound at every step (B = 256 short sequences, r = 24): the mean step is
     # the mean FFN time, which the theory reads at T·E[φ] (linear in φ on a linear fit).
     wl = parse_workload("fixed:prefill=100,decode=1")
-    cfg = SimConfig(ratio=24, batch=256, steps=4000, warmup="cold", warmup_steps=0, seed=3)
+    cfg = SimConfig(ratio=24, batch=256, steps=1000, warmup="cold", warmup_steps=0, seed=3)
     res = simulate(wl, DSV3, cfg)
     tokens = 24 * 256
     expected = float(DSV3.ffn_time(tokens))

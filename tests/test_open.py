@@ -266,8 +266,14 @@ def test_impossible_slos_are_refused():
     f = fleet(bundles=1)
     with pytest.raises(InputError, match="even an idle bundle's step takes"):
         size_fleet(WORKLOAD, f, Arrivals("poisson", 10.0), Slos(tpot_s=0.01), 1000)
-    with pytest.raises(InputError, match="no fleet of up to 2 bundles meets"):
+    # far past what 2 bundles saturate at: refused from the closed form, nothing simulated
+    with pytest.raises(InputError, match="no fleet of up to 2 bundles keeps up"):
         size_fleet(WORKLOAD, f, Arrivals("poisson", 1e4), Slos(wait_s=0.1), 4000, max_bundles=2)
+    # within reach but an SLO none meets: simulated, and the best one seen is named
+    sat = saturation_rate(f, WORKLOAD)
+    with pytest.raises(InputError, match="no fleet of up to 2 bundles meets the SLOs"):
+        size_fleet(WORKLOAD, f, Arrivals("poisson", 1.2 * sat), Slos(wait_s=1e-9), 4000,
+                   max_bundles=2)  # fmt: skip
 
 
 def test_step_time_grows_with_occupancy():

@@ -8,9 +8,10 @@ environment: ``python -m venv aic && aic/bin/pip install aiconfigurator==0.12.0`
 It imports nothing from afdplan (the grid is data in this file), calls
 ``aiconfigurator.cli.api.cli_estimate`` — ``mode="afd"`` for AFD bundles and
 ``mode="static_gen"`` for colocated decode steps, the MoE expert parallel or every expert
-split over the group — and writes, per point, the per-layer times AIConfigurator reports
-(attention, FFN, each transfer direction), its step time, and the per-operation breakdown
-of the FFN and attention workers (per step, ms). Each point is
+split over the group, and split with MTP (``nextn``) — and writes, per point, the
+per-layer times AIConfigurator reports (attention, FFN, each transfer direction), its step
+time, and the per-operation breakdown of the FFN and attention workers (per step, ms).
+Each point is
 taken at one context length (``osl = 2``: one decode step at ``isl + 1`` KV tokens) so a
 comparison needs no averaging over the decode trace. Routing: AIConfigurator's models pick
 ``power_law`` (α 1.01 for DeepSeek, 1.2 for other MoE models) unless told otherwise; the
@@ -52,6 +53,9 @@ ISL = 1024
 # parallel (moe_ep = group) or every expert split over the group (moe_tp = group)
 COLOCATED_GRID = (16, 64, 128)
 COLOCATED_LAYOUTS = ("ep", "tp")
+# MTP (draft depth, mean accepted drafts a step) on the split-experts colocated points of
+# the models that carry MTP layers (DeepSeek-V3: num_nextn_predict_layers = 1)
+COLOCATED_MTP = {"deepseek-v3": (1, 0.8)}
 
 
 def _quiet() -> None:
@@ -129,13 +133,16 @@ def afd_point(hf: str, system: str, framework: str, per_node: int, nodes: int, b
     }
 
 
-def colocated_point(hf: str, system: str, framework: str, per_node: int, b: int, split: int):
+def colocated_point(
+    hf: str, system: str, framework: str, per_node: int, b: int, split: int, mtp=None
+):
     from aiconfigurator.cli.api import cli_estimate
 
+    extra = {} if mtp is None else {"nextn": mtp[0], "nextn_accepted": mtp[1]}
     result = cli_estimate(
         hf, system, mode="static_gen", backend_name=framework, isl=ISL, osl=2,
         batch_size=b, tp_size=1, attention_dp_size=per_node, moe_tp_size=split,
-        moe_ep_size=per_node // split,
+        moe_ep_size=per_node // split, **extra,
     )  # fmt: skip
     ops = result.per_ops_data or {"generation": result.summary.get_generation_latency_dict()}
     return {"tpot": float(result.tpot), "per_op_ms": _flat(ops)}
@@ -181,6 +188,13 @@ def model_points(name, hf, system, framework, per_node, distribution) -> list[di
             points.append(
                 _attempt(point, colocated_point, hf, system, framework, per_node, b, split)
             )
+    mtp = COLOCATED_MTP.get(name)
+    for b in COLOCATED_GRID if mtp is not None else ():
+        point = {"kind": "colocated", **common, "batch": b, "group": per_node,
+                 "expert_tp": per_node, "mtp": list(mtp)}  # fmt: skip
+        points.append(
+            _attempt(point, colocated_point, hf, system, framework, per_node, b, per_node, mtp)
+        )
     return points
 
 

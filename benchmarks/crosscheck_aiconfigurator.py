@@ -37,7 +37,8 @@ and three step times, all under AIConfigurator's optimistic cycle model
 
 Colocated decode (data-parallel attention, the MoE on one node expert parallel or every
 expert split over it, no two-batch overlap) is compared with AIConfigurator's
-``static_gen`` estimate at three batches.
+``static_gen`` estimate at three batches, and for DeepSeek-V3 split with MTP (one draft
+token, 0.8 accepted a step; TPOT per token of progress in both).
 """
 
 from __future__ import annotations
@@ -205,7 +206,11 @@ def _layers(point: dict) -> int:
 
 
 def colocated(point: dict) -> dict:
-    """afdplan's colocated step (m = 1: no two-batch overlap) against static_gen's TPOT."""
+    """afdplan's colocated step (m = 1: no two-batch overlap) against static_gen's TPOT; a
+    point with MTP is read on the linear fit (``Mtp`` scales linear step times), per token
+    of progress as AIConfigurator's TPOT is."""
+    if point.get("mtp"):
+        return _colocated_mtp(point)
     from afdplan.bundle import Pipeline
     from afdplan.calibrate.specs import load_model
     from afdplan.deploy.slo_search import colocated_times
@@ -228,6 +233,33 @@ def colocated(point: dict) -> dict:
     even = 1e3 * float(p.colocated_step_time(a, a, 0.0, f_kernels, 0.0))
     full = 1e3 * float(p.colocated_step_time(a, a, xy / 2, f_kernels * phi, xy / 2))
     return {"kernels_only": even, "afdplan": full, "phi": phi}
+
+
+def _colocated_mtp(point: dict) -> dict:
+    from afdplan.bundle import Pipeline
+    from afdplan.calibrate.specs import load_model
+    from afdplan.deploy.slo_search import colocated_times
+    from afdplan.timing import Mtp
+
+    model_id, hardware, alpha = MODELS[point["model"]]
+    routing = "balanced" if point["distribution"] == "balanced" else f"power-law:{alpha:g}"
+    g, B, split = point["group"], point["batch"], point["expert_tp"]
+    linear, _, _ = _tables(
+        model_id, point["system"], point["framework"], hardware, g, routing, split
+    )
+    L, ctx = load_model(model_id).layers, point["isl"] + 1
+    p = Pipeline("pingpong", 1, L)
+
+    def step(times) -> float:
+        col = colocated_times(times, 10**9, "colocated")
+        a = float(col.attention_time(B, B * ctx)) / L
+        xy = float(col.comm_time(B, g)) / L
+        return 1e3 * float(p.colocated_step_time(a, a, xy / 2, float(col.ffn_time(g * B)) / L,
+                                                 xy / 2))  # fmt: skip
+
+    with_mtp = step(Mtp(*point["mtp"]).apply(linear))
+    return {"kernels_only": math.nan, "afdplan": with_mtp, "phi": 1.0,
+            "mtp_gain": with_mtp / step(linear)}  # fmt: skip
 
 
 def refresh(python: str) -> None:
@@ -295,7 +327,8 @@ def main() -> None:
         mine = colocated(point)
         tpot = point["aiconfigurator"]["tpot"]
         col_rows.append({**{k: point[k] for k in ("model", "distribution", "batch", "group")},
-                         "expert_tp": point.get("expert_tp", 1),
+                         "expert_tp": point.get("expert_tp", 1), "mtp": point.get("mtp"),
+                         "mtp_gain": mine.get("mtp_gain"),
                          "aic_tpot_ms": tpot, "kernels_only_ratio": mine["kernels_only"] / tpot,
                          "afdplan_ratio": mine["afdplan"] / tpot, "phi": mine["phi"]})  # fmt: skip
     if args.json:
@@ -307,6 +340,7 @@ def main() -> None:
         ct.add_column(col, justify="right")
     for c in col_rows:
         group = f"{c['group']}" + (" TP" if c["expert_tp"] > 1 else " EP")
+        group += "" if not c["mtp"] else f" MTP {c['mtp'][0]}:{c['mtp'][1]:g}"
         ct.add_row(c["model"][:11], c["distribution"][:8], str(c["batch"]), group,
                    f"{c['aic_tpot_ms']:.1f}", f"{c['kernels_only_ratio']:.3f}",
                    f"{c['afdplan_ratio']:.3f}", f"{c['phi']:.2f}")  # fmt: skip

@@ -149,6 +149,14 @@ ExpertTpOpt = Annotated[
         help="GPUs each routed expert is split over in the FFN group (1: expert parallel).",
     ),
 ]
+MtpOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mtp",
+        help="Multi-token prediction DEPTH:ACCEPTED (e.g. 1:0.8): draft tokens a step and the "
+        "mean accepted of them; step times are then per token of progress.",
+    ),
+]
 ExchangeOverlapOpt = Annotated[
     bool,
     typer.Option(
@@ -479,12 +487,14 @@ def load_step_times(
     routing: str | None = None,
     expert_tp: int = 1,
     exchange_overlap: bool = False,
+    mtp: str | None = None,
 ):
     """(the linear coefficients, the step times to use): the given measured tables, else
     the coefficient set's own curves (unless ``linear_only``), else the linear model.
     ``dtypes``: the ``--weight-dtype``, ``--ffn-dtype``, ``--kv-dtype`` choices; ``link``
     the ``--link``; ``routing`` the ``--routing``; ``expert_tp`` the ``--expert-tp``;
-    ``exchange_overlap`` the ``--exchange-overlap``."""
+    ``exchange_overlap`` the ``--exchange-overlap``; ``mtp`` the ``--mtp`` (step times
+    then per token of progress, ``afdplan.timing.mtp``)."""
     from dataclasses import replace
 
     from afdplan.calibrate.resolve import resolve_step_times, set_curves
@@ -506,6 +516,15 @@ def load_step_times(
         times = linear
     elif tables is None and times is linear:
         times = set_curves(linear) or linear
+    if mtp is not None:
+        from afdplan.timing import Mtp
+
+        require(
+            times is linear,
+            "--mtp prices the linear step times (measured curves hold one token a sequence "
+            "a step): add --linear-only",
+        )
+        linear = times = Mtp.parse(mtp).apply(linear)
     return linear, times
 
 

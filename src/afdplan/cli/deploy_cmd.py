@@ -16,6 +16,7 @@ from afdplan.cli.common import (
     FfnDtypeOpt,
     JsonOpt,
     KvDtypeOpt,
+    MtpOpt,
     ObjectiveOpt,
     OutTable,
     PriceAttOpt,
@@ -144,6 +145,7 @@ def deploy(
     ] = None,
     routing: RoutingOpt = None,
     exchange_overlap: ExchangeOverlapOpt = False,
+    mtp: MtpOpt = None,
     objective: ObjectiveOpt = Objective.gpu,
     price_attention: PriceAttOpt = None,
     price_ffn: PriceFfnOpt = None,
@@ -185,7 +187,7 @@ def deploy(
     from afdplan.calibrate.specs import load_hardware, load_model, served_as
     from afdplan.deploy import MoeAssumptions, Slo, Space, Target, search
     from afdplan.deploy.anchor import resolve_anchor
-    from afdplan.timing import Routing
+    from afdplan.timing import Mtp, Routing
 
     moe = MoeAssumptions(Routing.parse(routing), exchange_overlap=exchange_overlap)
 
@@ -231,6 +233,7 @@ def deploy(
             max_batch=max_batch_per_rank,
         ),
         moe=moe,
+        mtp=None if mtp is None else Mtp.parse(mtp),
     )
     require(
         routing is None or spec.is_moe,
@@ -300,7 +303,7 @@ def _write_files(folder: Path, result, wl) -> list[Path]:
         colocated = (col, colocated_hardware(col["architecture"], t.attention_hw, t.ffn_hw))
     paths += write_launch_files(
         folder, result.profile, result.chosen, t.model, t.attention_hw,
-        stats.mu_prefill, stats.mu_decode, colocated,
+        stats.mu_prefill, stats.mu_decode, colocated, t.mtp,
     )  # fmt: skip
     return paths
 
@@ -321,7 +324,13 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         "Step times: roofline per instance size"
         + ("" if t.anchor is None else f", anchored on {result.anchor_text()}")
         + f"; beyond one NVLink domain a {t.attention_hw.network_bandwidth * 8 / 1e9:.0f} Gb/s "
-        f"port per GPU ({t.attention_hw.network_latency * 1e6:g} us)",
+        f"port per GPU ({t.attention_hw.network_latency * 1e6:g} us)"
+        + (
+            ""
+            if t.mtp is None
+            else f"; {t.mtp.describe()}: every step time below is per token of progress "
+            f"(a step over {t.mtp.tokens_per_step:g} tokens a sequence)"
+        ),
         markup=False,
     )
     out.print(f"Provenance of the chosen bundle's step times: {result.provenance}.", markup=False)
@@ -410,8 +419,8 @@ def _render(result, workload: str, top: int, files: list[Path]) -> None:
         out.print(
             f"Recommendation: colocated decode ({col['architecture']}, "
             f"{_colocated_shape(t.model, col)}, m = {col['microbatches']}: "
-            f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU): AFD loses here; --save-dir "
-            "writes its vLLM launch file (colocated/vllm.sh).",
+            f"{fmt_rate(col['throughput_per_gpu'])} tok/s/GPU): AFD loses here"
+            + ("." if t.mtp else "; --save-dir writes its vLLM launch file (colocated/vllm.sh)."),
             markup=False,
         )  # fmt: skip
     if result.launch_refusal is not None:

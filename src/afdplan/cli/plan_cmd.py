@@ -26,6 +26,7 @@ from afdplan.cli.common import (
     LinkOpt,
     MicrobatchesOpt,
     ModeOpt,
+    MtpOpt,
     ObjectiveOpt,
     OutTable,
     PipelineOpt,
@@ -85,6 +86,7 @@ def plan(
     gpus_ffn: GpusFfnOpt = None,
     expert_tp: ExpertTpOpt = 1,
     exchange_overlap: ExchangeOverlapOpt = False,
+    mtp: MtpOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
@@ -112,7 +114,7 @@ def plan(
     dtypes = (weight_dtype, ffn_dtype, kv_dtype)
     linear, times = load_step_times(
         coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp,
-        exchange_overlap,
+        exchange_overlap, mtp,
     )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps = resolve_pipeline(pipeline, mode, microbatches, layers, linear)

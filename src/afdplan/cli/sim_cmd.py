@@ -28,6 +28,7 @@ from afdplan.cli.common import (
     LinkOpt,
     MicrobatchesOpt,
     ModeOpt,
+    MtpOpt,
     NoiseOpt,
     ObjectiveOpt,
     OutputOpt,
@@ -189,6 +190,7 @@ def simulate(
     gpus_ffn: GpusFfnOpt = None,
     expert_tp: ExpertTpOpt = 1,
     exchange_overlap: ExchangeOverlapOpt = False,
+    mtp: MtpOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
@@ -278,7 +280,7 @@ def simulate(
     dtypes = (weight_dtype, ffn_dtype, kv_dtype)
     linear, times = load_step_times(
         coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp,
-        exchange_overlap,
+        exchange_overlap, mtp,
     )
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)
     stats = wl.stats()
@@ -484,6 +486,7 @@ def sweep(
     gpus_ffn: GpusFfnOpt = None,
     expert_tp: ExpertTpOpt = 1,
     exchange_overlap: ExchangeOverlapOpt = False,
+    mtp: MtpOpt = None,
     weight_dtype: WeightDtypeOpt = None,
     ffn_dtype: FfnDtypeOpt = None,
     kv_dtype: KvDtypeOpt = None,
@@ -521,7 +524,7 @@ def sweep(
     dtypes = (weight_dtype, ffn_dtype, kv_dtype)
     linear, times = load_step_times(
         coeffs, comm, tables, gpus, linear_only, dtypes, link, routing, expert_tp,
-        exchange_overlap,
+        exchange_overlap, mtp,
     )
     goal, w_a, w_f = resolve_weights(objective, w_attention, w_ffn, prices, linear)
     steps_run = resolve_pipeline(pipeline, mode, microbatches, layers, linear)

@@ -117,6 +117,13 @@ class DeployResult:
     def launch_refusal(self) -> str | None:
         """Why no launch files are written for this model (the runtime release does not
         serve it, with the pinned releases that do), or None."""
+        if self.target.mtp is not None:
+            return (
+                "--mtp: no runtime launch files (the pinned AFD runtimes' GPU recipes run no "
+                "speculative decoding; plain vLLM takes --speculative-config '{\"method\": "
+                f"\"deepseek_mtp\", \"num_speculative_tokens\": {self.target.mtp.depth}}}' for "
+                "DeepSeek-style MTP layers); aiconfigurator.sh carries the MTP"
+            )
         if self.profile is None:
             return None
         model = self.target.model
@@ -184,6 +191,7 @@ class DeployResult:
             t.anchor,
             t.moe,
             int(c["expert_tp"]),
+            t.mtp,
         )
         return coeffs_to_dict(times)
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from afdplan.calibrate.specs import HardwareSpec, ModelSpec
 from afdplan.deploy.profiles import RuntimeProfile
 from afdplan.errors import require
+from afdplan.timing import Mtp
 
 AFD_PORT = 6239  # the plugin's recipes use it for the connector's rendezvous
 SEQ_LEN_MARGIN = 64  # FastAFD's presets: MINISGL_MAX_SEQ_LEN = PROMPT_LEN + 64
@@ -246,9 +247,10 @@ def colocated_files(row: dict, model: ModelSpec, hw: HardwareSpec) -> dict[str, 
 
 
 def aiconfigurator_command(
-    row: dict, model: ModelSpec, hw: HardwareSpec, isl: float, osl: float
+    row: dict, model: ModelSpec, hw: HardwareSpec, isl: float, osl: float, mtp: Mtp | None = None
 ) -> str:
-    """The matching single-point AIConfigurator AFD estimate (nodes rounded up)."""
+    """The matching single-point AIConfigurator AFD estimate (nodes rounded up; with
+    ``mtp``, its ``--nextn`` and ``--nextn-accepted``)."""
     r, g_a, g_f, m, b = (
         int(row[k]) for k in ("r", "gpus_attention", "gpus_ffn", "microbatches", "batch")
     )
@@ -287,6 +289,8 @@ def aiconfigurator_command(
         "--num-microbatches", str(m),
         "--pipeline-model", "optimistic",
     ]  # fmt: skip
+    if mtp is not None:
+        args += ["--nextn", str(mtp.depth), "--nextn-accepted", f"{mtp.accepted:g}"]
     body = " \\\n  ".join(
         shlex.join(args[i : i + 2]) if i else shlex.join(args[:3]) for i in _pairs(args)
     )
@@ -391,12 +395,16 @@ def write_launch_files(
     isl: float,
     osl: float,
     colocated: tuple[dict, HardwareSpec] | None = None,
+    mtp: Mtp | None = None,
 ) -> list[Path]:
     """Write the AIConfigurator command for the chosen bundle and, when ``profile``'s
     release serves the model, its launch scripts; with ``colocated`` (the colocated
-    configuration and its GPU, when it is the recommendation) its vLLM script too. Return
-    the paths written."""
-    files = {"aiconfigurator.sh": aiconfigurator_command(row, model, hw, isl, osl)}
+    configuration and its GPU, when it is the recommendation) its vLLM script too; with
+    ``mtp`` the AIConfigurator command alone (``DeployResult.launch_refusal`` says why).
+    Return the paths written."""
+    files = {"aiconfigurator.sh": aiconfigurator_command(row, model, hw, isl, osl, mtp)}
+    if mtp is not None:
+        profile, colocated = None, None
     if colocated is not None:
         files |= colocated_files(colocated[0], model, colocated[1])
     if profile is not None and profile.refusal(model.architecture, model.is_moe) is None:

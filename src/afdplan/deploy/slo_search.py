@@ -59,7 +59,7 @@ from afdplan.deploy.anchor import Anchor
 from afdplan.errors import InputError, check_positive, require
 from afdplan.normal import expected_max_normal
 from afdplan.theory.barrier import layered_times
-from afdplan.timing import Linear, LinearStepTimes, Routing
+from afdplan.timing import Linear, LinearStepTimes, Mtp, Routing
 from afdplan.workload import LoadStats
 
 PERCENTILES = (50, 90, 99)
@@ -195,6 +195,7 @@ class Target:
     space: Space = field(default_factory=Space)
     anchor: Anchor | None = None  # measured / roofline ratios (afdplan.deploy.anchor)
     moe: MoeAssumptions = field(default_factory=MoeAssumptions)
+    mtp: Mtp | None = None  # multi-token prediction: step times per token of progress
 
     def __post_init__(self) -> None:
         require(
@@ -362,10 +363,12 @@ def roofline_times(
     anchor: Anchor | None = None,
     moe: MoeAssumptions | None = None,
     expert_tp: int = 1,
+    mtp: Mtp | None = None,
 ) -> LinearStepTimes | None:
     """Roofline times for one instance-size pair, every expert split over ``expert_tp``
     FFN GPUs (anchored on measurements where an anchor is given) under ``moe``'s routing
-    and exchange, or None when the weights do not fit."""
+    and exchange, per token of progress under ``mtp``, or None when the weights do not
+    fit."""
     heterogeneous = attention_hw.name != ffn_hw.name
     try:
         times = derive(
@@ -387,7 +390,8 @@ def roofline_times(
         times = anchor.apply(times, attention_hw.name, ffn_hw.name, (g_a, g_f), moe.routing)
     elif times.experts is not None:
         times = times.with_routing(moe.routing)
-    return moe.scale_exchange(times)
+    times = moe.scale_exchange(times)
+    return times if mtp is None else mtp.apply(times)
 
 
 def crosses_nodes(attention_hw: HardwareSpec, ffn_hw: HardwareSpec, gpus: int) -> bool:
@@ -406,12 +410,15 @@ def bundle_times(
     anchor: Anchor | None = None,
     moe: MoeAssumptions | None = None,
     expert_tp: int = 1,
+    mtp: Mtp | None = None,
 ) -> tuple[LinearStepTimes, bool]:
     """(step times, crosses nodes) of one AFD bundle: NVLink while the bundle fits one
     scale-up domain on one kind of hardware, else the inter-node link (the roofline's
     transfers fan in at the FFN end, ``comm_scope = "fan_in"``)."""
     cross = crosses_nodes(attention_hw, ffn_hw, r * g_a + g_f)
-    times = roofline_times(model, attention_hw, ffn_hw, g_a, g_f, cross, anchor, moe, expert_tp)
+    times = roofline_times(
+        model, attention_hw, ffn_hw, g_a, g_f, cross, anchor, moe, expert_tp, mtp
+    )
     require(times is not None, f"the weights of {model.name} do not fit g_A = {g_a}, g_F = {g_f}")
     assert times is not None
     return times, cross
@@ -545,8 +552,8 @@ def _search_ratios(target: Target, out: _Collector, g_a: int, g_f: int, split: i
     over ``split`` of them."""
     model, space = target.model, target.space
     sides = (model, target.attention_hw, target.ffn_hw, g_a, g_f)
-    near = roofline_times(*sides, False, target.anchor, target.moe, split)
-    far = roofline_times(*sides, True, target.anchor, target.moe, split)
+    near = roofline_times(*sides, False, target.anchor, target.moe, split, target.mtp)
+    far = roofline_times(*sides, True, target.anchor, target.moe, split, target.mtp)
     if near is None or far is None or g_f < min_ffn_gpus(model, target.ffn_hw):
         return
     cap = space.max_batch or default_max_batch(target.attention_hw)
@@ -696,7 +703,9 @@ def colocated_group_times(
     model = target.model
     capacity = colocated_capacity(model, hw, g, t)
     cross = g > hw.scaleup_gpus
-    times = roofline_times(model, hw, hw, t, g, cross, target.anchor, target.moe, expert_tp)
+    times = roofline_times(
+        model, hw, hw, t, g, cross, target.anchor, target.moe, expert_tp, target.mtp
+    )
     if times is None or capacity < 1:
         return None
     return colocated_times(times, capacity, f"colocated:{model.name}@{hw.name}", t)

@@ -61,7 +61,7 @@ def verify(
             int(row[k]) for k in ("gpus_attention", "gpus_ffn", "r", "expert_tp")
         )
         times, _ = bundle_times(
-            t.model, t.attention_hw, t.ffn_hw, g_a, g_f, r, t.anchor, t.moe, split
+            t.model, t.attention_hw, t.ffn_hw, g_a, g_f, r, t.anchor, t.moe, split, t.mtp
         )
         config = SimConfig(
             ratio=r,

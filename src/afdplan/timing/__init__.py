@@ -16,6 +16,7 @@ from afdplan.timing.linear import (
     transfer_tokens,
     write_coeffs_file,
 )
+from afdplan.timing.mtp import Mtp
 from afdplan.timing.prefill import PrefillTimes
 from afdplan.timing.protocol import StepTimes, gpus_per_instance, routed_experts, state_tokens
 from afdplan.timing.tables import (
@@ -36,6 +37,7 @@ __all__ = [
     "Experts",
     "Linear",
     "LinearStepTimes",
+    "Mtp",
     "PrefillTimes",
     "Routing",
     "StepTimes",

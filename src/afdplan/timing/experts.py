@@ -126,12 +126,16 @@ class Experts:
     routing: Routing = Routing()
     skew_in_fit: bool = False
     expert_tp: int = 1
+    # tokens the FFN runs per token of the batch it is asked about: k + 1 under MTP (the
+    # verified drafts; ``afdplan.timing.mtp``), whose busiest rank is read at the batch run
+    verify: int = 1
 
     def __post_init__(self) -> None:
         for name, value in (
             ("experts", self.experts),
             ("top_k", self.top_k),
             ("expert_tp", self.expert_tp),
+            ("verify", self.verify),
         ):
             require(
                 isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= 1,
@@ -186,7 +190,7 @@ class Experts:
         """φ(T) = E[busiest rank's pairs]/(T·k/g) ≥ 1 for micro-batches of ``tokens`` T
         on ``ranks`` g (module doc); 1 for one rank, no tokens, or a fit that already
         times the busiest rank."""
-        t = np.asarray(tokens, dtype=np.float64)
+        t = np.asarray(tokens, dtype=np.float64) * self.verify
         g = self._ranks(ranks)
         if g == 1 or self.skew_in_fit:
             return np.ones_like(t)
@@ -205,10 +209,10 @@ class Experts:
         micro-batches (balanced routing: the largest of g loads at Φ⁻¹(q^{1/g}) standard
         deviations, the fixed sum's stretch as in :meth:`imbalance`); the deterministic
         spread otherwise."""
-        t = np.asarray(tokens, dtype=np.float64)
+        t = np.asarray(tokens, dtype=np.float64) * self.verify
         g = self._ranks(ranks)
         if g == 1 or self.skew_in_fit or self.routing.kind == "power-law":
-            return self.imbalance(t, ranks)
+            return self.imbalance(tokens, ranks)
         from afdplan.normal import ppf
 
         spread = ppf(q ** (1.0 / g)) / math.sqrt(1 - 1 / g)
@@ -223,10 +227,10 @@ class Experts:
         law of :meth:`imbalance_quantile` (one uniform each, through the tabulated inverse
         of Φ(z)^g: the same mean and quantiles the theory uses), or the deterministic
         spread (power-law, or a fit that already times the busiest rank)."""
-        t = np.asarray(tokens, dtype=np.float64)
+        t = np.asarray(tokens, dtype=np.float64) * self.verify
         g = self._ranks(ranks)
         if g == 1 or self.skew_in_fit or self.routing.kind == "power-law":
-            return self.imbalance(t, ranks)
+            return self.imbalance(tokens, ranks)
         u_grid, z_grid = _max_normal_inverse(g)
         excess = np.interp(rng.random(t.shape), u_grid, z_grid) / math.sqrt(1 - 1 / g)
         mean = t * self.top_k / g

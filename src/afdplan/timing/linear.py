@@ -31,6 +31,7 @@ The coefficients file (JSON or TOML) is the contract with calibration::
                  routing = "balanced" | "power-law:ALPHA"   skew_in_fit = false
                  expert_tp = 1        #   expert rank (``afdplan.timing.experts``); the
                                       #   GPUs each expert is split over (default 1)
+                 verify = 1           #   tokens run per token asked (k + 1 under MTP)
 
 With ``[experts]``, t_F(n) is read at n·φ(n), φ the busiest expert rank's load against the
 mean over the g_F ranks of the FFN instance (DESIGN.md §10).
@@ -221,7 +222,7 @@ _SECTION_KEYS = {
 }
 _OPTIONAL_SECTIONS = {
     "exchange": ("alpha", "beta", "overlap"),
-    "experts": ("experts", "top_k", "routing", "skew_in_fit", "expert_tp"),
+    "experts": ("experts", "top_k", "routing", "skew_in_fit", "expert_tp", "verify"),
 }
 _META_KEYS = (
     "name",
@@ -344,13 +345,14 @@ def _optional_sections(
             )
         skew = body.get("skew_in_fit", False)
         require(isinstance(skew, bool), f"{source}: experts.skew_in_fit must be true or false")
-        split = body.get("expert_tp", 1)
-        require(
-            type(split) is int and split >= 1,
-            f"{source}: experts.expert_tp must be an integer >= 1, got {split!r}",
-        )
+        counts = {key: body.get(key, 1) for key in ("expert_tp", "verify")}
+        for key, value in counts.items():
+            require(
+                type(value) is int and value >= 1,
+                f"{source}: experts.{key} must be an integer >= 1, got {value!r}",
+            )
         experts = Experts(
-            body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew, split
+            body["experts"], body["top_k"], Routing.parse(body.get("routing")), skew, **counts
         )
     return exchange, experts, overlap
 
@@ -411,8 +413,9 @@ def coeffs_to_dict(model: LinearStepTimes) -> dict:
             "routing": str(e.routing),
             "skew_in_fit": e.skew_in_fit,
         }
-        if e.expert_tp > 1:
-            out["experts"]["expert_tp"] = int(e.expert_tp)
+        for key in ("expert_tp", "verify"):
+            if getattr(e, key) > 1:
+                out["experts"][key] = int(getattr(e, key))
     return out
 
 

@@ -10,7 +10,9 @@ progress 1 + a applied above the step), one step costs:
 * every per-layer time × (L + k)/L;
 * the per-sequence and per-token work × (k + 1): attention's per-sequence term γ_A (the
   k + 1 query tokens' projections and scores), the FFN and the A↔F transfers on k + 1
-  tokens a sequence; the KV read once a step (α_A·T and β_A unchanged).
+  tokens a sequence; the KV read once a step (α_A·T and β_A unchanged: a decode kernel
+  with k + 1 query tokens reads each sequence's cache once, where aiconfigurator-core
+  widens the attention batch by k + 1 instead).
 
 It advances each sequence by τ = 1 + a tokens. A step of time t then serves τ tokens a
 sequence, so in token units, where workloads, KV caches, the theory and both simulators

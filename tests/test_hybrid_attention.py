@@ -156,9 +156,44 @@ def test_open_system_reserves_the_state_with_every_request(router):
         simulate_open(wl, f, Arrivals("trace"), 2, seed=0)
 
 
-def test_measured_tables_refuse_gated_deltanet_in_one_line():
+def test_measured_gated_deltanet_layers(aic):
+    # Qwen3.5-35B-A3B on H200: 10 full-attention layers from the attention table, 30 Gated
+    # DeltaNet layers from gdn_perf's decode kernels (convolution update + recurrent rule)
+    import pandas as pd
+
     from afdplan.calibrate import aiconfig
 
-    with pytest.raises(InputError, match="Gated DeltaNet") as exc:
-        aiconfig.resolve_version("h200_sxm", "vllm", load_model("qwen3-next-80b-a3b"))
-    assert "\n" not in str(exc.value)
+    model = load_model("Qwen/Qwen3.5-35B-A3B")
+    assert (model.full_attention_layers, model.linear_layers) == (10, 30)
+    data = aiconfig.resolve_version("h200_sxm", "vllm", model)
+    assert ("linear_attention", "gdn_perf.parquet") in aiconfig.needed_tables(model)
+    table = pd.read_parquet(aiconfig.data_root() / "h200_sxm/linear_attention/vllm"
+                            / data.version / "gdn_perf.parquet")  # fmt: skip
+    rows = table[(table.phase == "generation") & (table.d_model == 2048)
+                 & (table.num_k_heads == 16) & (table.num_v_heads == 32)]  # fmt: skip
+    at64 = rows[rows.batch_size == 64].groupby("kernel_source").latency.median().sum()
+    ms, label = aiconfig._gdn_ms(model, data, 1, np.array([64.0, 2048.0]))
+    assert ms[0] == pytest.approx(at64) and "fused_recurrent" in label
+    at1024 = rows[rows.batch_size == 1024].groupby("kernel_source").latency.median().sum()
+    assert ms[1] == pytest.approx(2 * at1024)  # past the table: each sequence's update again
+    with pytest.raises(InputError, match="do not split over 3 GPUs"):
+        aiconfig._gdn_ms(model, data, 3, np.array([1.0]))
+    tables = aiconfig.measured_tables(model, "h200_sxm", gpus_ffn=8)
+    attention = tables.rows[tables.rows.op == "attention"]
+    assert any("30 Gated DeltaNet layers" in n for n in tables.notes)
+    # the rows are the full layers' kernel plus the recurrent layers' (a test of the sum)
+    full = aiconfig._attention_rows(replace(model, linear_layers=0), data, 1, "bfloat16",
+                                    "bfloat16", [])  # fmt: skip
+    assert len(attention) == len(full)
+    one = attention.iloc[5]
+    recurrent, _ = aiconfig._gdn_ms(model, data, 1, np.array([one.batch]))
+    alone = full.iloc[5].seconds * 10 / model.layers
+    assert one.seconds == pytest.approx(alone + 30 * recurrent[0] / 1e3)
+
+
+def test_calibrate_fits_a_hybrid_model_from_the_tables(cli, aic):
+    res = cli("calibrate", "--model", "Qwen/Qwen3.5-35B-A3B", "--system", "h200_sxm",
+              "--gpus-ffn", "8", "--json")  # fmt: skip
+    assert res.code == 0, res.err
+    data = res.json()
+    assert "attention" in data["fits"] and "REFUSED" not in res.out

@@ -183,6 +183,8 @@ def needed_tables(model: ModelSpec) -> list[tuple[str, str]]:
         else ("attention", "generation_attention_perf.parquet")
     )
     need = [attention, ("gemm", "gemm_perf.parquet")]
+    if model.linear_layers:
+        need.append(("linear_attention", "gdn_perf.parquet"))
     if model.is_moe:
         need.append(("moe", "moe_perf.parquet"))
     return need
@@ -203,12 +205,6 @@ def resolve_version(
     """The data version to read: ``version`` (a declared version or current / previous /
     next), by default aiconfigurator-core's ``current``; a one-line error naming the versions
     that work when it cannot serve every table the model needs."""
-    require(
-        not model.linear_layers,
-        f"{model.name}: afdplan does not read aiconfigurator-core's Gated DeltaNet tables "
-        "(linear_attention/gdn_perf) yet; its hybrid layers have roofline step times only "
-        f"(roofline:{model.name}@HARDWARE)",
-    )
     declared = declared_versions(system, framework)
     slots = _slots(system, framework)
     wanted = version or "current"
@@ -328,11 +324,19 @@ def measured_tables(
     dense = gemm(batches, math.ceil(model.vocab / gpus_attention), model.hidden, "LM head")
     if not model.is_mla:
         g = gpus_attention
-        qkv = gemm(
-            batches, (model.heads + 2 * model.kv_heads) * model.head_dim // g, model.hidden, "QKV"
-        )
+        # a gated query projection also emits the output gate (Qwen3-Next, Qwen3.5)
+        q = model.heads * model.head_dim * (2 if model.attention_output_gate else 1)
+        qkv = gemm(batches, (q + 2 * model.kv_heads * model.head_dim) // g, model.hidden, "QKV")
         out = gemm(batches, model.hidden, model.heads * model.head_dim // g, "O proj")
-        dense = dense + L * (qkv + out)
+        dense = dense + model.full_attention_layers * (qkv + out)
+        if model.linear_layers:  # a Gated DeltaNet layer's q, k, v, gate, b, a and output
+            value = model.linear_value_heads * model.linear_value_dim
+            width = (2 * model.linear_key_heads * model.linear_key_dim + 2 * value
+                     + 2 * model.linear_value_heads)  # fmt: skip
+            gdn = gemm(batches, width // g, model.hidden, "GDN in") + gemm(
+                batches, model.hidden, value // g, "GDN out"
+            )
+            dense = dense + model.linear_layers * gdn
     if gpus_attention > 1:  # the split output projection's all-reduce, every layer
         dense = dense + L * _all_reduce(data, gpus_attention, batches * model.hidden, notes)
     parts.append(_rows("attention_dense", tokens=batches, seconds=dense / 1e3))
@@ -401,12 +405,54 @@ def _attention_rows(
             f"KV {kv_dtype}, full attention (window 0); context = step"
         )
     sub = sub.groupby(["batch_size", "step"], as_index=False)["latency"].median()
+    batch = sub["batch_size"].to_numpy(np.float64)
+    ms = model.full_attention_layers * sub["latency"].to_numpy(np.float64)
+    if model.linear_layers:
+        recurrent, label = _gdn_ms(model, data, g, batch)
+        ms = ms + model.linear_layers * recurrent
+        notes.append(f"attention: + {model.linear_layers} Gated DeltaNet layers from {label}")
     return _rows(
         "attention",
-        batch=sub["batch_size"].to_numpy(np.float64),
+        batch=batch,
         kv_tokens=(sub["batch_size"] * sub["step"]).to_numpy(np.float64),
-        seconds=model.layers * sub["latency"].to_numpy(np.float64) / 1e3,
+        seconds=ms / 1e3,
     )
+
+
+def _gdn_ms(model: ModelSpec, data: DataVersion, g: int, batch: np.ndarray):
+    """(ms of one Gated DeltaNet layer's decode kernels at each ``batch``, a label): the
+    framework's ``gdn_perf`` generation rows (the convolution update and the recurrent
+    rule, summed) at 1/g of the key and value heads, interpolated in log batch."""
+    table, src = _table(data, "linear_attention", "gdn_perf.parquet")
+    heads = (model.linear_key_heads / g, model.linear_value_heads / g)
+    require(
+        all(h.is_integer() for h in heads),
+        f"{model.linear_key_heads}/{model.linear_value_heads} Gated DeltaNet key/value heads "
+        f"do not split over {g} GPUs",
+    )
+    sub = table[
+        (table["phase"] == "generation")
+        & (table["d_model"] == model.hidden)
+        & (table["num_k_heads"] == heads[0])
+        & (table["num_v_heads"] == heads[1])
+        & (table["head_k_dim"] == model.linear_key_dim)
+        & (table["head_v_dim"] == model.linear_value_dim)
+        & (table["d_conv"] == model.linear_conv_kernel)
+    ]
+    require(
+        len(sub) > 0,
+        f"{src}: no decode rows for {heads[0]:g}/{heads[1]:g} key/value heads at hidden "
+        f"{model.hidden} (conv {model.linear_conv_kernel})",
+    )
+    kernels = sorted(_values(sub["kernel_source"]))
+    per = sub.groupby(["batch_size", "kernel_source"])["latency"].median().groupby("batch_size")
+    total = per.sum()
+    measured, ms_at = total.index.to_numpy(np.float64), total.to_numpy(np.float64)
+    b = np.maximum(batch, 1.0)
+    ms = np.interp(np.log(b), np.log(measured), ms_at)
+    # past the largest batch measured each sequence's state update costs what it did there
+    ms = np.where(b > measured[-1], ms_at[-1] * b / measured[-1], ms)
+    return ms, f"{src} ({heads[0]:g}/{heads[1]:g} heads a rank: {' + '.join(kernels)})"
 
 
 def _ffn_rows(

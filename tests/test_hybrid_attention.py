@@ -197,3 +197,20 @@ def test_calibrate_fits_a_hybrid_model_from_the_tables(cli, aic):
     assert res.code == 0, res.err
     data = res.json()
     assert "attention" in data["fits"] and "REFUSED" not in res.out
+
+
+# AIConfigurator 0.12.0's own reading of the same rows: `cli_estimate("Qwen/Qwen3.5-35B-A3B",
+# "h200_sxm", mode="static_gen", backend_name="vllm", isl=1024, batch_size=B, tp_size=1)`,
+# its generation_gdn_conv1d + generation_gdn_recurrence ops (ms a step, all 30 GDN layers)
+AIC_GDN_MS = {16: 0.067 + 0.512, 64: 0.120 + 2.149, 256: 0.324 + 8.023}
+
+
+def test_gated_deltanet_read_equals_aiconfigurators_ops(aic):
+    from afdplan.calibrate import aiconfig
+
+    model = load_model("Qwen/Qwen3.5-35B-A3B")
+    data = aiconfig.resolve_version("h200_sxm", "vllm", model)
+    batch = np.array(sorted(AIC_GDN_MS), dtype=float)
+    ms, _ = aiconfig._gdn_ms(model, data, 1, batch)
+    want = np.array([AIC_GDN_MS[int(b)] for b in batch])
+    np.testing.assert_allclose(model.linear_layers * ms, want, rtol=0.01)

@@ -701,10 +701,16 @@ def _all_reduce(data: DataVersion, g: int, elements: np.ndarray, notes: list[str
             & (table["nccl_dtype"] == "half")
         ]
     require(len(sub) > 0, f"{data.system}: no all-reduce measured over {g} GPUs ({label})")
-    curve = sub.groupby("message_size")["latency"].median()
     note = f"+ all-reduce over {g} GPUs each layer from {label}"
     if note not in notes:
         notes.append(note)
+    return _by_message_size(sub, elements)
+
+
+def _by_message_size(rows: pd.DataFrame, elements: np.ndarray) -> np.ndarray:
+    """The median latency of a collective's ``rows`` by ``message_size``, read at
+    ``elements`` (interpolated in log size)."""
+    curve = rows.groupby("message_size")["latency"].median()
     x = np.log(curve.index.to_numpy(np.float64))
     return np.interp(np.log(np.maximum(elements, 1.0)), x, curve.to_numpy(np.float64))
 
@@ -742,11 +748,7 @@ def gather_scatter(
             (table["op_name"] == op) & (table["num_gpus"] == g) & (table["nccl_dtype"] == "half")
         ]
         require(len(sub) > 0, f"{data.system}: no {op} measured over {g} GPUs ({label})")
-        curve = sub.groupby("message_size")["latency"].median()
-        x = np.log(curve.index.to_numpy(np.float64))
-        total = total + np.interp(
-            np.log(np.maximum(elements, 1.0)), x, curve.to_numpy(np.float64)
-        )
+        total = total + _by_message_size(sub, elements)
     note = f"+ all-gather and reduce-scatter over {g} GPUs each MoE layer from {label}"
     if note not in notes:
         notes.append(note)

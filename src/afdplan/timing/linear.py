@@ -147,11 +147,16 @@ class LinearStepTimes:
         """Seconds for the FFN instance on a micro-batch of ``tokens`` (r·B/m): the
         busiest expert rank's, at ``tokens``·φ (``imbalance`` φ, by default its expected
         value; 1 without ``experts``); without the exchange when it overlaps."""
-        effective = self.effective_tokens(tokens, imbalance)
-        if self.exchange_overlap:
-            assert self.exchange is not None
-            return self.ffn(effective) - self.exchange(effective)
-        return self.ffn(effective)
+        return self.ffn_stage(self.effective_tokens(tokens, imbalance))
+
+    @property
+    def ffn_stage(self) -> Linear:
+        """The FFN stage's line: ``ffn``, less its exchange when that overlaps (the
+        transfers carry it, :meth:`overlapped_exchange`)."""
+        if not self.exchange_overlap:
+            return self.ffn
+        assert self.exchange is not None
+        return Linear(self.ffn.alpha - self.exchange.alpha, self.ffn.beta - self.exchange.beta)
 
     def effective_tokens(self, tokens, imbalance=None):
         """``tokens``·φ: the batch an evenly loaded group would run in the time its

@@ -13,7 +13,7 @@ from afdplan.bundle import Bundle, Pipeline
 from afdplan.choices import ROUTERS
 from afdplan.errors import require
 from afdplan.sim.open.prefill import PrefillRun
-from afdplan.timing import Linear, LinearStepTimes, transfer_each_way, transfer_tokens
+from afdplan.timing import LinearStepTimes, transfer_each_way, transfer_tokens
 
 WARMUP_SHARE = 0.1  # requests arriving in the first 10% of the horizon are not measured
 MAX_SLOTS = 50_000_000  # bundles·r·B: the loop keeps a few arrays of this size
@@ -88,17 +88,8 @@ class Fleet:
     def ffn_time(self, tokens: float) -> float:
         """The FFN on a micro-batch of ``tokens`` at the expected busiest expert rank, as
         the compiled loop computes it (seconds)."""
-        f = self._ffn_kernels()
+        f = self.times.ffn_stage
         return f.alpha * tokens * float(np.interp(tokens, *self.imbalance_grid)) + f.beta
-
-    def _ffn_kernels(self) -> Linear:
-        """The FFN stage's coefficients: without the exchange when it overlaps (the
-        transfers carry it, :meth:`coefficients`)."""
-        t = self.times
-        if not t.exchange_overlap:
-            return t.ffn
-        assert t.exchange is not None
-        return Linear(t.ffn.alpha - t.exchange.alpha, t.ffn.beta - t.exchange.beta)
 
     def coefficients(self) -> np.ndarray:
         """The linear coefficients the compiled loop reads; the transfer's are one
@@ -114,7 +105,7 @@ class Fleet:
             share = 1.0 if t.comm_scope == "aggregate" else float(self.ratio)
             c_alpha, c_beta = c_alpha + t.exchange.alpha * share, c_beta + t.exchange.beta
         c_alpha, c_beta = transfer_each_way(c_alpha), transfer_each_way(c_beta)
-        f = self._ffn_kernels()
+        f = t.ffn_stage
         return np.array(
             [t.attention.alpha, t.attention.beta, t.attention.gamma, f.alpha, f.beta,
              c_alpha, c_beta],

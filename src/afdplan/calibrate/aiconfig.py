@@ -593,7 +593,7 @@ def _exchange(
     group and node count exact), else the link roofline of
     ``calibrate.roofline.expert_exchange``; inside a slice, an all-gather and a
     reduce-scatter over its t GPUs of the tokens it serves (``gather_scatter``)."""
-    from afdplan.calibrate.roofline import expert_exchange, model_experts
+    from afdplan.calibrate.roofline import expert_exchange, slice_share
 
     t, e = expert_tp, g // expert_tp
     seconds = np.zeros_like(tokens)
@@ -618,10 +618,8 @@ def _exchange(
             # each slice's t GPUs send over t ports: 1/t of a lone rank's time per token
             seconds = alpha / t * tokens + beta
     if t > 1:
-        experts = model_experts(model, t)
-        assert experts is not None
-        served = experts.distinct_ranks(g) / e  # the share of T each slice serves
-        moved = gather_scatter(data, t, served * tokens * model.hidden, notes)
+        served = slice_share(model, g, t) * tokens
+        moved = gather_scatter(data, t, served * model.hidden, notes)
         seconds = seconds + model.moe_layers * moved / 1e3
     return seconds
 

@@ -213,6 +213,14 @@ def expert_layout_problem(model: ModelSpec, g_f: int, expert_tp: int = 1) -> str
     return None
 
 
+def slice_share(model: ModelSpec, g_f: int, expert_tp: int) -> float:
+    """The share of a micro-batch's tokens one of the g_F / ``expert_tp`` expert-parallel
+    slices serves: d/e, a token reaching d of the e slices (1 for one slice)."""
+    experts = model_experts(model, expert_tp)
+    assert experts is not None
+    return experts.distinct_ranks(g_f) / (g_f // expert_tp)
+
+
 def exchange_bytes(model: ModelSpec) -> tuple[float, float]:
     """(dispatch, combine) bytes per element: dispatch in FP8 when the experts are (as
     DeepEP's low-latency kernels send it), else in the activations' dtype; combine in the
@@ -238,20 +246,17 @@ def expert_exchange(
 
     Inside a slice (t > 1): its t GPUs each need all the T·d/e tokens the slice serves and
     sum their partial outputs: an all-gather and a reduce-scatter, one all-reduce's traffic
-    (``tp_all_reduce``) and two latencies on T·d/e tokens a layer (T for t = g_F: vLLM's
-    MoE without expert
-    parallelism, ``FusedMoEParallelConfig.make`` in vllm/model_executor/layers/fused_moe/
-    config.py). Zero for a dense FFN or one GPU."""
+    (``tp_all_reduce``) and two latencies on T·d/e tokens a layer (``slice_share``; T for
+    t = g_F: vLLM's MoE without expert parallelism, ``FusedMoEParallelConfig.make`` in
+    vllm/model_executor/layers/fused_moe/config.py). Zero for a dense FFN or one GPU."""
     if not model.is_moe or g_f <= 1:
         return 0.0, 0.0
     experts = model_experts(model, expert_tp)
     assert experts is not None
     t, e = expert_tp, g_f // expert_tp
     alpha = beta = 0.0
-    served = 1.0  # share of the micro-batch a slice serves
     if e > 1:
         reached = experts.distinct_ranks(g_f)
-        served = reached / e
         per_token = reached * (1 - 1 / e) * model.hidden * sum(exchange_bytes(model)) / g_f
         local = min(g_f, hw.scaleup_gpus)
         beyond = min(1.0, max(0.0, (g_f - local) / (g_f - t)))
@@ -261,7 +266,7 @@ def expert_exchange(
         alpha, beta = model.moe_layers * max(nvlink, network), 2 * model.moe_layers * latency
     if t > 1:
         reduce = tp_all_reduce(model, hw, t)
-        alpha += model.moe_layers * served * reduce.alpha
+        alpha += model.moe_layers * slice_share(model, g_f, t) * reduce.alpha
         beta += 2 * model.moe_layers * reduce.beta  # two collectives, a latency each
     return alpha, beta
 
